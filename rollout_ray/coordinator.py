@@ -1,0 +1,264 @@
+"""The coordinator: one named actor per job that owns the plan and receives commits.
+
+Its state is rebuilt from the manifest files whenever it starts, so losing it loses
+nothing: commit records are written before a commit is acknowledged. Commits that
+arrive while a write is under way are written together (group commit), so the number
+of manifest files grows with time, not with the number of pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rollout_ray import manifest, storage
+from rollout_ray.manifest import Layout
+from rollout_ray.plan import WorkItem, pending_work
+from rollout_ray.sources import Shard
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 2.0
+LEASE_RENEW_EVERY_S = manifest.LEASE_TTL_S / 4
+
+
+@dataclass
+class DatasetCounts:
+    """Rollout counts of one dataset over the whole job (all runs)."""
+
+    expected: int = 0
+    ok: int = 0
+    failed: int = 0
+    retryable: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    reward_sum: float = 0.0
+    reward_count: int = 0
+
+
+class JobState:
+    """Counts and commits of a job, rebuilt from its manifest. Plain Python."""
+
+    def __init__(self, layout: Layout, shards: list[Shard], commits: list[dict[str, Any]]):
+        self.layout = layout
+        self.shards = shards
+        self.datasets: dict[str, DatasetCounts] = {}
+        for shard in shards:
+            counts = self.datasets.setdefault(shard.dataset, DatasetCounts())
+            counts.expected += shard.num_rows * shard.num_repeats
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.committed: set[str] = set()
+        for record in sorted(commits, key=lambda r: r["round"]):
+            self.apply(record)
+
+    def apply(self, record: dict[str, Any]) -> bool:
+        """Count a commit record; False if that piece was already counted."""
+        if record["piece_id"] in self.committed:
+            return False
+        self.committed.add(record["piece_id"])
+        counts = self.datasets.setdefault(record["dataset"], DatasetCounts())
+        previous = self.latest.get(record["shard_id"])
+        if previous is not None and record["round"] > previous["round"]:
+            # A retry piece redoes exactly the previous round's retryable rollouts.
+            counts.failed -= previous["n_retryable"]
+            counts.retryable -= previous["n_retryable"]
+        if previous is None or record["round"] >= previous["round"]:
+            self.latest[record["shard_id"]] = _slim(record)
+        counts.ok += record["n_ok"]
+        counts.failed += record["n_failed"]
+        counts.retryable += record["n_retryable"]
+        counts.prompt_tokens += record["prompt_tokens"] or 0
+        counts.output_tokens += record["output_tokens"] or 0
+        counts.reward_sum += record["reward_sum"] or 0.0
+        counts.reward_count += record["reward_count"] or 0
+        return True
+
+    def pending(self, max_attempts: int) -> list[WorkItem]:
+        return pending_work(self.shards, self.latest, max_attempts, manifest.retryable_keys)
+
+    def totals(self) -> dict[str, dict[str, Any]]:
+        return {name: asdict(counts) for name, counts in sorted(self.datasets.items())}
+
+
+def _slim(record: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "piece_id",
+        "shard_id",
+        "round",
+        "n_retryable",
+        "n_expected",
+        "n_ok",
+        "n_failed",
+        "failures_file",
+    )
+    return {k: record[k] for k in keep}
+
+
+class Coordinator:
+    """The Ray actor body (async): plan, commits, progress and the output's lease."""
+
+    def __init__(self, output: str, max_attempts: int, owner: dict[str, Any], job_name: str):
+        self.layout = Layout(output)
+        self.max_attempts = max_attempts
+        self.owner = owner
+        self.job_name = job_name
+        plan = storage.read_parquet(self.layout.plan)
+        shards = [Shard.from_dict(row) for row in plan.to_pylist()]
+        self.state = JobState(self.layout, shards, manifest.read_commits(self.layout))
+        self.tries: Counter[str] = Counter()
+        self.partials: dict[str, tuple[int, int]] = {}
+        self.run_todo = 0
+        self.run_done = 0
+        self.run_tokens = 0
+        self.run_started = time.time()
+        self.status = "running"
+        self._buffer: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ driver calls
+
+    async def start_run(self) -> list[str]:
+        """Pending work items (as JSON) for this run; starts progress and lease upkeep."""
+        items = self.state.pending(self.max_attempts)
+        self.run_todo = sum(item.num_rollouts for item in items)
+        self.run_started = time.time()
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        return [item.to_json() for item in items]
+
+    def progress(self) -> dict[str, Any]:
+        partial_done = sum(n for n, _ in self.partials.values())
+        partial_tokens = sum(t for _, t in self.partials.values())
+        elapsed = max(time.time() - self.run_started, 1e-6)
+        done = self.run_done + partial_done
+        tokens = self.run_tokens + partial_tokens
+        rate = done / elapsed
+        return {
+            "job": self.job_name,
+            "output": self.layout.output,
+            "status": self.status,
+            "updated_at": manifest.now_utc().isoformat(),
+            "run": {
+                "todo": self.run_todo,
+                "done": done,
+                "output_tokens": tokens,
+                "elapsed_s": round(elapsed, 3),
+                "rollouts_per_s": round(rate, 3),
+                "output_tokens_per_s": round(tokens / elapsed, 3),
+                "eta_s": round((self.run_todo - done) / rate, 1) if rate > 0 else None,
+            },
+            "datasets": self.state.totals(),
+        }
+
+    async def finish(self, status: str) -> dict[str, Any]:
+        """Flush, write final progress, compact the commits and free the output."""
+        await self._drain()
+        self.status = status
+        if self._ticker is not None:
+            self._ticker.cancel()
+        progress = self.progress()
+        await asyncio.to_thread(self._write_final, progress)
+        return progress
+
+    # ------------------------------------------------------------ worker calls
+
+    def begin(self, piece_id: str) -> dict[str, Any]:
+        """Called when a piece starts; counts tries so a piece that keeps killing its
+        actor is given up instead of retried forever."""
+        if piece_id in self.state.committed:
+            return {"committed": {"piece_id": piece_id, "duplicate": True}}
+        self.tries[piece_id] += 1
+        return {"committed": None, "tries": self.tries[piece_id]}
+
+    def report(self, partials: dict[str, tuple[int, int]]) -> None:
+        for piece_id, value in partials.items():
+            if piece_id not in self.state.committed:
+                self.partials[piece_id] = (int(value[0]), int(value[1]))
+
+    async def commit(self, record: dict[str, Any]) -> None:
+        """Acknowledge a piece once its commit record is durable."""
+        if record["piece_id"] in self.state.committed:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._buffer.append((record, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    # ------------------------------------------------------------ internals
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            records = [r for r, _ in batch]
+            try:
+                await asyncio.to_thread(manifest.write_commits, self.layout, records)
+            except Exception as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for record, future in batch:
+                if self.state.apply(record):
+                    self.run_done += record["n_expected"]
+                    self.run_tokens += record["output_tokens"] or 0
+                self.partials.pop(record["piece_id"], None)
+                future.set_result(None)
+
+    async def _drain(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher
+
+    async def _tick(self) -> None:
+        last_lease = 0.0
+        while True:
+            try:
+                now = time.time()
+                if now - last_lease >= LEASE_RENEW_EVERY_S:
+                    await asyncio.to_thread(manifest.renew_lease, self.layout, self.owner)
+                    last_lease = now
+                await asyncio.to_thread(
+                    storage.write_json_atomic, self.layout.progress, self.progress()
+                )
+            except Exception as exc:  # progress and renewal are retried next tick
+                log.warning("progress/lease upkeep failed: %s", exc)
+            await asyncio.sleep(PROGRESS_EVERY_S)
+
+    def _write_final(self, progress: dict[str, Any]) -> None:
+        storage.write_json_atomic(self.layout.progress, progress)
+        manifest.compact_commits(self.layout, manifest.read_commits(self.layout))
+        manifest.release_lease(self.layout, self.owner)
+
+
+class RayCoordinatorClient:
+    """The worker's view of the coordinator actor, with retries across its restarts."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    async def begin(self, piece_id: str) -> dict[str, Any]:
+        return await self._call("begin", piece_id)
+
+    async def commit(self, record: dict[str, Any]) -> None:
+        await self._call("commit", record)
+
+    def report(self, partials: dict[str, tuple[int, int]]) -> None:
+        self.handle.report.remote(partials)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        import ray
+
+        delay = 0.5
+        for attempt in range(8):
+            try:
+                return await getattr(self.handle, method).remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                if attempt == 7:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        raise AssertionError("unreachable")

@@ -1,0 +1,78 @@
+"""What every engine does: check a prompt, generate one rollout, and say how it failed.
+
+An engine serves one actor. Rollouts are submitted concurrently (one coroutine each);
+the engine batches them as it sees fit, so the worker never waits on a batch boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class GenerationRequest:
+    request_id: str
+    messages: list[dict[str, str]]
+    #: Resolved sampling parameters (see SamplingConfig); `seed` already per rollout.
+    sampling: dict[str, Any]
+    #: Set by `Engine.prepare` for engines that tokenize locally.
+    prompt_token_ids: list[int] | None = None
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    output_tokens: int
+    prompt_token_ids: list[int] | None = None
+    output_token_ids: list[int] | None = None
+    output_logprobs: list[float] | None = None
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EngineDead(Exception):
+    """The engine can't serve any more requests; the actor must be replaced."""
+
+
+class Engine(abc.ABC):
+    """One model replica inside one actor."""
+
+    #: Name stored in each record's `engine` column.
+    name: str = "engine"
+
+    @property
+    @abc.abstractmethod
+    def model_label(self) -> str:
+        """What each record's `model` column holds."""
+
+    def prepare(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> list[int] | None:
+        """Check (and tokenize) a prompt before generation.
+
+        Returns:
+            The prompt's token ids, for engines that tokenize locally; None otherwise.
+
+        Raises:
+            RowError: the prompt can't be served (e.g. longer than the context); terminal.
+        """
+        return None
+
+    @abc.abstractmethod
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Generate one rollout.
+
+        Raises:
+            EngineDead: the engine is gone; nothing more will succeed in this actor.
+            Exception: anything else fails this rollout only, and may pass on retry.
+        """
+
+    def stats(self) -> dict[str, float]:
+        """Live engine figures for metrics (requests running, waiting, ...)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing
+        """Release the engine's resources."""

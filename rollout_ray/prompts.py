@@ -1,0 +1,171 @@
+"""Rows to prompts: the three row shapes become chat messages plus per-row sampling.
+
+Shapes: `prompt` (a string), `messages` (a chat list) and NeMo Gym's
+`responses_create_params` (`input` as a string or message list, optional
+`instructions`, sampling fields). What the shape doesn't consume is carried into the
+output record unchanged (e.g. `expected_answer`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from rollout_ray.config import DatasetConfig, SamplingConfig
+from rollout_ray.errors import RowError
+
+GYM_KEY = "responses_create_params"
+ROW_SAMPLING_KEY = "sampling"
+ROLES = {"system", "user", "assistant", "developer", "tool"}
+
+#: Responses API field -> our sampling field.
+_GYM_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_output_tokens": "max_tokens",
+    "seed": "seed",
+    "top_k": "top_k",
+    "stop": "stop",
+}
+
+
+@dataclass
+class Prompt:
+    """What one row asks the model, and what the row carries along."""
+
+    messages: list[dict[str, str]]
+    sampling: dict[str, Any] = field(default_factory=dict)
+    carried: dict[str, Any] = field(default_factory=dict)
+    responses_create_params: str | None = None
+
+
+def build_prompt(row: dict[str, Any], dataset: DatasetConfig) -> Prompt:
+    """Turn an input row into chat messages, per-row sampling and carried fields.
+
+    Raises:
+        RowError: the row has none of the shapes, or its shape is malformed; the message
+            names the field.
+    """
+    shape = dataset.shape if dataset.shape != "auto" else detect_shape(row, dataset)
+    if shape == "responses_create_params":
+        prompt = _from_gym(row)
+    elif shape == "messages":
+        prompt = Prompt(_messages(row.get(dataset.messages_field), dataset.messages_field))
+        prompt.carried = {k: v for k, v in row.items() if k != dataset.messages_field}
+    else:
+        prompt = Prompt([{"role": "user", "content": _prompt_text(row, dataset)}])
+        consumed = set() if dataset.prompt_template else {dataset.prompt_field}
+        prompt.carried = {k: v for k, v in row.items() if k not in consumed}
+    if ROW_SAMPLING_KEY in prompt.carried:
+        prompt.sampling.update(_row_sampling(prompt.carried.pop(ROW_SAMPLING_KEY)))
+    if dataset.system_prompt and prompt.messages[0]["role"] != "system":
+        prompt.messages.insert(0, {"role": "system", "content": dataset.system_prompt})
+    return prompt
+
+
+def detect_shape(row: dict[str, Any], dataset: DatasetConfig) -> str:
+    if GYM_KEY in row:
+        return "responses_create_params"
+    if dataset.messages_field in row:
+        return "messages"
+    if dataset.prompt_template or dataset.prompt_field in row:
+        return "prompt"
+    fields = ", ".join(sorted(row)[:12]) or "none"
+    raise RowError(
+        f"row has none of the shapes: no {dataset.prompt_field!r} string, no "
+        f"{dataset.messages_field!r} list, no {GYM_KEY!r} (its fields: {fields})"
+    )
+
+
+def _prompt_text(row: dict[str, Any], dataset: DatasetConfig) -> str:
+    if dataset.prompt_template:
+        try:
+            return dataset.prompt_template.format(**row)
+        except KeyError as exc:
+            raise RowError(f"prompt_template needs field {exc.args[0]!r}, not in the row") from None
+    value = row.get(dataset.prompt_field)
+    if not isinstance(value, str) or not value:
+        raise RowError(
+            f"field {dataset.prompt_field!r} must be a non-empty string, got {type(value).__name__}"
+        )
+    return value
+
+
+def _messages(value: Any, where: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise RowError(f"field {where!r} must be a non-empty list of chat messages")
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or "role" not in message:
+            raise RowError(f"{where}[{i}] must be an object with 'role' and 'content'")
+        role = message["role"]
+        if role not in ROLES:
+            raise RowError(f"{where}[{i}].role is {role!r}; allowed: {', '.join(sorted(ROLES))}")
+        out.append(
+            {
+                "role": "system" if role == "developer" else role,
+                "content": _content_text(message.get("content"), f"{where}[{i}].content"),
+            }
+        )
+    return out
+
+
+def _content_text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or the text parts of a content list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            else:
+                raise RowError(f"{where} has a part without text (only text is supported)")
+        return "".join(parts)
+    raise RowError(f"{where} must be a string or a list of text parts")
+
+
+def _from_gym(row: dict[str, Any]) -> Prompt:
+    params = row.get(GYM_KEY)
+    if not isinstance(params, dict):
+        raise RowError(f"{GYM_KEY!r} must be an object")
+    if "input" not in params:
+        raise RowError(f"{GYM_KEY}.input is missing")
+    messages = _messages(params["input"], f"{GYM_KEY}.input")
+    instructions = params.get("instructions")
+    if instructions:
+        messages.insert(0, {"role": "system", "content": str(instructions)})
+    sampling = {
+        ours: params[theirs]
+        for theirs, ours in _GYM_SAMPLING.items()
+        if params.get(theirs) is not None
+    }
+    # Gym carries a per-rollout seed inside metadata.extra_body, as a JSON string.
+    extra_body = (params.get("metadata") or {}).get("extra_body")
+    if isinstance(extra_body, str) and "seed" not in sampling:
+        try:
+            seed = json.loads(extra_body).get("seed")
+        except (json.JSONDecodeError, AttributeError):
+            seed = None
+        if isinstance(seed, int):
+            sampling["seed"] = seed
+    carried = {k: v for k, v in row.items() if k != GYM_KEY}
+    return Prompt(messages, sampling, carried, json.dumps(params, default=str))
+
+
+def _row_sampling(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RowError(f"field {ROW_SAMPLING_KEY!r} must be an object of sampling parameters")
+    try:
+        return SamplingConfig(**value).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise RowError(f"field {ROW_SAMPLING_KEY}.{key}: {first['msg']}") from None

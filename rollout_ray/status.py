@@ -1,0 +1,101 @@
+"""`rollout-ray status`: how far a job is, from its manifest files alone.
+
+It reads job.json, the plan, the commit records and progress.json (for the live rate),
+plus the `error_class` column of the failure files; never a rollout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rollout_ray import manifest, storage
+from rollout_ray.coordinator import JobState
+from rollout_ray.errors import RolloutRayError
+from rollout_ray.manifest import Layout
+from rollout_ray.sources import Shard
+
+
+def job_status(output: str) -> dict[str, Any]:
+    """Per-dataset counts, failures by class, and the live rate and ETA if running.
+
+    Raises:
+        RolloutRayError: there is no job at `output`.
+    """
+    layout = Layout(output)
+    if not storage.exists(layout.job):
+        raise RolloutRayError(f"no rollout-ray job at {output} (no _manifest/job.json)")
+    job = storage.read_json(layout.job)
+    plan = storage.read_parquet(layout.plan)
+    commits = manifest.read_commits(layout)
+    state = JobState(layout, [Shard.from_dict(r) for r in plan.to_pylist()], commits)
+    failures: dict[str, Counter[str]] = {}
+    for latest in state.latest.values():
+        if latest["failures_file"]:
+            table = storage.read_parquet(latest["failures_file"], ["dataset", "error_class"])
+            for row in table.to_pylist():
+                failures.setdefault(row["dataset"], Counter())[row["error_class"]] += 1
+    progress = storage.read_json(layout.progress) if storage.exists(layout.progress) else {}
+    live = progress.get("status") == "running" and _fresh(progress)
+    datasets = state.totals()
+    expected = sum(d["expected"] for d in datasets.values())
+    settled = sum(d["ok"] + d["failed"] - d["retryable"] for d in datasets.values())
+    return {
+        "output": output,
+        "status": ("running" if live else progress.get("status") or "planned"),
+        "planned_at": job.get("planned_at"),
+        "model": job["config"].get("model"),
+        "complete": settled >= expected,
+        "expected": expected,
+        "settled": settled,
+        "datasets": datasets,
+        "failures_by_class": {k: dict(v) for k, v in failures.items()},
+        "run": progress.get("run", {}) if progress else {},
+        "pieces": {"planned": plan.num_rows, "committed": len(state.committed)},
+    }
+
+
+def _fresh(progress: dict[str, Any]) -> bool:
+    """A 'running' progress file is stale if its job stopped updating it."""
+    try:
+        updated = datetime.fromisoformat(progress["updated_at"]).timestamp()
+    except (KeyError, ValueError):
+        return False
+    return time.time() - updated < 30
+
+
+def render_status(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['output']}: {report['status']}")
+    for column in ("dataset", "done", "ok", "failed", "retryable", "output tok", "failures"):
+        table.add_column(column, justify="left" if column in ("dataset", "failures") else "right")
+    for name, counts in report["datasets"].items():
+        done = counts["ok"] + counts["failed"] - counts["retryable"]
+        classes = report["failures_by_class"].get(name, {})
+        table.add_row(
+            name,
+            f"{done:,}/{counts['expected']:,}",
+            f"{counts['ok']:,}",
+            f"{counts['failed']:,}",
+            f"{counts['retryable']:,}",
+            f"{counts['output_tokens']:,}",
+            ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())) or "-",
+        )
+    console.print(table)
+    run = report.get("run") or {}
+    if report["status"] == "running" and run:
+        eta = run.get("eta_s")
+        console.print(
+            f"rate {run.get('rollouts_per_s', 0):,.1f} rollouts/s, "
+            f"{run.get('output_tokens_per_s', 0):,.0f} output tok/s, "
+            f"ETA {'?' if eta is None else f'{eta:,.0f} s'}"
+        )
+    state = "complete" if report["complete"] else "incomplete: run the job again to finish it"
+    console.print(
+        f"pieces committed {report['pieces']['committed']:,}/"
+        f"{report['pieces']['planned']:,}; {state}"
+    )

@@ -1,0 +1,166 @@
+"""Filesystems for inputs and outputs: local paths, s3:// and any fsspec URI.
+
+Writes are atomic from a reader's point of view: locally a file is written under a
+temporary name and renamed; on object stores a PUT is all-or-nothing. S3 settings come
+from the usual AWS environment (AWS_ENDPOINT_URL, AWS_REGION, credentials), so the
+same config runs against AWS, MinIO or a test server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import posixpath
+import time
+import uuid
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Errors from object stores that pass on retry (throttling, resets, 5xx).
+_TRANSIENT = (ConnectionError, TimeoutError, OSError)
+
+
+def split_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for `uri` and the path inside it."""
+    protocol, path = _protocol(uri)
+    fs = filesystem(protocol)
+    if protocol == "file":
+        path = os.path.abspath(os.path.expanduser(path))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with '/' whatever the platform."""
+    return posixpath.join(base.rstrip("/"), *parts) if "://" in base else os.path.join(base, *parts)
+
+
+def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A URI that `split_uri` maps back to (fs, path)."""
+    if isinstance(fs, LocalFileSystem):
+        return path
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    return f"{protocol}://{path}"
+
+
+def _protocol(uri: str) -> tuple[str, str]:
+    if "://" in uri:
+        protocol, rest = uri.split("://", 1)
+        return ("s3" if protocol in {"s3", "s3a"} else protocol), rest
+    return "file", uri
+
+
+@cache
+def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
+    """One cached filesystem per protocol, configured from the environment."""
+    if protocol == "file":
+        return LocalFileSystem()
+    if protocol == "s3":
+        client_kwargs: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            client_kwargs["region_name"] = region
+        # s3fs retries throttling and 5xx itself; the wrapper below covers the rest.
+        return fsspec.filesystem(
+            "s3",
+            client_kwargs=client_kwargs,
+            retries=8,
+            skip_instance_cache=True,
+            config_kwargs={"retries": {"max_attempts": 8, "mode": "adaptive"}},
+        )
+    return fsspec.filesystem(protocol)
+
+
+def retrying(fn: Callable[[], T], what: str, attempts: int = 5) -> T:
+    """Run `fn`, retrying transient storage errors with exponential backoff."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise
+        except _TRANSIENT as exc:
+            if attempt == attempts:
+                raise
+            log.warning("retrying %s after %s (attempt %d/%d)", what, exc, attempt, attempts)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write `data` so that readers see the old file or the whole new one, never a part."""
+    fs, path = split_uri(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return
+    retrying(lambda: fs.pipe_file(path, data), f"write {uri}")
+
+
+def write_parquet_atomic(uri: str, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes_atomic(uri, buffer.getvalue())
+
+
+def write_json_atomic(uri: str, value: Any) -> None:
+    write_bytes_atomic(uri, json.dumps(value, indent=2, default=str).encode())
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = split_uri(uri)
+    return retrying(lambda: fs.cat_file(path), f"read {uri}")
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    fs, path = split_uri(uri)
+
+    def read() -> pa.Table:
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    return retrying(read, f"read {uri}")
+
+
+def exists(uri: str) -> bool:
+    fs, path = split_uri(uri)
+    return retrying(lambda: fs.exists(path), f"stat {uri}")
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Full URIs of the files under `uri` (recursively), sorted; [] if it doesn't exist."""
+    fs, path = split_uri(uri)
+    if not retrying(lambda: fs.exists(path), f"stat {uri}"):
+        return []
+    found = retrying(lambda: fs.find(path), f"list {uri}")
+    return sorted(full_uri(fs, p) for p in found if p.endswith(suffix) and ".tmp-" not in p)
+
+
+def remove(uri: str) -> None:
+    fs, path = split_uri(uri)
+    with contextlib.suppress(FileNotFoundError):
+        retrying(lambda: fs.rm_file(path), f"remove {uri}")

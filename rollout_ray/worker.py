@@ -1,0 +1,312 @@
+"""One piece of work inside an engine actor: read rows, generate, write, commit.
+
+`PieceRunner` is plain asyncio and is tested without Ray; `EngineWorker` is the thin
+Ray Data callable class around it (one per actor, one engine each). Every rollout of a
+piece is submitted at once and several pieces run per actor, so the engine always has
+work queued across a piece's long tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from rollout_ray import storage
+from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig, SamplingConfig
+from rollout_ray.engines import Engine, EngineDead, Generation, GenerationRequest
+from rollout_ray.errors import RowError, redact
+from rollout_ray.manifest import Layout, now_utc
+from rollout_ray.plan import WorkItem
+from rollout_ray.prompts import Prompt, build_prompt
+from rollout_ray.schema import failures_table, rollouts_table, sampling_record
+from rollout_ray.sources import SourceRow, read_shard
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY_S = 1.0
+
+
+class CoordinatorClient(Protocol):
+    """What a piece needs from the coordinator (the Ray actor, or a local stand-in)."""
+
+    async def begin(self, piece_id: str) -> dict[str, Any]: ...
+    async def commit(self, record: dict[str, Any]) -> None: ...
+    def report(self, partials: dict[str, tuple[int, int]]) -> None: ...
+
+
+class _Rollout:
+    """One rollout to generate: where it comes from and what to ask."""
+
+    __slots__ = ("index", "prompt", "request", "row")
+
+    def __init__(self, row: SourceRow, prompt: Prompt, index: int, request: GenerationRequest):
+        self.row, self.prompt, self.index, self.request = row, prompt, index, request
+
+
+class PieceRunner:
+    def __init__(
+        self,
+        config: JobConfig,
+        engine: Engine,
+        coordinator: CoordinatorClient,
+        layout: Layout,
+        secrets: tuple[str, ...] = (),
+    ):
+        self.config = config
+        self.engine = engine
+        self.coordinator = coordinator
+        self.layout = layout
+        self.secrets = secrets
+        self.datasets: dict[str, tuple[DatasetConfig, SamplingConfig, dict[str, Any]]] = {}
+        for i, dataset in enumerate(config.datasets):
+            base = JOB_SAMPLING_DEFAULTS.merged(config.sampling, dataset.sampling)
+            pinned = base.model_dump(include=config.pinned_sampling(i), exclude_none=True)
+            self.datasets[dataset.name] = (dataset, base, pinned)
+        self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout-io")
+        self._partials: dict[str, list[int]] = {}
+        self._reporter: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ the piece
+
+    async def run(self, item: WorkItem) -> dict[str, Any]:
+        """Do one piece and commit it; returns its commit record."""
+        started = time.monotonic()
+        begun = await self.coordinator.begin(item.piece_id)
+        if begun.get("committed"):
+            return begun["committed"]  # a retried task whose piece already landed
+        self._ensure_reporter()
+        loop = asyncio.get_running_loop()
+        if begun.get("tries", 1) > self.config.max_attempts:
+            failures = self._give_up(item, begun["tries"] - 1)
+            ok: list[dict[str, Any]] = []
+        else:
+            rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
+            self._partials[item.piece_id] = [0, 0]
+            outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
+            ok = [o for o in outcomes if "response_text" in o]
+            failures += [o for o in outcomes if "response_text" not in o]
+        record = await loop.run_in_executor(self.io, self._write, item, ok, failures, started)
+        await self.coordinator.commit(record)
+        self._partials.pop(item.piece_id, None)
+        return record
+
+    def _expand(self, item: WorkItem) -> tuple[list[_Rollout], list[dict[str, Any]]]:
+        """Read the piece's rows and turn them into requests; unusable rows fail here."""
+        shard = item.shard
+        dataset, base, pinned = self.datasets[shard.dataset]
+        wanted: dict[int, set[int]] | None = None
+        if item.keys is not None:
+            wanted = {}
+            for row_index, rollout_index in item.keys:
+                wanted.setdefault(row_index, set()).add(rollout_index)
+        try:
+            rows = read_shard(shard)
+        except Exception as exc:  # storage gone after retries: the rows may be fine later
+            rows = [SourceRow(shard.first_row + i, None) for i in range(shard.num_rows)]
+            return [], [
+                self._failure(item, row, -1, "read", exc, terminal=False)
+                for row in rows
+                if wanted is None or row.row_index in wanted
+            ]
+        rollouts, failures = [], []
+        for row in rows:
+            indices: list[int] = list(range(shard.num_repeats))
+            if wanted is not None:
+                if row.row_index not in wanted:
+                    continue
+                if -1 not in wanted[row.row_index]:
+                    indices = sorted(wanted[row.row_index])
+            try:
+                if row.error is not None:
+                    raise row.error
+                assert row.value is not None
+                prompt = build_prompt(row.value, dataset)
+                sampling = base.merged(prompt.sampling, pinned).model_dump(exclude_none=True)
+                token_ids = self.engine.prepare(prompt.messages, sampling)
+            except RowError as exc:
+                failures.append(self._failure(item, row, -1, exc.stage, exc, terminal=True))
+                continue
+            for index in indices:
+                params = dict(sampling)
+                if params.get("seed") is not None:
+                    params["seed"] = params["seed"] + index
+                request = GenerationRequest(
+                    request_id=f"{item.piece_id}/{row.row_index}/{index}/{os.urandom(3).hex()}",
+                    messages=prompt.messages,
+                    sampling=params,
+                    prompt_token_ids=token_ids,
+                )
+                rollouts.append(_Rollout(row, prompt, index, request))
+        return rollouts, failures
+
+    async def _generate(self, item: WorkItem, rollout: _Rollout) -> dict[str, Any]:
+        try:
+            generation = await self.engine.generate(rollout.request)
+        except EngineDead:
+            raise
+        except RowError as exc:
+            return self._failure(item, rollout.row, rollout.index, exc.stage, exc, terminal=True)
+        except Exception as exc:
+            return self._failure(item, rollout.row, rollout.index, "generate", exc, terminal=False)
+        partial = self._partials.get(item.piece_id)
+        if partial is not None:
+            partial[0] += 1
+            partial[1] += generation.output_tokens
+        return self._record(item, rollout, generation)
+
+    def _record(self, item: WorkItem, rollout: _Rollout, gen: Generation) -> dict[str, Any]:
+        shard = item.shard
+        return {
+            "dataset": shard.dataset,
+            "task_id": shard.task_id(rollout.row.row_index),
+            "rollout_index": rollout.index,
+            "source_file": shard.file_uri,
+            "row_index": rollout.row.row_index,
+            "prompt_messages": rollout.prompt.messages,
+            "response_text": gen.text,
+            "finish_reason": gen.finish_reason,
+            "prompt_tokens": gen.prompt_tokens,
+            "output_tokens": gen.output_tokens,
+            "prompt_token_ids": gen.prompt_token_ids,
+            "output_token_ids": gen.output_token_ids,
+            "output_logprobs": gen.output_logprobs,
+            "model": self.engine.model_label,
+            "engine": self.engine.name,
+            "sampling": sampling_record(rollout.request.sampling),
+            "attempt": item.round + 1,
+            "latency_s": gen.latency_s,
+            "ttft_s": gen.ttft_s,
+            "created_at": now_utc(),
+            "responses_create_params": rollout.prompt.responses_create_params,
+            "input": rollout.prompt.carried,
+        }
+
+    def _failure(
+        self,
+        item: WorkItem,
+        row: SourceRow,
+        rollout_index: int,
+        stage: str,
+        exc: BaseException,
+        terminal: bool,
+    ) -> dict[str, Any]:
+        shard = item.shard
+        message = redact(str(exc) or type(exc).__name__, self.secrets)
+        return {
+            "dataset": shard.dataset,
+            "task_id": shard.task_id(row.row_index),
+            "rollout_index": rollout_index,
+            "source_file": shard.file_uri,
+            "row_index": row.row_index,
+            "stage": stage,
+            "error_class": type(exc).__name__,
+            "error": message,
+            "attempt": item.round + 1,
+            "terminal": terminal,
+            "raw_row": redact(row.raw[:2000], self.secrets) if row.raw else None,
+            "created_at": now_utc(),
+        }
+
+    def _give_up(self, item: WorkItem, crashes: int) -> list[dict[str, Any]]:
+        """A piece whose actor died `crashes` times: its rollouts fail, retryable later."""
+        exc = EngineDead(f"the engine actor died {crashes} times while running this piece")
+        shard = item.shard
+        keys = item.keys or [(shard.first_row + i, -1) for i in range(shard.num_rows)]
+        return [
+            self._failure(item, SourceRow(row, None), index, "generate", exc, terminal=False)
+            for row, index in keys
+        ]
+
+    def _write(
+        self,
+        item: WorkItem,
+        ok: list[dict[str, Any]],
+        failures: list[dict[str, Any]],
+        started: float,
+    ) -> dict[str, Any]:
+        """Write the piece's files durably and return its commit record."""
+        data_uri, failures_uri = self.layout.piece_files(item.shard, item.round)
+        if ok:
+            storage.write_parquet_atomic(data_uri, rollouts_table(ok))
+        if failures:
+            storage.write_parquet_atomic(failures_uri, failures_table(failures))
+        rewards = [r["reward"] for r in ok if r.get("reward") is not None]
+        return {
+            "piece_id": item.piece_id,
+            "shard_id": item.shard.shard_id,
+            "dataset": item.shard.dataset,
+            "round": item.round,
+            "data_file": data_uri if ok else None,
+            "failures_file": failures_uri if failures else None,
+            "n_expected": item.num_rollouts,
+            "n_ok": len(ok),
+            "n_failed": sum(self._rollouts_of(item, f) for f in failures),
+            "n_retryable": sum(self._rollouts_of(item, f) for f in failures if not f["terminal"]),
+            "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
+            "output_tokens": sum(r["output_tokens"] or 0 for r in ok),
+            "reward_sum": float(sum(rewards)),
+            "reward_count": len(rewards),
+            "seconds": time.monotonic() - started,
+            "committed_at": now_utc(),
+        }
+
+    @staticmethod
+    def _rollouts_of(item: WorkItem, failure: dict[str, Any]) -> int:
+        """Rollouts a failure record stands for: a whole row stands for its repeats."""
+        return item.shard.num_repeats if failure["rollout_index"] < 0 else 1
+
+    # ------------------------------------------------------------------ progress
+
+    def _ensure_reporter(self) -> None:
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_EVERY_S)
+            if self._partials:
+                try:
+                    self.coordinator.report({k: (v[0], v[1]) for k, v in self._partials.items()})
+                except Exception as exc:  # progress is best effort
+                    log.debug("progress report failed: %s", exc)
+
+
+class EngineWorker:
+    """The Ray Data callable class: one engine per actor, one piece per call."""
+
+    def __init__(self, config_json: str, coordinator_name: str, namespace: str, device: str):
+        import ray
+
+        from rollout_ray.coordinator import RayCoordinatorClient
+        from rollout_ray.engines import create_engine
+        from rollout_ray.logs import quiet_libraries
+
+        quiet_libraries()
+        config = JobConfig.model_validate_json(config_json)
+        engine = create_engine(config, device)
+        client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
+        secrets = tuple(v for v in (os.environ.get(n) for n in secret_env_names(config)) if v)
+        self.runner = PieceRunner(config, engine, client, Layout(config.output), secrets)
+
+    async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        import json
+
+        item = WorkItem.from_json(str(batch["item"][0]))
+        try:
+            record = await self.runner.run(item)
+        except EngineDead as exc:
+            # Nothing more will succeed here: exit so that Ray replaces this actor and
+            # retries its pieces elsewhere.
+            log.error("engine died (%s); restarting the actor", exc)
+            os._exit(1)
+        return {"commit": [json.dumps(record, default=str)]}
+
+
+def secret_env_names(config: JobConfig) -> list[str]:
+    """Environment variables whose values must never be written anywhere."""
+    name = getattr(config.engine, "api_key_env", None)
+    return [name] if name else []

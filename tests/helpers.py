@@ -1,0 +1,43 @@
+"""Helpers shared by the tests: write inputs, build small job configs, read outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows are dicts (written as JSON) or raw strings (written as they are)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+def job_config(tiny_model: str, output: Path, datasets: list[dict], **extra):
+    """A small job on the tiny model: short outputs, CPU, one actor."""
+    from rollout_ray.config import load_config
+
+    data = {
+        "model": tiny_model,
+        "datasets": datasets,
+        "sampling": {"max_tokens": 8, "temperature": 0.8},
+        "output": str(output),
+        "engine": {"kind": "vllm", "max_model_len": 512},
+        **extra,
+    }
+    overrides = data.pop("overrides", [])
+    return load_config(data, overrides)
+
+
+def read_output(output: Path | str, kind: str = "data"):
+    """Every record of a job's output folder (data or failures) as a list of dicts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(output, kind).rglob("*.parquet"))
+    if not files:
+        return []
+    tables = [pq.read_table(f) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive").to_pylist()

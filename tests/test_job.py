@@ -1,0 +1,197 @@
+"""End to end on real Ray and real vLLM (the tiny random model): what a user checks
+in the output folder after `rollout-ray run`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import job_config, read_output, write_jsonl
+
+from rollout_ray import run_job
+from rollout_ray.schema import ROLLOUT_FIELDS
+
+pytestmark = pytest.mark.slow
+
+LONG = "word " * 2000  # far past the tiny model's 512-token context
+
+GOOD_ROWS = [
+    {"prompt": "what is two plus two?", "expected_answer": "4", "id": "a"},
+    {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "write a poem"},
+        ],
+        "id": "b",
+    },
+    {
+        "responses_create_params": {
+            "input": "the quick brown fox",
+            "temperature": 0.3,
+            "max_output_tokens": 3,
+        },
+        "expected_answer": "dog",
+        "id": "c",
+    },
+    {"prompt": "the sea and the sky", "sampling": {"max_tokens": 5}, "id": "d"},
+]
+BAD_ROWS = [
+    "{this is not json",
+    {"text": "no known shape", "id": "e"},
+    {"prompt": LONG, "id": "f"},
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    mixed = write_jsonl(
+        root / "mixed.jsonl",
+        [
+            GOOD_ROWS[0],
+            BAD_ROWS[0],
+            GOOD_ROWS[1],
+            BAD_ROWS[1],
+            GOOD_ROWS[2],
+            BAD_ROWS[2],
+            GOOD_ROWS[3],
+        ],
+    )
+    table = pa.table(
+        {"prompt": [f"rollouts are sampled {i}" for i in range(5)], "level": list(range(5))}
+    )
+    pq.write_table(table, root / "rows.parquet", row_group_size=2)
+    return {"mixed": mixed, "parquet": root / "rows.parquet"}
+
+
+def mixed_job(tiny_model, inputs, output, **extra):
+    return job_config(
+        tiny_model,
+        output,
+        [
+            {"name": "mixed", "path": str(inputs["mixed"]), "num_repeats": 3},
+            {"name": "tabular", "path": str(inputs["parquet"])},
+        ],
+        sampling={
+            "max_tokens": 8,
+            "temperature": 0.8,
+            "seed": 7,
+            "logprobs": True,
+            "return_token_ids": True,
+        },
+        shard_size=3,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tiny_model, inputs, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run1") / "out"
+    result = run_job(mixed_job(tiny_model, inputs, output))
+    return output, result
+
+
+def test_every_good_rollout_exactly_once(first_run):
+    output, result = first_run
+    records = read_output(output)
+    keys = Counter((r["dataset"], r["task_id"], r["rollout_index"]) for r in records)
+    assert max(keys.values()) == 1
+    expected = {("mixed", f"mixed:{row}", i) for row in (0, 2, 4, 6) for i in range(3)}
+    expected |= {("tabular", f"rows:{row}", 0) for row in range(5)}
+    assert set(keys) == expected
+    assert result.status == "finished"
+    assert result.datasets["mixed"]["ok"] == 12
+    assert result.datasets["mixed"]["failed"] == 9  # 3 bad rows x 3 repeats
+    assert result.datasets["tabular"]["ok"] == 5
+
+
+def test_bad_rows_go_to_failures_with_file_line_and_reason(first_run, inputs):
+    output, _ = first_run
+    failures = {f["row_index"]: f for f in read_output(output, "failures")}
+    assert set(failures) == {1, 3, 5}
+    for failure in failures.values():
+        assert failure["source_file"] == str(inputs["mixed"])
+        assert failure["terminal"] is True
+        assert failure["rollout_index"] == -1
+    assert "line 2: malformed JSON" in failures[1]["error"]
+    assert failures[1]["raw_row"] == "{this is not json"
+    assert "none of the shapes" in failures[3]["error"]
+    assert "prompt is" in failures[5]["error"] and "context is 512" in failures[5]["error"]
+    assert failures[5]["stage"] == "prompt"
+
+
+def test_row_shapes_and_per_row_sampling(first_run):
+    output, _ = first_run
+    by_id = {}
+    for r in read_output(output):
+        by_id.setdefault(r.get("id"), []).append(r)
+    poem = by_id["b"][0]
+    assert poem["prompt_messages"] == GOOD_ROWS[1]["messages"]
+    gym = by_id["c"]
+    assert all(r["sampling"]["max_tokens"] == 3 and r["output_tokens"] <= 3 for r in gym)
+    assert all(r["sampling"]["temperature"] == 0.3 for r in gym)
+    assert json.loads(gym[0]["responses_create_params"])["input"] == "the quick brown fox"
+    assert all(r["sampling"]["max_tokens"] == 5 and r["output_tokens"] <= 5 for r in by_id["d"])
+    assert by_id["a"][0]["expected_answer"] == "4"  # carried input field
+    assert all(r["sampling"]["temperature"] == 0.8 for r in by_id["a"])
+
+
+def test_seeds_logprobs_and_token_ids(first_run):
+    output, _ = first_run
+    for r in read_output(output):
+        assert r["sampling"]["seed"] == 7 + r["rollout_index"]
+        assert r["output_tokens"] == len(r["output_token_ids"]) == len(r["output_logprobs"])
+        assert r["prompt_tokens"] == len(r["prompt_token_ids"]) > 0
+        assert all(lp <= 0 for lp in r["output_logprobs"])
+        assert r["model"].endswith("tiny-model0") or "tiny-model" in r["model"]
+        assert r["engine"] == "vllm" and r["attempt"] == 1
+        assert r["finish_reason"] in {"stop", "length"}
+
+
+def test_output_schema_is_the_record_schema(first_run):
+    output, _ = first_run
+    for path in Path(output, "data").rglob("*.parquet"):
+        schema = pq.read_schema(path)
+        for field in ROLLOUT_FIELDS:
+            assert schema.field(field.name).type == field.type, field.name
+    assert Path(output, "data", "dataset=mixed").is_dir()
+    assert Path(output, "data", "dataset=tabular").is_dir()
+
+
+def test_seeded_rerun_reproduces_and_repeats_differ(first_run, tiny_model, inputs, tmp_path):
+    output, _ = first_run
+    run_job(mixed_job(tiny_model, inputs, tmp_path / "again"))
+    first = {(r["task_id"], r["rollout_index"]): r["response_text"] for r in read_output(output)}
+    second = {
+        (r["task_id"], r["rollout_index"]): r["response_text"]
+        for r in read_output(tmp_path / "again")
+    }
+    assert first == second
+    repeats = [{first[(t, i)] for i in range(3)} for t in ("mixed:0", "mixed:2", "mixed:6")]
+    assert any(len(texts) > 1 for texts in repeats)
+
+
+def test_limit_and_command_line_beats_row(ray_session, tiny_model, tmp_path):
+    rows = [
+        {"prompt": f"the sea {i}", "sampling": {"max_tokens": 6, "temperature": 0.1}}
+        for i in range(10)
+    ]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = job_config(
+        tiny_model,
+        tmp_path / "out",
+        [{"name": "rows", "path": str(path), "num_repeats": 2}],
+        overrides=["datasets.0.limit=4", "sampling.max_tokens=2"],
+    )
+    result = run_job(config)
+    records = read_output(tmp_path / "out")
+    assert sorted({r["row_index"] for r in records}) == [0, 1, 2, 3]
+    assert len(records) == 8
+    # The command line's max_tokens beats the row's; the row's temperature stays.
+    assert all(r["output_tokens"] <= 2 and r["sampling"]["max_tokens"] == 2 for r in records)
+    assert all(r["sampling"]["temperature"] == 0.1 for r in records)
+    assert result.datasets["rows"]["expected"] == 8
