@@ -59,13 +59,20 @@ def run(
         for i in range(len(job.datasets)):
             items.append(f"datasets.{i}.limit={limit}")
         job = load_config(config, items)
-    with ProgressView(console) as view:
-        result = run_job(
-            job,
-            force_new_config=force_new_config,
-            on_progress=view.update,
-            on_message=view.message,
+    try:
+        with ProgressView(console) as view:
+            result = run_job(
+                job,
+                force_new_config=force_new_config,
+                on_progress=view.update,
+                on_message=view.message,
+            )
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/yellow]: committed rollouts are kept; run the same command "
+            "again to resume."
         )
+        raise typer.Exit(130) from None
     print_summary(Console(), result)
 
 
@@ -104,12 +111,6 @@ def main() -> None:
     except RolloutRayError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/yellow]: committed rollouts are kept; run the same command "
-            "again to resume."
-        )
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rollout_ray.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+#: Rollouts a shard holds by default: small enough that a crash loses little, large
+#: enough that per-piece costs (a task, two files, a commit) stay negligible.
+SHARD_ROLLOUTS = 256
 
 
 class _Strict(BaseModel):
@@ -73,11 +76,11 @@ class VLLMEngineConfig(_Strict):
 
     kind: Literal["vllm"] = "vllm"
     concurrency: int = Field(1, ge=1, description="Number of engine actors (model replicas).")
-    shards_in_flight: int = Field(
-        4,
+    shards_in_flight: int | None = Field(
+        None,
         ge=1,
-        description="Shards each actor works on at once. More than one keeps the engine "
-        "full across a shard's long tail.",
+        description="Shards each actor works on at once; default: enough that the engine "
+        "still has a full batch queued while one shard finishes its long tail.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
@@ -121,7 +124,9 @@ class SimulatedEngineConfig(_Strict):
 
     kind: Literal["simulated"] = "simulated"
     concurrency: int = Field(1, ge=1, description="Number of engine actors.")
-    shards_in_flight: int = Field(4, ge=1, description="Shards each actor works on at once.")
+    shards_in_flight: int | None = Field(
+        None, ge=1, description="Shards each actor works on at once; default: as for vllm."
+    )
     num_cpus: float = Field(0.25, ge=0, description="Logical CPUs Ray reserves per actor.")
     latency_s: float = Field(0.0, ge=0, description="Seconds each rollout takes.")
     output_tokens: int = Field(16, ge=1, description="Tokens in every simulated response.")
@@ -139,6 +144,101 @@ ENGINE_CONFIGS: dict[str, type[BaseModel]] = {
     "vllm": VLLMEngineConfig,
     "simulated": SimulatedEngineConfig,
 }
+
+
+class _VerifierBase(_Strict):
+    answer_field: str = Field(
+        "expected_answer", description="Row field holding the reference answer."
+    )
+
+
+class ExactMatchVerifier(_VerifierBase):
+    """Reward 1 when the (extracted) response equals the reference after normalising
+    case, whitespace and surrounding punctuation."""
+
+    kind: Literal["exact_match"] = "exact_match"
+    extract: Literal["full", "last_line", "boxed", "answer_colon"] = Field(
+        "full",
+        description="What part of the response is compared: all of it, its last line, "
+        "the last \\boxed{...}, or the text after the last 'Answer:'.",
+    )
+    case_sensitive: bool = Field(False, description="Compare case too.")
+
+
+class MCQAVerifier(_VerifierBase):
+    """Multiple choice, graded as NeMo Gym's MCQA environment does: the choice letter
+    (e.g. inside the last \\boxed{}) against `answer_field`."""
+
+    kind: Literal["mcqa"] = "mcqa"
+    options_field: str = Field(
+        "options", description="Row field with the options: [{'A': text}, ...] or {'A': text}."
+    )
+    grading_mode: Literal["strict_single_letter_boxed", "lenient_boxed", "lenient_answer_colon"] = (
+        Field("strict_single_letter_boxed", description="How the letter is found.")
+    )
+
+
+class MathVerifier(_VerifierBase):
+    """Answer equivalence through the math-verify library (e.g. 1/2 == 0.5 == \\frac12)."""
+
+    kind: Literal["math"] = "math"
+    timeout_s: float = Field(10.0, gt=0, description="Give up on one answer after this long.")
+
+
+class RegexVerifier(_Strict):
+    """Reward 1 when `pattern` is found in the response; with `answer_field`, when its
+    first group equals that field."""
+
+    kind: Literal["regex"] = "regex"
+    pattern: str = Field(..., description="Python regular expression.")
+    answer_field: str | None = Field(None, description="Compare the first group to this field.")
+    ignore_case: bool = Field(False, description="Match case-insensitively.")
+
+
+class JsonSchemaVerifier(_Strict):
+    """Reward 1 when the response parses as JSON (a ```json fence is allowed) and
+    validates against the schema."""
+
+    kind: Literal["json_schema"] = "json_schema"
+    json_schema: dict[str, Any] | None = Field(
+        None, alias="schema", description="The JSON Schema, inline."
+    )
+    schema_field: str | None = Field(None, description="Or: row field holding each row's schema.")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PythonVerifier(_Strict):
+    """Any function named by import path, `module:function(record) -> float | dict`."""
+
+    kind: Literal["python"] = "python"
+    function: str = Field(..., description="`package.module:function`.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
+
+
+class HttpVerifier(_Strict):
+    """POST to a verifier service in NeMo Gym's /verify shape; reply `reward` + fields."""
+
+    kind: Literal["http"] = "http"
+    url: str = Field(..., description="The /verify endpoint.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable with a bearer token (never written out)."
+    )
+
+
+VerifierConfig = Annotated[
+    ExactMatchVerifier
+    | MCQAVerifier
+    | MathVerifier
+    | RegexVerifier
+    | JsonSchemaVerifier
+    | PythonVerifier
+    | HttpVerifier,
+    Field(discriminator="kind"),
+]
 
 
 class DatasetConfig(_Strict):
@@ -172,6 +272,9 @@ class DatasetConfig(_Strict):
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Overrides of the job's sampling."
     )
+    verifier: VerifierConfig | None = Field(
+        None, description="How each rollout of this dataset gets its reward (see Verifiers)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -203,11 +306,17 @@ class JobConfig(_Strict):
     )
     datasets: list[DatasetConfig] = Field(..., min_length=1, description="Input datasets.")
     output: str = Field(..., description="Output folder or URI (local, s3://, any fsspec URI).")
-    shard_size: int = Field(
-        64,
+    shard_size: int | None = Field(
+        None,
         ge=1,
-        description="Input rows per shard: the unit of work, retry and commit. Smaller loses "
-        "less on a crash; larger writes fewer files.",
+        description=f"Input rows per shard: the unit of work, retry and commit. Default: "
+        f"about {SHARD_ROLLOUTS} rollouts' worth (rows x num_repeats). Smaller loses less "
+        "on a crash; larger writes fewer files.",
+    )
+    verifier_cpus: float = Field(
+        0.5,
+        ge=0,
+        description="Logical CPUs Ray reserves for each engine actor's verifier actor.",
     )
     max_attempts: int = Field(
         3, ge=1, description="Tries per rollout for errors that may pass (timeouts, crashes)."
@@ -235,6 +344,10 @@ class JobConfig(_Strict):
                 "(set `name:` on each dataset)"
             )
         return self
+
+    def shard_rows(self, dataset: DatasetConfig) -> int:
+        """Rows per shard for `dataset`: shard_size, or about SHARD_ROLLOUTS rollouts."""
+        return self.shard_size or max(1, SHARD_ROLLOUTS // dataset.num_repeats)
 
     def pinned_sampling(self, dataset_index: int) -> set[str]:
         """Sampling fields set on the command line for this dataset (or job-wide)."""
@@ -337,14 +450,24 @@ def quickstart_dict() -> dict[str, Any]:
     }
 
 
+#: Fields holding a discriminated union, and each member by its `kind` tag.
+_UNION_FIELDS = {"engine", "verifier"}
+_TAGGED: dict[str, type[BaseModel]] = {
+    **ENGINE_CONFIGS,
+    **{m.model_fields["kind"].default: m for m in VerifierConfig.__origin__.__args__},
+}
+
+
 def format_validation_error(exc: ValidationError, origin: str) -> str:
     """Turn pydantic's errors into lines that name the key and what it allows."""
     lines = [f"invalid config in {origin}:"]
     for error in exc.errors():
-        loc = [str(p) for p in error["loc"]]
         # Discriminated unions add the tag to the location: engine.vllm.foo -> engine.foo
-        if len(loc) >= 2 and loc[0] == "engine" and loc[1] in ENGINE_CONFIGS:
-            loc = [loc[0], *loc[2:]]
+        loc = [
+            str(p)
+            for i, p in enumerate(error["loc"])
+            if not (i and error["loc"][i - 1] in _UNION_FIELDS and p in _TAGGED)
+        ]
         key = ".".join(loc) or "(top level)"
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(error["loc"][:-1])
@@ -367,7 +490,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             return []
         field = model.model_fields.get(part)
         # A discriminated union puts its tag in the location: engine.vllm.<key>
-        model = _model_of(field.annotation) if field else ENGINE_CONFIGS.get(part)
+        model = _model_of(field.annotation) if field else _TAGGED.get(part)
     return sorted(model.model_fields) if model is not None else []
 
 

@@ -9,13 +9,14 @@ of manifest files grows with time, not with the number of pieces.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rollout_ray import manifest, storage
+from rollout_ray import aggregates, manifest, storage
 from rollout_ray.manifest import Layout
 from rollout_ray.plan import WorkItem, pending_work
 from rollout_ray.sources import Shard
@@ -38,6 +39,8 @@ class DatasetCounts:
     output_tokens: int = 0
     reward_sum: float = 0.0
     reward_count: int = 0
+    #: Mergeable statistics of reward and numeric verifier fields (see aggregates).
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class JobState:
@@ -75,13 +78,21 @@ class JobState:
         counts.output_tokens += record["output_tokens"] or 0
         counts.reward_sum += record["reward_sum"] or 0.0
         counts.reward_count += record["reward_count"] or 0
+        if record.get("stats"):
+            aggregates.merge(counts.stats, json.loads(record["stats"]))
         return True
 
     def pending(self, max_attempts: int) -> list[WorkItem]:
         return pending_work(self.shards, self.latest, max_attempts, manifest.retryable_keys)
 
     def totals(self) -> dict[str, dict[str, Any]]:
-        return {name: asdict(counts) for name, counts in sorted(self.datasets.items())}
+        """Per-dataset counts, with the statistics summarised (mean, std, histogram)."""
+        totals = {}
+        for name, counts in sorted(self.datasets.items()):
+            row = asdict(counts)
+            row["stats"] = aggregates.summarize(counts.stats)
+            totals[name] = row
+        return totals
 
 
 def _slim(record: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +127,8 @@ class Coordinator:
         self.run_tokens = 0
         self.run_started = time.time()
         self.status = "running"
+        self.first_piece_at: float | None = None
+        self.manifest_s = 0.0  # time spent writing commits and progress (for benchmarks)
         self._buffer: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
@@ -151,6 +164,9 @@ class Coordinator:
                 "rollouts_per_s": round(rate, 3),
                 "output_tokens_per_s": round(tokens / elapsed, 3),
                 "eta_s": round((self.run_todo - done) / rate, 1) if rate > 0 else None,
+                "first_piece_at": self.first_piece_at,
+                "manifest_s": round(self.manifest_s, 3),
+                "coordinator_peak_rss_mb": round(_peak_rss_mb(), 1),
             },
             "datasets": self.state.totals(),
         }
@@ -173,6 +189,8 @@ class Coordinator:
         if piece_id in self.state.committed:
             return {"committed": {"piece_id": piece_id, "duplicate": True}}
         self.tries[piece_id] += 1
+        if self.first_piece_at is None:
+            self.first_piece_at = time.time()
         return {"committed": None, "tries": self.tries[piece_id]}
 
     def report(self, partials: dict[str, tuple[int, int]]) -> None:
@@ -197,7 +215,9 @@ class Coordinator:
             batch, self._buffer = self._buffer, []
             records = [r for r, _ in batch]
             try:
+                started = time.monotonic()
                 await asyncio.to_thread(manifest.write_commits, self.layout, records)
+                self.manifest_s += time.monotonic() - started
             except Exception as exc:
                 for _, future in batch:
                     future.set_exception(exc)
@@ -221,9 +241,11 @@ class Coordinator:
                 if now - last_lease >= LEASE_RENEW_EVERY_S:
                     await asyncio.to_thread(manifest.renew_lease, self.layout, self.owner)
                     last_lease = now
+                started = time.monotonic()
                 await asyncio.to_thread(
                     storage.write_json_atomic, self.layout.progress, self.progress()
                 )
+                self.manifest_s += time.monotonic() - started
             except Exception as exc:  # progress and renewal are retried next tick
                 log.warning("progress/lease upkeep failed: %s", exc)
             await asyncio.sleep(PROGRESS_EVERY_S)
@@ -232,6 +254,12 @@ class Coordinator:
         storage.write_json_atomic(self.layout.progress, progress)
         manifest.compact_commits(self.layout, manifest.read_commits(self.layout))
         manifest.release_lease(self.layout, self.owner)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class RayCoordinatorClient:

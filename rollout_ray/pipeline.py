@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -29,7 +30,7 @@ from rollout_ray.plan import (
     semantic_config,
     shards_table,
 )
-from rollout_ray.sources import discover
+from rollout_ray.sources import Shard, discover
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,24 @@ def prepare_output(config: JobConfig, force_new_config: bool = False) -> tuple[L
         ResumeRefused: the output holds a job of another config or other inputs.
     """
     layout = Layout(config.output)
-    if storage.exists(layout.job):
-        job = storage.read_json(layout.job)
-        problems = _resume_problems(job, config)
-        if not problems:
-            return layout, True
-        if not force_new_config:
-            raise ResumeRefused(
-                f"{config.output} holds a job that differs from this one:\n  "
-                + "\n  ".join(problems)
-                + "\nRun with --force-new-config to go on with the new config (committed "
-                "rollouts are kept; the rest is planned again), or choose another output."
-            )
+    if not storage.exists(layout.job):
+        _write_plan(layout, config, previous=None)
+        return layout, False
+    job = storage.read_json(layout.job)
+    problems = _resume_problems(job, config)
+    if problems and not force_new_config:
+        raise ResumeRefused(
+            f"{config.output} holds a job that differs from this one:\n  "
+            + "\n  ".join(problems)
+            + "\nRun with --force-new-config to go on with the new config (committed "
+            "rollouts are kept as they are; new rows and files are planned), or choose "
+            "another output."
+        )
+    if problems:
         log.warning("planning %s again with the new config (--force-new-config)", config.output)
-    _write_plan(layout, config)
-    return layout, storage.exists(layout.commits)
+        previous = storage.read_parquet(layout.plan).to_pylist()
+        _write_plan(layout, config, previous=[Shard.from_dict(r) for r in previous])
+    return layout, True
 
 
 def _resume_problems(job: dict[str, Any], config: JobConfig) -> list[str]:
@@ -109,10 +113,10 @@ def _resume_problems(job: dict[str, Any], config: JobConfig) -> list[str]:
     return problems
 
 
-def _write_plan(layout: Layout, config: JobConfig) -> None:
+def _write_plan(layout: Layout, config: JobConfig, previous: list[Shard] | None) -> None:
     """Write plan.parquet, then job.json: job.json's presence marks a complete plan."""
     started = time.monotonic()
-    files, shards = build_plan(config)
+    files, shards = build_plan(config, previous)
     storage.write_parquet_atomic(layout.plan, shards_table(shards))
     storage.write_json_atomic(
         layout.job,
@@ -282,6 +286,18 @@ def coordinator_name(layout: Layout) -> str:
     )
 
 
+def shards_in_flight(config: JobConfig, device: str) -> int:
+    """Shards per actor so that, while one shard finishes its slowest rollouts, the
+    others still queue at least two full engine batches: the engine never idles at a
+    shard boundary."""
+    engine = config.engine
+    if engine.shards_in_flight:
+        return engine.shards_in_flight
+    batch = getattr(engine, "max_num_seqs", None) or (512 if device == "cuda" else 256)
+    per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
+    return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
+
+
 def stream_pieces(items: list[str], config: JobConfig, name: str, device: str):
     """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
     import ray
@@ -289,7 +305,7 @@ def stream_pieces(items: list[str], config: JobConfig, name: str, device: str):
     from rollout_ray.worker import EngineWorker
 
     engine = config.engine
-    in_flight = engine.shards_in_flight
+    in_flight = shards_in_flight(config, device)
     options = actor_options(config, device)
     dataset = ray.data.from_items(
         [{"item": item} for item in items], override_num_blocks=len(items)
@@ -341,6 +357,7 @@ def run_job(
     notify = on_message or log.info
     started = time.monotonic()
     layout, resumed = prepare_output(config, force_new_config)
+    plan_s = time.monotonic() - started
     owner = manifest.lease_owner()
     manifest.acquire_lease(layout, owner)
     progress: dict[str, Any] = {}
@@ -374,7 +391,7 @@ def run_job(
         if status == "failed":
             manifest.release_lease(layout, owner)
     wall = time.monotonic() - started
-    metrics = {"status": status, "wall_s": round(wall, 3), **progress}
+    metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3), **progress}
     storage.write_json_atomic(layout.metrics, metrics)
     return JobResult(config.output, status, wall, progress, metrics)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from rollout_ray.config import JobConfig
-from rollout_ray.sources import InputFile, Shard, discover, plan_file
+from rollout_ray.sources import Shard, discover, plan_file
 
 #: Engine fields that change how fast a job runs, not what it writes. A job may be
 #: resumed with other values for these.
@@ -39,7 +39,7 @@ RESOURCE_FIELDS = {
     "max_retries",
     "latency_s",
 }
-_NON_SEMANTIC_TOP = {"output", "cli_overrides", "max_attempts"}
+_NON_SEMANTIC_TOP = {"output", "cli_overrides", "max_attempts", "verifier_cpus"}
 
 
 @dataclass
@@ -112,28 +112,50 @@ def describe_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def build_plan(config: JobConfig) -> tuple[list[dict[str, Any]], list[Shard]]:
+def build_plan(
+    config: JobConfig, previous: list[Shard] | None = None
+) -> tuple[list[dict[str, Any]], list[Shard]]:
     """Discover every dataset's files and cut them into shards, honouring `limit`.
 
+    With `previous` (an earlier plan of this output) the plan only grows: earlier shards
+    are kept as they are, and files are planned from where the earlier plan ended, so
+    a grown file or a new file adds shards and committed work keeps its meaning.
+
     Returns:
-        The planned files (as job.json records) and the shards.
+        The planned files (as job.json records) and every shard, earlier ones first.
     """
+    previous = previous or []
+    ends: dict[tuple[str, str], tuple[int, int]] = {}
+    planned_rows: dict[str, int] = {}
+    for shard in previous:
+        key = (shard.dataset, shard.file_uri)
+        row_end, byte_end = ends.get(key, (0, 0))
+        ends[key] = (
+            max(row_end, shard.first_row + shard.num_rows),
+            max(byte_end, shard.byte_end or 0),
+        )
+        planned_rows[shard.dataset] = planned_rows.get(shard.dataset, 0) + shard.num_rows
     files: list[dict[str, Any]] = []
-    shards: list[Shard] = []
+    shards: list[Shard] = list(previous)
     for dataset in config.datasets:
-        remaining = dataset.limit
+        remaining = None
+        if dataset.limit is not None:
+            remaining = dataset.limit - planned_rows.get(dataset.name, 0)
         for file in discover(dataset):
-            if remaining is not None and remaining <= 0:
-                break
             files.append(file_record(dataset.name, file))
-            for shard in plan_file(dataset, file, config.shard_size, remaining):
+            if remaining is not None and remaining <= 0:
+                continue
+            row_end, byte_end = ends.get((dataset.name, file.uri), (0, 0))
+            for shard in plan_file(
+                dataset, file, config.shard_rows(dataset), remaining, row_end, byte_end
+            ):
                 shards.append(shard)
                 if remaining is not None:
                     remaining -= shard.num_rows
     return files, shards
 
 
-def file_record(dataset: str, file: InputFile) -> dict[str, Any]:
+def file_record(dataset: str, file: Any) -> dict[str, Any]:
     return {
         "dataset": dataset,
         "uri": file.uri,

@@ -77,6 +77,7 @@ FAILURE_SCHEMA = pa.schema(
         pa.field("attempt", pa.int16()),
         pa.field("terminal", pa.bool_()),
         pa.field("raw_row", pa.string()),
+        pa.field("response_text", pa.string()),
         pa.field("created_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
@@ -117,6 +118,7 @@ COMMIT_SCHEMA = pa.schema(
         pa.field("reward_sum", pa.float64()),
         pa.field("reward_count", pa.int64()),
         pa.field("seconds", pa.float64()),
+        pa.field("stats", pa.string()),
         pa.field("committed_at", pa.timestamp("ms", tz="UTC")),
     ]
 )

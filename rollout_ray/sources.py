@@ -175,13 +175,22 @@ def _file_key(path: str, base: str, taken: set[str]) -> str:
 
 
 def plan_file(
-    dataset: DatasetConfig, file: InputFile, shard_size: int, limit: int | None
+    dataset: DatasetConfig,
+    file: InputFile,
+    shard_size: int,
+    limit: int | None,
+    start_row: int = 0,
+    start_byte: int = 0,
 ) -> Iterator[Shard]:
-    """Cut one file into shards of `shard_size` rows, stopping after `limit` rows."""
+    """Cut one file into shards of `shard_size` rows, stopping after `limit` rows.
+
+    Planning may resume where an earlier plan of the same file ended (`start_row`,
+    and for JSONL `start_byte`), so that a grown file only adds shards.
+    """
     ranges = (
-        _jsonl_ranges(file.uri, shard_size, limit)
+        _jsonl_ranges(file.uri, shard_size, limit, start_row, start_byte)
         if file.format == "jsonl"
-        else _parquet_ranges(file.uri, shard_size, limit)
+        else _parquet_ranges(file.uri, shard_size, limit, start_row)
     )
     for first_row, num_rows, extra in ranges:
         yield Shard(
@@ -198,15 +207,23 @@ def plan_file(
 
 
 def _jsonl_ranges(
-    uri: str, shard_size: int, limit: int | None
+    uri: str, shard_size: int, limit: int | None, start_row: int = 0, start_byte: int = 0
 ) -> Iterator[tuple[int, int, dict[str, int]]]:
     """(first_row, num_rows, byte range) per shard, from one pass over the file's bytes."""
     fs, path = storage.split_uri(uri)
     rows = 0  # complete lines seen
-    shard_start_byte, shard_first_row = 0, 0
-    offset = 0  # bytes read so far
-    last_end = 0  # byte just after the last newline counted
     with fs.open(path, "rb", block_size=SCAN_BLOCK) as f:
+        if start_byte:
+            # If an earlier plan ended at a last line without a newline, the file has
+            # grown by a newline and more lines: skip that newline.
+            f.seek(start_byte - 1)
+            before, at = f.read(1), f.read(1)
+            if before != b"\n" and at == b"\n":
+                start_byte += 1
+            f.seek(start_byte)
+        shard_start_byte, shard_first_row = start_byte, 0
+        offset = start_byte  # bytes read so far
+        last_end = start_byte  # byte just after the last newline counted
         while limit is None or rows < limit:
             block = f.read(SCAN_BLOCK)
             if not block:
@@ -218,12 +235,9 @@ def _jsonl_ranges(
             first_boundary = shard_size - (rows - shard_first_row)
             for end in ends[first_boundary - 1 :: shard_size]:
                 yield (
-                    shard_first_row,
+                    start_row + shard_first_row,
                     shard_size,
-                    {
-                        "byte_start": shard_start_byte,
-                        "byte_end": int(end),
-                    },
+                    {"byte_start": shard_start_byte, "byte_end": int(end)},
                 )
                 shard_first_row += shard_size
                 shard_start_byte = int(end)
@@ -235,26 +249,32 @@ def _jsonl_ranges(
     if offset > last_end and (limit is None or rows < limit):
         tail_rows, tail_end = tail_rows + 1, offset  # a last line without a newline
     if tail_rows:
-        yield shard_first_row, tail_rows, {"byte_start": shard_start_byte, "byte_end": tail_end}
+        yield (
+            start_row + shard_first_row,
+            tail_rows,
+            {"byte_start": shard_start_byte, "byte_end": tail_end},
+        )
 
 
 def _parquet_ranges(
-    uri: str, shard_size: int, limit: int | None
+    uri: str, shard_size: int, limit: int | None, start_row: int = 0
 ) -> Iterator[tuple[int, int, dict[str, int]]]:
     fs, path = storage.split_uri(uri)
     with fs.open(path, "rb") as f:
         metadata = pq.ParquetFile(f).metadata
-    first_row = 0
+    group_start, planned = 0, 0
     for group in range(metadata.num_row_groups):
         group_rows = metadata.row_group(group).num_rows
-        for offset in range(0, group_rows, shard_size):
+        first = max(0, start_row - group_start)  # rows of this group planned before
+        for offset in range(first, group_rows, shard_size):
             n = min(shard_size, group_rows - offset)
             if limit is not None:
-                n = min(n, limit - first_row)
+                n = min(n, limit - planned)
             if n <= 0:
                 return
-            yield first_row, n, {"row_group": group, "row_group_offset": offset}
-            first_row += n
+            yield group_start + offset, n, {"row_group": group, "row_group_offset": offset}
+            planned += n
+        group_start += group_rows
 
 
 # ---------------------------------------------------------------------------- reading

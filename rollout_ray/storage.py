@@ -74,11 +74,10 @@ def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             client_kwargs["region_name"] = region
-        # s3fs retries throttling and 5xx itself; the wrapper below covers the rest.
+        # botocore retries throttling and 5xx itself; `retrying` below covers the rest.
         return fsspec.filesystem(
             "s3",
             client_kwargs=client_kwargs,
-            retries=8,
             skip_instance_cache=True,
             config_kwargs={"retries": {"max_attempts": 8, "mode": "adaptive"}},
         )

@@ -9,6 +9,7 @@ work queued across a piece's long tail.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from rollout_ray import storage
+from rollout_ray.aggregates import piece_stats
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig, SamplingConfig
 from rollout_ray.engines import Engine, EngineDead, Generation, GenerationRequest
 from rollout_ray.errors import RowError, redact
@@ -24,6 +26,14 @@ from rollout_ray.plan import WorkItem
 from rollout_ray.prompts import Prompt, build_prompt
 from rollout_ray.schema import failures_table, rollouts_table, sampling_record
 from rollout_ray.sources import SourceRow, read_shard
+from rollout_ray.verification import (
+    LocalVerification,
+    RemoteVerification,
+    dataset_verifiers,
+    verifier_record,
+)
+
+Verification = LocalVerification | RemoteVerification
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +65,14 @@ class PieceRunner:
         coordinator: CoordinatorClient,
         layout: Layout,
         secrets: tuple[str, ...] = (),
+        verification: Verification | None = None,
     ):
         self.config = config
         self.engine = engine
         self.coordinator = coordinator
         self.layout = layout
         self.secrets = secrets
+        self.verification = verification or LocalVerification(dataset_verifiers(config), secrets)
         self.datasets: dict[str, tuple[DatasetConfig, SamplingConfig, dict[str, Any]]] = {}
         for i, dataset in enumerate(config.datasets):
             base = JOB_SAMPLING_DEFAULTS.merged(config.sampling, dataset.sampling)
@@ -87,8 +99,11 @@ class PieceRunner:
             rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
             self._partials[item.piece_id] = [0, 0]
             outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
-            ok = [o for o in outcomes if "response_text" in o]
-            failures += [o for o in outcomes if "response_text" not in o]
+            ok = [o for o in outcomes if "stage" not in o]
+            failures += [o for o in outcomes if "stage" in o]
+            if ok and self.datasets[item.shard.dataset][0].verifier is not None:
+                ok, rejected = await self._verify(item, ok)
+                failures += rejected
         record = await loop.run_in_executor(self.io, self._write, item, ok, failures, started)
         await self.coordinator.commit(record)
         self._partials.pop(item.piece_id, None)
@@ -157,6 +172,29 @@ class PieceRunner:
             partial[0] += 1
             partial[1] += generation.output_tokens
         return self._record(item, rollout, generation)
+
+    async def _verify(
+        self, item: WorkItem, records: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Reward each rollout; one the verifier can't judge becomes a failure that
+        keeps its response, never a reward of 0."""
+        dataset = self.datasets[item.shard.dataset][0]
+        kind = dataset.verifier.kind
+        views = [verifier_record(_without_token_data(r)) for r in records]
+        outcomes = await self.verification.verify(dataset.name, views)
+        ok, failures = [], []
+        for record, (reward, details, error, terminal) in zip(records, outcomes, strict=True):
+            if error is not None:
+                row = SourceRow(record["row_index"], None)
+                failure = self._failure(
+                    item, row, record["rollout_index"], "verify", VerifierFailed(error), terminal
+                )
+                failure["response_text"] = record["response_text"]
+                failures.append(failure)
+                continue
+            record.update(reward=reward, verifier=kind, verifier_details=json.dumps(details))
+            ok.append(record)
+        return ok, failures
 
     def _record(self, item: WorkItem, rollout: _Rollout, gen: Generation) -> dict[str, Any]:
         shard = item.shard
@@ -251,6 +289,7 @@ class PieceRunner:
             "reward_sum": float(sum(rewards)),
             "reward_count": len(rewards),
             "seconds": time.monotonic() - started,
+            "stats": json.dumps(piece_stats(ok)),
             "committed_at": now_utc(),
         }
 
@@ -275,6 +314,16 @@ class PieceRunner:
                     log.debug("progress report failed: %s", exc)
 
 
+class VerifierFailed(Exception):
+    """The verifier could not judge a rollout (its message says why)."""
+
+
+def _without_token_data(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its token lists: verifiers don't need them, transfers shrink."""
+    heavy = ("prompt_token_ids", "output_token_ids", "output_logprobs")
+    return {k: v for k, v in record.items() if k not in heavy}
+
+
 class EngineWorker:
     """The Ray Data callable class: one engine per actor, one piece per call."""
 
@@ -290,11 +339,12 @@ class EngineWorker:
         engine = create_engine(config, device)
         client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
         secrets = tuple(v for v in (os.environ.get(n) for n in secret_env_names(config)) if v)
-        self.runner = PieceRunner(config, engine, client, Layout(config.output), secrets)
+        verification = RemoteVerification(config, config.verifier_cpus, secrets)
+        self.runner = PieceRunner(
+            config, engine, client, Layout(config.output), secrets, verification
+        )
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        import json
-
         item = WorkItem.from_json(str(batch["item"][0]))
         try:
             record = await self.runner.run(item)

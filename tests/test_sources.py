@@ -100,3 +100,33 @@ def test_work_item_round_trips_through_json(tmp_path):
     assert again.shard == shard and again.keys == [(0, -1), (2, 3)]
     assert again.num_rollouts == 5  # a whole row (4 repeats) + one rollout
     assert again.piece_id == "d/d:0#r1"
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+def test_a_grown_file_only_adds_shards(tmp_path, trailing_newline):
+    from rollout_ray.config import load_config
+    from rollout_ray.plan import build_plan
+
+    path = tmp_path / "grow.jsonl"
+    lines = [json.dumps({"prompt": f"p{i}"}) for i in range(10)]
+    path.write_text("\n".join(lines[:5]) + ("\n" if trailing_newline else ""))
+    config = load_config({"datasets": [{"path": str(path)}], "output": "o", "shard_size": 2})
+    _, first = build_plan(config)
+    with open(path, "a") as f:
+        f.write(("" if trailing_newline else "\n") + "\n".join(lines[5:]) + "\n")
+    _, second = build_plan(config, previous=first)
+    assert second[: len(first)] == first
+    rows = [r for shard in second for r in read_shard(shard)]
+    assert [r.value["prompt"] for r in rows] == [f"p{i}" for i in range(10)]
+    assert [r.row_index for r in rows] == list(range(10))
+    assert len({s.shard_id for s in second}) == len(second)
+
+
+def test_parquet_planning_resumes_at_a_row(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"n": list(range(25))}), path, row_group_size=10)
+    dataset = DatasetConfig(path=str(path))
+    (file,) = discover(dataset)
+    shards = list(plan_file(dataset, file, 4, None, start_row=13))
+    rows = [r.value["n"] for s in shards for r in read_shard(s)]
+    assert rows == list(range(13, 25))

@@ -48,6 +48,7 @@ class VLLMEngine(Engine):
     def __init__(self, model: str, config: VLLMEngineConfig, device: str):
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._model_name = model
@@ -72,7 +73,11 @@ class VLLMEngine(Engine):
             kwargs["distributed_executor_backend"] = "ray"
         kwargs.update(config.engine_kwargs)
         started = time.monotonic()
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        # Offline batch defaults (as vllm.LLM gets): twice the sequences per batch of
+        # the engine-context defaults (256 vs 128 on CPU).
+        self.engine = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS
+        )
         self.max_model_len = self.engine.model_config.max_model_len
         log.info("vLLM engine for %s ready in %.1f s", model, time.monotonic() - started)
 

@@ -1,0 +1,85 @@
+"""Reading a job's committed rollouts: what exports, re-verification and inspection use.
+
+The committed output is what the manifest's commit records point at; a file written by
+a piece that never committed (a crash between write and commit) is not part of it.
+Rollouts are read one shard at a time: every rollout of a task (all its repeats, all
+retry rounds) lives in its shard's files, so grouping by task needs one shard in memory.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from rollout_ray import manifest, storage
+from rollout_ray.errors import RolloutRayError
+from rollout_ray.manifest import Layout
+
+
+def committed_pieces(output: str) -> list[dict[str, Any]]:
+    """The commit records of a job's output, in a stable order.
+
+    Raises:
+        RolloutRayError: there is no job at `output`.
+    """
+    layout = Layout(output)
+    if not storage.exists(layout.job):
+        raise RolloutRayError(f"no rollout-ray job at {output} (no _manifest/job.json)")
+    return sorted(manifest.read_commits(layout), key=lambda r: (r["shard_id"], r["round"]))
+
+
+def iter_shards(
+    output: str,
+    datasets: list[str] | None = None,
+    columns: list[str] | None = None,
+    kind: str = "data",
+) -> Iterator[pa.Table]:
+    """Committed rollouts (kind="data") or failures (kind="failures"), one table per
+    shard holding all of that shard's rounds."""
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for piece in committed_pieces(output):
+        if datasets and piece["dataset"] not in datasets:
+            continue
+        uri = piece["data_file" if kind == "data" else "failures_file"]
+        if uri:
+            by_shard[piece["shard_id"]].append(uri)
+    for _, uris in sorted(by_shard.items()):
+        tables = [storage.read_parquet(uri, columns=columns) for uri in uris]
+        yield concat(tables)
+
+
+def read_rollouts(
+    output: str, datasets: list[str] | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """Every committed rollout as one table (for outputs that fit in memory)."""
+    return concat(list(iter_shards(output, datasets, columns)))
+
+
+def read_failures(output: str, datasets: list[str] | None = None) -> pa.Table:
+    return concat(list(iter_shards(output, datasets, kind="failures")))
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate tables whose carried input columns may differ or be typed apart."""
+    if not tables:
+        return pa.table({})
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # The same input field inferred as different types in two files: keep text.
+        names = list(dict.fromkeys(n for t in tables for n in t.column_names))
+        fixed = []
+        for table in tables:
+            columns = {}
+            for name in names:
+                if name not in table.column_names:
+                    columns[name] = pa.nulls(table.num_rows, pa.string())
+                    continue
+                column = table.column(name)
+                types = {t.schema.field(name).type for t in tables if name in t.column_names}
+                columns[name] = column.cast(pa.string()) if len(types) > 1 else column
+            fixed.append(pa.table(columns))
+        return pa.concat_tables(fixed, promote_options="permissive")

@@ -1,0 +1,264 @@
+"""Never lose or repeat a rollout: kill the driver again and again, kill an engine
+actor, refuse unsafe resumes. Real Ray, real vLLM (the tiny model), real S3 server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from helpers import job_config, read_output, write_jsonl
+
+from rollout_ray import run_job, storage
+from rollout_ray.errors import ResumeRefused
+from rollout_ray.manifest import Layout, read_commits
+
+pytestmark = pytest.mark.slow
+
+ROWS, REPEATS = 480, 4
+
+
+def job_yaml(tmp_path: Path, tiny_model: str, data: str, output: str) -> Path:
+    config = {
+        "model": tiny_model,
+        "engine": {"kind": "vllm", "max_model_len": 256},
+        "datasets": [{"name": "kill", "path": data, "num_repeats": REPEATS}],
+        "sampling": {"max_tokens": 96, "temperature": 1.0, "seed": 3},
+        "shard_size": 8,
+        "output": output,
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "ROLLOUT_RAY_DASHBOARD": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(config), *extra],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def kill_driver(proc: subprocess.Popen) -> None:
+    """kill -9 the driver only; then clear what it leaves (as when its machine goes)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def committed_records(output: str) -> dict[tuple, tuple]:
+    """(task, rollout) -> (text, created_at) of every rollout the manifest commits."""
+    found = {}
+    for commit in read_commits(Layout(output)):
+        if commit["data_file"]:
+            for r in storage.read_parquet(commit["data_file"]).to_pylist():
+                found[(r["task_id"], r["rollout_index"])] = (r["response_text"], r["created_at"])
+    return found
+
+
+def all_output_keys(output: str) -> Counter:
+    keys: Counter = Counter()
+    for uri in storage.list_files(storage.join(output, "data"), ".parquet"):
+        table = storage.read_parquet(uri, ["task_id", "rollout_index"])
+        keys.update(
+            zip(
+                table.column("task_id").to_pylist(),
+                table.column("rollout_index").to_pylist(),
+                strict=True,
+            )
+        )
+    return keys
+
+
+def kill_and_resume(tmp_path, tiny_model, data: str, output: str, kills: int, seed: int):
+    config = job_yaml(tmp_path, tiny_model, data, output)
+    log = tmp_path / "runs.log"
+    rng = random.Random(seed)
+    snapshots, progress = {}, []
+    for _ in range(kills):
+        proc = start(config, log)
+        time.sleep(rng.uniform(10, 40))
+        if proc.poll() is not None:
+            break  # it finished before the kill came
+        kill_driver(proc)
+        snapshot = committed_records(output) if storage.exists(Layout(output).job) else {}
+        progress.append(len(snapshot))
+        snapshots.update(snapshot)
+    final = start(config, log)
+    assert final.wait(timeout=600) == 0, log.read_text()[-4000:]
+
+    keys = all_output_keys(output)
+    expected = {(f"in:{row}", i) for row in range(ROWS) for i in range(REPEATS)}
+    assert set(keys) == expected, "lost rollouts"
+    assert max(keys.values()) == 1, "duplicated rollouts"
+    # Committed work is never generated again: every rollout committed before a kill is
+    # in the final output unchanged (same text, same creation time).
+    final_records = committed_records(output)
+    assert all(final_records[k] == v for k, v in snapshots.items())
+    return progress
+
+
+def test_kill_driver_ten_times_local(ray_session, tmp_path, tiny_model):
+    data = write_jsonl(
+        tmp_path / "in.jsonl", [{"prompt": f"the quick brown fox {i}"} for i in range(ROWS)]
+    )
+    progress = kill_and_resume(tmp_path, tiny_model, str(data), str(tmp_path / "out"), 10, 7)
+    assert len(progress) == 10
+    assert any(0 < p < ROWS * REPEATS for p in progress), progress  # killed mid-job
+
+
+def test_kill_driver_ten_times_s3(ray_session, tmp_path, tiny_model, s3_server):
+    local = write_jsonl(
+        tmp_path / "in.jsonl", [{"prompt": f"the sea and the sky {i}"} for i in range(ROWS)]
+    )
+    storage.write_bytes_atomic("s3://rollouts/inputs/in.jsonl", local.read_bytes())
+    progress = kill_and_resume(
+        tmp_path, tiny_model, "s3://rollouts/inputs/in.jsonl", "s3://rollouts/jobs/kill", 10, 11
+    )
+    assert len(progress) == 10
+    assert any(0 < p < ROWS * REPEATS for p in progress), progress
+    assert storage.exists("s3://rollouts/jobs/kill/_manifest/plan.parquet")
+
+
+def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
+    import psutil
+    import ray
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a poem {i}"} for i in range(96)])
+    config = job_config(
+        tiny_model,
+        tmp_path / "out",
+        [{"name": "k", "path": str(data)}],
+        shard_size=8,
+        sampling={"max_tokens": 64, "temperature": 1.0},
+    )
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
+    thread.start()
+    commits = Path(tmp_path, "out", "_manifest", "commits")
+    deadline = time.time() + 180
+    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
+        time.sleep(0.2)
+    victims = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "MapBatches(EngineWorker)" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert victims, "no engine actor found"
+    victims[0].kill()
+    thread.join(timeout=600)
+    result = done["result"]
+    keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(tmp_path / "out"))
+    assert set(keys) == {(f"in:{i}", 0) for i in range(96)} and max(keys.values()) == 1
+    assert result.status == "finished" and result.datasets["k"]["failed"] == 0
+    assert ray.is_initialized()
+
+
+def test_resume_refuses_changed_config_and_input(ray_session, tmp_path, tiny_model):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"hi {i}"} for i in range(6)])
+    config = job_config(tiny_model, tmp_path / "out", [{"name": "r", "path": str(data)}])
+    run_job(config)
+    first = read_output(tmp_path / "out")
+    # Resuming a finished job with the same config does nothing and is not refused.
+    assert run_job(config).progress["run"]["todo"] == 0
+
+    changed = job_config(
+        tiny_model,
+        tmp_path / "out",
+        [{"name": "r", "path": str(data)}],
+        overrides=["sampling.temperature=0.2"],
+    )
+    with pytest.raises(ResumeRefused) as err:
+        run_job(changed)
+    assert "sampling.temperature: 0.8 -> 0.2" in str(err.value)
+    assert "--force-new-config" in str(err.value)
+    # Resource settings may change on resume.
+    faster = job_config(
+        tiny_model,
+        tmp_path / "out",
+        [{"name": "r", "path": str(data)}],
+        overrides=["engine.shards_in_flight=2"],
+    )
+    run_job(faster)
+
+    with open(data, "a") as f:
+        f.write(json.dumps({"prompt": "a new row"}) + "\n")
+    with pytest.raises(ResumeRefused, match=r"input .*in\.jsonl changed since the job was planned"):
+        run_job(config)
+    result = run_job(config, force_new_config=True)
+    records = read_output(tmp_path / "out")
+    assert len(records) == 7 and result.progress["run"]["todo"] == 1
+    # The six committed rollouts were kept, not generated again.
+    assert {r["created_at"] for r in first} <= {r["created_at"] for r in records}
+
+
+def test_second_job_on_same_output_refused_and_ctrl_c_resumes(tmp_path, tiny_model):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"long {i}"} for i in range(200)])
+    config = job_yaml(tmp_path, tiny_model, str(data), str(tmp_path / "out"))
+    first = start(config, tmp_path / "a.log")
+    lease = Path(tmp_path, "out", "_manifest", "lease.json")
+    deadline = time.time() + 60
+    while not lease.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 2
+    assert "another job is writing" in second.stderr
+    # Ctrl-C: the first job stops cleanly, frees the output, and says how to resume.
+    time.sleep(15)
+    os.killpg(first.pid, signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    log = (tmp_path / "a.log").read_text()
+    assert "run the same command again to resume" in log
+    assert not lease.exists()
+    progress = json.loads(Path(tmp_path, "out", "_manifest", "progress.json").read_text())
+    assert progress["status"] == "interrupted"
+    resumed = start(config, tmp_path / "b.log")
+    assert resumed.wait(timeout=600) == 0
+    assert len(all_output_keys(str(tmp_path / "out"))) == 200 * REPEATS
+
+
+def test_s3_output_schema_and_status(ray_session, tmp_path, tiny_model, s3_server):
+    table = pa.table({"prompt": [f"row {i}" for i in range(10)]})
+    local = tmp_path / "rows.parquet"
+    pq.write_table(table, local, row_group_size=4)
+    storage.write_bytes_atomic("s3://rollouts/inputs/rows.parquet", local.read_bytes())
+    config = job_config(
+        tiny_model,
+        "s3://rollouts/jobs/parquet",
+        [{"name": "p", "path": "s3://rollouts/inputs/*.parquet"}],
+    )
+    run_job(config)
+    from rollout_ray.status import job_status
+
+    report = job_status("s3://rollouts/jobs/parquet")
+    assert report["complete"] and report["datasets"]["p"]["ok"] == 10
+    assert len(all_output_keys("s3://rollouts/jobs/parquet")) == 10
