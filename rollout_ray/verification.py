@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from rollout_ray.config import JobConfig, VerifierConfig
-from rollout_ray.errors import redact
+from rollout_ray.errors import ConfigError, redact
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,11 @@ class LocalVerification:
         from rollout_ray.verifiers import VerifierError, build_verifier, verify_all
 
         if dataset not in self._built:
-            self._built[dataset] = build_verifier(self.configs[dataset])
+            try:
+                self._built[dataset] = build_verifier(self.configs[dataset])
+            except VerifierError as exc:
+                message = redact(f"the verifier can't start: {exc}", self.secrets)
+                return [(None, None, message, True)] * len(records)
         results = await verify_all(self._built[dataset], records)
         outcomes: list[Outcome] = []
         for result in results:
@@ -103,3 +107,22 @@ class RemoteVerification:
 
 def dataset_verifiers(config: JobConfig) -> dict[str, VerifierConfig]:
     return {d.name: d.verifier for d in config.datasets if d.verifier is not None}
+
+
+def check_verifiers(config: JobConfig) -> None:
+    """Build each dataset's verifier once before the job starts, so that a broken one
+    (a bad regex, an unparseable schema) stops the job at once with its reason.
+
+    Raises:
+        ConfigError: a verifier can't be built.
+    """
+    import asyncio
+
+    from rollout_ray.verifiers import VerifierError, build_verifier
+
+    for name, spec in dataset_verifiers(config).items():
+        try:
+            verifier = build_verifier(spec)
+        except VerifierError as exc:
+            raise ConfigError(f"dataset {name!r}: verifier {spec.kind}: {exc}") from None
+        asyncio.run(verifier.close())

@@ -1,0 +1,70 @@
+"""Verifiers: build one from its config and judge many rollouts with bounded concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from rollout_ray import config as cfg
+from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
+
+__all__ = ["Verdict", "Verifier", "VerifierError", "build_verifier", "verify_all"]
+
+
+def _registry() -> dict[type[BaseModel], type[Verifier]]:
+    """Config class -> implementation. The implementations import their heavy libraries
+    (math_verify, jsonschema, httpx) only when first used, so building is cheap."""
+    from rollout_ray.verifiers.builtin import MCQA, ExactMatch, JsonSchemaValidate, RegexSearch
+    from rollout_ray.verifiers.http import HttpVerify
+    from rollout_ray.verifiers.math import MathVerify
+    from rollout_ray.verifiers.python_fn import PythonFunction
+
+    return {
+        cfg.ExactMatchVerifier: ExactMatch,
+        cfg.MCQAVerifier: MCQA,
+        cfg.MathVerifier: MathVerify,
+        cfg.RegexVerifier: RegexSearch,
+        cfg.JsonSchemaVerifier: JsonSchemaValidate,
+        cfg.PythonVerifier: PythonFunction,
+        cfg.HttpVerifier: HttpVerify,
+    }
+
+
+def build_verifier(config: BaseModel | dict[str, Any]) -> Verifier:
+    """The verifier for one config block (a model from `rollout_ray.config` or its dict).
+
+    Raises:
+        VerifierError: the config can't work at all (bad regex, broken inline schema).
+        TypeError: `config` is not a verifier config.
+    """
+    if isinstance(config, dict):
+        config = TypeAdapter(cfg.VerifierConfig).validate_python(config)
+    implementation = _registry().get(type(config))
+    if implementation is None:
+        raise TypeError(f"not a verifier config: {type(config).__name__}")
+    return implementation(config)
+
+
+async def verify_all(
+    verifier: Verifier, records: Iterable[dict[str, Any]], concurrency: int = 64
+) -> list[Verdict | VerifierError]:
+    """One result per record, in order; a record that can't be judged yields its error.
+
+    Never raises for one bad record: a bug in a verifier becomes a terminal
+    VerifierError for the records it hit, so the rest of the batch still counts.
+    """
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(record: dict[str, Any]) -> Verdict | VerifierError:
+        async with slots:
+            try:
+                return await verifier.verify(record)
+            except VerifierError as e:
+                return e
+            except Exception as e:
+                return VerifierError(f"{type(e).__name__}: {e}", terminal=True)
+
+    return list(await asyncio.gather(*(one(record) for record in records)))

@@ -1,0 +1,326 @@
+"""The cheap, in-process verifiers: exact_match, mcqa (NeMo Gym's grading), regex, json_schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from rollout_ray.config import (
+    ExactMatchVerifier,
+    JsonSchemaVerifier,
+    MCQAVerifier,
+    RegexVerifier,
+)
+from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
+
+# ----------------------------------------------------------------------------- helpers
+
+#: Characters dropped from both ends: quotes and markdown emphasis models wrap answers in.
+_EDGE_QUOTES = " \t\r\n\"'`“”‘’«»*"
+#: Dropped from the end only: "Paris." and "Paris" are the same answer.
+_TRAILING = ".,;:!?"
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\{\s*(.*?)\s*\}", re.S)
+_ANSWER_COLON = re.compile(r"answer\s*:", re.I)
+
+
+def response_text(record: dict[str, Any]) -> str:
+    """The response, or "" when the engine produced none (that is a wrong answer, not an error)."""
+    text = record.get("response_text")
+    return text if isinstance(text, str) else ""
+
+
+def reference(record: dict[str, Any], field: str) -> Any:
+    """The row's reference answer; without one the rollout can't be judged at all."""
+    value = record.get(field)
+    if value is None:
+        raise VerifierError(f"record has no reference answer field {field!r}", terminal=True)
+    return value
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Inner text of the last \boxed{...}, counting braces so \frac{1}{2} stays whole."""
+    start = text.rfind("\\boxed")
+    while start >= 0:
+        j = start + len("\\boxed")
+        while j < len(text) and text[j].isspace():
+            j += 1
+        if j < len(text) and text[j] == "{":
+            depth = 0
+            for k in range(j, len(text)):
+                if text[k] == "{":
+                    depth += 1
+                elif text[k] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[j + 1 : k].strip()
+        # Unclosed or `\boxed` without a brace: an earlier, complete one may still count.
+        start = text.rfind("\\boxed", 0, start)
+    return None
+
+
+def strip_text_wrappers(text: str) -> str:
+    r"""`\text{C}` -> `C` (repeatedly), so LaTeX-dressed answers compare as plain text."""
+    while match := _TEXT_WRAPPER.fullmatch(text.strip()):
+        text = match.group(1)
+    return text.strip()
+
+
+def normalize(text: Any, case_sensitive: bool = False) -> str:
+    """Compare answers, not formatting: whitespace, case, quotes, a trailing period."""
+    if isinstance(text, float) and text.is_integer():
+        text = int(text)  # a reference read back as 42.0 still means "42"
+    text = " ".join(str(text).split())
+    if not case_sensitive:
+        text = text.casefold()
+    previous = None
+    while previous != text:
+        previous = text
+        text = text.strip(_EDGE_QUOTES).rstrip(_TRAILING)
+    return text
+
+
+def extract(text: str, mode: str) -> str | None:
+    """The part of the response an exact_match config compares; None when it isn't there."""
+    if mode == "full":
+        return text
+    if mode == "last_line":
+        lines = [line for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else None
+    if mode == "boxed":
+        boxed = last_boxed(text)
+        return None if boxed is None else strip_text_wrappers(boxed)
+    if mode == "answer_colon":
+        matches = list(_ANSWER_COLON.finditer(text))
+        if not matches:
+            return None
+        rest = text[matches[-1].end() :].strip()
+        return rest.splitlines()[0] if rest else ""
+    raise VerifierError(f"unknown extract mode {mode!r}", terminal=True)
+
+
+# ----------------------------------------------------------------------------- exact_match
+
+
+class ExactMatch(Verifier):
+    """Reward 1 when the extracted part equals the reference (a list means: any of them)."""
+
+    name = "exact_match"
+
+    def __init__(self, config: ExactMatchVerifier):
+        self.config = config
+
+    async def verify(self, record: dict[str, Any]) -> Verdict:
+        ref = reference(record, self.config.answer_field)
+        refs = ref if isinstance(ref, (list, tuple)) else [ref]
+        got = extract(response_text(record), self.config.extract)
+        if got is None:
+            return Verdict(0.0, {"extracted_answer": None})
+        cs = self.config.case_sensitive
+        ok = normalize(got, cs) in {normalize(r, cs) for r in refs}
+        return Verdict(1.0 if ok else 0.0, {"extracted_answer": got.strip()})
+
+
+# ----------------------------------------------------------------------------- mcqa
+
+_BARE_LETTER = re.compile(r"^[^A-Za-z]*([A-Z])[^A-Za-z]*$")
+_LABELLED_LETTER = re.compile(r"^\s*([A-Z])\s*[:).\-]")
+_MCQA_ANSWER_COLON = re.compile(r"(?i)answer\s*:\s*(.+)")
+_ANY_LETTER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _options(raw: Any) -> list[tuple[str, str]]:
+    """(LETTER, text) pairs from [{'A': text}, ...] or {'A': text}; other keys are ignored."""
+    items: list[tuple[Any, Any]] = []
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    elif isinstance(raw, (list, tuple)):
+        items = [kv for entry in raw if isinstance(entry, dict) for kv in entry.items()]
+    return [
+        (k.upper(), str(v))
+        for k, v in items
+        if isinstance(k, str) and len(k) == 1 and k.isalpha() and v is not None
+    ]
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _strict_boxed(text: str, allowed: frozenset[str]) -> str | None:
+    boxed = last_boxed(text)
+    if boxed is None:
+        return None
+    inner = strip_text_wrappers(boxed)
+    match = _BARE_LETTER.match(inner) or _LABELLED_LETTER.match(inner)
+    return match.group(1) if match and match.group(1) in allowed else None
+
+
+def _boxed_option_text(text: str, options: list[tuple[str, str]]) -> str | None:
+    """The one option whose text is inside the last box; None when zero or several are."""
+    boxed = last_boxed(text)
+    if boxed is None:
+        return None
+    candidates = {_squash(boxed), _squash(strip_text_wrappers(boxed))}
+    hits = {
+        letter for letter, opt in options for c in candidates if _squash(opt) and _squash(opt) in c
+    }
+    return hits.pop() if len(hits) == 1 else None
+
+
+def _answer_colon(text: str, options: list[tuple[str, str]], allowed: frozenset[str]) -> str | None:
+    match = _MCQA_ANSWER_COLON.search(text)
+    if not match:
+        return None
+    candidate = strip_text_wrappers(match.group(1)).strip()
+    if len(candidate) == 1 and candidate.isalpha() and candidate.upper() in allowed:
+        return candidate.upper()
+    wanted = _squash(candidate)
+    return next((letter for letter, opt in options if _squash(opt) == wanted), None)
+
+
+class MCQA(Verifier):
+    """The choice letter found as NeMo Gym's mcqa server finds it, against the gold letter.
+
+    Rewards match Gym's for the same text so results are comparable; with no options in
+    the row any single capital letter is allowed.
+    """
+
+    name = "mcqa"
+
+    def __init__(self, config: MCQAVerifier):
+        self.config = config
+
+    async def verify(self, record: dict[str, Any]) -> Verdict:
+        gold = str(reference(record, self.config.answer_field)).strip().upper()
+        options = _options(record.get(self.config.options_field))
+        allowed = frozenset(letter for letter, _ in options) or _ANY_LETTER
+        text = response_text(record).strip()
+        mode = self.config.grading_mode
+        pred: str | None = None
+        if mode in ("strict_single_letter_boxed", "lenient_boxed"):
+            pred = _strict_boxed(text, allowed)
+            if pred is None and mode == "lenient_boxed":
+                pred = _boxed_option_text(text, options)
+        elif mode == "lenient_answer_colon":
+            pred = _answer_colon(text, options, allowed)
+        reward = 1.0 if pred is not None and gold and pred == gold else 0.0
+        return Verdict(reward, {"extracted_answer": pred, "expected_answer": gold})
+
+
+# ----------------------------------------------------------------------------- regex
+
+
+class RegexSearch(Verifier):
+    """Reward 1 when the pattern is found (or its first group equals the reference)."""
+
+    name = "regex"
+
+    def __init__(self, config: RegexVerifier):
+        self.config = config
+        try:  # a bad pattern is a config error: fail before any rollout is judged
+            self.pattern = re.compile(config.pattern, re.IGNORECASE if config.ignore_case else 0)
+        except re.error as e:
+            raise VerifierError(f"invalid regex {config.pattern!r}: {e}", terminal=True) from e
+
+    async def verify(self, record: dict[str, Any]) -> Verdict:
+        match = self.pattern.search(response_text(record))
+        if self.config.answer_field is None:
+            found = match.group(0) if match else None
+            return Verdict(1.0 if match else 0.0, {"match": found})
+        ref = reference(record, self.config.answer_field)
+        if match is None:
+            return Verdict(0.0, {"match": None})
+        got = match.group(1) if self.pattern.groups else match.group(0)
+        ok = got is not None and normalize(got) == normalize(ref)
+        return Verdict(1.0 if ok else 0.0, {"match": got})
+
+
+# ----------------------------------------------------------------------------- json_schema
+
+_FENCE = re.compile(r"```[ \t]*(?:json)?[ \t]*\n?(.*?)```", re.S | re.I)
+
+
+def parse_json_response(text: str) -> Any:
+    """JSON from a ```json fence, the whole text, or the first {...}/[...] in it.
+
+    Raises:
+        ValueError: none of those parse.
+    """
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    first_error: Exception | None = None
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError as e:
+            first_error = first_error or e
+    decoder = json.JSONDecoder()
+    starts = sorted(i for i in (text.find("{"), text.find("[")) if i >= 0)
+    for start in starts:
+        try:
+            return decoder.raw_decode(text, start)[0]
+        except ValueError:
+            continue
+    raise ValueError(str(first_error))
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    """A checked validator per distinct schema; rows often share a handful of schemas."""
+    from jsonschema import exceptions, validators
+
+    schema = json.loads(schema_json)
+    if not isinstance(schema, (dict, bool)):
+        raise VerifierError("the JSON schema is not an object", terminal=True)
+    cls = validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except exceptions.SchemaError as e:
+        raise VerifierError(f"invalid JSON schema: {e.message}", terminal=True) from e
+    return cls(schema)
+
+
+def _schema_key(schema: Any) -> str:
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError as e:
+            raise VerifierError(f"the JSON schema is not JSON: {e}", terminal=True) from e
+    return json.dumps(schema, sort_keys=True)
+
+
+class JsonSchemaValidate(Verifier):
+    """Reward 1 when the response is JSON that validates; why it doesn't goes in details."""
+
+    name = "json_schema"
+
+    def __init__(self, config: JsonSchemaVerifier):
+        self.config = config
+        if config.json_schema is None and config.schema_field is None:
+            raise VerifierError("json_schema needs `schema` or `schema_field`", terminal=True)
+        # Checked now: a broken inline schema should stop the job before any rollout.
+        self._inline = (
+            None if config.json_schema is None else _validator(_schema_key(config.json_schema))
+        )
+
+    async def verify(self, record: dict[str, Any]) -> Verdict:
+        field = self.config.schema_field
+        schema = record.get(field) if field else None
+        if schema is not None:
+            validator = _validator(_schema_key(schema))
+        elif self._inline is not None:
+            validator = self._inline
+        else:
+            raise VerifierError(f"record has no JSON schema field {field!r}", terminal=True)
+        try:
+            data = parse_json_response(response_text(record))
+        except ValueError as e:
+            return Verdict(0.0, {"error": f"not JSON: {e}"})
+        from jsonschema import exceptions
+
+        error = exceptions.best_match(validator.iter_errors(data))
+        if error is None:
+            return Verdict(1.0, {})
+        where = f" at {error.json_path}" if error.absolute_path else ""
+        return Verdict(0.0, {"error": f"{error.message}{where}"})

@@ -1,0 +1,219 @@
+"""The http verifier: POST each rollout to a NeMo Gym-style /verify service, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import re
+import time
+import uuid
+import weakref
+from typing import Any
+
+from rollout_ray.config import HttpVerifier
+from rollout_ray.schema import CORE_NAMES
+from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
+
+#: A server asking us to wait longer than this is waited on for this long only.
+RETRY_AFTER_CAP_S = 30.0
+#: Reply fields that echo what we sent; never stored as details.
+_ECHOED = frozenset({"reward", "responses_create_params", "response"})
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.I)
+_SNIPPET = 300
+
+
+def _jsonable(value: Any) -> Any:
+    """Row fields read from Parquet may be numpy values or timestamps."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def gym_response(record: dict[str, Any]) -> dict[str, Any]:
+    """The smallest Responses API object Gym's /verify accepts, holding the response text."""
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "created_at": time.time(),
+        "model": record.get("model") or "rollout-ray",
+        "object": "response",
+        "output": [
+            {
+                "id": f"msg_{uuid.uuid4().hex}",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [
+                    {
+                        "type": "output_text",
+                        "text": record.get("response_text") or "",
+                        "annotations": [],
+                    }
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
+def verify_request(record: dict[str, Any]) -> dict[str, Any]:
+    """The /verify body: the row's own fields, its create params and the response."""
+    params = record.get("responses_create_params")
+    if isinstance(params, str):
+        params = json.loads(params)
+    if not params:
+        messages = record.get("prompt_messages") or []
+        params = {"input": [{"role": m["role"], "content": m["content"]} for m in messages]}
+    body = {k: v for k, v in record.items() if k not in CORE_NAMES and k != "response"}
+    body["responses_create_params"] = params
+    body["response"] = gym_response(record)
+    return body
+
+
+class HttpVerify(Verifier):
+    """One request per rollout, at most `concurrency` in flight; transient failures retried.
+
+    Timeouts, connection errors, 429 and 5xx are retried with exponential backoff and
+    jitter (a numeric Retry-After wins); running out of retries is not terminal, since
+    the service may be back later. Other 4xx mean the request itself is wrong: terminal.
+    """
+
+    name = "http"
+    #: First backoff; it doubles per retry (times a 0.5-1 jitter), up to `backoff_cap_s`.
+    backoff_base_s = 0.5
+    backoff_cap_s = 10.0
+
+    def __init__(self, config: HttpVerifier):
+        self.config = config
+        self._secrets: set[str] = set()
+        # A client and its semaphore belong to one event loop.
+        self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def verify(self, record: dict[str, Any]) -> Verdict:
+        body = verify_request(record)
+        try:
+            payload = json.dumps(body, default=_jsonable).encode()
+        except (TypeError, ValueError) as e:
+            raise VerifierError(f"http verifier: record is not JSON-serialisable: {e}") from e
+        client, slots = self._client()
+        timeout, url = self.config.timeout_s, self.config.url
+        attempts = self.config.max_retries + 1
+        last, delay = "", 0.0
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(delay)
+            retry_after = None
+            try:
+                async with slots:
+                    reply = await asyncio.wait_for(client.post(url, content=payload), timeout)
+            except Exception as e:
+                last = self._transient(e)  # raises if retrying can't help
+            else:
+                status = reply.status_code
+                if 200 <= status < 300:
+                    return self._verdict(json.loads(payload), reply)
+                text = f"HTTP {status}: {reply.text[:_SNIPPET]}"
+                if status != 429 and status < 500:
+                    raise VerifierError(self._redact(f"http verifier {url}: {text}"), terminal=True)
+                last, retry_after = text, _retry_after(reply.headers.get("retry-after"))
+            backoff = min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)
+            delay = retry_after if retry_after is not None else backoff * random.uniform(0.5, 1)
+        raise VerifierError(
+            self._redact(f"http verifier {url}: gave up after {attempts} attempts; last: {last}"),
+            terminal=False,
+        )
+
+    async def close(self) -> None:
+        states, self._per_loop = list(self._per_loop.values()), weakref.WeakKeyDictionary()
+        for client, _ in states:
+            # A client of another, finished loop has nothing left to close.
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def _client(self) -> tuple[Any, asyncio.Semaphore]:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        state = self._per_loop.get(loop)
+        if state is None:
+            n = self.config.concurrency
+            client = httpx.AsyncClient(
+                headers=self._headers(),
+                timeout=httpx.Timeout(self.config.timeout_s),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
+            state = self._per_loop[loop] = (client, asyncio.Semaphore(n))
+        return state
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **self.config.headers}
+        self._secrets.update(v for k, v in headers.items() if _SECRET_HEADER.search(k) and v)
+        env = self.config.api_key_env
+        if env:
+            token = os.environ.get(env)
+            if not token:
+                raise VerifierError(
+                    f"http verifier: environment variable {env} (api_key_env) is not set",
+                    terminal=True,
+                )
+            self._secrets.add(token)
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _transient(self, error: Exception) -> str:
+        """Describe a failed request that is worth retrying; raise for one that isn't."""
+        import httpx
+
+        if isinstance(error, (asyncio.TimeoutError, httpx.TimeoutException)):
+            return f"timed out after {self.config.timeout_s:g}s"
+        retryable = isinstance(error, httpx.TransportError) and not isinstance(
+            error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+        )
+        message = self._redact(f"{type(error).__name__}: {error}")
+        if retryable:
+            return message
+        raise VerifierError(f"http verifier {self.config.url}: {message}", terminal=True)
+
+    def _verdict(self, sent: dict[str, Any], reply: Any) -> Verdict:
+        url = self.config.url
+        try:
+            data = reply.json()
+        except ValueError:
+            text = reply.text[:_SNIPPET]
+            message = self._redact(f"http verifier {url}: reply is not JSON: {text}")
+            raise VerifierError(message, terminal=True) from None
+        reward = data.get("reward") if isinstance(data, dict) else None
+        if not isinstance(reward, (int, float)):
+            raise VerifierError(
+                f"http verifier {url}: reply has no numeric 'reward'", terminal=True
+            )
+        details = {
+            k: v for k, v in data.items() if k not in _ECHOED and not (k in sent and sent[k] == v)
+        }
+        return Verdict(float(reward), details)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a numeric Retry-After (an HTTP date falls back to our backoff)."""
+    try:
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(value))) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,118 @@
+"""The python verifier: any user function named `package.module:function` judges a rollout."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rollout_ray.config import PythonVerifier
+from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
+
+
+def import_function(path: str) -> Callable[..., Any]:
+    """`pkg.mod:name` (or `pkg.mod:Class.method`) -> the callable.
+
+    Raises:
+        VerifierError: terminal; the message names `path` and what was wrong with it.
+    """
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise VerifierError(
+            f"python verifier {path!r}: expected 'package.module:function'", terminal=True
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module itself failing on import
+        raise VerifierError(
+            f"python verifier {path!r}: cannot import {module_name!r}: {type(e).__name__}: {e}",
+            terminal=True,
+        ) from e
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as e:
+            raise VerifierError(
+                f"python verifier {path!r}: {module_name!r} has no attribute {attribute!r}",
+                terminal=True,
+            ) from e
+    if not callable(target):
+        raise VerifierError(f"python verifier {path!r} is not callable", terminal=True)
+    return target
+
+
+def to_verdict(result: Any, path: str) -> Verdict:
+    """A number (bool counts) or a dict with `reward`; anything else is the function's bug."""
+    if isinstance(result, Verdict):
+        return result
+    if isinstance(result, (bool, int, float)):
+        return Verdict(float(result))
+    if isinstance(result, dict):
+        if "reward" not in result:
+            raise VerifierError(
+                f"python verifier {path!r} returned a dict without 'reward'", terminal=True
+            )
+        details = {k: v for k, v in result.items() if k != "reward"}
+        try:
+            return Verdict(float(result["reward"]), details)
+        except (TypeError, ValueError) as e:
+            raise VerifierError(
+                f"python verifier {path!r} returned a non-numeric reward {result['reward']!r}",
+                terminal=True,
+            ) from e
+    raise VerifierError(
+        f"python verifier {path!r} returned {type(result).__name__}; "
+        "expected a number or a dict with 'reward'",
+        terminal=True,
+    )
+
+
+class PythonFunction(Verifier):
+    """Calls `function(record, **kwargs)`; sync functions run on a thread, never on the loop.
+
+    The function is imported on first use rather than when the verifier is built, so a
+    module that exists only where rollouts are judged (e.g. shipped in a Ray runtime
+    env) does not have to be importable where the job is planned.
+    """
+
+    name = "python"
+
+    def __init__(self, config: PythonVerifier):
+        self.config = config
+        self._lock = threading.Lock()
+        self._function: Callable[..., Any] | None = None
+        self._import_error: VerifierError | None = None
+
+    def function(self) -> Callable[..., Any]:
+        """The imported function; a failed import is remembered, not retried per record."""
+        with self._lock:
+            if self._function is None and self._import_error is None:
+                try:
+                    self._function = import_function(self.config.function)
+                except VerifierError as e:
+                    self._import_error = e
+            if self._import_error is not None:
+                raise VerifierError(str(self._import_error), terminal=True)
+            assert self._function is not None
+            return self._function
+
+    async def verify(self, record: dict[str, Any]) -> Verdict:
+        fn = self.function()
+        path = self.config.function
+        try:
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(record, **self.config.kwargs)
+            else:
+                result = await asyncio.to_thread(fn, record, **self.config.kwargs)
+                if inspect.isawaitable(result):  # e.g. a partial of an async function
+                    result = await result
+        except VerifierError:
+            raise  # the function's own "can't judge this", terminal or not
+        except Exception as e:
+            raise VerifierError(
+                f"python verifier {path!r} raised {type(e).__name__}: {e}", terminal=True
+            ) from e
+        return to_verdict(result, path)

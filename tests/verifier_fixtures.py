@@ -1,0 +1,154 @@
+"""Helpers for test_verifiers: python-verifier functions and a NeMo Gym-style /verify server.
+
+They live in an importable module (not the test file) because verifiers import them by
+name: the python verifier as `verifier_fixtures:function`, math workers by pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# ----------------------------------------------------------------------------- python verifiers
+
+
+def sync_reward(record: dict[str, Any], bonus: float = 0.0) -> float:
+    """1 + bonus when the response is the reference; also says it ran off the main thread."""
+    assert threading.current_thread() is not threading.main_thread(), "ran on the loop thread"
+    return float(record["response_text"].strip() == str(record["expected_answer"])) + bonus
+
+
+async def async_reward(record: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"reward": 0.5, "length": len(record["response_text"])}
+
+
+def returns_text(record: dict[str, Any]) -> str:
+    return "yes"
+
+
+def returns_dict_without_reward(record: dict[str, Any]) -> dict[str, Any]:
+    return {"score": 1}
+
+
+def raises(record: dict[str, Any]) -> float:
+    raise ValueError("boom")
+
+
+def slow_check(gold: str, prediction: str) -> tuple[bool, str]:
+    """Stands in for math-verify stuck on a pathological input."""
+    time.sleep(60)
+    return True, "never"
+
+
+# ----------------------------------------------------------------------------- /verify server
+
+_BOXED_LETTER = re.compile(r"\\boxed\{\s*\(?([A-Z])\)?\s*\}")
+
+
+class VerifyServer:
+    """POST /verify on loopback, graded like Gym's mcqa server, with scripted failures.
+
+    The row's `uuid` picks the script: `flaky-429` (429 + Retry-After: 1 once),
+    `flaky-500` (500 twice), `always-500`, `bad-request` (400), `slow` (2 s); anything
+    else is graded. It records attempts per uuid, headers and the peak of requests in
+    flight.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.attempts: Counter[str] = Counter()
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                server.handle(self)
+
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/verify"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> VerifyServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        body = json.loads(request.rfile.read(int(request.headers["Content-Length"])))
+        key = str(body.get("uuid"))
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.attempts[key] += 1
+            attempt = self.attempts[key]
+            self.headers.append(dict(request.headers))
+            self.bodies.append(body)
+        try:
+            time.sleep(2.0 if key == "slow" else 0.05)  # long enough for requests to overlap
+            status, reply, extra = self.reply(key, attempt, body, request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        data = json.dumps(reply).encode()
+        try:
+            request.send_response(status)
+            for name, value in {"Content-Type": "application/json", **extra}.items():
+                request.send_header(name, value)
+            request.send_header("Content-Length", str(len(data)))
+            request.end_headers()
+            request.wfile.write(data)
+        except OSError:  # the client gave up (timeout test)
+            pass
+
+    def reply(
+        self, key: str, attempt: int, body: dict[str, Any], request: BaseHTTPRequestHandler
+    ) -> tuple[int, Any, dict[str, str]]:
+        if key == "flaky-429" and attempt == 1:
+            return 429, {"detail": "slow down"}, {"Retry-After": "1"}
+        if (key == "flaky-500" and attempt <= 2) or key == "always-500":
+            # Echo the credentials: the client must not leak them into its errors.
+            return 500, {"detail": f"boom, auth was {request.headers.get('Authorization')}"}, {}
+        if key == "bad-request":
+            return 400, {"detail": "unknown grading_mode"}, {}
+        problem = _shape_problem(body)
+        if problem:
+            return 422, {"detail": problem}, {}
+        text = body["response"]["output"][0]["content"][0]["text"]
+        found = _BOXED_LETTER.findall(text)
+        extracted = found[-1] if found else None
+        gold = str(body.get("expected_answer", "")).strip().upper()
+        reward = 1.0 if extracted is not None and extracted == gold else 0.0
+        return 200, {**body, "reward": reward, "extracted_answer": extracted}, {}
+
+
+def _shape_problem(body: dict[str, Any]) -> str | None:
+    """What Gym's pydantic models would reject in a /verify body, if anything."""
+    params, response = body.get("responses_create_params"), body.get("response")
+    if not isinstance(params, dict) or "input" not in params:
+        return "responses_create_params.input missing"
+    if not isinstance(response, dict):
+        return "response missing"
+    required = {"id", "created_at", "model", "object", "output", "parallel_tool_calls"}
+    if not required <= set(response) or response["object"] != "response":
+        return "response is not a Responses API object"
+    item = response["output"][0]
+    if item["type"] != "message" or item["content"][0]["type"] != "output_text":
+        return "output[0] is not an output_text message"
+    return None
