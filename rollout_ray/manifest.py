@@ -102,11 +102,21 @@ def write_commits(layout: Layout, records: list[dict[str, Any]]) -> str:
 
 
 def read_commits(layout: Layout) -> list[dict[str, Any]]:
-    """Every commit record, deduplicated by piece (a retried commit repeats its record)."""
-    files = storage.list_files(layout.commits, ".parquet")
-    if not files:
-        return []
-    tables = [storage.read_parquet(uri) for uri in files]
+    """Every commit record, deduplicated by piece (a retried commit repeats its record).
+
+    A file may vanish between listing and reading when another process compacts the
+    commits; its records are then in the compacted file, so the listing is redone.
+    """
+    for attempt in range(5):
+        try:
+            tables = [
+                storage.read_parquet(u) for u in storage.list_files(layout.commits, ".parquet")
+            ]
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     records: dict[str, dict[str, Any]] = {}
     for table in tables:
         for record in table.to_pylist():

@@ -79,6 +79,8 @@ def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
             "s3",
             client_kwargs=client_kwargs,
             skip_instance_cache=True,
+            # Other processes add and compact manifest files: never trust a cached listing.
+            use_listings_cache=False,
             config_kwargs={"retries": {"max_attempts": 8, "mode": "adaptive"}},
         )
     return fsspec.filesystem(protocol)
@@ -157,6 +159,13 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
         return []
     found = retrying(lambda: fs.find(path), f"list {uri}")
     return sorted(full_uri(fs, p) for p in found if p.endswith(suffix) and ".tmp-" not in p)
+
+
+def remove_tree(uri: str) -> None:
+    """Delete a folder and everything under it, if it exists."""
+    fs, path = split_uri(uri)
+    if retrying(lambda: fs.exists(path), f"stat {uri}"):
+        retrying(lambda: fs.rm(path, recursive=True), f"remove {uri}")
 
 
 def remove(uri: str) -> None:

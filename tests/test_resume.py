@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -46,13 +47,16 @@ def job_yaml(tmp_path: Path, tiny_model: str, data: str, output: str) -> Path:
 
 def start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "ROLLOUT_RAY_DASHBOARD": "0"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "rollout_ray.cli", "run", str(config), *extra],
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=env,
-    )
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rollout_ray.cli", "run", str(config), *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    proc.started = time.time()
+    return proc
 
 
 def kill_driver(proc: subprocess.Popen) -> None:
@@ -68,6 +72,21 @@ def kill_driver(proc: subprocess.Popen) -> None:
         time.sleep(0.5)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for_generation(output: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until this run reports rollouts done (its progress file), or it exits."""
+    progress = storage.join(output, "_manifest", "progress.json")
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            report = storage.read_json(progress)
+            updated = datetime.fromisoformat(report["updated_at"]).timestamp()
+            if updated > proc.started and report["run"].get("done", 0) > 0:
+                return
+        except (FileNotFoundError, ValueError, OSError):
+            pass
+        time.sleep(0.5)
 
 
 def committed_records(output: str) -> dict[tuple, tuple]:
@@ -99,9 +118,14 @@ def kill_and_resume(tmp_path, tiny_model, data: str, output: str, kills: int, se
     log = tmp_path / "runs.log"
     rng = random.Random(seed)
     snapshots, progress = {}, []
-    for _ in range(kills):
+    for i in range(kills):
         proc = start(config, log)
-        time.sleep(rng.uniform(10, 40))
+        if i % 2:
+            time.sleep(rng.uniform(2, 30))  # any moment, start-up included
+        else:
+            # mid-generation: once this run has produced something, at a random moment
+            wait_for_generation(output, proc)
+            time.sleep(rng.uniform(0, 6))
         if proc.poll() is not None:
             break  # it finished before the kill came
         kill_driver(proc)
