@@ -1,0 +1,114 @@
+"""DPO export: per task, the best and worst scored rollouts as one TRL preference pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from rollout_ray.exports.sft import MESSAGES, assistant_lists
+from rollout_ray.exports.writer import (
+    ExportReport,
+    TableWriter,
+    check_datasets,
+    check_number,
+    group_by_task,
+    output_format,
+    rewards,
+    shards,
+)
+
+COLUMNS = ["dataset", "task_id", "rollout_index", "prompt_messages", "response_text", "reward"]
+
+#: TRL's conversational preference format (explicit prompt) plus provenance.
+SCHEMA = pa.schema(
+    [
+        ("prompt", MESSAGES),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("reward_chosen", pa.float64()),
+        ("reward_rejected", pa.float64()),
+        ("task_id", pa.string()),
+        ("dataset", pa.string()),
+        ("chosen_rollout_index", pa.int32()),
+        ("rejected_rollout_index", pa.int32()),
+    ]
+)
+
+
+def export_dpo(
+    output: str,
+    dest: str,
+    *,
+    min_gap: float = 0.0,
+    datasets: list[str] | None = None,
+) -> ExportReport:
+    """Write one preference pair per task whose scored rollouts differ enough.
+
+    chosen = the highest reward, rejected = the lowest; among equal rewards the lowest
+    rollout_index is taken for each, so a rerun builds the same pairs. Unscored (null)
+    rollouts are ignored. A task makes a pair only when it has >= 2 scored rollouts and
+    reward_chosen - reward_rejected > 0 and >= min_gap: equal rewards carry no preference.
+    """
+    output_format(dest)
+    min_gap = check_number("min_gap", min_gap, minimum=0.0)
+    datasets = check_datasets(output, datasets)
+    tasks = fewer = equal = small = 0
+    with TableWriter(dest, SCHEMA) as writer:
+        for shard in shards(output, datasets, COLUMNS):
+            groups = group_by_task(shard)
+            tasks += groups.count
+            reward = rewards(groups.table)
+            scored = ~np.isnan(reward)
+            counts = groups.reduce(np.add, scored.astype(np.int64))
+            high = groups.reduce(np.maximum, np.where(scored, reward, -np.inf))
+            low = groups.reduce(np.minimum, np.where(scored, reward, np.inf))
+            enough = counts >= 2
+            gap = np.where(enough, high - low, 0.0)
+            is_equal = enough & (gap <= 0)
+            is_small = enough & (gap > 0) & (gap < min_gap)
+            paired = enough & (gap > 0) & (gap >= min_gap)
+            fewer += int((~enough).sum())
+            equal += int(is_equal.sum())
+            small += int(is_small.sum())
+            gid = groups.gid
+            chosen_groups, chosen = groups.first_where(scored & (reward == high[gid]))
+            rejected_groups, rejected = groups.first_where(scored & (reward == low[gid]))
+            # Both cover every group with a scored rollout, in group order: align by mask.
+            chosen = chosen[paired[chosen_groups]]
+            rejected = rejected[paired[rejected_groups]]
+            writer.write(_pairs(groups.table, chosen, rejected))
+    pairs = writer.rows
+    return ExportReport(
+        kind="dpo",
+        dest=dest,
+        rows_written=pairs,
+        tasks_seen=tasks,
+        extra={
+            "tasks_seen": tasks,
+            "pairs": pairs,
+            "pair_share": pairs / tasks if tasks else None,
+            "skipped_all_equal": equal,
+            "skipped_gap_below_min": small,
+            "skipped_fewer_than_2_scored": fewer,
+            "min_gap": min_gap,
+        },
+    )
+
+
+def _pairs(table: pa.Table, chosen: np.ndarray, rejected: np.ndarray) -> pa.Table:
+    """Preference rows in SCHEMA from the row positions of chosen and rejected rollouts."""
+    best = table.take(pa.array(chosen))
+    worst = table.take(pa.array(rejected))
+    return pa.table(
+        {
+            "prompt": best["prompt_messages"],
+            "chosen": assistant_lists(best["response_text"]),
+            "rejected": assistant_lists(worst["response_text"]),
+            "reward_chosen": best["reward"],
+            "reward_rejected": worst["reward"],
+            "task_id": best["task_id"],
+            "dataset": best["dataset"],
+            "chosen_rollout_index": best["rollout_index"],
+            "rejected_rollout_index": worst["rollout_index"],
+        }
+    )

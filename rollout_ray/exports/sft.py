@@ -1,0 +1,148 @@
+"""SFT export: rollouts (optionally filtered by reward) as TRL conversational examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from rollout_ray.exports.writer import (
+    ExportReport,
+    TableWriter,
+    check_datasets,
+    check_number,
+    group_by_task,
+    output_format,
+    rewards,
+    shards,
+)
+from rollout_ray.schema import MESSAGE
+
+MESSAGES = pa.list_(MESSAGE)
+COLUMNS = ["dataset", "task_id", "rollout_index", "prompt_messages", "response_text", "reward"]
+
+#: Both TRL conversational layouts in one row: `messages` (language modeling) and
+#: `prompt` + `completion` (prompt-completion). TRL's SFTTrainer takes the
+#: prompt-completion path when both are present (loss on the completion only); drop
+#: `prompt`/`completion` to train on the whole conversation instead.
+SCHEMA = pa.schema(
+    [
+        ("messages", MESSAGES),
+        ("prompt", MESSAGES),
+        ("completion", MESSAGES),
+        ("task_id", pa.string()),
+        ("rollout_index", pa.int32()),
+        ("dataset", pa.string()),
+        ("reward", pa.float64()),
+    ]
+)
+
+
+def export_sft(
+    output: str,
+    dest: str,
+    *,
+    threshold: float | None = None,
+    best_of_n: bool = False,
+    datasets: list[str] | None = None,
+) -> ExportReport:
+    """Write SFT examples from committed rollouts.
+
+    Filters (combinable; a null reward fails both, since it can't be ranked):
+      threshold: keep rollouts with reward >= threshold (rejection sampling).
+      best_of_n: keep one rollout per task, the highest reward; among equal rewards the
+        lowest rollout_index, so reruns pick the same one. With a threshold, the best
+        rollout must also pass it.
+    """
+    output_format(dest)
+    if threshold is not None:
+        threshold = check_number("threshold", threshold)
+    if not isinstance(best_of_n, bool):
+        raise ValueError(f"best_of_n must be true or false, got {best_of_n!r}")
+    datasets = check_datasets(output, datasets)
+    filtered = threshold is not None or best_of_n
+    tasks = rollouts = unscored = below = 0
+    with TableWriter(dest, SCHEMA) as writer:
+        for shard in shards(output, datasets, COLUMNS):
+            groups = group_by_task(shard)
+            tasks += groups.count
+            rollouts += shard.num_rows
+            reward = rewards(groups.table)
+            keep = np.ones(len(reward), dtype=bool)
+            if filtered:
+                keep = ~np.isnan(reward)
+                unscored += int((~keep).sum())
+            if threshold is not None:
+                passing = keep & (reward >= threshold)
+                below += int((keep & ~passing).sum())
+                keep = passing
+            if best_of_n:
+                candidate = np.where(keep, reward, -np.inf)
+                best = groups.reduce(np.maximum, candidate)
+                _, rows = groups.first_where(keep & (candidate == best[groups.gid]))
+            else:
+                rows = np.flatnonzero(keep)
+            writer.write(_examples(groups.table.take(pa.array(rows))))
+    return ExportReport(
+        kind="sft",
+        dest=dest,
+        rows_written=writer.rows,
+        tasks_seen=tasks,
+        extra={
+            "rollouts_seen": rollouts,
+            "skipped_unscored": unscored,
+            "below_threshold": below,
+            "threshold": threshold,
+            "best_of_n": best_of_n,
+        },
+    )
+
+
+def _examples(rows: pa.Table) -> pa.Table:
+    """SFT rows in SCHEMA for selected rollouts."""
+    return pa.table(
+        {
+            "messages": append_assistant(rows["prompt_messages"], rows["response_text"]),
+            "prompt": rows["prompt_messages"],
+            "completion": assistant_lists(rows["response_text"]),
+            "task_id": rows["task_id"],
+            "rollout_index": rows["rollout_index"],
+            "dataset": rows["dataset"],
+            "reward": rows["reward"],
+        }
+    )
+
+
+def assistant_lists(contents: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """One single-message list [{"role": "assistant", "content": c}] per row."""
+    contents = _array(contents).cast(pa.string())
+    n = len(contents)
+    roles = pa.array(np.full(n, "assistant", dtype=object), pa.string())
+    values = pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE))
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), values)
+
+
+def append_assistant(
+    prompts: pa.Array | pa.ChunkedArray, contents: pa.Array | pa.ChunkedArray
+) -> pa.ListArray:
+    """Each row's prompt messages followed by its assistant reply, built with one `take`
+    rather than per-row Python lists (this runs over millions of rows)."""
+    prompts = _array(prompts).cast(MESSAGES)
+    n = len(prompts)
+    offsets = prompts.offsets.to_numpy().astype(np.int64)
+    # The values the offsets point at (flatten() would skip null slots and shift them).
+    flat = prompts.values.slice(offsets[0], offsets[-1] - offsets[0])
+    offsets -= offsets[0]
+    new_offsets = offsets + np.arange(n + 1)
+    take = np.empty(len(flat) + n, dtype=np.int64)
+    reply_at = new_offsets[1:] - 1
+    is_prompt = np.ones(len(take), dtype=bool)
+    is_prompt[reply_at] = False
+    take[is_prompt] = np.arange(len(flat))
+    take[reply_at] = len(flat) + np.arange(n)
+    replies = assistant_lists(contents).flatten()
+    values = pa.concat_arrays([flat, replies]).take(pa.array(take))
+    return pa.ListArray.from_arrays(pa.array(new_offsets.astype(np.int32)), values)
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
