@@ -26,8 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-LINE = {"prompt": "Write a short story about {i}. " + "Make it vivid and kind. " * 18,
-        "expected_answer": "n/a", "source": "benchmark"}
+LINE = {
+    "prompt": "Write a short story about {i}. " + "Make it vivid and kind. " * 18,
+    "expected_answer": "n/a",
+    "source": "benchmark",
+}
 
 
 def write_jsonl(path: Path, n: int) -> None:
@@ -48,8 +51,10 @@ def child(code: str) -> tuple[float, float, str]:
     return seconds, peak, done.stdout
 
 
-PEAK = ("import resource, json; print(json.dumps({'peak_mb': "
-        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+PEAK = (
+    "import resource, json; print(json.dumps({'peak_mb': "
+    "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+)
 
 
 def bench_planning(path: Path) -> dict:
@@ -72,9 +77,8 @@ def bench_planning(path: Path) -> dict:
 
 def fabricate_progress(output: str, done_share: float) -> int:
     """Write commit records for `done_share` of the planned shards; returns how many."""
-    from rollout_ray.manifest import Layout, write_commits
-    from rollout_ray.manifest import now_utc
     from rollout_ray import storage
+    from rollout_ray.manifest import Layout, now_utc, write_commits
     from rollout_ray.sources import Shard
 
     layout = Layout(output)
@@ -84,13 +88,26 @@ def fabricate_progress(output: str, done_share: float) -> int:
     for shard in finished:
         n = shard.num_rows * shard.num_repeats
         data, _ = layout.piece_files(shard, 0)
-        records.append({
-            "piece_id": f"{shard.shard_id}#r0", "shard_id": shard.shard_id,
-            "dataset": shard.dataset, "round": 0, "data_file": data, "failures_file": None,
-            "n_expected": n, "n_ok": n, "n_failed": 0, "n_retryable": 0,
-            "prompt_tokens": 40 * n, "output_tokens": 16 * n, "reward_sum": 0.0,
-            "reward_count": 0, "seconds": 1.0, "committed_at": now_utc(),
-        })
+        records.append(
+            {
+                "piece_id": f"{shard.shard_id}#r0",
+                "shard_id": shard.shard_id,
+                "dataset": shard.dataset,
+                "round": 0,
+                "data_file": data,
+                "failures_file": None,
+                "n_expected": n,
+                "n_ok": n,
+                "n_failed": 0,
+                "n_retryable": 0,
+                "prompt_tokens": 40 * n,
+                "output_tokens": 16 * n,
+                "reward_sum": 0.0,
+                "reward_count": 0,
+                "seconds": 1.0,
+                "committed_at": now_utc(),
+            }
+        )
     # As many commit files as a long job leaves behind before compaction.
     for i in range(0, len(records), 500):
         write_commits(layout, records[i : i + 500])
@@ -102,12 +119,16 @@ def bench_resume(workdir: Path, rows: int) -> dict:
     write_jsonl(data, rows)
     output = str(workdir / f"resume-{rows}-out")
     config = workdir / f"resume-{rows}.yaml"
-    config.write_text(json.dumps({
-        "model": "simulated",
-        "engine": {"kind": "simulated", "output_tokens": 16, "concurrency": 1},
-        "datasets": [{"name": "big", "path": str(data)}],
-        "output": output,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "model": "simulated",
+                "engine": {"kind": "simulated", "output_tokens": 16, "concurrency": 1},
+                "datasets": [{"name": "big", "path": str(data)}],
+                "output": output,
+            }
+        )
+    )
     from rollout_ray.config import load_config
     from rollout_ray.pipeline import prepare_output
 
@@ -116,8 +137,9 @@ def bench_resume(workdir: Path, rows: int) -> dict:
     command = [sys.executable, "-m", "rollout_ray.cli", "run", str(config)]
     launched = time.time()
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True,
-                          env={**os.environ, "ROLLOUT_RAY_DASHBOARD": "0"})
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "ROLLOUT_RAY_DASHBOARD": "0"}
+    )
     wall = time.monotonic() - started
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -125,9 +147,12 @@ def bench_resume(workdir: Path, rows: int) -> dict:
     metrics = json.loads(Path(output, "metrics.json").read_text())
     run = metrics["run"]
     return {
-        "rollouts": rows, "remaining": run["todo"], "wall_s": wall,
+        "rollouts": rows,
+        "remaining": run["todo"],
+        "wall_s": wall,
         "to_first_piece_s": run["first_piece_at"] - launched,
-        "driver_peak_mb": driver_mb, "coordinator_peak_mb": run["coordinator_peak_rss_mb"],
+        "driver_peak_mb": driver_mb,
+        "coordinator_peak_mb": run["coordinator_peak_rss_mb"],
         "plan_check_s": metrics["plan_s"],
     }
 
@@ -146,29 +171,43 @@ def main() -> None:
             write_jsonl(path, n)
             planning[n] = r = bench_planning(path)
             size = path.stat().st_size / 2**20
-            print(f"  {n:>9,} lines ({size:,.0f} MiB): plan {r['plan_s']:.2f} s, "
-                  f"{r['plan_mb']:.0f} MiB peak | parse {r['parse_s']:.2f} s, "
-                  f"{r['parse_mb']:.0f} MiB peak")
+            print(
+                f"  {n:>9,} lines ({size:,.0f} MiB): plan {r['plan_s']:.2f} s, "
+                f"{r['plan_mb']:.0f} MiB peak | parse {r['parse_s']:.2f} s, "
+                f"{r['parse_mb']:.0f} MiB peak"
+            )
             path.unlink()
-        print(f"  plan time / parse time at {large:,}: "
-              f"{planning[large]['plan_s'] / planning[large]['parse_s']:.3f}")
-        print(f"  plan peak memory {large:,} / {small:,} lines: "
-              f"{planning[large]['plan_mb'] / planning[small]['plan_mb']:.3f}")
+        print(
+            f"  plan time / parse time at {large:,}: "
+            f"{planning[large]['plan_s'] / planning[large]['parse_s']:.3f}"
+        )
+        print(
+            f"  plan peak memory {large:,} / {small:,} lines: "
+            f"{planning[large]['plan_mb'] / planning[small]['plan_mb']:.3f}"
+        )
 
         print("(b) resuming a job that is 99% done (simulated engine)")
         resume = {}
         for n in (small, large):
             resume[n] = r = bench_resume(workdir, n)
-            print(f"  {n:>9,} rollouts, {r['remaining']:,} left: first piece after "
-                  f"{r['to_first_piece_s']:.1f} s, run {r['wall_s']:.1f} s, driver peak "
-                  f"{r['driver_peak_mb']:.0f} MiB, coordinator peak "
-                  f"{r['coordinator_peak_mb']:.0f} MiB, input check {r['plan_check_s']:.2f} s")
-        print(f"  time to first piece {large:,} / {small:,}: "
-              f"{resume[large]['to_first_piece_s'] / resume[small]['to_first_piece_s']:.3f}")
-        print(f"  coordinator peak memory {large:,} / {small:,}: "
-              f"{resume[large]['coordinator_peak_mb'] / resume[small]['coordinator_peak_mb']:.3f}")
-        print(f"  driver peak memory {large:,} / {small:,}: "
-              f"{resume[large]['driver_peak_mb'] / resume[small]['driver_peak_mb']:.3f}")
+            print(
+                f"  {n:>9,} rollouts, {r['remaining']:,} left: first piece after "
+                f"{r['to_first_piece_s']:.1f} s, run {r['wall_s']:.1f} s, driver peak "
+                f"{r['driver_peak_mb']:.0f} MiB, coordinator peak "
+                f"{r['coordinator_peak_mb']:.0f} MiB, input check {r['plan_check_s']:.2f} s"
+            )
+        print(
+            f"  time to first piece {large:,} / {small:,}: "
+            f"{resume[large]['to_first_piece_s'] / resume[small]['to_first_piece_s']:.3f}"
+        )
+        print(
+            f"  coordinator peak memory {large:,} / {small:,}: "
+            f"{resume[large]['coordinator_peak_mb'] / resume[small]['coordinator_peak_mb']:.3f}"
+        )
+        print(
+            f"  driver peak memory {large:,} / {small:,}: "
+            f"{resume[large]['driver_peak_mb'] / resume[small]['driver_peak_mb']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,15 +23,31 @@ import tempfile
 import time
 from pathlib import Path
 
-TOPICS = ["the sea", "a city at night", "an old clock", "a small robot", "the first snow",
-          "a lost key", "a mountain road", "a quiet library", "a red kite", "a bakery"]
-ASKS = ["Write a short story about {}.", "Describe {} in a few sentences.",
-        "Write a poem about {}.", "Explain to a child what makes {} special."]
+TOPICS = [
+    "the sea",
+    "a city at night",
+    "an old clock",
+    "a small robot",
+    "the first snow",
+    "a lost key",
+    "a mountain road",
+    "a quiet library",
+    "a red kite",
+    "a bakery",
+]
+ASKS = [
+    "Write a short story about {}.",
+    "Describe {} in a few sentences.",
+    "Write a poem about {}.",
+    "Explain to a child what makes {} special.",
+]
 
 
 def prompts(n: int) -> list[str]:
-    return [ASKS[i % len(ASKS)].format(TOPICS[(i // len(ASKS)) % len(TOPICS)]) + f" ({i})"
-            for i in range(n)]
+    return [
+        ASKS[i % len(ASKS)].format(TOPICS[(i // len(ASKS)) % len(TOPICS)]) + f" ({i})"
+        for i in range(n)
+    ]
 
 
 def cpu_env() -> dict[str, str]:
@@ -39,8 +55,12 @@ def cpu_env() -> dict[str, str]:
     from rollout_ray.config import VLLMEngineConfig
     from rollout_ray.engines.vllm_engine import cpu_environment
 
-    return {**cpu_environment(VLLMEngineConfig(), os.cpu_count() or 1),
-            "VLLM_LOGGING_LEVEL": "ERROR", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    return {
+        **cpu_environment(VLLMEngineConfig(), os.cpu_count() or 1),
+        "VLLM_LOGGING_LEVEL": "ERROR",
+        "TQDM_DISABLE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 # ----------------------------------------------------------------------------- variants
@@ -49,13 +69,20 @@ def cpu_env() -> dict[str, str]:
 def run_raw(args: argparse.Namespace) -> dict:
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=args.model_path, enforce_eager=True, enable_chunked_prefill=False,
-              max_model_len=args.max_model_len, use_tqdm_on_load=False)
+    llm = LLM(
+        model=args.model_path,
+        enforce_eager=True,
+        enable_chunked_prefill=False,
+        max_model_len=args.max_model_len,
+        use_tqdm_on_load=False,
+    )
     conversations = [[{"role": "user", "content": p}] for p in prompts(args.prompts)]
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
     outputs = llm.chat(conversations, params, use_tqdm=False)
-    return {"output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
-            "rollouts": len(outputs)}
+    return {
+        "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+        "rollouts": len(outputs),
+    }
 
 
 def run_ray_data_llm(args: argparse.Namespace) -> dict:
@@ -68,8 +95,11 @@ def run_ray_data_llm(args: argparse.Namespace) -> dict:
     ray.data.DataContext.get_current().enable_progress_bars = False
     config = vLLMEngineProcessorConfig(
         model_source=args.model_path,
-        engine_kwargs={"enforce_eager": True, "enable_chunked_prefill": False,
-                       "max_model_len": args.max_model_len},
+        engine_kwargs={
+            "enforce_eager": True,
+            "enable_chunked_prefill": False,
+            "max_model_len": args.max_model_len,
+        },
         runtime_env={"env_vars": cpu_env()},
         placement_group_config={"bundles": [{"CPU": 1}]},
         concurrency=1,
@@ -96,20 +126,27 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts)))
     output = work / "rollout-ray-out"
     command = [
-        sys.executable, "-m", "rollout_ray.cli", "run",
-        f"model={args.model_path}", f"datasets=[{{path: {data}, name: bench}}]",
-        f"output={output}", f"sampling.temperature={args.temperature}",
-        f"sampling.max_tokens={args.max_tokens}", f"engine.max_model_len={args.max_model_len}",
+        sys.executable,
+        "-m",
+        "rollout_ray.cli",
+        "run",
+        f"model={args.model_path}",
+        f"datasets=[{{path: {data}, name: bench}}]",
+        f"output={output}",
+        f"sampling.temperature={args.temperature}",
+        f"sampling.max_tokens={args.max_tokens}",
+        f"engine.max_model_len={args.max_model_len}",
         *args.rollout_ray_overrides,
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     table = pads.dataset(output / "data", format="parquet").to_table(columns=["output_tokens"])
-    return {"output_tokens": int(sum(table.column("output_tokens").to_pylist())),
-            "rollouts": table.num_rows}
+    return {
+        "output_tokens": int(sum(table.column("output_tokens").to_pylist())),
+        "rollouts": table.num_rows,
+    }
 
 
-VARIANTS = {"raw-vllm": run_raw, "rollout-ray": run_rollout_ray,
-            "ray-data-llm": run_ray_data_llm}
+VARIANTS = {"raw-vllm": run_raw, "rollout-ray": run_rollout_ray, "ray-data-llm": run_ray_data_llm}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -117,22 +154,38 @@ VARIANTS = {"raw-vllm": run_raw, "rollout-ray": run_rollout_ray,
 
 def measure(name: str, args: argparse.Namespace, workdir: str) -> dict:
     """Run one variant in a fresh process; wall time includes imports and start-up."""
-    command = [sys.executable, __file__, "--variant", name, "--workdir", workdir,
-               "--model-path", args.model_path, "--prompts", str(args.prompts),
-               "--max-tokens", str(args.max_tokens), "--temperature", str(args.temperature),
-               "--max-model-len", str(args.max_model_len)]
+    command = [
+        sys.executable,
+        __file__,
+        "--variant",
+        name,
+        "--workdir",
+        workdir,
+        "--model-path",
+        args.model_path,
+        "--prompts",
+        str(args.prompts),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--temperature",
+        str(args.temperature),
+        "--max-model-len",
+        str(args.max_model_len),
+    ]
     for override in args.rollout_ray_overrides:
         command += ["--rollout-ray-override", override]
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True,
-                          env={**os.environ, **cpu_env()})
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **cpu_env()})
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(name=name, wall_s=wall, tok_per_s=result["output_tokens"] / wall)
-    print(f"{name:>13}: {result['rollouts']} rollouts, {result['output_tokens']} output tokens "
-          f"in {wall:.1f} s = {result['tok_per_s']:.0f} tok/s", flush=True)
+    print(
+        f"{name:>13}: {result['rollouts']} rollouts, {result['output_tokens']} output tokens "
+        f"in {wall:.1f} s = {result['tok_per_s']:.0f} tok/s",
+        flush=True,
+    )
     return result
 
 
@@ -146,8 +199,13 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these only")
-    parser.add_argument("--rollout-ray-override", dest="rollout_ray_overrides", action="append",
-                        default=[], help="extra dotted override for rollout-ray's run")
+    parser.add_argument(
+        "--rollout-ray-override",
+        dest="rollout_ray_overrides",
+        action="append",
+        default=[],
+        help="extra dotted override for rollout-ray's run",
+    )
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,8 +217,10 @@ def main() -> None:
     from rollout_ray.models import resolve_model
 
     args.model_path = resolve_model(args.model, announce=print)
-    print(f"{args.prompts} prompts, max_tokens {args.max_tokens}, temperature "
-          f"{args.temperature}, model {args.model}, {os.cpu_count()} cores")
+    print(
+        f"{args.prompts} prompts, max_tokens {args.max_tokens}, temperature "
+        f"{args.temperature}, model {args.model}, {os.cpu_count()} cores"
+    )
     results = {}
     with tempfile.TemporaryDirectory(prefix="rollout-ray-bench-") as workdir:
         for name in args.only or list(VARIANTS):
@@ -170,11 +230,15 @@ def main() -> None:
     if base and ours:
         print(f"rollout-ray / raw vLLM     = {ours['tok_per_s'] / base['tok_per_s']:.3f}")
     if ours and "ray-data-llm" in results:
-        print(f"rollout-ray / ray.data.llm = "
-              f"{ours['tok_per_s'] / results['ray-data-llm']['tok_per_s']:.3f}")
+        print(
+            f"rollout-ray / ray.data.llm = "
+            f"{ours['tok_per_s'] / results['ray-data-llm']['tok_per_s']:.3f}"
+        )
     if base and "ray-data-llm" in results:
-        print(f"ray.data.llm / raw vLLM    = "
-              f"{results['ray-data-llm']['tok_per_s'] / base['tok_per_s']:.3f}")
+        print(
+            f"ray.data.llm / raw vLLM    = "
+            f"{results['ray-data-llm']['tok_per_s'] / base['tok_per_s']:.3f}"
+        )
 
 
 if __name__ == "__main__":

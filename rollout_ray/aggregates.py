@@ -11,16 +11,22 @@ import json
 import math
 from typing import Any
 
-#: Reward histogram: below 0, ten bins over [0, 1] (1 falls in the last), above 1.
-HIST_BINS = 12
+import numpy as np
+
+#: Reward histogram bins, as Prometheus buckets count (upper bound included):
+#: <= 0, then (0, 0.1], (0.1, 0.2], ..., (0.9, 1], then above 1.
+HIST_LABELS = ["<=0"] + [f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)] + [">1"]
+HIST_BINS = len(HIST_LABELS)
+
+
+def bin_indices(values: np.ndarray) -> np.ndarray:
+    """The histogram bin of each value (vectorised)."""
+    tenths = np.ceil(np.round(np.clip(values, 0, 1) * 10, 9)).astype(np.int64)
+    return np.where(values <= 0, 0, np.where(values > 1, HIST_BINS - 1, tenths))
 
 
 def _bin(value: float) -> int:
-    if value < 0:
-        return 0
-    if value > 1:
-        return HIST_BINS - 1
-    return 1 + min(int(value * 10), 9)
+    return int(bin_indices(np.array([value], dtype=np.float64))[0])
 
 
 def empty() -> dict[str, Any]:
@@ -52,10 +58,12 @@ def merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 
 def piece_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Statistics of a piece's successful rollouts: reward, numeric verifier fields
-    (as `verifier.<name>`), and whether an answer was extracted."""
+    """Statistics of a piece's successful rollouts: reward, latency and numeric verifier
+    fields (as `verifier.<name>`)."""
     stats: dict[str, Any] = {}
     for record in records:
+        if record.get("latency_s") is not None:
+            add(stats.setdefault("latency_s", empty()), float(record["latency_s"]))
         reward = record.get("reward")
         if reward is not None:
             reward_stats = stats.setdefault("reward", {**empty(), "hist": [0] * HIST_BINS})
@@ -91,9 +99,9 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def histogram_labels(counts: list[int]) -> dict[str, int]:
-    labels = ["<0"] + [f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)] + [">1"]
+    """Labelled bins; the out-of-range bin above 1 only when it holds something."""
     return {
         label: count
-        for label, count in zip(labels, counts, strict=True)
-        if count or label not in ("<0", ">1")
+        for label, count in zip(HIST_LABELS, counts, strict=True)
+        if count or label != ">1"
     }

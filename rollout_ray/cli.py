@@ -1,6 +1,7 @@
 """The `rollout-ray` command: parses arguments, loads the config, calls the library.
 
-No logic lives here; every command is a few lines around a library call.
+No logic lives here; every command is a few lines around a library call, and heavy
+imports happen inside the commands so that `--help` is instant.
 """
 
 from __future__ import annotations
@@ -26,47 +27,71 @@ model_app = typer.Typer(help="The embedded default model.", no_args_is_help=True
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="Job YAML; omit for the embedded quickstart.")
+]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dotted overrides, e.g. sampling.temperature=0.2 datasets.0.limit=5"),
+]
 
-@app.command(context_settings={"allow_extra_args": False})
+
+def _load(config: Path | None, overrides: list[str] | None, limit: int | None = None):
+    from rollout_ray.config import load_config
+
+    items = list(overrides or [])
+    if config is not None and "=" in str(config):  # `run key=value` with no config file
+        items.insert(0, str(config))
+        config = None
+    return load_config(config, items, limit=limit)
+
+
+@app.command()
 def run(
-    config: Annotated[
-        Path | None, typer.Argument(help="Job YAML; omit for the embedded quickstart.")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Argument(help="Dotted overrides, e.g. sampling.temperature=0.2 datasets.0.limit=5"),
-    ] = None,
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
     limit: Annotated[
         int | None, typer.Option(help="Use only the first N rows of every dataset.")
     ] = None,
+    pilot: Annotated[
+        int | None,
+        typer.Option(help="Run N rows of each dataset into OUTPUT-pilot; project the full job."),
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(help="Keep running: plan new input files (and grown ones) as they come."),
+    ] = False,
+    watch_interval: Annotated[
+        float, typer.Option(help="Seconds between looks at the inputs, with --watch.")
+    ] = 10.0,
+    show: Annotated[
+        bool, typer.Option(help="Print each rollout (prompt, response, reward) as it lands.")
+    ] = False,
     force_new_config: Annotated[
         bool, typer.Option(help="Resume an output that was planned with another config.")
     ] = False,
 ) -> None:
     """Run a job, or resume it: the same command finishes an interrupted job."""
-    from rollout_ray.config import load_config
-    from rollout_ray.console import ProgressView, print_summary
+    from rollout_ray.console import ProgressView, print_projection, print_summary, show_piece
     from rollout_ray.logs import quiet_libraries
-    from rollout_ray.pipeline import run_job
+    from rollout_ray.pipeline import run_job, run_pilot
 
     quiet_libraries()
-    items = list(overrides or [])
-    if config is not None and "=" in str(config):
-        items.insert(0, str(config))
-        config = None
-    job = load_config(config, items)
-    if limit is not None:
-        for i in range(len(job.datasets)):
-            items.append(f"datasets.{i}.limit={limit}")
-        job = load_config(config, items)
+    job = _load(config, overrides, limit)
     try:
         with ProgressView(console) as view:
-            result = run_job(
-                job,
-                force_new_config=force_new_config,
-                on_progress=view.update,
-                on_message=view.message,
-            )
+            callbacks = {"on_progress": view.update, "on_message": view.message}
+            if show:
+                callbacks["on_commit"] = lambda commit: show_piece(view.console, commit)
+            if pilot:
+                result, projection = run_pilot(job, pilot, **callbacks)
+            else:
+                result = run_job(
+                    job,
+                    force_new_config=force_new_config,
+                    watch_s=watch_interval if watch else 0.0,
+                    **callbacks,
+                )
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/yellow]: committed rollouts are kept; run the same command "
@@ -74,6 +99,8 @@ def run(
         )
         raise typer.Exit(130) from None
     print_summary(Console(), result)
+    if pilot:
+        print_projection(Console(), projection)
 
 
 @app.command()
@@ -89,6 +116,104 @@ def status(
         print(json.dumps(report, indent=2, default=str))
     else:
         render_status(Console(), report)
+
+
+@app.command()
+def inspect(
+    output: Annotated[str, typer.Argument(help="A job's output.")],
+    dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
+    task: Annotated[str | None, typer.Option(help="A task id, or a prefix of task ids.")] = None,
+    min_reward: Annotated[float | None, typer.Option(help="Examples with reward >= this.")] = None,
+    max_reward: Annotated[float | None, typer.Option(help="Examples with reward <= this.")] = None,
+    lowest: Annotated[int, typer.Option(help="How many lowest-reward examples.")] = 5,
+    sample: Annotated[int, typer.Option(help="How many sampled examples.")] = 5,
+    html: Annotated[str | None, typer.Option(help="Also write a self-contained page.")] = None,
+) -> None:
+    """Look at a job's rollouts: rewards per task, lowest examples, a histogram."""
+    from rollout_ray.html_report import write_html
+    from rollout_ray.inspect_report import build_report
+    from rollout_ray.inspect_view import render_report
+
+    try:
+        report = build_report(output, dataset, task, min_reward, max_reward, lowest, sample)
+    except ValueError as exc:
+        raise RolloutRayError(str(exc)) from None
+    render_report(Console(), report)
+    if html:
+        write_html(report, html)
+        console.print(f"report: {html}")
+
+
+@app.command()
+def verify(
+    output: Annotated[str, typer.Argument(help="A finished job's output.")],
+    dest: Annotated[str, typer.Argument(help="Where the re-scored job goes (a new output).")],
+    verifier: Annotated[
+        str,
+        typer.Option(help="Verifier as YAML/JSON, e.g. '{kind: math}', or @file.yaml."),
+    ],
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="Re-score only these datasets (default: all).")
+    ] = None,
+) -> None:
+    """Re-score stored rollouts with another verifier, without generating again."""
+    from rollout_ray.config import parse_verifier
+    from rollout_ray.console import print_reverify
+    from rollout_ray.results import dataset_names
+    from rollout_ray.reverify import reverify
+
+    spec = parse_verifier(verifier)
+    names = dataset or dataset_names(output)
+    result = reverify(output, dest, {name: spec for name in names})
+    print_reverify(Console(), result)
+
+
+@app.command()
+def export(
+    kind: Annotated[str, typer.Argument(help="sft, dpo, rl or eval.")],
+    output: Annotated[str, typer.Argument(help="A job's output.")],
+    dest: Annotated[str, typer.Argument(help="File to write: .jsonl or .parquet (.json: eval).")],
+    threshold: Annotated[float | None, typer.Option(help="sft: keep reward >= this.")] = None,
+    best_of_n: Annotated[bool, typer.Option(help="sft: keep the best rollout per task.")] = False,
+    min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
+    scale: Annotated[str, typer.Option(help="rl: advantage scaling, group or none.")] = "group",
+    dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
+) -> None:
+    """Turn committed rollouts into a training file, or score them (eval)."""
+    from rollout_ray.console import print_export
+    from rollout_ray.exports import export as run_export
+
+    options = {
+        "sft": {"threshold": threshold, "best_of_n": best_of_n},
+        "dpo": {"min_gap": min_gap},
+        "rl": {"scale": scale},
+        "eval": {},
+    }
+    if kind not in options:
+        raise RolloutRayError(f"unknown export {kind!r}; choose one of: {', '.join(options)}")
+    report = run_export(kind, output, dest, datasets=dataset, **options[kind])
+    print_export(Console(), report)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="A config with a `serve:` block.")],
+    overrides: OverridesArg = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Remove the served model.")] = False,
+) -> None:
+    """Serve the config's model on the running Ray cluster (OpenAI-compatible)."""
+    from rollout_ray import serving
+    from rollout_ray.logs import quiet_libraries
+
+    quiet_libraries()
+    job = _load(config, overrides)
+    if stop:
+        serving.stop(job)
+        console.print(f"stopped {job.serve.name}")
+        return
+    url = serving.deploy(job)
+    console.print(f"{job.serve.name} is serving {job.serve.served_model_name or job.model}")
+    print(url)
 
 
 @model_app.command("prepare")

@@ -7,6 +7,8 @@ renders those descriptions, so the README and the code cannot drift apart.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -139,10 +141,60 @@ class SimulatedEngineConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
 
 
-EngineConfig = Annotated[VLLMEngineConfig | SimulatedEngineConfig, Field(discriminator="kind")]
+class OpenAIEngineConfig(_Strict):
+    """Any OpenAI-compatible endpoint: a hosted API, `vllm serve`, `rollout-ray serve`."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field("https://api.openai.com/v1", description="The API's base URL.")
+    model_name: str | None = Field(
+        None,
+        description="The model name the endpoint knows; default: `serve.served_model_name` "
+        "when the config has a `serve:` block, else the job's `model`.",
+    )
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key; the key itself "
+        "is never written anywhere.",
+    )
+    api: Literal["chat", "responses", "auto"] = Field(
+        "chat",
+        description="Chat Completions, the Responses API, or auto: Responses for NeMo Gym "
+        "rows, Chat Completions for the rest.",
+    )
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="How the endpoint names the output limit."
+    )
+    concurrency: int = Field(1, ge=1, description="Client actors (one is plenty for most APIs).")
+    shards_in_flight: int | None = Field(None, ge=1, description="Shards each actor works on.")
+    num_cpus: float = Field(0.5, ge=0, description="Logical CPUs Ray reserves per actor.")
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="Requests in flight at once, per actor."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Request budget per minute, per actor."
+    )
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="Token budget (prompt + output) per minute, per actor."
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        6, ge=0, description="Retries on 429, 5xx, timeouts and dropped connections."
+    )
+    backoff_base_s: float = Field(1.0, gt=0, description="First backoff; doubles per retry.")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest backoff between retries.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields sent with every request."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
+
+
+EngineConfig = Annotated[
+    VLLMEngineConfig | SimulatedEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")
+]
 ENGINE_CONFIGS: dict[str, type[BaseModel]] = {
     "vllm": VLLMEngineConfig,
     "simulated": SimulatedEngineConfig,
+    "openai": OpenAIEngineConfig,
 }
 
 
@@ -275,6 +327,28 @@ class DatasetConfig(_Strict):
     verifier: VerifierConfig | None = Field(
         None, description="How each rollout of this dataset gets its reward (see Verifiers)."
     )
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="Share of the job's `total_rollouts` this dataset gets (weights are "
+        "normalised), and of the `export mix` training mix.",
+    )
+    target_rollouts: int | None = Field(
+        None, ge=1, description="Rollouts to collect from this dataset (rows x repeats)."
+    )
+    sweep_setting: dict[str, Any] | None = Field(
+        None, description="Set by `sweep:` expansion: the sampling values of this variant."
+    )
+    sweep_origin: int | None = Field(
+        None, description="Set by `sweep:` expansion: the index of the dataset it came from."
+    )
+
+    @property
+    def sweep_base_name(self) -> str:
+        """The name of the dataset a sweep variant was made from."""
+        if self.sweep_setting is None:
+            return self.name
+        return self.name[: -len(sweep_label(self.sweep_setting)) - 1]
 
     @field_validator("name")
     @classmethod
@@ -290,6 +364,45 @@ class DatasetConfig(_Strict):
             stem = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem.replace("*", "")).strip("-")
             object.__setattr__(self, "name", stem or "data")
         return self
+
+
+class ServeConfig(_Strict):
+    """A vLLM model served by Ray Serve as an OpenAI-compatible app (`rollout-ray serve`),
+    which several jobs, datasets and sweep settings share."""
+
+    name: str = Field("rollout-ray-llm", description="The Serve application's name.")
+    served_model_name: str | None = Field(
+        None, description="The name clients pass as `model`; default: the job's `model`."
+    )
+    host: str = Field("127.0.0.1", description="Interface Serve's HTTP proxy listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of Serve's HTTP proxy.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling upper bound.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="As for the engine.")
+    gpus_per_replica: float | None = Field(
+        None, ge=0, description="Default: tensor_parallel_size on cuda, 0 on cpu."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica spans.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments."
+    )
+
+
+class CostConfig(_Strict):
+    """Prices, so that summaries and `--pilot` show what a job costs."""
+
+    currency: str = Field("USD", description="Label for the figures.")
+    input_per_million: float = Field(0.0, ge=0, description="Price per 1M prompt tokens.")
+    output_per_million: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
+    gpu_hour: float = Field(
+        0.0, ge=0, description="Price of one GPU-hour (own or rented hardware)."
+    )
+    gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs the job holds while it runs; default: engine actors x their GPUs.",
+    )
 
 
 class JobConfig(_Strict):
@@ -318,9 +431,29 @@ class JobConfig(_Strict):
         ge=0,
         description="Logical CPUs Ray reserves for each engine actor's verifier actor.",
     )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Port of the driver's Prometheus endpoint (/metrics); 0 turns it off.",
+    )
     max_attempts: int = Field(
         3, ge=1, description="Tries per rollout for errors that may pass (timeouts, crashes)."
     )
+    sweep: dict[str, list[Any]] | None = Field(
+        None,
+        description="A grid over sampling fields, e.g. {temperature: [0.2, 0.7], top_p: "
+        "[0.9, 1.0]}: one job, the engines shared, each setting under its own prefix.",
+    )
+    total_rollouts: int | None = Field(
+        None,
+        ge=1,
+        description="Rollouts for the whole job, shared among datasets by their `weight`.",
+    )
+    serve: ServeConfig | None = Field(
+        None, description="A model to serve with `rollout-ray serve` (see Ray Serve)."
+    )
+    cost: CostConfig | None = Field(None, description="Prices for cost figures.")
     cli_overrides: list[str] = Field(
         default_factory=list,
         description="Dotted overrides given on the command line; recorded so that a "
@@ -335,6 +468,35 @@ class JobConfig(_Strict):
         return data
 
     @model_validator(mode="after")
+    def _expand_sweep(self) -> JobConfig:
+        """One dataset variant per sweep setting, each under its own name and prefix."""
+        if not self.sweep or any(d.sweep_setting is not None for d in self.datasets):
+            return self
+        unknown = sorted(set(self.sweep) - set(SamplingConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"sweep keys must be sampling fields; {unknown} are not "
+                f"(allowed: {', '.join(SamplingConfig.model_fields)})"
+            )
+        keys = list(self.sweep)
+        variants = []
+        for i, dataset in enumerate(self.datasets):
+            for values in itertools.product(*(self.sweep[k] for k in keys)):
+                setting = dict(zip(keys, values, strict=True))
+                variants.append(
+                    dataset.model_copy(
+                        update={
+                            "name": f"{dataset.name}.{sweep_label(setting)}",
+                            "sampling": dataset.sampling.merged(setting),
+                            "sweep_setting": setting,
+                            "sweep_origin": i,
+                        }
+                    )
+                )
+        object.__setattr__(self, "datasets", variants)
+        return self
+
+    @model_validator(mode="after")
     def _unique_dataset_names(self) -> JobConfig:
         names = [d.name for d in self.datasets]
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -345,12 +507,26 @@ class JobConfig(_Strict):
             )
         return self
 
+    def row_limit(self, dataset: DatasetConfig) -> int | None:
+        """Rows to plan for `dataset`: its `limit`, its target, or its share of the mix."""
+        limits = [dataset.limit]
+        if dataset.target_rollouts:
+            limits.append(math.ceil(dataset.target_rollouts / dataset.num_repeats))
+        if self.total_rollouts and dataset.weight:
+            weights = sum(d.weight or 0 for d in self.datasets)
+            share = self.total_rollouts * dataset.weight / weights
+            limits.append(math.ceil(share / dataset.num_repeats))
+        limits = [n for n in limits if n is not None]
+        return min(limits) if limits else None
+
     def shard_rows(self, dataset: DatasetConfig) -> int:
         """Rows per shard for `dataset`: shard_size, or about SHARD_ROLLOUTS rollouts."""
         return self.shard_size or max(1, SHARD_ROLLOUTS // dataset.num_repeats)
 
     def pinned_sampling(self, dataset_index: int) -> set[str]:
         """Sampling fields set on the command line for this dataset (or job-wide)."""
+        origin = self.datasets[dataset_index].sweep_origin
+        dataset_index = dataset_index if origin is None else origin
         pinned = set()
         for item in self.cli_overrides:
             key = item.split("=", 1)[0]
@@ -360,6 +536,11 @@ class JobConfig(_Strict):
             if parts[:3] == ["datasets", str(dataset_index), "sampling"] and len(parts) == 4:
                 pinned.add(parts[3])
         return pinned
+
+
+def sweep_label(setting: dict[str, Any]) -> str:
+    """A sweep setting as a dataset-name suffix: temperature-0.7.top_p-0.9."""
+    return ".".join(f"{k}-{v}" for k, v in setting.items())
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -399,13 +580,16 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def load_config(
-    source: str | Path | dict[str, Any] | None, overrides: list[str] | None = None
+    source: str | Path | dict[str, Any] | None,
+    overrides: list[str] | None = None,
+    limit: int | None = None,
 ) -> JobConfig:
     """Load a job config from a YAML file (or a dict) and apply dotted overrides.
 
     Args:
         source: path of a YAML file, an already-parsed dict, or None for the quickstart.
         overrides: `key.path=value` strings; values are parsed as YAML.
+        limit: shorthand for `datasets.N.limit=limit` on every dataset.
 
     Raises:
         ConfigError: the file is missing or not YAML, or a key or value is not allowed;
@@ -432,12 +616,42 @@ def load_config(
     for item in overrides:
         key_path, value = parse_override(item)
         apply_override(data, key_path, value)
+    if limit is not None:
+        count = len(data.get("datasets") or [])
+        overrides += [f"datasets.{i}.limit={limit}" for i in range(count)]
+        for i in range(count):
+            apply_override(data, ["datasets", str(i), "limit"], limit)
     if overrides:
         data["cli_overrides"] = [*data.get("cli_overrides", []), *overrides]
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def parse_verifier(text: str) -> VerifierConfig:
+    """A verifier config from YAML/JSON text, or from a file given as `@path`.
+
+    Raises:
+        ConfigError: not a valid verifier; the message says what is allowed.
+    """
+    from pydantic import TypeAdapter
+
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.exists():
+            raise ConfigError(f"verifier file {path} does not exist")
+        text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"verifier is not valid YAML: {exc}") from None
+    try:
+        return TypeAdapter(VerifierConfig).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "verifier"
+        raise ConfigError(f"verifier {where}: {first['msg']}") from None
 
 
 def quickstart_dict() -> dict[str, Any]:

@@ -88,29 +88,51 @@ class ProgressView:
 def print_summary(console: Console, result: Any) -> None:
     """The end-of-job summary: per-dataset counts, tokens, rate and where output is."""
     table = Table(title=f"rollout-ray: {result.status} in {_duration(result.wall_s)}")
-    for column in ("dataset", "rollouts", "failed", "prompt tok", "output tok", "mean reward"):
+    columns = (
+        "dataset",
+        "rollouts",
+        "failed",
+        "prompt tok",
+        "output tok",
+        "reward mean±std",
+        "min",
+        "max",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "dataset" else "right")
     for name, counts in result.datasets.items():
-        reward = (
-            f"{counts['reward_sum'] / counts['reward_count']:.3f}"
-            if counts["reward_count"]
-            else "-"
-        )
+        reward = (counts.get("stats") or {}).get("reward") or {}
         table.add_row(
             name,
             f"{counts['ok']:,}/{counts['expected']:,}",
             f"{counts['failed']:,}",
             f"{counts['prompt_tokens']:,}",
             f"{counts['output_tokens']:,}",
-            reward,
+            f"{_num(reward.get('mean'))}±{_num(reward.get('std'))}" if reward else "-",
+            _num(reward.get("min")),
+            _num(reward.get("max")),
         )
     console.print(table)
+    for name, counts in result.datasets.items():
+        histogram = ((counts.get("stats") or {}).get("reward") or {}).get("histogram")
+        if histogram and len(result.datasets) <= 8:
+            print_histogram(console, f"reward histogram, {name}", histogram)
     run = result.progress.get("run", {})
     console.print(
         f"this run: {run.get('done', 0):,} rollouts, {run.get('output_tokens', 0):,} output "
         f"tokens, {run.get('output_tokens_per_s', 0):,.1f} output tok/s over "
         f"{_duration(result.wall_s)} wall"
     )
+    if result.metrics.get("sweep"):
+        from rollout_ray.sweep import comparison_table
+
+        console.print(comparison_table(result.metrics["sweep"]))
+    if result.metrics.get("cost"):
+        cost = result.metrics["cost"]
+        console.print(
+            f"cost: {cost['total']:,.4f} {cost['currency']} (tokens {cost['tokens']:,.4f}, "
+            f"hardware {cost['hardware']:,.4f} for {cost['gpu_hours']:,.3f} GPU-hours)"
+        )
     console.print(f"output: {result.output}")
     failed = sum(c["failed"] for c in result.datasets.values())
     if failed:
@@ -118,3 +140,100 @@ def print_summary(console: Console, result: Any) -> None:
             f"[yellow]{failed:,} rollouts failed; reasons in {result.output}/failures "
             "(`rollout-ray status` groups them)[/yellow]"
         )
+
+
+def print_histogram(console: Console, title: str, histogram: dict[str, int]) -> None:
+    """A text bar chart of a reward histogram."""
+    top = max(histogram.values()) or 1
+    console.print(f"[bold]{title}[/bold]")
+    for label, count in histogram.items():
+        bar = "█" * round(30 * count / top)
+        console.print(f"  {label:>9} {bar} {count:,}")
+
+
+def print_projection(console: Console, projection: Any) -> None:
+    """What the pilot says the full job will take."""
+    p = projection
+    console.print(
+        f"pilot: {p.pilot_rollouts:,} rollouts; the full job has {p.full_rollouts:,}. Projected: "
+        f"{p.prompt_tokens:,} prompt + {p.output_tokens:,} output tokens, "
+        f"{_duration(p.seconds)} with this config (start-up {_duration(p.startup_s)})"
+    )
+    if p.cost:
+        console.print(
+            f"projected cost: {p.cost['total']:,.2f} {p.cost['currency']} "
+            f"(tokens {p.cost['tokens']:,.2f}, hardware {p.cost['hardware']:,.2f} for "
+            f"{p.cost['gpu_hours']:,.2f} GPU-hours)"
+        )
+
+
+def print_reverify(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title=f"re-scored into {result['output']} in {_duration(result['seconds'])}")
+    for column in ("dataset", "rollouts", "failed", "mean reward", "std"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, counts in result["datasets"].items():
+        reward = counts["stats"].get("reward") or {}
+        table.add_row(
+            name,
+            f"{counts['ok']:,}",
+            f"{counts['failed']:,}",
+            _num(reward.get("mean")),
+            _num(reward.get("std")),
+        )
+    console.print(table)
+
+
+def print_export(console: Console, report: Any) -> None:
+    console.print(
+        f"{report.kind}: {report.rows_written:,} rows from {report.tasks_seen:,} tasks -> "
+        f"{report.dest}"
+    )
+    if report.kind == "eval":
+        from rollout_ray.exports.evaluation import eval_table
+
+        console.print(eval_table(report.extra.get("metrics", report.extra)))
+    elif report.extra:
+        details = ", ".join(f"{k}: {v}" for k, v in report.extra.items() if not isinstance(v, dict))
+        if details:
+            console.print(details)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def show_piece(console: Console, commit: dict[str, Any]) -> None:
+    """Print a just-committed piece's rollouts and failures readably (`run --show`)."""
+    from rich.panel import Panel
+
+    from rollout_ray import storage
+
+    if commit.get("duplicate"):
+        return
+    if commit.get("data_file"):
+        for r in storage.read_parquet(commit["data_file"]).to_pylist():
+            prompt = (r["prompt_messages"] or [{}])[-1].get("content", "")
+            reward = "" if r["reward"] is None else f"  reward {r['reward']:.3f}"
+            details = f"  {r['verifier_details']}" if r.get("verifier_details") else ""
+            console.print(
+                Panel(
+                    f"[bold]prompt[/bold] {_clip(prompt)}\n[bold]response[/bold] "
+                    f"{_clip(r['response_text'])}",
+                    title=f"{r['task_id']} #{r['rollout_index']}",
+                    subtitle=f"{r['finish_reason']}, {r['output_tokens']} tokens{reward}{details}",
+                    expand=False,
+                )
+            )
+    if commit.get("failures_file"):
+        for f in storage.read_parquet(commit["failures_file"]).to_pylist():
+            console.print(
+                f"[red]failed[/red] {f['task_id']} #{f['rollout_index']} ({f['stage']}, "
+                f"{f['error_class']}): {_clip(f['error'])}"
+            )
+
+
+def _clip(text: str | None, limit: int = 400) -> str:
+    from rich.markup import escape
+
+    text = text or ""
+    return escape(text if len(text) <= limit else text[:limit] + " …")

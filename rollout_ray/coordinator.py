@@ -12,11 +12,12 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rollout_ray import aggregates, manifest, storage
+from rollout_ray.config import JobConfig
 from rollout_ray.manifest import Layout
 from rollout_ray.plan import WorkItem, pending_work
 from rollout_ray.sources import Shard
@@ -39,6 +40,8 @@ class DatasetCounts:
     output_tokens: int = 0
     reward_sum: float = 0.0
     reward_count: int = 0
+    shards_total: int = 0
+    shards_done: int = 0
     #: Mergeable statistics of reward and numeric verifier fields (see aggregates).
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -48,15 +51,21 @@ class JobState:
 
     def __init__(self, layout: Layout, shards: list[Shard], commits: list[dict[str, Any]]):
         self.layout = layout
-        self.shards = shards
+        self.shards: list[Shard] = []
         self.datasets: dict[str, DatasetCounts] = {}
         for shard in shards:
-            counts = self.datasets.setdefault(shard.dataset, DatasetCounts())
-            counts.expected += shard.num_rows * shard.num_repeats
+            self.add_shard(shard)
         self.latest: dict[str, dict[str, Any]] = {}
         self.committed: set[str] = set()
         for record in sorted(commits, key=lambda r: r["round"]):
             self.apply(record)
+
+    def add_shard(self, shard: Shard) -> None:
+        """Count a shard planned while the job runs (watch mode)."""
+        self.shards.append(shard)
+        counts = self.datasets.setdefault(shard.dataset, DatasetCounts())
+        counts.expected += shard.num_rows * shard.num_repeats
+        counts.shards_total += 1
 
     def apply(self, record: dict[str, Any]) -> bool:
         """Count a commit record; False if that piece was already counted."""
@@ -69,6 +78,8 @@ class JobState:
             # A retry piece redoes exactly the previous round's retryable rollouts.
             counts.failed -= previous["n_retryable"]
             counts.retryable -= previous["n_retryable"]
+        if previous is None:
+            counts.shards_done += 1
         if previous is None or record["round"] >= previous["round"]:
             self.latest[record["shard_id"]] = _slim(record)
         counts.ok += record["n_ok"]
@@ -112,15 +123,24 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 class Coordinator:
     """The Ray actor body (async): plan, commits, progress and the output's lease."""
 
-    def __init__(self, output: str, max_attempts: int, owner: dict[str, Any], job_name: str):
-        self.layout = Layout(output)
-        self.max_attempts = max_attempts
+    def __init__(
+        self, config_json: str, owner: dict[str, Any], job_name: str, watch_s: float = 0.0
+    ):
+        self.config = JobConfig.model_validate_json(config_json)
+        self.layout = Layout(self.config.output)
+        self.max_attempts = self.config.max_attempts
         self.owner = owner
         self.job_name = job_name
+        self.watch_s = watch_s
+        self.queue: deque[WorkItem] = deque()
+        self._watcher: asyncio.Task | None = None
         plan = storage.read_parquet(self.layout.plan)
         shards = [Shard.from_dict(row) for row in plan.to_pylist()]
         self.state = JobState(self.layout, shards, manifest.read_commits(self.layout))
         self.tries: Counter[str] = Counter()
+        self.actor_starts: Counter[str] = Counter()
+        self.engine_stats: dict[str, dict[str, float]] = {}
+        self.ray_metrics = _ray_metrics(job_name)
         self.partials: dict[str, tuple[int, int]] = {}
         self.run_todo = 0
         self.run_done = 0
@@ -135,14 +155,41 @@ class Coordinator:
 
     # ------------------------------------------------------------ driver calls
 
-    async def start_run(self) -> list[str]:
-        """Pending work items (as JSON) for this run; starts progress and lease upkeep."""
+    async def start_run(self) -> int:
+        """Queue this run's pending pieces; start progress, lease upkeep and watching.
+
+        Returns:
+            How many pieces are pending.
+        """
         items = self.state.pending(self.max_attempts)
+        self.queue.extend(items)
         self.run_todo = sum(item.num_rollouts for item in items)
         self.run_started = time.time()
+        loop = asyncio.get_running_loop()
         if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        return [item.to_json() for item in items]
+            self._ticker = loop.create_task(self._tick())
+        if self.watch_s and self._watcher is None:
+            self._watcher = loop.create_task(self._watch())
+        return len(items)
+
+    async def next_items(self, max_items: int) -> list[str] | None:
+        """Hand out up to `max_items` pending pieces (as JSON).
+
+        Returns:
+            The pieces; [] when none is ready yet but more may come (watching); None
+            when the run has nothing more to hand out.
+        """
+        deadline = time.monotonic() + 2.0
+        while not self.queue:
+            if not self.watch_s:
+                return None
+            if time.monotonic() > deadline:
+                return []
+            await asyncio.sleep(0.2)
+        out = []
+        while self.queue and len(out) < max_items:
+            out.append(self.queue.popleft().to_json())
+        return out
 
     def progress(self) -> dict[str, Any]:
         partial_done = sum(n for n, _ in self.partials.values())
@@ -165,6 +212,14 @@ class Coordinator:
                 "output_tokens_per_s": round(tokens / elapsed, 3),
                 "eta_s": round((self.run_todo - done) / rate, 1) if rate > 0 else None,
                 "first_piece_at": self.first_piece_at,
+                "in_flight_requests": sum(
+                    s.get("requests_running", 0) for s in self.engine_stats.values()
+                ),
+                "retries": {
+                    "piece": sum(n - 1 for n in self.tries.values() if n > 1),
+                    "request": sum(s.get("retries", 0) for s in self.engine_stats.values()),
+                },
+                "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
                 "manifest_s": round(self.manifest_s, 3),
                 "coordinator_peak_rss_mb": round(_peak_rss_mb(), 1),
             },
@@ -175,8 +230,9 @@ class Coordinator:
         """Flush, write final progress, compact the commits and free the output."""
         await self._drain()
         self.status = status
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._watcher):
+            if task is not None:
+                task.cancel()
         progress = self.progress()
         await asyncio.to_thread(self._write_final, progress)
         return progress
@@ -193,10 +249,23 @@ class Coordinator:
             self.first_piece_at = time.time()
         return {"committed": None, "tries": self.tries[piece_id]}
 
-    def report(self, partials: dict[str, tuple[int, int]]) -> None:
+    def report(
+        self,
+        partials: dict[str, tuple[int, int]],
+        actor: str = "",
+        engine_stats: dict[str, float] | None = None,
+    ) -> None:
+        """Live figures from an engine actor: rollouts done in its unfinished pieces,
+        and its engine's own counters (requests running, request retries)."""
         for piece_id, value in partials.items():
             if piece_id not in self.state.committed:
                 self.partials[piece_id] = (int(value[0]), int(value[1]))
+        if engine_stats is not None:
+            self.engine_stats[actor] = engine_stats
+
+    def register_actor(self, actor: str) -> None:
+        """Called when an engine actor starts; a second call is a restart."""
+        self.actor_starts[actor] += 1
 
     async def commit(self, record: dict[str, Any]) -> None:
         """Acknowledge a piece once its commit record is durable."""
@@ -226,8 +295,29 @@ class Coordinator:
                 if self.state.apply(record):
                     self.run_done += record["n_expected"]
                     self.run_tokens += record["output_tokens"] or 0
+                    if self.ray_metrics is not None:
+                        self.ray_metrics.on_commit(record)
                 self.partials.pop(record["piece_id"], None)
                 future.set_result(None)
+
+    async def _watch(self) -> None:
+        """Plan new input files (and grown ones) as they appear, and queue their pieces."""
+        from rollout_ray.plan import extend_plan
+
+        while True:
+            await asyncio.sleep(self.watch_s)
+            try:
+                shards = await asyncio.to_thread(extend_plan, self.config, self.state.shards)
+            except Exception as exc:  # a listing that failed is tried again next time
+                log.warning("watch: planning new inputs failed: %s", exc)
+                continue
+            for shard in shards:
+                self.state.add_shard(shard)
+                item = WorkItem(shard)
+                self.queue.append(item)
+                self.run_todo += item.num_rollouts
+            if shards:
+                log.info("watch: %d new shards", len(shards))
 
     async def _drain(self) -> None:
         while self._flusher is not None and not self._flusher.done():
@@ -242,10 +332,11 @@ class Coordinator:
                     await asyncio.to_thread(manifest.renew_lease, self.layout, self.owner)
                     last_lease = now
                 started = time.monotonic()
-                await asyncio.to_thread(
-                    storage.write_json_atomic, self.layout.progress, self.progress()
-                )
+                progress = self.progress()
+                await asyncio.to_thread(storage.write_json_atomic, self.layout.progress, progress)
                 self.manifest_s += time.monotonic() - started
+                if self.ray_metrics is not None:
+                    self.ray_metrics.on_progress(progress["run"])
             except Exception as exc:  # progress and renewal are retried next tick
                 log.warning("progress/lease upkeep failed: %s", exc)
             await asyncio.sleep(PROGRESS_EVERY_S)
@@ -254,6 +345,21 @@ class Coordinator:
         storage.write_json_atomic(self.layout.progress, progress)
         manifest.compact_commits(self.layout, manifest.read_commits(self.layout))
         manifest.release_lease(self.layout, self.owner)
+
+
+def _ray_metrics(job: str):
+    """Ray's metrics API inside a Ray actor (the dashboard's view); None elsewhere."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from rollout_ray.metrics import RayMetrics
+
+        return RayMetrics(job)
+    except Exception as exc:  # metrics must never stop a job
+        log.warning("Ray metrics unavailable: %s", exc)
+        return None
 
 
 def _peak_rss_mb() -> float:
@@ -274,8 +380,16 @@ class RayCoordinatorClient:
     async def commit(self, record: dict[str, Any]) -> None:
         await self._call("commit", record)
 
-    def report(self, partials: dict[str, tuple[int, int]]) -> None:
-        self.handle.report.remote(partials)
+    def report(
+        self,
+        partials: dict[str, tuple[int, int]],
+        actor: str = "",
+        engine_stats: dict[str, float] | None = None,
+    ) -> None:
+        self.handle.report.remote(partials, actor, engine_stats)
+
+    def register_actor(self, actor: str) -> None:
+        self.handle.register_actor.remote(actor)
 
     async def _call(self, method: str, *args: Any) -> Any:
         import ray

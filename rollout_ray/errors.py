@@ -13,6 +13,10 @@ class ResumeRefused(RolloutRayError):
     """An output folder belongs to another config or input, or another job holds it."""
 
 
+class EngineFailed(RolloutRayError):
+    """The engine can't serve the job at all (a bad API key, an unknown model)."""
+
+
 class RowError(Exception):
     """A single input row can't be used. Terminal: retrying the same row fails again."""
 

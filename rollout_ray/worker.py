@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from rollout_ray import storage
 from rollout_ray.aggregates import piece_stats
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig, SamplingConfig
-from rollout_ray.engines import Engine, EngineDead, Generation, GenerationRequest
+from rollout_ray.engines import Engine, EngineDead, FatalEngineError, Generation, GenerationRequest
 from rollout_ray.errors import RowError, redact
 from rollout_ray.manifest import Layout, now_utc
 from rollout_ray.plan import WorkItem
@@ -45,7 +45,12 @@ class CoordinatorClient(Protocol):
 
     async def begin(self, piece_id: str) -> dict[str, Any]: ...
     async def commit(self, record: dict[str, Any]) -> None: ...
-    def report(self, partials: dict[str, tuple[int, int]]) -> None: ...
+    def report(
+        self,
+        partials: dict[str, tuple[int, int]],
+        actor: str = "",
+        engine_stats: dict[str, float] | None = None,
+    ) -> None: ...
 
 
 class _Rollout:
@@ -81,6 +86,7 @@ class PieceRunner:
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout-io")
         self._partials: dict[str, list[int]] = {}
         self._reporter: asyncio.Task | None = None
+        self.actor_id = ""
 
     # ------------------------------------------------------------------ the piece
 
@@ -154,6 +160,7 @@ class PieceRunner:
                     messages=prompt.messages,
                     sampling=params,
                     prompt_token_ids=token_ids,
+                    extra={"gym": prompt.responses_create_params is not None},
                 )
                 rollouts.append(_Rollout(row, prompt, index, request))
         return rollouts, failures
@@ -161,7 +168,7 @@ class PieceRunner:
     async def _generate(self, item: WorkItem, rollout: _Rollout) -> dict[str, Any]:
         try:
             generation = await self.engine.generate(rollout.request)
-        except EngineDead:
+        except (EngineDead, FatalEngineError):
             raise
         except RowError as exc:
             return self._failure(item, rollout.row, rollout.index, exc.stage, exc, terminal=True)
@@ -305,13 +312,14 @@ class PieceRunner:
             self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
 
     async def _report_loop(self) -> None:
+        """Every second: rollouts done in unfinished pieces, and the engine's counters."""
         while True:
             await asyncio.sleep(REPORT_EVERY_S)
-            if self._partials:
-                try:
-                    self.coordinator.report({k: (v[0], v[1]) for k, v in self._partials.items()})
-                except Exception as exc:  # progress is best effort
-                    log.debug("progress report failed: %s", exc)
+            try:
+                partials = {k: (v[0], v[1]) for k, v in self._partials.items()}
+                self.coordinator.report(partials, self.actor_id, self.engine.stats())
+            except Exception as exc:  # progress is best effort
+                log.debug("progress report failed: %s", exc)
 
 
 class VerifierFailed(Exception):
@@ -343,6 +351,8 @@ class EngineWorker:
         self.runner = PieceRunner(
             config, engine, client, Layout(config.output), secrets, verification
         )
+        self.runner.actor_id = ray.get_runtime_context().get_actor_id() or ""
+        client.register_actor(self.runner.actor_id)
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         item = WorkItem.from_json(str(batch["item"][0]))

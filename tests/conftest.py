@@ -36,7 +36,9 @@ def ray_session():
 
     from rollout_ray.pipeline import init_ray
 
-    init_ray()
+    # More logical CPUs than cores, so that tests that hold a Serve app, an engine actor
+    # and a verifier actor at once can all be scheduled on a 2-core machine.
+    init_ray(num_cpus=8)
     yield ray
     ray.shutdown()
 

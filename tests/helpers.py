@@ -25,6 +25,7 @@ def job_config(tiny_model: str, output: Path, datasets: list[dict], **extra):
         "sampling": {"max_tokens": 8, "temperature": 0.8},
         "output": str(output),
         "engine": {"kind": "vllm", "max_model_len": 512},
+        "metrics_port": 0,
         **extra,
     }
     overrides = data.pop("overrides", [])

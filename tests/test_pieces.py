@@ -30,7 +30,7 @@ class LocalCoordinator:
     async def commit(self, record):
         write_commits(self.layout, [record])
 
-    def report(self, partials):
+    def report(self, partials, actor="", engine_stats=None):
         pass
 
 

@@ -231,7 +231,7 @@ def test_resume_refuses_changed_config_and_input(ray_session, tmp_path, tiny_mod
 
     with open(data, "a") as f:
         f.write(json.dumps({"prompt": "a new row"}) + "\n")
-    with pytest.raises(ResumeRefused, match=r"input .*in\.jsonl changed since the job was planned"):
+    with pytest.raises(ResumeRefused, match=r"input .*in\.jsonl grew since the job was planned"):
         run_job(config)
     result = run_job(config, force_new_config=True)
     records = read_output(tmp_path / "out")

@@ -7,9 +7,22 @@ Implementations import their heavy libraries (vllm, openai) only when built, so 
 from __future__ import annotations
 
 from rollout_ray.config import JobConfig
-from rollout_ray.engines.base import Engine, EngineDead, Generation, GenerationRequest
+from rollout_ray.engines.base import (
+    Engine,
+    EngineDead,
+    FatalEngineError,
+    Generation,
+    GenerationRequest,
+)
 
-__all__ = ["Engine", "EngineDead", "Generation", "GenerationRequest", "create_engine"]
+__all__ = [
+    "Engine",
+    "EngineDead",
+    "FatalEngineError",
+    "Generation",
+    "GenerationRequest",
+    "create_engine",
+]
 
 
 def create_engine(config: JobConfig, device: str = "cpu") -> Engine:
@@ -19,6 +32,11 @@ def create_engine(config: JobConfig, device: str = "cpu") -> Engine:
         from rollout_ray.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(config.model, config.engine, device)
+    if kind == "openai":
+        from rollout_ray.engines.openai_engine import OpenAIEngine
+
+        served = config.serve.served_model_name if config.serve else None
+        return OpenAIEngine(config.engine.model_name or served or config.model, config.engine)
     if kind == "simulated":
         from rollout_ray.engines.simulated import SimulatedEngine
 

@@ -19,6 +19,8 @@ class GenerationRequest:
     sampling: dict[str, Any]
     #: Set by `Engine.prepare` for engines that tokenize locally.
     prompt_token_ids: list[int] | None = None
+    #: Facts about the row an engine may use (e.g. {"gym": True} for Gym rows).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,6 +39,11 @@ class Generation:
 
 class EngineDead(Exception):
     """The engine can't serve any more requests; the actor must be replaced."""
+
+
+class FatalEngineError(Exception):
+    """Nothing will succeed with this engine (a bad API key, an unknown model): the
+    job stops with this message instead of failing every row."""
 
 
 class Engine(abc.ABC):

@@ -85,18 +85,7 @@ def export_eval(
     """
     if not dest.lower().endswith(".json"):
         raise ValueError(f"eval destination {dest!r} must end in .json")
-    threshold = check_number("correct_threshold", correct_threshold)
-    ks = _check_ks(ks)
-    datasets = check_datasets(output, datasets)
-    found: dict[str, _Dataset] = defaultdict(_Dataset)
-    for shard in shards(output, datasets, COLUMNS):
-        for name in pc.unique(shard["dataset"]).to_pylist():
-            part = shard.filter(pc.equal(shard["dataset"], name))
-            _gather(found[name], group_by_task(part), threshold, ks)
-    metrics = {
-        "correct_threshold": threshold,
-        "datasets": {name: _summarize(found[name], ks) for name in sorted(found)},
-    }
+    metrics = eval_metrics(output, datasets=datasets, ks=ks, correct_threshold=correct_threshold)
     storage.write_json_atomic(dest, metrics)
     return ExportReport(
         kind="eval",
@@ -105,6 +94,28 @@ def export_eval(
         tasks_seen=sum(d["tasks"] for d in metrics["datasets"].values()),
         extra=metrics,
     )
+
+
+def eval_metrics(
+    output: str,
+    *,
+    datasets: list[str] | None = None,
+    ks: list[int] | None = None,
+    correct_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """The metrics `export_eval` writes (see there), without writing them."""
+    threshold = check_number("correct_threshold", correct_threshold)
+    ks = _check_ks(ks)
+    datasets = check_datasets(output, datasets)
+    found: dict[str, _Dataset] = defaultdict(_Dataset)
+    for shard in shards(output, datasets, COLUMNS):
+        for name in pc.unique(shard["dataset"]).to_pylist():
+            part = shard.filter(pc.equal(shard["dataset"], name))
+            _gather(found[name], group_by_task(part), threshold, ks)
+    return {
+        "correct_threshold": threshold,
+        "datasets": {name: _summarize(found[name], ks) for name in sorted(found)},
+    }
 
 
 def _check_ks(ks: list[int] | None) -> list[int] | None:

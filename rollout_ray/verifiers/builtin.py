@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Any
 
@@ -198,8 +199,11 @@ class MCQA(Verifier):
         allowed = frozenset(letter for letter, _ in options) or _ANY_LETTER
         text = response_text(record).strip()
         mode = self.config.grading_mode
-        pred: str | None = None
-        if mode in ("strict_single_letter_boxed", "lenient_boxed"):
+        # As in Gym: a row's own template_metadata.output_regex is tried first.
+        pred: str | None = _row_regex(text, record.get("template_metadata"))
+        if pred is not None:
+            pass
+        elif mode in ("strict_single_letter_boxed", "lenient_boxed"):
             pred = _strict_boxed(text, allowed)
             if pred is None and mode == "lenient_boxed":
                 pred = _boxed_option_text(text, options)
@@ -207,6 +211,25 @@ class MCQA(Verifier):
             pred = _answer_colon(text, options, allowed)
         reward = 1.0 if pred is not None and gold and pred == gold else 0.0
         return Verdict(reward, {"extracted_answer": pred, "expected_answer": gold})
+
+
+def _row_regex(text: str, metadata: Any) -> str | None:
+    """The letter from the LAST match of the row's output_regex (str or list), if any."""
+    if not isinstance(metadata, dict) or not metadata.get("output_regex"):
+        return None
+    patterns = metadata["output_regex"]
+    for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
+        try:
+            matches = re.findall(pattern, text, re.IGNORECASE)
+        except re.error:
+            continue
+        if matches:
+            last = matches[-1]
+            last = next((g for g in last if g), "") if isinstance(last, tuple) else last
+            candidate = unicodedata.normalize("NFKC", str(last)).strip().upper()
+            if len(candidate) == 1 and candidate.isalpha():
+                return candidate
+    return None
 
 
 # ----------------------------------------------------------------------------- regex

@@ -1,0 +1,245 @@
+"""Any OpenAI-compatible endpoint: hosted APIs, `vllm serve`, our Ray Serve app.
+
+The official `openai` client does the HTTP; this module adds what a batch job needs
+on top: a cap on requests in flight, requests-per-minute and tokens-per-minute
+budgets, and retries with exponential backoff and jitter that honour `Retry-After`.
+The API key is read from the environment variable the config names and never leaves
+this process: it is not stored in records, manifests, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections import deque
+from typing import Any
+
+from rollout_ray.config import OpenAIEngineConfig
+from rollout_ray.engines.base import Engine, FatalEngineError, Generation, GenerationRequest
+from rollout_ray.errors import RowError, redact
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class RateLimiter:
+    """Requests and tokens per minute over a sliding window: in no `window_s` span do
+    more requests (or tokens) start than the budget allows, bursts included.
+
+    A request's slot is held a little longer than the window (`margin_s`): the server
+    sees requests arrive with varying network delays, and counts by arrival.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None,
+        tokens_per_minute: float | None,
+        window_s: float = 60.0,
+        margin_s: float = 1.0,
+    ):
+        self.rpm, self.tpm = requests_per_minute, tokens_per_minute
+        self.window = window_s + margin_s
+        self._log: deque[tuple[float, int]] = deque()  # (start time, tokens) per request
+        self._tokens = 0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, tokens: int) -> None:
+        if not self.rpm and not self.tpm:
+            return
+        tokens = min(tokens, int(self.tpm)) if self.tpm else tokens
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._log and self._log[0][0] <= now - self.window:
+                    self._tokens -= self._log.popleft()[1]
+                over_requests = self.rpm and len(self._log) + 1 > self.rpm
+                over_tokens = self.tpm and self._tokens + tokens > self.tpm
+                if not over_requests and not over_tokens:
+                    self._log.append((now, tokens))
+                    self._tokens += tokens
+                    return
+                # Wait until the oldest request leaves the window, then look again.
+                await asyncio.sleep(self._log[0][0] + self.window - now + 0.001)
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, model: str, config: OpenAIEngineConfig):
+        self._model = model
+        self.config = config
+        self._api_key = os.environ.get(config.api_key_env or "", "") or "EMPTY"
+        self._secrets = (self._api_key,) if self._api_key != "EMPTY" else ()
+        self._client = None
+        self._slots: asyncio.Semaphore | None = None
+        self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self.in_flight = 0
+        self.retries = 0
+
+    @property
+    def model_label(self) -> str:
+        return self._model
+
+    def _client_for_loop(self):
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=self._api_key,
+                max_retries=0,  # retries are ours: they honour Retry-After and count
+                timeout=self.config.timeout_s,
+            )
+            self._slots = asyncio.Semaphore(self.config.max_concurrent_requests)
+        return self._client
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        client = self._client_for_loop()
+        assert self._slots is not None
+        sampling = request.sampling
+        estimate = sum(len(m["content"]) for m in request.messages) // 4 + int(
+            sampling.get("max_tokens") or 256
+        )
+        started = time.monotonic()
+        async with self._slots:
+            self.in_flight += 1
+            try:
+                generation = await self._with_retries(client, request, estimate)
+            finally:
+                self.in_flight -= 1
+        generation.latency_s = time.monotonic() - started
+        return generation
+
+    async def _with_retries(self, client, request: GenerationRequest, estimate: int) -> Generation:
+        import openai
+
+        delay = self.config.backoff_base_s
+        for attempt in range(self.config.max_retries + 1):
+            await self._limiter.acquire(estimate)
+            try:
+                if self._use_responses(request):
+                    return await self._responses(client, request)
+                return await self._chat(client, request)
+            except (
+                openai.AuthenticationError,
+                openai.PermissionDeniedError,
+                openai.NotFoundError,
+            ) as exc:
+                raise FatalEngineError(self._describe(exc)) from None
+            except openai.APIStatusError as exc:
+                if exc.status_code not in _RETRY_STATUS:
+                    raise RowError(self._describe(exc), "generate") from None
+                wait = _retry_after(exc) or delay * (1 + random.random())
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                wait = delay * (1 + random.random())
+                if attempt == self.config.max_retries:
+                    raise TimeoutError(self._describe(exc)) from None
+            if attempt == self.config.max_retries:
+                break
+            self.retries += 1
+            await asyncio.sleep(min(wait, self.config.backoff_max_s))
+            delay = min(delay * 2, self.config.backoff_max_s)
+        raise TimeoutError(
+            f"{self.config.base_url} kept failing after {self.config.max_retries} retries"
+        )
+
+    def _describe(self, exc: BaseException) -> str:
+        status = getattr(exc, "status_code", None)
+        text = f"{type(exc).__name__}{f' {status}' if status else ''}: {exc}"
+        return redact(text, self._secrets)[:2000]
+
+    def _use_responses(self, request: GenerationRequest) -> bool:
+        api = self.config.api
+        return api == "responses" or (api == "auto" and bool(request.extra.get("gym")))
+
+    def _common(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        extra = dict(self.config.extra_body)
+        for name in ("top_k", "min_p", "repetition_penalty", "min_tokens"):
+            if sampling.get(name) not in (None, -1, 0) or (name == "min_p" and sampling.get(name)):
+                extra[name] = sampling[name]
+        if sampling.get("return_token_ids"):
+            extra["return_token_ids"] = True  # vLLM servers return prompt/output ids
+        return extra
+
+    async def _chat(self, client, request: GenerationRequest) -> Generation:
+        s = request.sampling
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "messages": request.messages,
+            "temperature": s.get("temperature"),
+            "top_p": s.get("top_p"),
+            self.config.max_tokens_param: s.get("max_tokens"),
+            "n": 1,
+        }
+        for name in ("stop", "seed", "presence_penalty", "frequency_penalty"):
+            if s.get(name) is not None:
+                kwargs[name] = s[name]
+        if s.get("logprobs"):
+            kwargs.update(logprobs=True, top_logprobs=0)
+        extra = self._common(s)
+        response = await client.chat.completions.create(
+            **{k: v for k, v in kwargs.items() if v is not None}, extra_body=extra or None
+        )
+        choice = response.choices[0]
+        usage = response.usage
+        logprobs = None
+        if choice.logprobs is not None and choice.logprobs.content is not None:
+            logprobs = [float(t.logprob) for t in choice.logprobs.content]
+        data = response.model_dump()
+        want_ids = bool(s.get("return_token_ids"))
+        return Generation(
+            text=choice.message.content or "",
+            finish_reason=str(choice.finish_reason or "unknown"),
+            prompt_tokens=int(usage.prompt_tokens) if usage else 0,
+            output_tokens=int(usage.completion_tokens) if usage else 0,
+            prompt_token_ids=data.get("prompt_token_ids") if want_ids else None,
+            output_token_ids=data["choices"][0].get("token_ids") if want_ids else None,
+            output_logprobs=logprobs,
+        )
+
+    async def _responses(self, client, request: GenerationRequest) -> Generation:
+        s = request.sampling
+        messages = list(request.messages)
+        instructions = None
+        if messages and messages[0]["role"] == "system":
+            instructions = messages.pop(0)["content"]
+        kwargs = {
+            "model": self._model,
+            "input": messages,
+            "instructions": instructions,
+            "temperature": s.get("temperature"),
+            "top_p": s.get("top_p"),
+            "max_output_tokens": s.get("max_tokens"),
+        }
+        extra = self._common(s)
+        if s.get("seed") is not None:
+            extra["seed"] = s["seed"]
+        response = await client.responses.create(
+            **{k: v for k, v in kwargs.items() if v is not None}, extra_body=extra or None
+        )
+        usage = response.usage
+        incomplete = getattr(response, "incomplete_details", None)
+        finish = "length" if incomplete and incomplete.reason == "max_output_tokens" else "stop"
+        return Generation(
+            text=response.output_text or "",
+            finish_reason=finish,
+            prompt_tokens=int(usage.input_tokens) if usage else 0,
+            output_tokens=int(usage.output_tokens) if usage else 0,
+        )
+
+    def stats(self) -> dict[str, float]:
+        return {"requests_running": float(self.in_flight), "retries": float(self.retries)}
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds the server asked us to wait, from `Retry-After` (seconds form)."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,156 @@
+"""`rollout-ray verify`: new rewards for stored rollouts, without generating again.
+
+The verification-testing loop: change a verifier, re-score a finished job in seconds,
+compare. The result is a complete job output of its own (manifest, data, failures,
+metrics), so `status`, `export` and `inspect` work on it; like a job it commits piece
+by piece and resumes where it stopped. Failure records are carried over as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from rollout_ray import manifest, storage
+from rollout_ray.aggregates import piece_stats
+from rollout_ray.config import JobConfig, VerifierConfig
+from rollout_ray.coordinator import JobState
+from rollout_ray.errors import RolloutRayError
+from rollout_ray.manifest import Layout, now_utc
+from rollout_ray.results import committed_pieces
+from rollout_ray.schema import failures_table
+from rollout_ray.sources import Shard
+from rollout_ray.verification import LocalVerification, verifier_record
+
+
+def reverify(
+    output: str,
+    dest: str,
+    verifiers: dict[str, VerifierConfig],
+    on_piece: Any = None,
+) -> dict[str, Any]:
+    """Score every committed rollout of `output` again into `dest`.
+
+    Args:
+        output: the source job's output.
+        dest: where the re-scored job goes (a new output; rerun to resume it).
+        verifiers: the verifier for each dataset to re-score; other datasets are copied.
+        on_piece: called with (done, total) after each piece.
+
+    Returns:
+        Per-dataset counts and statistics of the re-scored output.
+    """
+    source, target = Layout(output), Layout(dest)
+    if storage.exists(target.job):
+        job = storage.read_json(target.job)
+        if job.get("reverified_from") != output:
+            raise RolloutRayError(f"{dest} already holds another job; choose a new output")
+    else:
+        job = storage.read_json(source.job)
+        config = JobConfig.model_validate(job["config"])
+        datasets = [
+            d.model_copy(update={"verifier": verifiers.get(d.name, d.verifier)})
+            for d in config.datasets
+        ]
+        job["config"] = config.model_copy(update={"datasets": datasets, "output": dest}).model_dump(
+            mode="json"
+        )
+        job["reverified_from"] = output
+        storage.write_bytes_atomic(target.plan, storage.read_bytes(source.plan))
+        storage.write_json_atomic(target.job, job)
+    done = {r["piece_id"] for r in manifest.read_commits(target)}
+    pieces = committed_pieces(output)
+    local = LocalVerification(verifiers)
+    started = time.monotonic()
+
+    async def run() -> None:
+        for i, piece in enumerate(pieces):
+            if piece["piece_id"] not in done:
+                record = await _reverify_piece(piece, source, target, local, verifiers)
+                manifest.write_commits(target, [record])
+            if on_piece:
+                on_piece(i + 1, len(pieces))
+        await local.close()
+
+    asyncio.run(run())
+    shards = [Shard.from_dict(r) for r in storage.read_parquet(target.plan).to_pylist()]
+    state = JobState(target, shards, manifest.read_commits(target))
+    manifest.compact_commits(target, manifest.read_commits(target))
+    result = {
+        "output": dest,
+        "seconds": round(time.monotonic() - started, 3),
+        "datasets": state.totals(),
+    }
+    storage.write_json_atomic(target.metrics, {"status": "finished", **result})
+    return result
+
+
+async def _reverify_piece(
+    piece: dict[str, Any],
+    source: Layout,
+    target: Layout,
+    local: LocalVerification,
+    verifiers: dict[str, VerifierConfig],
+) -> dict[str, Any]:
+    started = time.monotonic()
+    dataset = piece["dataset"]
+    rows = storage.read_parquet(piece["data_file"]).to_pylist() if piece["data_file"] else []
+    failures = (
+        storage.read_parquet(piece["failures_file"]).to_pylist() if piece["failures_file"] else []
+    )
+    new_failures: list[dict[str, Any]] = []
+    if dataset in verifiers and rows:
+        outcomes = await local.verify(dataset, [verifier_record(r) for r in rows])
+        scored = []
+        kind = verifiers[dataset].kind
+        for row, (reward, details, error, terminal) in zip(rows, outcomes, strict=True):
+            if error is None:
+                row.update(reward=reward, verifier=kind, verifier_details=json.dumps(details))
+                scored.append(row)
+            else:
+                new_failures.append(_verify_failure(row, error, terminal))
+        rows = scored
+    kept_failures = failures + new_failures
+    name = (piece["data_file"] or piece["failures_file"]).rsplit("/", 1)[-1]
+    data_uri = storage.join(target.data_dir(dataset), name)
+    fail_uri = storage.join(target.failures_dir(dataset), name) if kept_failures else None
+    if rows:
+        storage.write_parquet_atomic(data_uri, pa.Table.from_pylist(rows))
+    if kept_failures:
+        storage.write_parquet_atomic(fail_uri, failures_table(kept_failures))
+    rewards = [r["reward"] for r in rows if r.get("reward") is not None]
+    return {
+        **piece,
+        "data_file": data_uri if rows else None,
+        "failures_file": fail_uri,
+        "n_ok": len(rows),
+        "n_failed": piece["n_failed"] + piece["n_ok"] - len(rows),
+        "n_retryable": piece["n_retryable"] + sum(not f["terminal"] for f in new_failures),
+        "reward_sum": float(sum(rewards)),
+        "reward_count": len(rewards),
+        "seconds": time.monotonic() - started,
+        "stats": json.dumps(piece_stats(rows)),
+        "committed_at": now_utc(),
+    }
+
+
+def _verify_failure(row: dict[str, Any], error: str, terminal: bool) -> dict[str, Any]:
+    return {
+        "dataset": row["dataset"],
+        "task_id": row["task_id"],
+        "rollout_index": row["rollout_index"],
+        "source_file": row["source_file"],
+        "row_index": row["row_index"],
+        "stage": "verify",
+        "error_class": "VerifierFailed",
+        "error": error,
+        "attempt": row.get("attempt") or 1,
+        "terminal": terminal,
+        "raw_row": None,
+        "response_text": row["response_text"],
+        "created_at": now_utc(),
+    }

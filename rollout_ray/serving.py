@@ -1,0 +1,121 @@
+"""`rollout-ray serve`: one vLLM model on Ray Serve, shared by many jobs.
+
+It deploys Ray's own OpenAI-compatible LLM app (`ray.serve.llm`) on the running
+cluster; jobs then use the `openai` engine with the printed URL. Serving once and
+sharing means a sweep, several datasets or several jobs load the model once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from rollout_ray.config import JobConfig, ServeConfig, VLLMEngineConfig
+from rollout_ray.errors import ConfigError, RolloutRayError
+
+log = logging.getLogger(__name__)
+
+
+def serve_settings(config: JobConfig) -> ServeConfig:
+    if config.serve is None:
+        raise ConfigError("the config has no `serve:` block to deploy")
+    return config.serve
+
+
+def url_of(settings: ServeConfig) -> str:
+    return f"http://{settings.host}:{settings.port}/v1"
+
+
+def deploy(config: JobConfig, wait_s: float = 600) -> str:
+    """Deploy the config's model as an OpenAI-compatible Serve app; returns its URL.
+
+    Raises:
+        RolloutRayError: the app did not become ready within `wait_s`.
+    """
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    from rollout_ray.engines.vllm_engine import cpu_environment
+    from rollout_ray.models import resolve_model
+
+    settings = serve_settings(config)
+    _connect()
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    engine_kwargs: dict[str, Any] = {
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "max_model_len": settings.max_model_len,
+        **settings.engine_kwargs,
+    }
+    llm: dict[str, Any] = {
+        "model_loading_config": {
+            "model_id": settings.served_model_name or config.model,
+            "model_source": resolve_model(config.model, announce=log.warning),
+        },
+        "deployment_config": {
+            "autoscaling_config": {
+                "min_replicas": settings.min_replicas,
+                "max_replicas": settings.max_replicas,
+            }
+        },
+    }
+    env = {"VLLM_LOGGING_LEVEL": "ERROR", "TQDM_DISABLE": "1"}
+    if device == "cpu":
+        cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+        env.update(cpu_environment(VLLMEngineConfig(), min(cores, os.cpu_count() or cores)))
+        engine_kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
+        llm["placement_group_config"] = {"bundles": [{"CPU": 1}]}
+    else:
+        gpus = settings.gpus_per_replica
+        bundle = {"GPU": gpus if gpus is not None else 1, "CPU": 1}
+        llm["placement_group_config"] = {"bundles": [bundle] * settings.tensor_parallel_size}
+    llm["engine_kwargs"] = {k: v for k, v in engine_kwargs.items() if v is not None}
+    llm["runtime_env"] = {"env_vars": env}
+    app = build_openai_app({"llm_configs": [LLMConfig(**llm)]})
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(app, name=settings.name, route_prefix="/", blocking=False)
+    _wait_ready(settings, wait_s)
+    return url_of(settings)
+
+
+def stop(config: JobConfig) -> None:
+    """Remove the config's Serve app from the cluster."""
+    from ray import serve
+
+    settings = serve_settings(config)
+    _connect()
+    serve.delete(settings.name)
+
+
+def _connect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", namespace="rollout-ray", logging_level=logging.WARNING)
+    except ConnectionError:
+        raise RolloutRayError(
+            "no running Ray cluster to serve on: start one with `ray start --head` "
+            "(or set RAY_ADDRESS); a served model must outlive this command"
+        ) from None
+
+
+def _wait_ready(settings: ServeConfig, wait_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    url = url_of(settings) + "/models"
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(url, timeout=5)
+            if reply.status_code == 200 and reply.json().get("data"):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    raise RolloutRayError(f"{settings.name} was not ready at {url} after {wait_s:.0f} s")

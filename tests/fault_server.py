@@ -1,0 +1,128 @@
+"""An OpenAI-compatible chat server for tests that misbehaves on purpose, and counts.
+
+The prompt's first word picks the behaviour of a request's first attempts:
+`ok` answers; `throttle` gets 429 with Retry-After once; `error` gets 500 twice;
+`slow` answers after `slow_s` once; `drop` closes the connection mid-body once;
+`dead` always gets 503; `leak` gets 400 with the caller's bearer token in the body.
+It records the most requests in flight, when each request started, and attempts per
+prompt, so tests can check limits from the server's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter, defaultdict
+
+from aiohttp import web
+
+
+class FaultServer:
+    def __init__(self, api_key: str, slow_s: float = 3.0, delay_s: float = 0.05):
+        self.api_key = api_key
+        self.slow_s = slow_s
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.starts: list[float] = []
+        self.attempts: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.bad_auth = 0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FaultServer:
+        threading.Thread(target=self._serve, daemon=True).start()
+        self._ready.wait(10)
+        return self
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        # A request whose client gave up (a timeout) stops counting as in flight.
+        runner = web.AppRunner(app, handler_cancellation=True)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def max_in_window(self, window_s: float = 60.0) -> int:
+        """The most requests that started within any `window_s` span."""
+        starts, best, j = sorted(self.starts), 0, 0
+        for i, t in enumerate(starts):
+            while starts[j] <= t - window_s:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        kind = prompt.split()[0]
+        self.starts.append(time.monotonic())
+        self.attempts[prompt] += 1
+        self.times[prompt].append(time.monotonic())
+        attempt = self.attempts[prompt]
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self.bad_auth += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+            if kind == "throttle" and attempt == 1:
+                return web.json_response(
+                    {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "1"}
+                )
+            if kind == "error" and attempt <= 2:
+                return web.json_response({"error": {"message": "boom"}}, status=500)
+            if kind == "dead":
+                return web.json_response({"error": {"message": "unavailable"}}, status=503)
+            if kind == "leak":
+                token = request.headers.get("Authorization", "")
+                return web.json_response(
+                    {"error": {"message": f"bad request from {token}"}}, status=400
+                )
+            if kind == "slow" and attempt == 1:
+                await asyncio.sleep(self.slow_s)
+            if kind == "drop" and attempt == 1:
+                response = web.StreamResponse(
+                    status=200, headers={"Content-Type": "application/json"}
+                )
+                response.content_length = 1000
+                await response.prepare(request)
+                await response.write(b'{"id": "cmpl-1", "choices": [')
+                request.transport.close()
+                return response
+            words = len(prompt.split())
+            return web.json_response(
+                {
+                    "id": f"cmpl-{attempt}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                            "message": {"role": "assistant", "content": f"echo: {prompt}"},
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": words,
+                        "completion_tokens": words + 1,
+                        "total_tokens": 2 * words + 1,
+                    },
+                }
+            )
+        finally:
+            self.in_flight -= 1

@@ -1,0 +1,245 @@
+"""The `openai` engine against real servers on loopback: vLLM's own OpenAI server, our
+Ray Serve app, and a server that injects faults and counts what it receives."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from fault_server import FaultServer
+from helpers import job_config, read_output, write_jsonl
+
+from rollout_ray import load_config, run_job
+from rollout_ray.schema import ROLLOUT_FIELDS
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sk-test-DO-NOT-LEAK-4f9a2c"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model):
+    """`python -m vllm.entrypoints.openai.api_server` on the tiny model."""
+    from rollout_ray.config import VLLMEngineConfig
+    from rollout_ray.engines.vllm_engine import cpu_environment
+
+    port = free_port()
+    env = {
+        **os.environ,
+        **cpu_environment(VLLMEngineConfig(), os.cpu_count() or 1),
+        "VLLM_LOGGING_LEVEL": "ERROR",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            tiny_model,
+            "--served-model-name",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--no-enable-chunked-prefill",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, "vLLM's server exited"
+        time.sleep(1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def openai_job(url: str, output: Path, data: Path, **engine):
+    return load_config(
+        {
+            "model": "tiny",
+            "engine": {"kind": "openai", "base_url": url, "api_key_env": None, **engine},
+            "datasets": [{"name": "api", "path": str(data), "num_repeats": 2}],
+            "sampling": {"max_tokens": 8, "temperature": 0.9, "seed": 5},
+            "output": str(output),
+        }
+    )
+
+
+def test_vllm_server_same_record_as_in_process(ray_session, vllm_server, tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"the sea {i}"} for i in range(6)])
+    run_job(openai_job(vllm_server, tmp_path / "a", data))
+    run_job(openai_job(vllm_server, tmp_path / "b", data))
+    first = {(r["task_id"], r["rollout_index"]): r for r in read_output(tmp_path / "a")}
+    second = {(r["task_id"], r["rollout_index"]): r for r in read_output(tmp_path / "b")}
+    assert len(first) == 12
+    # Seeded rollouts reproduce through the server; repeats differ.
+    assert {k: r["response_text"] for k, r in first.items()} == {
+        k: r["response_text"] for k, r in second.items()
+    }
+    assert (
+        first[("in:0", 0)]["sampling"]["seed"] == 5 and first[("in:0", 1)]["sampling"]["seed"] == 6
+    )
+    for record in first.values():
+        assert record["engine"] == "openai" and record["model"] == "tiny"
+        assert 0 < record["output_tokens"] <= 8 and record["prompt_tokens"] > 0
+    # The same record schema as the in-process engine writes.
+    run_job(job_config(tiny_model, tmp_path / "local", [{"name": "api", "path": str(data)}]))
+    ours = pq.read_schema(next(Path(tmp_path, "local", "data").rglob("*.parquet")))
+    theirs = pq.read_schema(next(Path(tmp_path, "a", "data").rglob("*.parquet")))
+    for field in ROLLOUT_FIELDS:
+        assert ours.field(field.name).type == theirs.field(field.name).type == field.type
+
+
+def test_faults_limits_and_secrets(tmp_path):
+    server = FaultServer(api_key=SECRET, slow_s=3.0).start()
+    kinds = (
+        ["ok"] * 40
+        + ["throttle"] * 5
+        + ["error"] * 5
+        + ["slow"] * 3
+        + ["drop"] * 3
+        + ["dead"] * 2
+        + ["leak"] * 2
+    )
+    data = write_jsonl(
+        tmp_path / "in.jsonl", [{"prompt": f"{kind} request {i}"} for i, kind in enumerate(kinds)]
+    )
+    output = tmp_path / "out"
+    config = {
+        "model": "fault-model",
+        "engine": {
+            "kind": "openai",
+            "base_url": server.url,
+            "api_key_env": "FAULT_API_KEY",
+            "max_concurrent_requests": 4,
+            "requests_per_minute": 60,
+            "timeout_s": 1.0,
+            "max_retries": 2,
+            "backoff_base_s": 0.2,
+            "backoff_max_s": 2.0,
+        },
+        "datasets": [{"name": "faults", "path": str(data)}],
+        "sampling": {"max_tokens": 16},
+        "output": str(output),
+    }
+    (tmp_path / "job.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(tmp_path / "job.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "FAULT_API_KEY": SECRET, "ROLLOUT_RAY_DASHBOARD": "0"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_output(output)
+    failures = read_output(output, "failures")
+    ok_rows = {r["row_index"] for r in records}
+    failed_rows = {f["row_index"]: f for f in failures}
+    # Every row ends exactly once: committed, or in failures after its attempts.
+    assert Counter(r["row_index"] for r in records).most_common(1)[0][1] == 1
+    assert ok_rows.isdisjoint(failed_rows) and ok_rows | set(failed_rows) == set(range(60))
+    assert {kinds[i] for i in failed_rows} == {"dead", "leak"}
+    for i, failure in failed_rows.items():
+        prompt = f"{kinds[i]} request {i}"
+        if kinds[i] == "dead":
+            assert server.attempts[prompt] == 3 and failure["terminal"] is False
+        else:
+            assert server.attempts[prompt] == 1 and failure["terminal"] is True
+            assert "[redacted]" in failure["error"]
+    for record in records:  # the faulty ones recovered through retries
+        assert record["response_text"] == f"echo: {kinds[record['row_index']]} request " + str(
+            record["row_index"]
+        )
+    throttled = [f"throttle request {i}" for i, k in enumerate(kinds) if k == "throttle"]
+    assert all(server.times[p][1] - server.times[p][0] >= 1.0 for p in throttled)  # Retry-After
+    # Limits, counted by the server.
+    assert server.max_in_flight <= 4
+    assert server.max_in_window(60.0) <= 60
+    assert len(server.starts) > 60  # so the per-minute budget really bound
+    assert server.bad_auth == 0
+    # The key appears in no output file, manifest, log line or error text.
+    texts = [done.stdout, done.stderr]
+    for path in output.rglob("*"):
+        if path.suffix == ".parquet":
+            texts.append(json.dumps(pq.read_table(path).to_pylist(), default=str))
+        elif path.is_file():
+            texts.append(path.read_text(errors="replace"))
+    session = Path("/tmp/ray/session_latest/logs")
+    for path in session.rglob("*") if session.exists() else []:
+        if path.is_file():
+            texts.append(path.read_text(errors="replace"))
+    assert not any(SECRET in text for text in texts)
+
+
+def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
+    from openai import OpenAI
+
+    from rollout_ray import serving
+
+    port = free_port()
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a poem {i}"} for i in range(4)])
+    config = load_config(
+        {
+            "model": tiny_model,
+            "serve": {"served_model_name": "tiny", "max_model_len": 512, "port": port},
+            "engine": {
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "api_key_env": None,
+            },
+            "datasets": [{"name": "served", "path": str(data), "num_repeats": 2}],
+            "sampling": {"max_tokens": 8, "seed": 3},
+            "output": str(tmp_path / "out1"),
+        }
+    )
+    url = serving.deploy(config)
+    try:
+        # The official client talks to it.
+        client = OpenAI(base_url=url, api_key="unused")
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=4
+        )
+        assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        # Two jobs share it: the model serves both without loading again.
+        run_job(config)
+        run_job(config.model_copy(update={"output": str(tmp_path / "out2")}))
+        one = {
+            (r["task_id"], r["rollout_index"]): r["response_text"]
+            for r in read_output(tmp_path / "out1")
+        }
+        two = {
+            (r["task_id"], r["rollout_index"]): r["response_text"]
+            for r in read_output(tmp_path / "out2")
+        }
+        assert len(one) == 8 and one == two  # seeded: the same answers
+    finally:
+        serving.stop(config)
