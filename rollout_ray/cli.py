@@ -170,16 +170,21 @@ def verify(
 
 @app.command()
 def export(
-    kind: Annotated[str, typer.Argument(help="sft, dpo, rl or eval.")],
+    kind: Annotated[str, typer.Argument(help="sft, dpo, rl, eval or mix.")],
     output: Annotated[str, typer.Argument(help="A job's output.")],
     dest: Annotated[str, typer.Argument(help="File to write: .jsonl or .parquet (.json: eval).")],
+    weights: Annotated[
+        str | None, typer.Option(help="mix: shares per dataset, e.g. math=0.6,code=0.4.")
+    ] = None,
+    total: Annotated[int | None, typer.Option(help="mix: rows in the mix.")] = None,
+    seed: Annotated[int, typer.Option(help="mix: seed of the sampling and shuffle.")] = 0,
     threshold: Annotated[float | None, typer.Option(help="sft: keep reward >= this.")] = None,
     best_of_n: Annotated[bool, typer.Option(help="sft: keep the best rollout per task.")] = False,
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
     scale: Annotated[str, typer.Option(help="rl: advantage scaling, group or none.")] = "group",
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
 ) -> None:
-    """Turn committed rollouts into a training file, or score them (eval)."""
+    """Turn committed rollouts into a training file, a weighted mix, or scores (eval)."""
     from rollout_ray.console import print_export
     from rollout_ray.exports import export as run_export
 
@@ -188,11 +193,21 @@ def export(
         "dpo": {"min_gap": min_gap},
         "rl": {"scale": scale},
         "eval": {},
+        "mix": {"weights": _weights(weights), "total": total, "threshold": threshold, "seed": seed},
     }
     if kind not in options:
         raise RolloutRayError(f"unknown export {kind!r}; choose one of: {', '.join(options)}")
     report = run_export(kind, output, dest, datasets=dataset, **options[kind])
     print_export(Console(), report)
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise RolloutRayError(f"--weights must look like a=0.6,b=0.4; got {text!r}") from None
 
 
 @app.command()

@@ -115,6 +115,12 @@ class VLLMEngineConfig(_Strict):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM AsyncEngineArgs, passed through as is."
     )
+    watch_model: bool = Field(
+        False,
+        description="Before each shard, check the model folder and reload the engine when a "
+        "new checkpoint is there (collect, train, collect); each rollout records its "
+        "`model_version`.",
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the engine actors."
     )

@@ -219,6 +219,7 @@ class Coordinator:
                     "piece": sum(n - 1 for n in self.tries.values() if n > 1),
                     "request": sum(s.get("retries", 0) for s in self.engine_stats.values()),
                 },
+                "engine_starts": sum(self.actor_starts.values()),
                 "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
                 "manifest_s": round(self.manifest_s, 3),
                 "coordinator_peak_rss_mb": round(_peak_rss_mb(), 1),

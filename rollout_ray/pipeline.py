@@ -79,6 +79,9 @@ def init_ray(num_cpus: int | None = None) -> bool:
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # Every piece descriptor is its own block, handed on as soon as the coordinator
+    # gives it out (the default buffers a read task's rows into 128 MiB blocks).
+    context.target_max_block_size = 1
     # Ray Data's full log stays in the session's ray-data.log; the console gets warnings.
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ == "PlainRayHandler":

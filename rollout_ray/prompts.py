@@ -157,15 +157,22 @@ def _from_gym(row: dict[str, Any]) -> Prompt:
         if isinstance(seed, int):
             sampling["seed"] = seed
     carried = {k: v for k, v in row.items() if k != GYM_KEY}
+    if sampling:
+        sampling = _validated(sampling, GYM_KEY)
     return Prompt(messages, sampling, carried, json.dumps(params, default=str))
 
 
 def _row_sampling(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RowError(f"field {ROW_SAMPLING_KEY!r} must be an object of sampling parameters")
+    return _validated(value, ROW_SAMPLING_KEY)
+
+
+def _validated(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """A row's sampling values, checked as the config's are."""
     try:
-        return SamplingConfig(**value).model_dump(exclude_none=True)
+        return SamplingConfig(**values).model_dump(exclude_none=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise RowError(f"field {ROW_SAMPLING_KEY}.{key}: {first['msg']}") from None
+        raise RowError(f"field {where}.{key}: {first['msg']}") from None

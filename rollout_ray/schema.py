@@ -119,6 +119,8 @@ COMMIT_SCHEMA = pa.schema(
         pa.field("reward_count", pa.int64()),
         pa.field("seconds", pa.float64()),
         pa.field("stats", pa.string()),
+        pa.field("actor", pa.string()),
+        pa.field("node", pa.string()),
         pa.field("committed_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
@@ -132,24 +134,19 @@ def rollouts_table(records: list[dict[str, Any]]) -> pa.Table:
 
     Input fields whose name collides with a core column are stored as `input.<name>`.
     """
-    columns: dict[str, list[Any]] = {f.name: [] for f in ROLLOUT_FIELDS}
-    extra: dict[str, list[Any]] = {}
-    for i, record in enumerate(records):
-        for name in columns:
-            columns[name].append(record.get(name))
-        for name, value in (record.get("input") or {}).items():
-            key = INPUT_PREFIX + name if name in CORE_NAMES else name
-            extra.setdefault(key, [None] * i).append(value)
-        for values in extra.values():
-            if len(values) < i + 1:
-                values.append(None)
-    arrays = [pa.array(columns[f.name], type=f.type) for f in ROLLOUT_FIELDS]
-    fields = list(ROLLOUT_FIELDS)
-    for name, values in extra.items():
-        array = _infer_array(values)
-        arrays.append(array)
-        fields.append(pa.field(name, array.type))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    table = pa.Table.from_pylist(records, schema=ROLLOUT_CORE)
+    inputs = [record.get("input") or {} for record in records]
+    if not any(inputs):
+        return table
+    try:
+        carried = pa.Table.from_pylist(inputs)
+        columns = dict(zip(carried.column_names, carried.columns, strict=True))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        names = list(dict.fromkeys(name for row in inputs for name in row))
+        columns = {name: _infer_array([row.get(name) for row in inputs]) for name in names}
+    for name, column in columns.items():
+        table = table.append_column(INPUT_PREFIX + name if name in CORE_NAMES else name, column)
+    return table
 
 
 def failures_table(records: list[dict[str, Any]]) -> pa.Table:

@@ -33,7 +33,7 @@ def comparison(config: JobConfig, progress: dict[str, Any]) -> list[dict[str, An
         counts = progress["datasets"].get(dataset.name, {})
         reward = (counts.get("stats") or {}).get("reward") or {}
         ok = counts.get("ok", 0)
-        evals = metrics.get(dataset.name, {})
+        evals = metrics.get(dataset.name, {}).get("metrics", {})
         rows.append(
             {
                 "dataset": dataset.sweep_base_name,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from rollout_ray import storage
 from rollout_ray.aggregates import piece_stats
-from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig, SamplingConfig
+from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig
 from rollout_ray.engines import Engine, EngineDead, FatalEngineError, Generation, GenerationRequest
 from rollout_ray.errors import RowError, redact
 from rollout_ray.manifest import Layout, now_utc
@@ -56,10 +56,18 @@ class CoordinatorClient(Protocol):
 class _Rollout:
     """One rollout to generate: where it comes from and what to ask."""
 
-    __slots__ = ("index", "prompt", "request", "row")
+    __slots__ = ("index", "prompt", "request", "row", "sampling")
 
-    def __init__(self, row: SourceRow, prompt: Prompt, index: int, request: GenerationRequest):
+    def __init__(
+        self,
+        row: SourceRow,
+        prompt: Prompt,
+        index: int,
+        request: GenerationRequest,
+        sampling: dict[str, Any],
+    ):
         self.row, self.prompt, self.index, self.request = row, prompt, index, request
+        self.sampling = sampling  # as stored in the record's `sampling` column
 
 
 class PieceRunner:
@@ -78,15 +86,21 @@ class PieceRunner:
         self.layout = layout
         self.secrets = secrets
         self.verification = verification or LocalVerification(dataset_verifiers(config), secrets)
-        self.datasets: dict[str, tuple[DatasetConfig, SamplingConfig, dict[str, Any]]] = {}
+        # Per dataset: its config, its resolved sampling, and the command line's part of
+        # it (which beats a row's own values); plain dicts, as this is per-row work.
+        self.datasets: dict[str, tuple[DatasetConfig, dict[str, Any], dict[str, Any]]] = {}
         for i, dataset in enumerate(config.datasets):
             base = JOB_SAMPLING_DEFAULTS.merged(config.sampling, dataset.sampling)
             pinned = base.model_dump(include=config.pinned_sampling(i), exclude_none=True)
-            self.datasets[dataset.name] = (dataset, base, pinned)
+            self.datasets[dataset.name] = (dataset, base.model_dump(exclude_none=True), pinned)
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout-io")
         self._partials: dict[str, list[int]] = {}
         self._reporter: asyncio.Task | None = None
         self.actor_id = ""
+        self.node_id = ""
+        self._gate: asyncio.Condition | None = None
+        self._active = 0
+        self._reloading = False
 
     # ------------------------------------------------------------------ the piece
 
@@ -104,7 +118,11 @@ class PieceRunner:
         else:
             rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
             self._partials[item.piece_id] = [0, 0]
-            outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
+            await self._enter()
+            try:
+                outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
+            finally:
+                await self._leave()
             ok = [o for o in outcomes if "stage" not in o]
             failures += [o for o in outcomes if "stage" in o]
             if ok and self.datasets[item.shard.dataset][0].verifier is not None:
@@ -146,23 +164,25 @@ class PieceRunner:
                     raise row.error
                 assert row.value is not None
                 prompt = build_prompt(row.value, dataset)
-                sampling = base.merged(prompt.sampling, pinned).model_dump(exclude_none=True)
+                sampling = {**base, **prompt.sampling, **pinned} if prompt.sampling else base
                 token_ids = self.engine.prepare(prompt.messages, sampling)
             except RowError as exc:
                 failures.append(self._failure(item, row, -1, exc.stage, exc, terminal=True))
                 continue
+            stored = sampling_record(sampling)
+            seed = sampling.get("seed")
+            extra = {"gym": prompt.responses_create_params is not None}
             for index in indices:
-                params = dict(sampling)
-                if params.get("seed") is not None:
-                    params["seed"] = params["seed"] + index
                 request = GenerationRequest(
                     request_id=f"{item.piece_id}/{row.row_index}/{index}/{os.urandom(3).hex()}",
                     messages=prompt.messages,
-                    sampling=params,
+                    # Rollout i of a row samples with seed + i: repeats differ, reruns agree.
+                    sampling=sampling if seed is None else {**sampling, "seed": seed + index},
                     prompt_token_ids=token_ids,
-                    extra={"gym": prompt.responses_create_params is not None},
+                    extra=extra,
                 )
-                rollouts.append(_Rollout(row, prompt, index, request))
+                record_sampling = stored if seed is None else {**stored, "seed": seed + index}
+                rollouts.append(_Rollout(row, prompt, index, request, record_sampling))
         return rollouts, failures
 
     async def _generate(self, item: WorkItem, rollout: _Rollout) -> dict[str, Any]:
@@ -179,6 +199,32 @@ class PieceRunner:
             partial[0] += 1
             partial[1] += generation.output_tokens
         return self._record(item, rollout, generation)
+
+    async def _enter(self) -> None:
+        """Start generating; first reload the engine if a new checkpoint is there, once
+        the pieces generating with the old one are done (watch_model)."""
+        if self._gate is None:
+            self._gate = asyncio.Condition()
+        watch = getattr(self.config.engine, "watch_model", False)
+        async with self._gate:
+            while self._reloading:
+                await self._gate.wait()
+            if watch and await asyncio.to_thread(self.engine.checkpoint_changed):
+                self._reloading = True
+                while self._active:
+                    await self._gate.wait()
+                try:
+                    await asyncio.to_thread(self.engine.reload)
+                finally:
+                    self._reloading = False
+                    self._gate.notify_all()
+            self._active += 1
+
+    async def _leave(self) -> None:
+        assert self._gate is not None
+        async with self._gate:
+            self._active -= 1
+            self._gate.notify_all()
 
     async def _verify(
         self, item: WorkItem, records: list[dict[str, Any]]
@@ -220,8 +266,9 @@ class PieceRunner:
             "output_token_ids": gen.output_token_ids,
             "output_logprobs": gen.output_logprobs,
             "model": self.engine.model_label,
+            "model_version": self.engine.model_version,
             "engine": self.engine.name,
-            "sampling": sampling_record(rollout.request.sampling),
+            "sampling": rollout.sampling,
             "attempt": item.round + 1,
             "latency_s": gen.latency_s,
             "ttft_s": gen.ttft_s,
@@ -297,6 +344,8 @@ class PieceRunner:
             "reward_count": len(rewards),
             "seconds": time.monotonic() - started,
             "stats": json.dumps(piece_stats(ok)),
+            "actor": self.actor_id,
+            "node": self.node_id,
             "committed_at": now_utc(),
         }
 
@@ -351,7 +400,9 @@ class EngineWorker:
         self.runner = PieceRunner(
             config, engine, client, Layout(config.output), secrets, verification
         )
-        self.runner.actor_id = ray.get_runtime_context().get_actor_id() or ""
+        context = ray.get_runtime_context()
+        self.runner.actor_id = context.get_actor_id() or ""
+        self.runner.node_id = context.get_node_id() or ""
         client.register_actor(self.runner.actor_id)
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

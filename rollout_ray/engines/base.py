@@ -51,6 +51,8 @@ class Engine(abc.ABC):
 
     #: Name stored in each record's `engine` column.
     name: str = "engine"
+    #: Which checkpoint is loaded, stored in each record's `model_version` column.
+    model_version: str | None = None
 
     @property
     @abc.abstractmethod
@@ -76,6 +78,13 @@ class Engine(abc.ABC):
             EngineDead: the engine is gone; nothing more will succeed in this actor.
             Exception: anything else fails this rollout only, and may pass on retry.
         """
+
+    def checkpoint_changed(self) -> bool:
+        """Whether the model's folder now holds another checkpoint (watch_model)."""
+        return False
+
+    def reload(self) -> None:  # noqa: B027 - only engines that load checkpoints reload
+        """Load the model again; called only when no request is in flight."""
 
     def stats(self) -> dict[str, float]:
         """Live engine figures for metrics (requests running, waiting, ...)."""

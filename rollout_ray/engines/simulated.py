@@ -8,6 +8,7 @@ it has a batch capacity (`max_num_seqs`): rollouts beyond it wait for a free slo
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from typing import Any
@@ -80,26 +81,20 @@ class SimulatedEngine(Engine):
                     await asyncio.sleep(self.config.latency_s)
             finally:
                 self._running -= 1
-        key = repr(
-            (
-                request.messages,
-                request.sampling.get("seed"),
-                request.request_id if request.sampling.get("seed") is None else "",
-            )
-        )
+        # Deterministic for a prompt and seed: a rerun writes the same text.
+        key = f"{request.messages[-1]['content']}|{request.sampling.get('seed')}"
         start = _stable_int(key, 0)
         n = min(self.config.output_tokens, request.sampling.get("max_tokens") or 10**9)
-        words = [_WORDS[(start + i) % len(_WORDS)] for i in range(n)]
-        ids = [(start + i) % 50000 for i in range(n)]
         want_ids = bool(request.sampling.get("return_token_ids"))
+        ids = [(start + i) % 50000 for i in range(n)] if want_ids else None
         prompt_ids = request.prompt_token_ids or []
         return Generation(
-            text=" ".join(words),
+            text=_text(start % len(_WORDS), n),
             finish_reason="length" if n == request.sampling.get("max_tokens") else "stop",
             prompt_tokens=len(prompt_ids),
             output_tokens=n,
             prompt_token_ids=list(prompt_ids) if want_ids else None,
-            output_token_ids=ids if want_ids else None,
+            output_token_ids=ids,
             output_logprobs=[-((start + i) % 7) / 7 for i in range(n)]
             if request.sampling.get("logprobs")
             else None,
@@ -109,6 +104,12 @@ class SimulatedEngine(Engine):
 
     def stats(self) -> dict[str, float]:
         return {"requests_running": float(self._running)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(first: int, n: int) -> str:
+    """n words of the cycle starting at word `first` (there are few distinct texts)."""
+    return " ".join(_WORDS[(first + i) % len(_WORDS)] for i in range(n))
 
 
 def _stable_int(text: str, salt: int) -> int:

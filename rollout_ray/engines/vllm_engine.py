@@ -46,13 +46,20 @@ class VLLMEngine(Engine):
     name = "vllm"
 
     def __init__(self, model: str, config: VLLMEngineConfig, device: str):
+        self._model_name = model
+        self.config = config
+        self.device = device
+        self._start()
+
+    def _start(self) -> None:
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._model_name = model
+        config, device, model = self.config, self.device, self._model_name
         path = resolve_model(model, announce=log.warning)
+        self.model_version = checkpoint_version(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs: dict[str, Any] = {
             "model": path,
@@ -84,6 +91,16 @@ class VLLMEngine(Engine):
     @property
     def model_label(self) -> str:
         return self._model_name
+
+    def checkpoint_changed(self) -> bool:
+        path = resolve_model(self._model_name)
+        return checkpoint_version(path) != self.model_version
+
+    def reload(self) -> None:
+        """Load the model's folder again (a new checkpoint was written there)."""
+        log.warning("new checkpoint in %s: reloading the engine", self._model_name)
+        self.close()
+        self._start()
 
     def prepare(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> list[int]:
         try:
@@ -189,6 +206,20 @@ class VLLMEngine(Engine):
                 with contextlib.suppress(Exception):
                     asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=5)
         self.engine.shutdown()
+
+
+def checkpoint_version(path: str) -> str:
+    """What identifies a checkpoint: the folder a path resolves to (symlinks followed)
+    and when its weights and config last changed."""
+    if not os.path.isdir(path):
+        return path  # a hub name: its version is its name
+    real = os.path.realpath(path)
+    stamps = [
+        os.stat(os.path.join(real, name)).st_mtime_ns
+        for name in os.listdir(real)
+        if name.endswith((".safetensors", ".bin", ".json"))
+    ]
+    return f"{os.path.basename(real)}@{max(stamps, default=0)}"
 
 
 def detect_device() -> str:

@@ -1,4 +1,5 @@
-"""Turn a job's committed rollouts into training files (SFT, DPO, RL) and eval metrics."""
+"""Turn a job's committed rollouts into training files (SFT, DPO, RL, a weighted mix)
+and eval metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from rollout_ray.exports.dpo import export_dpo
 from rollout_ray.exports.evaluation import default_ks, eval_table, export_eval, pass_at_k
+from rollout_ray.exports.mix import export_mix
 from rollout_ray.exports.rl import export_rl
 from rollout_ray.exports.sft import export_sft
 from rollout_ray.exports.writer import ExportReport
@@ -18,6 +20,7 @@ EXPORTERS: dict[str, Callable[..., ExportReport]] = {
     "dpo": export_dpo,
     "rl": export_rl,
     "eval": export_eval,
+    "mix": export_mix,
 }
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "export",
     "export_dpo",
     "export_eval",
+    "export_mix",
     "export_rl",
     "export_sft",
     "options",
