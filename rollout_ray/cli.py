@@ -231,6 +231,26 @@ def serve(
     print(url)
 
 
+@app.command()
+def submit(
+    config: Annotated[Path, typer.Argument(help="Job YAML, relative to the working dir.")],
+    overrides: OverridesArg = None,
+    address: Annotated[
+        str, typer.Option(envvar="RAY_ADDRESS", help="The cluster's dashboard address.")
+    ] = "http://127.0.0.1:8265",
+    working_dir: Annotated[str, typer.Option(help="Folder shipped to the cluster.")] = ".",
+    run: Annotated[bool, typer.Option("--run", help="Run it instead of printing it.")] = False,
+) -> None:
+    """Print (or --run) the `ray job submit` command that runs a job on a cluster."""
+    from rollout_ray.submit import exec_submit, shell_line, submit_command
+
+    _load(config, overrides)  # refuse a bad config here, not on the cluster
+    argv = submit_command(str(config), list(overrides or []), address, working_dir)
+    if run:
+        exec_submit(argv)
+    print(shell_line(argv))
+
+
 @model_app.command("prepare")
 def model_prepare(
     name: Annotated[

@@ -92,6 +92,11 @@ class VLLMEngineConfig(_Strict):
         None, ge=0, description="GPUs per actor; default tensor_parallel_size on cuda, 0 on cpu."
     )
     num_cpus: float = Field(1, ge=0, description="Logical CPUs Ray reserves per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
+        "the actors on a kind of node.",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica spans.")
     max_model_len: int | None = Field(
         None, ge=16, description="Context length; default: the model's own."
@@ -136,6 +141,11 @@ class SimulatedEngineConfig(_Strict):
         None, ge=1, description="Shards each actor works on at once; default: as for vllm."
     )
     num_cpus: float = Field(0.25, ge=0, description="Logical CPUs Ray reserves per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
+        "the actors on a kind of node.",
+    )
     latency_s: float = Field(0.0, ge=0, description="Seconds each rollout takes.")
     output_tokens: int = Field(16, ge=1, description="Tokens in every simulated response.")
     max_num_seqs: int = Field(
@@ -173,6 +183,11 @@ class OpenAIEngineConfig(_Strict):
     concurrency: int = Field(1, ge=1, description="Client actors (one is plenty for most APIs).")
     shards_in_flight: int | None = Field(None, ge=1, description="Shards each actor works on.")
     num_cpus: float = Field(0.5, ge=0, description="Logical CPUs Ray reserves per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
+        "the actors on a kind of node.",
+    )
     max_concurrent_requests: int = Field(
         64, ge=1, description="Requests in flight at once, per actor."
     )

@@ -138,6 +138,8 @@ class Coordinator:
         shards = [Shard.from_dict(row) for row in plan.to_pylist()]
         self.state = JobState(self.layout, shards, manifest.read_commits(self.layout))
         self.tries: Counter[str] = Counter()
+        self.preempted: Counter[str] = Counter()
+        self.piece_nodes: dict[str, str] = {}
         self.actor_starts: Counter[str] = Counter()
         self.engine_stats: dict[str, dict[str, float]] = {}
         self.ray_metrics = _ray_metrics(job_name)
@@ -217,8 +219,10 @@ class Coordinator:
                 ),
                 "retries": {
                     "piece": sum(n - 1 for n in self.tries.values() if n > 1),
+                    "preemption": sum(self.preempted.values()),
                     "request": sum(s.get("retries", 0) for s in self.engine_stats.values()),
                 },
+                "pieces_redone_after_preemption": len(self.preempted),
                 "engine_starts": sum(self.actor_starts.values()),
                 "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
                 "manifest_s": round(self.manifest_s, 3),
@@ -240,12 +244,22 @@ class Coordinator:
 
     # ------------------------------------------------------------ worker calls
 
-    def begin(self, piece_id: str) -> dict[str, Any]:
+    def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
         """Called when a piece starts; counts tries so a piece that keeps killing its
-        actor is given up instead of retried forever."""
+        actor is given up instead of retried forever.
+
+        A piece started again because the node it ran on is gone (a preempted spot
+        node) is counted as a preemption, not as a try: preemptions never use up the
+        retry budget meant for real errors.
+        """
         if piece_id in self.state.committed:
             return {"committed": {"piece_id": piece_id, "duplicate": True}}
-        self.tries[piece_id] += 1
+        previous = self.piece_nodes.get(piece_id)
+        if previous is not None and previous != node and not _node_alive(previous):
+            self.preempted[piece_id] += 1
+        else:
+            self.tries[piece_id] += 1
+        self.piece_nodes[piece_id] = node
         if self.first_piece_at is None:
             self.first_piece_at = time.time()
         return {"committed": None, "tries": self.tries[piece_id]}
@@ -348,6 +362,16 @@ class Coordinator:
         manifest.release_lease(self.layout, self.owner)
 
 
+def _node_alive(node: str) -> bool:
+    """Whether a Ray node is alive (asked only when a piece is started again)."""
+    try:
+        import ray
+
+        return any(n["NodeID"] == node and n["Alive"] for n in ray.nodes())
+    except Exception:  # no cluster view: treat as alive, so the try is counted
+        return True
+
+
 def _ray_metrics(job: str):
     """Ray's metrics API inside a Ray actor (the dashboard's view); None elsewhere."""
     try:
@@ -375,8 +399,8 @@ class RayCoordinatorClient:
     def __init__(self, handle: Any):
         self.handle = handle
 
-    async def begin(self, piece_id: str) -> dict[str, Any]:
-        return await self._call("begin", piece_id)
+    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
+        return await self._call("begin", piece_id, node)
 
     async def commit(self, record: dict[str, Any]) -> None:
         await self._call("commit", record)

@@ -113,6 +113,8 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
         **_passthrough_env(),
     }
     options: dict[str, Any] = {"num_cpus": engine.num_cpus}
+    if engine.resources:
+        options["resources"] = dict(engine.resources)
     if engine.kind == "vllm":
         from rollout_ray.engines.vllm_engine import cpu_environment
 

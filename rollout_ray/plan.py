@@ -47,6 +47,8 @@ RESOURCE_FIELDS = {
     "timeout_s",
     "max_retries",
     "latency_s",
+    "resources",
+    "watch_model",
 }
 #: Top-level fields that don't change what a job writes.
 _NON_SEMANTIC_TOP = {

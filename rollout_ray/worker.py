@@ -43,7 +43,7 @@ REPORT_EVERY_S = 1.0
 class CoordinatorClient(Protocol):
     """What a piece needs from the coordinator (the Ray actor, or a local stand-in)."""
 
-    async def begin(self, piece_id: str) -> dict[str, Any]: ...
+    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]: ...
     async def commit(self, record: dict[str, Any]) -> None: ...
     def report(
         self,
@@ -107,7 +107,7 @@ class PieceRunner:
     async def run(self, item: WorkItem) -> dict[str, Any]:
         """Do one piece and commit it; returns its commit record."""
         started = time.monotonic()
-        begun = await self.coordinator.begin(item.piece_id)
+        begun = await self.coordinator.begin(item.piece_id, self.node_id)
         if begun.get("committed"):
             return begun["committed"]  # a retried task whose piece already landed
         self._ensure_reporter()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -42,3 +47,18 @@ def read_output(output: Path | str, kind: str = "data"):
         return []
     tables = [pq.read_table(f) for f in files]
     return pa.concat_tables(tables, promote_options="permissive").to_pylist()
+
+
+def kill_driver(proc: subprocess.Popen) -> None:
+    """kill -9 the driver only; then clear what it leaves (as when its machine goes)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ class LocalCoordinator:
         self.layout = layout
         self.tries: dict[str, int] = {}
 
-    async def begin(self, piece_id):
+    async def begin(self, piece_id, node=""):
         self.tries[piece_id] = self.tries.get(piece_id, 0) + 1
         return {"committed": None, "tries": self.tries[piece_id]}
 

@@ -3,7 +3,6 @@ actor, refuse unsafe resumes. Real Ray, real vLLM (the tiny model), real S3 serv
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers import job_config, read_output, write_jsonl
+from helpers import job_config, kill_driver, read_output, write_jsonl
 
 from rollout_ray import run_job, storage
 from rollout_ray.errors import ResumeRefused
@@ -57,21 +56,6 @@ def start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
         )
     proc.started = time.time()
     return proc
-
-
-def kill_driver(proc: subprocess.Popen) -> None:
-    """kill -9 the driver only; then clear what it leaves (as when its machine goes)."""
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.5)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_for_generation(output: str, proc: subprocess.Popen, timeout: float = 180) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import read_output, write_jsonl
+from helpers import kill_driver, read_output, write_jsonl
 from tiny_model import build_tiny_model
 
 from rollout_ray import storage
@@ -92,9 +92,7 @@ def test_watch_picks_up_new_files_and_survives_kill(tmp_path, tiny_model):
     wait_for(output, 10, proc, log)
     write_jsonl(inbox / "b.jsonl", rows("b", 5))  # a file added while it runs
     wait_for(output, 15, proc, log)
-    proc.send_signal(signal.SIGKILL)  # kill -9 the driver
-    proc.wait()
-    time.sleep(3)
+    kill_driver(proc)  # kill -9 the driver (then clear what it leaves behind)
     with open(inbox / "a.jsonl", "a") as f:  # a file that grows, and a new one
         f.write("".join(f'{{"prompt": "a more {i}"}}\n' for i in range(3)))
     write_jsonl(inbox / "c.jsonl", rows("c", 4))

@@ -1,0 +1,64 @@
+"""`rollout-ray submit`: the `ray job submit` command line that runs a job on a cluster.
+
+It only builds the command (and can run it): Ray's job submission does the work. The
+job's driver runs `rollout-ray run` on the head node, where it finds the cluster through
+RAY_ADDRESS, as any Ray job does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+#: Settings a job may need on the cluster that are not secrets (credentials belong in
+#: the cluster's own environment or a Kubernetes Secret, never on a command line).
+PASSED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "HF_HUB_OFFLINE",
+    "ROLLOUT_RAY_CACHE",
+)
+
+
+def token_auth() -> bool:
+    """Whether this machine holds a Ray auth token (Ray 2.60 enables token auth)."""
+    return bool(
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or Path("~/.ray/auth_token").expanduser().exists()
+    )
+
+
+def submit_command(
+    config: str,
+    overrides: list[str],
+    address: str,
+    working_dir: str = ".",
+    no_wait: bool = False,
+) -> list[str]:
+    """The argv of `ray job submit` for `rollout-ray run CONFIG OVERRIDES...`."""
+    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    command = ["ray", "job", "submit", "--address", address, "--working-dir", working_dir]
+    if env:
+        command += ["--runtime-env-json", json.dumps({"env_vars": env})]
+    if no_wait:
+        command.append("--no-wait")
+    return [*command, "--", "rollout-ray", "run", config, *overrides]
+
+
+def shell_line(argv: list[str]) -> str:
+    prefix = "RAY_AUTH_MODE=token " if token_auth() else ""
+    return prefix + shlex.join(argv)
+
+
+def exec_submit(argv: list[str]) -> None:
+    """Replace this process with `ray job submit` (the venv's `ray` if not on PATH)."""
+    ray = shutil.which(argv[0]) or str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, **({"RAY_AUTH_MODE": "token"} if token_auth() else {})}
+    os.execvpe(ray, [ray, *argv[1:]], env)

@@ -1,0 +1,126 @@
+"""On a real multi-process Ray cluster on loopback: a job sent with `ray job submit`
+(token authentication on, as Ray 2.60 starts clusters), and a worker node lost mid-job
+and replaced, as a spot node would be."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import read_output, write_jsonl
+from ray_cluster import RAY, LocalCluster
+
+from rollout_ray.submit import submit_command
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster():
+    cluster = LocalCluster(head_cpus=2)
+    yield cluster
+    cluster.shutdown()
+
+
+def job_file(folder: Path, tiny_model: str, data: Path, output: Path, **engine) -> Path:
+    path = folder / "job.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": tiny_model,
+                "engine": {"kind": "vllm", "max_model_len": 256, **engine},
+                "datasets": [{"name": "remote", "path": str(data), "num_repeats": 2}],
+                "sampling": {"max_tokens": 16, "seed": 1},
+                "output": str(output),
+                "metrics_port": 0,
+            }
+        )
+    )
+    return path
+
+
+def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
+    work = tmp_path / "work"
+    data = write_jsonl(work / "rows.jsonl", [{"prompt": f"a poem {i}"} for i in range(20)])
+    output = tmp_path / "out"
+    job_file(work, tiny_model, data, output)
+    # The command `rollout-ray submit` prints, run as the user would (token auth on).
+    argv = submit_command("job.yaml", [], cluster.dashboard, working_dir=str(work), no_wait=True)
+    env = {**cluster.env, "RAY_AUTH_MODE": "token"}
+    cluster.wait_for_agent()
+    for _ in range(30):  # the job agent starts a little after the head
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            break
+        assert "No available agent" in done.stderr + done.stdout, done.stderr[-2000:]
+        time.sleep(2)
+    job_id = re.search(r"raysubmit_\w+", done.stdout + done.stderr).group(0)
+    deadline, state = time.time() + 600, ""
+    while time.time() < deadline:
+        status = subprocess.run(
+            [RAY, "job", "status", "--address", cluster.dashboard, job_id],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        state = (status.stdout + status.stderr).upper()
+        if any(s in state for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            break
+        time.sleep(3)
+    logs = subprocess.run(
+        [RAY, "job", "logs", "--address", cluster.dashboard, job_id],
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "SUCCEEDED" in state, logs[-3000:]
+    keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(output))
+    assert set(keys) == {(f"rows:{i}", k) for i in range(20) for k in range(2)}
+    assert max(keys.values()) == 1
+    assert "[rollout-ray] 40/40 rollouts (100%)" in logs  # readable progress lines in logs
+
+
+def test_node_lost_mid_job_is_preemption_not_failure(cluster, tiny_model, tmp_path):
+    spot = cluster.add_node(cpus=2, resources='{"spot": 4}')
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"the sea {i}"} for i in range(240)])
+    output = tmp_path / "out"
+    config = job_file(tmp_path, tiny_model, data, output, resources={"spot": 1}, shards_in_flight=2)
+    yaml_config = yaml.safe_load(config.read_text())
+    yaml_config.update(shard_size=16, sampling={"max_tokens": 48, "seed": 1})
+    config.write_text(yaml.safe_dump(yaml_config))
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "rollout_ray.cli", "run", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**cluster.env, "RAY_ADDRESS": cluster.address},
+        )
+    progress = output / "_manifest" / "progress.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # until the engine on the spot node has committed work
+        if progress.exists() and json.loads(progress.read_text())["run"]["done"] >= 64:
+            break
+        assert driver.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.5)
+    in_flight_before = json.loads(progress.read_text())["run"]
+    assert cluster.kill_node(spot) > 0  # the node is gone: raylet, its actors, everything
+    time.sleep(20)  # no node can hold the engine now: the job waits for capacity
+    assert driver.poll() is None
+    cluster.add_node(cpus=2, resources='{"spot": 4}')  # the replacement node
+    assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+    keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(output))
+    assert set(keys) == {(f"rows:{i}", k) for i in range(240) for k in range(2)}
+    assert max(keys.values()) == 1
+    assert read_output(output, "failures") == []  # lost work is not a row failure
+    run = json.loads((output / "metrics.json").read_text())["run"]
+    assert run["retries"]["preemption"] >= 1 and run["retries"]["piece"] == 0
+    # Only the lost node's in-flight pieces were redone: one actor, 2 pieces in flight.
+    assert 1 <= run["pieces_redone_after_preemption"] <= 2, (run, in_flight_before)
