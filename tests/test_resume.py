@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,7 +32,7 @@ ROWS, REPEATS = 480, 4
 def job_yaml(tmp_path: Path, tiny_model: str, data: str, output: str) -> Path:
     config = {
         "model": tiny_model,
-        "engine": {"kind": "vllm", "max_model_len": 256},
+        "engine": {"kind": "vllm", "max_model_len": 256, "shards_in_flight": 2},
         "datasets": [{"name": "kill", "path": data, "num_repeats": REPEATS}],
         "sampling": {"max_tokens": 96, "temperature": 1.0, "seed": 3},
         "shard_size": 8,
@@ -58,19 +57,24 @@ def start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
     return proc
 
 
-def wait_for_generation(output: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Until this run reports rollouts done (its progress file), or it exits."""
-    progress = storage.join(output, "_manifest", "progress.json")
-    deadline = time.time() + timeout
+def committed_pieces(output: str) -> int:
+    """How many pieces of work the manifest commits (cheap: commit records only)."""
+    try:
+        return len(read_commits(Layout(output)))
+    except (FileNotFoundError, OSError, ValueError):
+        return 0
+
+
+def run_until(proc: subprocess.Popen, output: str, pieces: int, seconds: float) -> None:
+    """Let a run go on until the manifest commits `pieces`, `seconds` pass, or it exits.
+
+    Kill points are tied to committed progress, not only to wall time, so the job
+    cannot finish before its tenth kill on a machine faster than this one."""
+    deadline = time.time() + seconds
     while time.time() < deadline and proc.poll() is None:
-        try:
-            report = storage.read_json(progress)
-            updated = datetime.fromisoformat(report["updated_at"]).timestamp()
-            if updated > proc.started and report["run"].get("done", 0) > 0:
-                return
-        except (FileNotFoundError, ValueError, OSError):
-            pass
-        time.sleep(0.5)
+        if committed_pieces(output) >= pieces:
+            return
+        time.sleep(0.2)
 
 
 def committed_records(output: str) -> dict[tuple, tuple]:
@@ -102,14 +106,18 @@ def kill_and_resume(tmp_path, tiny_model, data: str, output: str, kills: int, se
     log = tmp_path / "runs.log"
     rng = random.Random(seed)
     snapshots, progress = {}, []
+    total = ROWS // 8  # pieces in the plan (shard_size 8, one piece per shard)
     for i in range(kills):
         proc = start(config, log)
+        done = committed_pieces(output)
         if i % 2:
-            time.sleep(rng.uniform(2, 30))  # any moment, start-up included
+            # any moment, start-up included: a random time, but at most one more piece
+            run_until(proc, output, done + 1, rng.uniform(1, 20))
         else:
-            # mid-generation: once this run has produced something, at a random moment
-            wait_for_generation(output, proc)
-            time.sleep(rng.uniform(0, 6))
+            # mid-generation: after a random share of what is left for the kills to come
+            step = max(1, int((total - done) / (kills - i + 1) * rng.uniform(0.3, 1.0)))
+            run_until(proc, output, done + step, 600)
+            time.sleep(rng.uniform(0, 0.5))  # and inside whatever is being written now
         if proc.poll() is not None:
             break  # it finished before the kill came
         kill_driver(proc)
