@@ -251,6 +251,14 @@ def submit(
     print(shell_line(argv))
 
 
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print every config key with its type, default and meaning (Markdown)."""
+    from rollout_ray.reference import render_reference
+
+    print(render_reference(), end="")
+
+
 @model_app.command("prepare")
 def model_prepare(
     name: Annotated[

@@ -76,7 +76,7 @@ JOB_SAMPLING_DEFAULTS = SamplingConfig(
 class VLLMEngineConfig(_Strict):
     """In-process vLLM (AsyncLLM) inside each actor of a Ray Data actor pool."""
 
-    kind: Literal["vllm"] = "vllm"
+    kind: Literal["vllm"] = Field("vllm", description="Selects this block.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors (model replicas).")
     shards_in_flight: int | None = Field(
         None,
@@ -135,7 +135,7 @@ class SimulatedEngineConfig(_Strict):
     """A dry-run engine with no model: deterministic text of a set length after a set
     latency. For checking a plan, the pipeline's own throughput and cost estimates."""
 
-    kind: Literal["simulated"] = "simulated"
+    kind: Literal["simulated"] = Field("simulated", description="Selects this block.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors.")
     shards_in_flight: int | None = Field(
         None, ge=1, description="Shards each actor works on at once; default: as for vllm."
@@ -160,7 +160,7 @@ class SimulatedEngineConfig(_Strict):
 class OpenAIEngineConfig(_Strict):
     """Any OpenAI-compatible endpoint: a hosted API, `vllm serve`, `rollout-ray serve`."""
 
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai"] = Field("openai", description="Selects this block.")
     base_url: str = Field("https://api.openai.com/v1", description="The API's base URL.")
     model_name: str | None = Field(
         None,
@@ -229,7 +229,7 @@ class ExactMatchVerifier(_VerifierBase):
     """Reward 1 when the (extracted) response equals the reference after normalising
     case, whitespace and surrounding punctuation."""
 
-    kind: Literal["exact_match"] = "exact_match"
+    kind: Literal["exact_match"] = Field("exact_match", description="Selects this block.")
     extract: Literal["full", "last_line", "boxed", "answer_colon"] = Field(
         "full",
         description="What part of the response is compared: all of it, its last line, "
@@ -242,7 +242,7 @@ class MCQAVerifier(_VerifierBase):
     """Multiple choice, graded as NeMo Gym's MCQA environment does: the choice letter
     (e.g. inside the last \\boxed{}) against `answer_field`."""
 
-    kind: Literal["mcqa"] = "mcqa"
+    kind: Literal["mcqa"] = Field("mcqa", description="Selects this block.")
     options_field: str = Field(
         "options", description="Row field with the options: [{'A': text}, ...] or {'A': text}."
     )
@@ -254,7 +254,7 @@ class MCQAVerifier(_VerifierBase):
 class MathVerifier(_VerifierBase):
     """Answer equivalence through the math-verify library (e.g. 1/2 == 0.5 == \\frac12)."""
 
-    kind: Literal["math"] = "math"
+    kind: Literal["math"] = Field("math", description="Selects this block.")
     timeout_s: float = Field(10.0, gt=0, description="Give up on one answer after this long.")
 
 
@@ -262,7 +262,7 @@ class RegexVerifier(_Strict):
     """Reward 1 when `pattern` is found in the response; with `answer_field`, when its
     first group equals that field."""
 
-    kind: Literal["regex"] = "regex"
+    kind: Literal["regex"] = Field("regex", description="Selects this block.")
     pattern: str = Field(..., description="Python regular expression.")
     answer_field: str | None = Field(None, description="Compare the first group to this field.")
     ignore_case: bool = Field(False, description="Match case-insensitively.")
@@ -272,7 +272,7 @@ class JsonSchemaVerifier(_Strict):
     """Reward 1 when the response parses as JSON (a ```json fence is allowed) and
     validates against the schema."""
 
-    kind: Literal["json_schema"] = "json_schema"
+    kind: Literal["json_schema"] = Field("json_schema", description="Selects this block.")
     json_schema: dict[str, Any] | None = Field(
         None, alias="schema", description="The JSON Schema, inline."
     )
@@ -283,7 +283,7 @@ class JsonSchemaVerifier(_Strict):
 class PythonVerifier(_Strict):
     """Any function named by import path, `module:function(record) -> float | dict`."""
 
-    kind: Literal["python"] = "python"
+    kind: Literal["python"] = Field("python", description="Selects this block.")
     function: str = Field(..., description="`package.module:function`.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
 
@@ -291,7 +291,7 @@ class PythonVerifier(_Strict):
 class HttpVerifier(_Strict):
     """POST to a verifier service in NeMo Gym's /verify shape; reply `reward` + fields."""
 
-    kind: Literal["http"] = "http"
+    kind: Literal["http"] = Field("http", description="Selects this block.")
     url: str = Field(..., description="The /verify endpoint.")
     concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")

@@ -1,0 +1,49 @@
+"""The documentation tells the truth: the config reference is the code's, and every
+`rollout-ray` command the README shows parses."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rollout_ray.cli import app
+from rollout_ray.reference import render_reference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_reference_is_up_to_date():
+    assert (ROOT / "docs" / "config-reference.md").read_text() == render_reference(), (
+        "docs/config-reference.md is stale: run `rollout-ray config-reference > "
+        "docs/config-reference.md`"
+    )
+
+
+def test_readme_and_docs_commands_are_real_commands():
+    runner = CliRunner()
+    commands = set(
+        app.registered_commands and [c.name or c.callback.__name__ for c in app.registered_commands]
+    )
+    found = 0
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        in_code = False
+        for line in path.read_text().splitlines():
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+                continue
+            match = in_code and re.match(r"\s*(?:\$ )?rollout-ray (\S+)(.*)", line)
+            if not match or match.group(1).startswith("-"):
+                continue
+            found += 1
+            command = match.group(1).replace("_", "-")
+            assert command in commands | {"model"}, f"{path.name}: unknown command in {line!r}"
+            words = shlex.split(match.group(2).split("#")[0])
+            help_run = runner.invoke(app, [command, "--help"])
+            assert help_run.exit_code == 0, f"{path.name}: {line}"
+            options = {w.split("=")[0] for w in words if w.startswith("--")}
+            for option in options:
+                assert option in help_run.output, f"{path.name}: {option} unknown in {line!r}"
+    assert found >= 10
