@@ -95,29 +95,75 @@ def test_mix_by_weights_then_export_the_mix(ray_session, tiny_model, tmp_path):
     assert all(m["messages"][-1]["role"] == "assistant" for m in mixed)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
-def test_every_config_example_runs_in_its_smallest_form(name, ray_session, tiny_model, tmp_path):
-    """Each configs/ example, loaded as a user would, shrunk to 2 rows on the tiny model
-    (the embedded model is exercised by test_smollm2)."""
-    from rollout_ray.errors import RolloutRayError
+def smallest(
+    name: str,
+    tmp_path: Path,
+    tiny_model: str,
+    extra: list[str] | None = None,
+    limit: int | None = 2,
+):
+    """A configs/ example as a user loads it, shrunk: 2 rows, the tiny model, a tmp output."""
+    overrides = [f"output={tmp_path / 'out'}", "metrics_port=0", *(extra or [])]
+    config = load_config(CONFIGS / name, overrides, limit=limit)
+    if config.engine.kind == "vllm":
+        overrides += [f"model={tiny_model}", "engine.max_model_len=512"]
+        if config.engine.device != "cpu":
+            overrides += ["engine.device=cpu", "engine.num_gpus=0", "engine.concurrency=1"]
+    return load_config(CONFIGS / name, overrides, limit=limit)
 
-    config = load_config(CONFIGS / name, [f"output={tmp_path / 'out'}", "metrics_port=0"], limit=2)
-    if config.engine.kind == "vllm" and config.model == "smollm2-135m-instruct":
-        config = load_config(
-            CONFIGS / name,
-            [
-                f"output={tmp_path / 'out'}",
-                "metrics_port=0",
-                f"model={tiny_model}",
-                "engine.max_model_len=512",
-            ],
-            limit=2,
-        )
-    if config.engine.kind == "openai" or config.serve is not None:
-        pytest.skip("needs an endpoint: covered by test_openai_engine")
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_config_example_runs_in_its_smallest_form(
+    name, ray_session, tiny_model, tmp_path, monkeypatch
+):
+    """Each configs/ example runs, at 2 rows per dataset: on the tiny model where it uses
+    the embedded one (the embedded model itself is exercised by test_smollm2), against
+    a real local HTTP endpoint where it calls an API, on a Serve app where it serves."""
+    from fault_server import FaultServer
+
+    from rollout_ray import serving
+    from rollout_ray.pipeline import run_pilot
+
+    extra: list[str] = []
+    if name == "continuous.yaml":
+        write_jsonl(tmp_path / "inbox" / "a.jsonl", [{"prompt": f"hello {i}"} for i in range(3)])
+        extra.append(f"datasets.0.path={tmp_path / 'inbox' / '*.jsonl'}")
+    raw = load_config(CONFIGS / name, [f"output={tmp_path / 'out'}"])
+    if raw.engine.kind == "openai" and raw.serve is None:
+        server = FaultServer(api_key="sk-config-test").start()
+        monkeypatch.setenv(raw.engine.api_key_env or "UNUSED_KEY", "sk-config-test")
+        extra.append(f"engine.base_url={server.url}")
+    if raw.serve is not None:
+        port = free_port()
+        extra += [
+            f"model={tiny_model}",
+            f"serve.port={port}",
+            "serve.max_model_len=512",
+            f"engine.base_url=http://127.0.0.1:{port}/v1",
+        ]
+    # The pilot runs 2 rows of the full job: that is its smallest form.
+    limit = None if name == "cost-pilot.yaml" else 2
+    config = smallest(name, tmp_path, tiny_model, extra, limit)
+    if config.serve is not None:
+        serving.deploy(config)
     try:
-        result = run_job(config)
-    except RolloutRayError as exc:  # pragma: no cover - shown if a config breaks
-        raise AssertionError(f"{name}: {exc}") from exc
+        if name == "cost-pilot.yaml":
+            result, projection = run_pilot(config, 2)
+            assert projection.full_rollouts > projection.pilot_rollouts > 0
+            assert projection.cost["total"] > 0
+        else:
+            result = run_job(config)
+    finally:
+        if config.serve is not None:
+            serving.stop(config)
     assert result.status == "finished"
-    assert sum(d["ok"] + d["failed"] for d in result.datasets.values()) > 0
+    done = sum(d["ok"] for d in result.datasets.values())
+    assert done > 0 and sum(d["failed"] for d in result.datasets.values()) == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
