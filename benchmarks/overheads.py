@@ -1,0 +1,269 @@
+"""What each feature costs, measured side by side in one run (print ratios).
+
+verify    generation with the math verifier on vs off (SmolLM2, vLLM)
+metrics   the Prometheus endpoint and Ray metrics on vs off (simulated engine,
+          zero latency: where any overhead would show)
+sweep     a 4-setting sweep vs the same rollouts as one plain job (tiny vLLM model)
+endpoint  the openai engine against a local endpoint answering after a fixed delay:
+          achieved requests/s vs concurrency / delay
+serve     the same prompts through our Ray Serve app vs the in-process engine
+
+python benchmarks/overheads.py                 # all
+python benchmarks/overheads.py --only endpoint serve
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import prompts
+
+
+def job(workdir: Path, name: str, **config) -> dict:
+    """Run a job in this process (on this process's Ray) and return its metrics."""
+    from rollout_ray import load_config, run_job
+
+    config.setdefault("output", str(workdir / name))
+    config.setdefault("metrics_port", 0)
+    started = time.monotonic()
+    result = run_job(load_config(config))
+    metrics = dict(result.metrics)
+    metrics["wall"] = time.monotonic() - started
+    metrics["gen_rate"] = generation_rate(Path(config["output"]))
+    return metrics
+
+
+def generation_rate(output: Path) -> float:
+    """Output tokens/s between the 10th and 90th percentile of completion times."""
+    table = pads.dataset(output / "data", format="parquet").to_table(
+        columns=["created_at", "output_tokens"]
+    )
+    order = np.argsort(table.column("created_at").to_numpy().astype("datetime64[ms]"))
+    times = table.column("created_at").to_numpy().astype("datetime64[ms]").astype(float)[order]
+    tokens = table.column("output_tokens").to_numpy()[order]
+    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
+    return float(tokens[lo:hi].sum() / max((times[hi] - times[lo]) / 1000, 1e-3))
+
+
+def prompt_file(workdir: Path, n: int) -> Path:
+    path = workdir / f"prompts-{n}.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": p, "expected_answer": "1"}) + "\n" for p in prompts(n))
+    )
+    return path
+
+
+def bench_verify(workdir: Path, n: int) -> None:
+    data = prompt_file(workdir, n)
+    base = {
+        "model": "smollm2-135m-instruct",
+        "sampling": {"temperature": 0.7, "max_tokens": 128},
+        "engine": {"kind": "vllm", "max_model_len": 2048},
+    }
+    plain = job(workdir, "verify-off", datasets=[{"path": str(data)}], **base)
+    verified = job(
+        workdir, "verify-on", datasets=[{"path": str(data), "verifier": {"kind": "math"}}], **base
+    )
+    print(
+        f"verify: generation {plain['gen_rate']:.0f} tok/s without, "
+        f"{verified['gen_rate']:.0f} tok/s with the math verifier -> ratio "
+        f"{verified['gen_rate'] / plain['gen_rate']:.3f}"
+    )
+
+
+def bench_metrics(workdir: Path, n: int) -> None:
+    data = prompt_file(workdir, n)
+    base = {
+        "model": "sim",
+        "engine": {"kind": "simulated", "concurrency": 2, "num_cpus": 0.5},
+        "datasets": [{"path": str(data)}],
+        "shard_size": 2000,
+    }
+    rates = {}
+    for label, port in (("off", 0), ("on", 19464)):
+        metrics = job(workdir, f"metrics-{label}", metrics_port=port, **base)
+        rates[label] = n / metrics["wall"]
+    print(
+        f"metrics: {rates['off']:,.0f} rollouts/s off, {rates['on']:,.0f} on -> cost "
+        f"{100 * (1 - rates['on'] / rates['off']):.2f}% (ratio {rates['on'] / rates['off']:.3f})"
+    )
+
+
+def bench_sweep(workdir: Path, n: int, model: str) -> None:
+    data = prompt_file(workdir, n)
+    base = {
+        "model": model,
+        "engine": {"kind": "vllm", "max_model_len": 512},
+        "sampling": {"max_tokens": 32, "temperature": 0.7},
+    }
+    plain = job(workdir, "sweep-plain", datasets=[{"path": str(data), "num_repeats": 4}], **base)
+    sweep = job(
+        workdir,
+        "sweep-grid",
+        datasets=[{"path": str(data)}],
+        sweep={"temperature": [0.5, 1.0], "top_p": [0.9, 1.0]},
+        **base,
+    )
+    print(
+        f"sweep: plain job {plain['wall']:.1f} s, 4-setting sweep {sweep['wall']:.1f} s "
+        f"(same {4 * n} rollouts) -> ratio {sweep['wall'] / plain['wall']:.3f}"
+    )
+
+
+def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float) -> None:
+    from aiohttp import web
+
+    served = []
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(delay)
+        served.append(time.monotonic())
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": "ok"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+            }
+        )
+
+    port = 18731
+    ready = threading.Event()
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start())
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ready.wait()
+    data = prompt_file(workdir, n)
+    job(
+        workdir,
+        "endpoint",
+        model="fixed-delay",
+        engine={
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "api_key_env": None,
+            "max_concurrent_requests": concurrency,
+            "timeout_s": 30,
+        },
+        datasets=[{"path": str(data)}],
+        sampling={"max_tokens": 4},
+    )
+    times = np.sort(np.array(served))
+    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
+    rate = (hi - lo) / (times[hi] - times[lo])
+    ideal = concurrency / delay
+    print(
+        f"endpoint: {rate:,.0f} requests/s at concurrency {concurrency} and {delay:g} s "
+        f"per reply; ideal {ideal:,.0f} -> busy {rate / ideal:.3f}"
+    )
+
+
+def bench_serve(workdir: Path, n: int) -> None:
+    from rollout_ray import load_config, serving
+
+    data = prompt_file(workdir, n)
+    port = 18732
+    sampling = {"temperature": 0.7, "max_tokens": 128}
+    local = job(
+        workdir,
+        "serve-local",
+        model="smollm2-135m-instruct",
+        engine={"kind": "vllm", "max_model_len": 2048},
+        datasets=[{"path": str(data)}],
+        sampling=sampling,
+    )
+    config = load_config(
+        {
+            "model": "smollm2-135m-instruct",
+            "datasets": [{"path": str(data)}],
+            "output": "unused",
+            "serve": {"served_model_name": "smollm2", "port": port, "max_model_len": 2048},
+        }
+    )
+    serving.deploy(config)
+    try:
+        served = job(
+            workdir,
+            "serve-remote",
+            model="smollm2",
+            engine={
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "api_key_env": None,
+                "max_concurrent_requests": 256,
+            },
+            datasets=[{"path": str(data)}],
+            sampling=sampling,
+        )
+    finally:
+        serving.stop(config)
+    print(
+        f"serve: generation {local['gen_rate']:.0f} tok/s in-process, "
+        f"{served['gen_rate']:.0f} tok/s through Ray Serve -> ratio "
+        f"{served['gen_rate'] / local['gen_rate']:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only", nargs="*", choices=["verify", "metrics", "sweep", "endpoint", "serve"]
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sweep-model", help="an HF folder for the sweep (default SmolLM2)")
+    args = parser.parse_args()
+    os.environ.setdefault("ROLLOUT_RAY_DASHBOARD", "0")
+    from rollout_ray.logs import quiet_libraries
+    from rollout_ray.pipeline import init_ray
+
+    quiet_libraries()
+    init_ray(num_cpus=8)  # logical CPUs: a Serve app and engine actors fit beside each other
+    small = args.quick
+    with tempfile.TemporaryDirectory(prefix="rollout-ray-overheads-") as tmp:
+        workdir = Path(tmp)
+        wanted = args.only or ["verify", "metrics", "sweep", "endpoint", "serve"]
+        if "verify" in wanted:
+            bench_verify(workdir, 100 if small else 400)
+        if "metrics" in wanted:
+            bench_metrics(workdir, 100_000 if small else 300_000)
+        if "sweep" in wanted:
+            bench_sweep(workdir, 50 if small else 200, args.sweep_model or "smollm2-135m-instruct")
+        if "endpoint" in wanted:
+            bench_endpoint(workdir, 3000 if small else 10_000, 256, 1.0)
+        if "serve" in wanted:
+            bench_serve(workdir, 100 if small else 400)
+
+
+if __name__ == "__main__":
+    main()
