@@ -130,7 +130,7 @@ def bench_resume(workdir: Path, rows: int) -> dict:
         )
     )
     from rollout_ray.config import load_config
-    from rollout_ray.pipeline import prepare_output
+    from rollout_ray.plan import prepare_output
 
     prepare_output(load_config(config))
     fabricate_progress(output, 0.99)

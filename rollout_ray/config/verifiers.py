@@ -1,0 +1,132 @@
+"""Verifier config blocks, one per built-in kind, tagged by `kind`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError
+
+from rollout_ray.config.blocks import _Strict
+from rollout_ray.errors import ConfigError
+
+
+class _VerifierBase(_Strict):
+    answer_field: str = Field(
+        "expected_answer", description="Row field holding the reference answer."
+    )
+
+
+class ExactMatchVerifier(_VerifierBase):
+    """Reward 1 when the (extracted) response equals the reference after normalising
+    case, whitespace and surrounding punctuation."""
+
+    kind: Literal["exact_match"] = Field("exact_match", description="Selects this block.")
+    extract: Literal["full", "last_line", "boxed", "answer_colon"] = Field(
+        "full",
+        description="What part of the response is compared: all of it, its last line, "
+        "the last \\boxed{...}, or the text after the last 'Answer:'.",
+    )
+    case_sensitive: bool = Field(False, description="Compare case too.")
+
+
+class MCQAVerifier(_VerifierBase):
+    """Multiple choice, graded as NeMo Gym's MCQA environment does: the choice letter
+    (e.g. inside the last \\boxed{}) against `answer_field`."""
+
+    kind: Literal["mcqa"] = Field("mcqa", description="Selects this block.")
+    options_field: str = Field(
+        "options", description="Row field with the options: [{'A': text}, ...] or {'A': text}."
+    )
+    grading_mode: Literal["strict_single_letter_boxed", "lenient_boxed", "lenient_answer_colon"] = (
+        Field("strict_single_letter_boxed", description="How the letter is found.")
+    )
+
+
+class MathVerifier(_VerifierBase):
+    """Answer equivalence through the math-verify library (e.g. 1/2 == 0.5 == \\frac12)."""
+
+    kind: Literal["math"] = Field("math", description="Selects this block.")
+    timeout_s: float = Field(10.0, gt=0, description="Give up on one answer after this long.")
+
+
+class RegexVerifier(_Strict):
+    """Reward 1 when `pattern` is found in the response; with `answer_field`, when its
+    first group equals that field."""
+
+    kind: Literal["regex"] = Field("regex", description="Selects this block.")
+    pattern: str = Field(..., description="Python regular expression.")
+    answer_field: str | None = Field(None, description="Compare the first group to this field.")
+    ignore_case: bool = Field(False, description="Match case-insensitively.")
+
+
+class JsonSchemaVerifier(_Strict):
+    """Reward 1 when the response parses as JSON (a ```json fence is allowed) and
+    validates against the schema."""
+
+    kind: Literal["json_schema"] = Field("json_schema", description="Selects this block.")
+    json_schema: dict[str, Any] | None = Field(
+        None, alias="schema", description="The JSON Schema, inline."
+    )
+    schema_field: str | None = Field(None, description="Or: row field holding each row's schema.")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PythonVerifier(_Strict):
+    """Any function named by import path, `module:function(record) -> float | dict`."""
+
+    kind: Literal["python"] = Field("python", description="Selects this block.")
+    function: str = Field(..., description="`package.module:function`.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
+
+
+class HttpVerifier(_Strict):
+    """POST to a verifier service in NeMo Gym's /verify shape; reply `reward` + fields."""
+
+    kind: Literal["http"] = Field("http", description="Selects this block.")
+    url: str = Field(..., description="The /verify endpoint.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable with a bearer token (never written out)."
+    )
+
+
+VerifierConfig = Annotated[
+    ExactMatchVerifier
+    | MCQAVerifier
+    | MathVerifier
+    | RegexVerifier
+    | JsonSchemaVerifier
+    | PythonVerifier
+    | HttpVerifier,
+    Field(discriminator="kind"),
+]
+
+
+def parse_verifier(text: str) -> VerifierConfig:
+    """A verifier config from YAML/JSON text, or from a file given as `@path`.
+
+    Raises:
+        ConfigError: not a valid verifier; the message says what is allowed.
+    """
+    from pydantic import TypeAdapter
+
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.exists():
+            raise ConfigError(f"verifier file {path} does not exist")
+        text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"verifier is not valid YAML: {exc}") from None
+    try:
+        return TypeAdapter(VerifierConfig).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "verifier"
+        raise ConfigError(f"verifier {where}: {first['msg']}") from None
