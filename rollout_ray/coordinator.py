@@ -154,6 +154,9 @@ class Coordinator:
         self._buffer: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
+        # Ray restarted this actor (its process or node died): take the run up again
+        # from the manifest, as the driver's start_run would have.
+        self._resume_on_first_call = _reconstructed()
 
     # ------------------------------------------------------------ driver calls
 
@@ -181,6 +184,9 @@ class Coordinator:
             The pieces; [] when none is ready yet but more may come (watching); None
             when the run has nothing more to hand out.
         """
+        if self._resume_on_first_call:
+            self._resume_on_first_call = False
+            await self.start_run()
         deadline = time.monotonic() + 2.0
         while not self.queue:
             if not self.watch_s:
@@ -360,6 +366,15 @@ class Coordinator:
         storage.write_json_atomic(self.layout.progress, progress)
         manifest.compact_commits(self.layout, manifest.read_commits(self.layout))
         manifest.release_lease(self.layout, self.owner)
+
+
+def _reconstructed() -> bool:
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not inside a Ray actor
+        return False
 
 
 def _node_alive(node: str) -> bool:
