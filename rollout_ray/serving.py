@@ -77,6 +77,7 @@ def deploy(config: JobConfig, wait_s: float = 600) -> str:
     llm["runtime_env"] = {"env_vars": env}
     app = build_openai_app({"llm_configs": [LLMConfig(**llm)]})
     serve.start(http_options={"host": settings.host, "port": settings.port})
+    _check_proxy(settings)
     serve.run(app, name=settings.name, route_prefix="/", blocking=False)
     _wait_ready(settings, wait_s)
     return url_of(settings)
@@ -103,6 +104,21 @@ def _connect() -> None:
             "no running Ray cluster to serve on: start one with `ray start --head` "
             "(or set RAY_ADDRESS); a served model must outlive this command"
         ) from None
+
+
+def _check_proxy(settings: ServeConfig) -> None:
+    """Serve keeps one HTTP proxy per cluster and silently ignores a different port
+    asked for later; say so instead of waiting for an app at an address nobody serves."""
+    from ray.serve.context import _get_global_client
+
+    actual = _get_global_client().http_config
+    if (actual.host, actual.port) != (settings.host, settings.port):
+        raise RolloutRayError(
+            f"Ray Serve already runs on this cluster with its HTTP proxy on "
+            f"{actual.host}:{actual.port} (one per cluster); set serve.host/serve.port to "
+            f"that and engine.base_url to http://{actual.host}:{actual.port}/v1, or run "
+            "`serve shutdown` first"
+        )
 
 
 def _wait_ready(settings: ServeConfig, wait_s: float) -> None:

@@ -19,6 +19,7 @@ from fault_server import FaultServer
 from helpers import job_config, read_output, write_jsonl
 
 from rollout_ray import load_config, run_job
+from rollout_ray.errors import RolloutRayError
 from rollout_ray.schema import ROLLOUT_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -201,9 +202,11 @@ def test_faults_limits_and_secrets(tmp_path):
 
 def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
     from openai import OpenAI
+    from ray import serve
 
     from rollout_ray import serving
 
+    serve.shutdown()  # another test's Serve proxy may listen on another port
     port = free_port()
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a poem {i}"} for i in range(4)])
     config = load_config(
@@ -241,5 +244,11 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
             for r in read_output(tmp_path / "out2")
         }
         assert len(one) == 8 and one == two  # seeded: the same answers
+        # One Serve proxy per cluster: another port is refused, not silently ignored.
+        elsewhere = config.model_copy(
+            update={"serve": config.serve.model_copy(update={"port": free_port()})}
+        )
+        with pytest.raises(RolloutRayError, match=f"HTTP proxy on 127.0.0.1:{port}"):
+            serving.deploy(elsewhere)
     finally:
         serving.stop(config)

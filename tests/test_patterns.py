@@ -134,6 +134,9 @@ def test_every_config_example_runs_in_its_smallest_form(
         monkeypatch.setenv(raw.engine.api_key_env or "UNUSED_KEY", "sk-config-test")
         extra.append(f"engine.base_url={server.url}")
     if raw.serve is not None:
+        from ray import serve
+
+        serve.shutdown()  # another test's Serve proxy listens on another port
         port = free_port()
         extra += [
             f"model={tiny_model}",
