@@ -2,7 +2,10 @@
 
     (a) raw vLLM: `LLM.chat` with every prompt submitted at once
     (b) rollout-ray: `rollout-ray run` (local Ray, engine actor, Parquet output)
-    (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`
+    (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
+        the same CPU settings as (a) and (b)
+    (d) ray.data.llm as its docs configure it, with only what CPU needs to run at all
+        (a CPU bundle, 8 logical CPUs): what a user of it gets
 
 Each runs in its own process, one after the other, on the same prompts and sampling
 parameters; wall time runs from process start to exit. Machines are noisy: compare the
@@ -93,14 +96,14 @@ def run_ray_data_llm(args: argparse.Namespace) -> dict:
     # deadlock waiting for resources (PLATFORM-NOTES).
     ray.init(num_cpus=8, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
+    tuned = args.variant == "ray-data-llm"
+    engine_kwargs = {"max_model_len": args.max_model_len}
+    if tuned:
+        engine_kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
     config = vLLMEngineProcessorConfig(
         model_source=args.model_path,
-        engine_kwargs={
-            "enforce_eager": True,
-            "enable_chunked_prefill": False,
-            "max_model_len": args.max_model_len,
-        },
-        runtime_env={"env_vars": cpu_env()},
+        engine_kwargs=engine_kwargs,
+        runtime_env={"env_vars": cpu_env() if tuned else {"VLLM_LOGGING_LEVEL": "ERROR"}},
         placement_group_config={"bundles": [{"CPU": 1}]},
         concurrency=1,
         batch_size=64,
@@ -146,7 +149,12 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     }
 
 
-VARIANTS = {"raw-vllm": run_raw, "rollout-ray": run_rollout_ray, "ray-data-llm": run_ray_data_llm}
+VARIANTS = {
+    "raw-vllm": run_raw,
+    "rollout-ray": run_rollout_ray,
+    "ray-data-llm": run_ray_data_llm,
+    "ray-data-llm-defaults": run_ray_data_llm,
+}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -175,14 +183,15 @@ def measure(name: str, args: argparse.Namespace, workdir: str) -> dict:
     for override in args.rollout_ray_overrides:
         command += ["--rollout-ray-override", override]
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **cpu_env()})
+    env = {**os.environ, **(cpu_env() if name != "ray-data-llm-defaults" else {})}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(name=name, wall_s=wall, tok_per_s=result["output_tokens"] / wall)
     print(
-        f"{name:>13}: {result['rollouts']} rollouts, {result['output_tokens']} output tokens "
+        f"{name:>21}: {result['rollouts']} rollouts, {result['output_tokens']} output tokens "
         f"in {wall:.1f} s = {result['tok_per_s']:.0f} tok/s",
         flush=True,
     )
@@ -225,20 +234,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rollout-ray-bench-") as workdir:
         for name in args.only or list(VARIANTS):
             results[name] = measure(name, args, workdir)
-    base = results.get("raw-vllm")
-    ours = results.get("rollout-ray")
-    if base and ours:
-        print(f"rollout-ray / raw vLLM     = {ours['tok_per_s'] / base['tok_per_s']:.3f}")
-    if ours and "ray-data-llm" in results:
-        print(
-            f"rollout-ray / ray.data.llm = "
-            f"{ours['tok_per_s'] / results['ray-data-llm']['tok_per_s']:.3f}"
-        )
-    if base and "ray-data-llm" in results:
-        print(
-            f"ray.data.llm / raw vLLM    = "
-            f"{results['ray-data-llm']['tok_per_s'] / base['tok_per_s']:.3f}"
-        )
+
+    def ratio(a: str, b: str) -> None:
+        if a in results and b in results:
+            value = results[a]["tok_per_s"] / results[b]["tok_per_s"]
+            print(f"{a + ' / ' + b:>44} = {value:.3f}")
+
+    ratio("rollout-ray", "raw-vllm")
+    ratio("rollout-ray", "ray-data-llm")
+    ratio("rollout-ray", "ray-data-llm-defaults")
+    ratio("ray-data-llm", "raw-vllm")
+    ratio("ray-data-llm-defaults", "raw-vllm")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ def test_metrics_endpoint_moves_and_matches_output(ray_session, tiny_model, tmp_
         sampling={"max_tokens": 48, "temperature": 1.0},
         shard_size=4,
         metrics_port=port,
+        # one shard at a time, so that the counters move in many steps, not one
+        overrides=["engine.shards_in_flight=1"],
     )
     done = {}
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
@@ -66,7 +68,7 @@ def test_metrics_endpoint_moves_and_matches_output(ray_session, tiny_model, tmp_
     while thread.is_alive():
         with contextlib.suppress(httpx.HTTPError):
             seen.append(value(scrape(port), "rollout_ray_rollouts_total", dataset="m"))
-        time.sleep(1)
+        time.sleep(0.3)
     thread.join()
     final = scrape(port)
     records = read_output(tmp_path / "out")
