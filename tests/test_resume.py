@@ -194,6 +194,39 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     assert ray.is_initialized()
 
 
+def test_coordinator_killed_mid_job(ray_session, tmp_path, tiny_model):
+    """Ray restarts the coordinator; the restarted one takes the run up again from the
+    manifest and the job finishes with the exact key set, nothing written twice."""
+    import ray
+
+    from rollout_ray.pipeline import NAMESPACE, coordinator_name
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a song {i}"} for i in range(96)])
+    output = tmp_path / "out"
+    config = job_config(
+        tiny_model,
+        output,
+        [{"name": "c", "path": str(data)}],
+        shard_size=8,
+        sampling={"max_tokens": 64, "temperature": 1.0},
+        overrides=["engine.shards_in_flight=1"],
+    )
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
+    thread.start()
+    commits = Path(output, "_manifest", "commits")
+    deadline = time.time() + 180
+    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
+        time.sleep(0.2)
+    name = coordinator_name(Layout(str(output)))
+    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
+    thread.join(timeout=600)
+    keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(output))
+    assert set(keys) == {(f"in:{i}", 0) for i in range(96)} and max(keys.values()) == 1
+    assert done["result"].status == "finished"
+    assert done["result"].datasets["c"]["ok"] == 96
+
+
 def test_resume_refuses_changed_config_and_input(ray_session, tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"hi {i}"} for i in range(6)])
     config = job_config(tiny_model, tmp_path / "out", [{"name": "r", "path": str(data)}])
