@@ -112,7 +112,7 @@ def kill_and_resume(tmp_path, tiny_model, data: str, output: str, kills: int, se
         done = committed_pieces(output)
         if i % 2:
             # any moment, start-up included: a random time, but at most one more piece
-            run_until(proc, output, done + 1, rng.uniform(1, 20))
+            run_until(proc, output, done + 1, rng.uniform(1, 12))
         else:
             # mid-generation: after a random share of what is left for the kills to come
             step = max(1, int((total - done) / (kills - i + 1) * rng.uniform(0.3, 1.0)))
