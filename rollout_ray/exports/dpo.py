@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from rollout_ray.exports.sft import MESSAGES, assistant_lists
+from rollout_ray.exports.sft import assistant_lists
 from rollout_ray.exports.writer import (
+    MESSAGES,
+    SCORED_COLUMNS,
     ExportReport,
     TableWriter,
     check_datasets,
@@ -16,8 +18,6 @@ from rollout_ray.exports.writer import (
     rewards,
     shards,
 )
-
-COLUMNS = ["dataset", "task_id", "rollout_index", "prompt_messages", "response_text", "reward"]
 
 #: TRL's conversational preference format (explicit prompt) plus provenance.
 SCHEMA = pa.schema(
@@ -54,7 +54,7 @@ def export_dpo(
     datasets = check_datasets(output, datasets)
     tasks = fewer = equal = small = 0
     with TableWriter(dest, SCHEMA) as writer:
-        for shard in shards(output, datasets, COLUMNS):
+        for shard in shards(output, datasets, SCORED_COLUMNS):
             groups = group_by_task(shard)
             tasks += groups.count
             reward = rewards(groups.table)

@@ -6,6 +6,8 @@ import numpy as np
 import pyarrow as pa
 
 from rollout_ray.exports.writer import (
+    MESSAGES,
+    SCORED_COLUMNS,
     ExportReport,
     TableWriter,
     check_datasets,
@@ -16,9 +18,6 @@ from rollout_ray.exports.writer import (
     shards,
 )
 from rollout_ray.schema import MESSAGE
-
-MESSAGES = pa.list_(MESSAGE)
-COLUMNS = ["dataset", "task_id", "rollout_index", "prompt_messages", "response_text", "reward"]
 
 #: Both TRL conversational layouts in one row: `messages` (language modeling) and
 #: `prompt` + `completion` (prompt-completion). TRL's SFTTrainer takes the
@@ -62,7 +61,7 @@ def export_sft(
     filtered = threshold is not None or best_of_n
     tasks = rollouts = unscored = below = 0
     with TableWriter(dest, SCHEMA) as writer:
-        for shard in shards(output, datasets, COLUMNS):
+        for shard in shards(output, datasets, SCORED_COLUMNS):
             groups = group_by_task(shard)
             tasks += groups.count
             rollouts += shard.num_rows

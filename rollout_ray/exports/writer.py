@@ -19,6 +19,19 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from rollout_ray import results, storage
+from rollout_ray.schema import MESSAGE
+
+#: A chat conversation as an Arrow column type.
+MESSAGES = pa.list_(MESSAGE)
+#: What the SFT and DPO exports read of each scored rollout.
+SCORED_COLUMNS = [
+    "dataset",
+    "task_id",
+    "rollout_index",
+    "prompt_messages",
+    "response_text",
+    "reward",
+]
 
 #: Rows (or Arrow bytes) buffered before a write: small shards still make decent row
 #: groups, and long conversations don't pile up in memory.
