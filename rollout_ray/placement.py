@@ -79,7 +79,7 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
     if engine.resources:
         options["resources"] = dict(engine.resources)
     if engine.kind == "vllm":
-        from rollout_ray.engines.vllm_engine import cpu_environment
+        from rollout_ray.engines.vllm_engine import cpu_environment, in_process_core
 
         if device == "cpu":
             cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
@@ -92,6 +92,8 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
             # group that this actor owns (as ray.data.llm does).
             options["num_gpus"] = 0
             options["ray_remote_args_fn"] = _tp_placement(engine.tensor_parallel_size)
+        if in_process_core(engine, device):
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # or LLMEngine starts a process
     env.update(engine.env)
     options["runtime_env"] = {"env_vars": env}
     return options

@@ -30,6 +30,7 @@ class LocalCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="rrc-", dir="/tmp")
         self.port = free_port()
         self.dashboard_port = free_port()
+        self.metrics_port = free_port()  # Ray's Prometheus endpoint on the head
         # The project's console scripts are on the nodes' PATH, as on a real cluster.
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
         # Several nodes on one machine need RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1; Ray
@@ -38,6 +39,8 @@ class LocalCluster:
             **os.environ,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
             "RAY_AUTH_MODE": "token",
+            # Ray's workers push metrics every 10 s by default; a test job is shorter.
+            "RAY_metrics_report_interval_ms": "1000",
             "PATH": path,
         }
         self.env.pop("RAY_ADDRESS", None)
@@ -54,6 +57,8 @@ class LocalCluster:
             str(self.dashboard_port),
             "--dashboard-agent-listen-port",
             str(free_port()),
+            "--metrics-export-port",
+            str(self.metrics_port),
             "--num-cpus",
             str(head_cpus),
             "--temp-dir",

@@ -46,6 +46,17 @@ def job_file(folder: Path, tiny_model: str, data: Path, output: Path, **engine) 
     return path
 
 
+def ray_series(cluster) -> set[str]:
+    """Metric names on Ray's own Prometheus endpoint (what the Ray dashboard charts)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return set()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+
+
 def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
     work = tmp_path / "work"
     data = write_jsonl(work / "rows.jsonl", [{"prompt": f"a poem {i}"} for i in range(20)])
@@ -62,8 +73,9 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
         assert "No available agent" in done.stderr + done.stdout, done.stderr[-2000:]
         time.sleep(2)
     job_id = re.search(r"raysubmit_\w+", done.stdout + done.stderr).group(0)
-    deadline, state = time.time() + 600, ""
+    deadline, state, series = time.time() + 600, "", set()
     while time.time() < deadline:
+        series |= ray_series(cluster)
         status = subprocess.run(
             [RAY, "job", "status", "--address", cluster.dashboard, job_id],
             env=env,
@@ -85,6 +97,16 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
     assert set(keys) == {(f"rows:{i}", k) for i in range(20) for k in range(2)}
     assert max(keys.values()) == 1
     assert "[rollout-ray] 40/40 rollouts (100%)" in logs  # readable progress lines in logs
+    # Our counters and the engine actors' own vLLM metrics reach Ray's metrics (and so
+    # the Ray dashboard); Ray may push the last ones a moment after the job ends.
+    for _ in range(20):
+        wanted = ("ray_rollout_ray_rollouts", "ray_vllm_generation_tokens")
+        if all(any(n.startswith(w) for n in series) for w in wanted):
+            break
+        time.sleep(1)
+        series |= ray_series(cluster)
+    assert any(n.startswith("ray_rollout_ray_rollouts") for n in series), sorted(series)
+    assert any(n.startswith("ray_vllm_generation_tokens") for n in series), sorted(series)
 
 
 def test_node_lost_mid_job_is_preemption_not_failure(cluster, tiny_model, tmp_path):

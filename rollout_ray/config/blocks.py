@@ -57,7 +57,7 @@ JOB_SAMPLING_DEFAULTS = SamplingConfig(
 
 
 class VLLMEngineConfig(_Strict):
-    """In-process vLLM (AsyncLLM) inside each actor of a Ray Data actor pool."""
+    """vLLM inside each actor of a Ray Data actor pool."""
 
     kind: Literal["vllm"] = Field("vllm", description="Selects this block.")
     concurrency: int = Field(1, ge=1, description="Number of engine actors (model replicas).")
@@ -100,8 +100,14 @@ class VLLMEngineConfig(_Strict):
         description="OpenMP threads per CPU actor; default: the node's cores divided by "
         "the actors. Ray would otherwise set 1 and halve the engine's speed.",
     )
+    engine_core: Literal["auto", "process", "thread"] = Field(
+        "auto",
+        description="Where vLLM's engine core runs: process = AsyncLLM's own process "
+        "(best on GPU), thread = in the actor, stepped by a thread (best on CPU, where "
+        "the engine's threads need every core); auto picks by device.",
+    )
     engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Extra vLLM AsyncEngineArgs, passed through as is."
+        default_factory=dict, description="Extra vLLM engine arguments, passed through as is."
     )
     watch_model: bool = Field(
         False,

@@ -1,7 +1,9 @@
-"""vLLM's async engine (AsyncLLM) inside the actor: the default engine.
+"""vLLM inside the actor: the default engine.
 
 Every rollout is its own request; vLLM's scheduler batches whatever is in flight, so
-feeding it is just submitting. Prompts are templated and tokenized here with the
+feeding it is just submitting. On GPU the engine is AsyncLLM (its core in a second
+process); on CPU the core runs in this process, stepped by a thread (vllm_stepper.py
+says why). Prompts are templated and tokenized here with the
 model's own chat template, which lets us refuse a too-long prompt with a clear reason
 and store prompt token ids for RL without asking vLLM twice.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines.base import Engine, EngineDead, Generation, GenerationRequest
+from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.errors import RowError
 from rollout_ray.models import resolve_model
 
@@ -53,7 +56,7 @@ class VLLMEngine(Engine):
 
     def _start(self) -> None:
         from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -82,9 +85,15 @@ class VLLMEngine(Engine):
         started = time.monotonic()
         # Offline batch defaults (as vllm.LLM gets): twice the sequences per batch of
         # the engine-context defaults (256 vs 128 on CPU).
-        self.engine = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS
-        )
+        usage = UsageContext.LLM_CLASS
+        loggers = ray_stat_loggers()
+        self.stepped = in_process_core(config, device)
+        if self.stepped:
+            self.engine = SteppedEngine(EngineArgs(**kwargs), usage, loggers)
+        else:
+            self.engine = AsyncLLM.from_engine_args(
+                AsyncEngineArgs(**kwargs), usage_context=usage, stat_loggers=loggers
+            )
         self.max_model_len = self.engine.model_config.max_model_len
         log.info("vLLM engine for %s ready in %.1f s", model, time.monotonic() - started)
 
@@ -126,16 +135,20 @@ class VLLMEngine(Engine):
 
         params = self._sampling_params(request.sampling, len(request.prompt_token_ids or ()))
         started = time.monotonic()
+        prompt = TokensPrompt(prompt_token_ids=request.prompt_token_ids)
         final = None
         try:
-            async for output in self.engine.generate(
-                TokensPrompt(prompt_token_ids=request.prompt_token_ids),
-                params,
-                request.request_id,
-            ):
-                final = output
+            if self.stepped:
+                final = await self.engine.generate(prompt, params, request.request_id)
+            else:
+                async for output in self.engine.generate(prompt, params, request.request_id):
+                    final = output
         except EngineDeadError as exc:
             raise EngineDead(str(exc)) from exc
+        except RuntimeError as exc:
+            if self.stepped and self.engine.error is not None:
+                raise EngineDead(str(exc)) from exc
+            raise
         assert final is not None, "vLLM returned no output"
         completion = final.outputs[0]
         token_ids = list(completion.token_ids)
@@ -192,6 +205,9 @@ class VLLMEngine(Engine):
             return {}
 
     def close(self) -> None:
+        if self.stepped:
+            self.engine.shutdown()
+            return
         # Stop the output handler before the engine core: vLLM's own shutdown kills the
         # core first, and the handler then logs a spurious "EngineDeadError".
         handler = getattr(self.engine, "output_handler", None)
@@ -206,6 +222,28 @@ class VLLMEngine(Engine):
                 with contextlib.suppress(Exception):
                     asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=5)
         self.engine.shutdown()
+
+
+def in_process_core(config: VLLMEngineConfig, device: str) -> bool:
+    """Whether the engine core runs in the actor's process (see vllm_stepper.py)."""
+    if config.engine_core == "auto":
+        return device == "cpu" and config.tensor_parallel_size == 1
+    return config.engine_core == "thread"
+
+
+def ray_stat_loggers() -> list | None:
+    """vLLM's own metrics (vllm:*) through Ray's metrics API when inside a Ray worker,
+    as ray.data.llm does: the dashboard and Ray's Prometheus endpoint show them as
+    ray_vllm_*. Outside Ray, vLLM's default loggers."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+    except ImportError:
+        return None
+    return [RayPrometheusStatLogger]
 
 
 def checkpoint_version(path: str) -> str:
