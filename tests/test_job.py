@@ -175,6 +175,24 @@ def test_seeded_rerun_reproduces_and_repeats_differ(first_run, tiny_model, input
     assert any(len(texts) > 1 for texts in repeats)
 
 
+def test_engine_core_in_its_own_process_gives_the_same_rollouts(
+    first_run, tiny_model, inputs, tmp_path
+):
+    """AsyncLLM with its core in a second process (the GPU default) against the core
+    stepped in the actor (the CPU default): the same records, seeded texts included."""
+    output, result = first_run
+    again = run_job(
+        mixed_job(tiny_model, inputs, tmp_path / "proc", overrides=["engine.engine_core=process"])
+    )
+    stepped = {(r["task_id"], r["rollout_index"]): r for r in read_output(output)}
+    process = {(r["task_id"], r["rollout_index"]): r for r in read_output(tmp_path / "proc")}
+    assert stepped.keys() == process.keys()
+    for key, record in stepped.items():
+        for field in ("response_text", "output_token_ids", "finish_reason", "prompt_token_ids"):
+            assert process[key][field] == record[field], (key, field)
+    assert again.datasets == result.datasets
+
+
 def test_limit_and_command_line_beats_row(ray_session, tiny_model, tmp_path):
     rows = [
         {"prompt": f"the sea {i}", "sampling": {"max_tokens": 6, "temperature": 0.1}}

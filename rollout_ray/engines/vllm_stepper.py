@@ -59,6 +59,8 @@ class SteppedEngine:
         future = loop.create_future()
         self._inbox.put(("add", request_id, prompt, params, future, loop))
         self._wake.set()
+        if self.error is not None or self._stopping:  # stopped while this was queued
+            self._fail_all(self.error or RuntimeError("engine shut down"))
         try:
             return await future
         except asyncio.CancelledError:
@@ -141,5 +143,13 @@ class SteppedEngine:
             loop.call_soon_threadsafe(settle)
 
     def _fail_all(self, exc: BaseException) -> None:
+        """Fail every waiter, and every request still queued to a thread that has ended."""
+        while True:
+            try:
+                op, request_id, _, _, future, loop = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if op == "add":
+                self._waiters[request_id] = (future, loop)
         for request_id in list(self._waiters):
             self._settle(request_id, error=RuntimeError(f"vLLM engine failed: {exc!r}"))
