@@ -1,8 +1,9 @@
 """What each feature costs, measured side by side in one run (print ratios).
 
-verify    generation with the math verifier on vs off (SmolLM2, vLLM)
-metrics   the Prometheus endpoint and Ray metrics on vs off (simulated engine,
-          zero latency: where any overhead would show)
+verify    generation with the math verifier on vs off (SmolLM2, vLLM), off-on-on-off
+metrics   all metrics (Prometheus endpoint scraped every second, Ray metrics) on vs
+          `metrics: false` (simulated engine, zero latency: where any overhead would
+          show), off-on-on-off
 sweep     a 4-setting sweep vs the same rollouts as one plain job (tiny vLLM model)
 endpoint  the openai engine against a local endpoint answering after a fixed delay:
           achieved requests/s vs concurrency / delay
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -66,24 +68,34 @@ def prompt_file(workdir: Path, n: int) -> Path:
 
 
 def bench_verify(workdir: Path, n: int) -> None:
+    """Off, on, on, off (ABBA): a machine that warms up or slows down over the run
+    shifts both sides alike."""
     data = prompt_file(workdir, n)
     base = {
         "model": "smollm2-135m-instruct",
         "sampling": {"temperature": 0.7, "max_tokens": 128},
         "engine": {"kind": "vllm", "max_model_len": 2048},
     }
-    plain = job(workdir, "verify-off", datasets=[{"path": str(data)}], **base)
-    verified = job(
-        workdir, "verify-on", datasets=[{"path": str(data), "verifier": {"kind": "math"}}], **base
-    )
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for i, label in enumerate(("off", "on", "on", "off")):
+        verifier = {"verifier": {"kind": "math"}} if label == "on" else {}
+        result = job(
+            workdir, f"verify-{label}-{i}", datasets=[{"path": str(data), **verifier}], **base
+        )
+        rates[label].append(result["gen_rate"])
+    off, on = sum(rates["off"]) / 2, sum(rates["on"]) / 2
     print(
-        f"verify: generation {plain['gen_rate']:.0f} tok/s without, "
-        f"{verified['gen_rate']:.0f} tok/s with the math verifier -> ratio "
-        f"{verified['gen_rate'] / plain['gen_rate']:.3f}"
+        f"verify: generation {off:.0f} tok/s without ({rates['off'][0]:.0f}, "
+        f"{rates['off'][1]:.0f}), {on:.0f} tok/s with the math verifier ({rates['on'][0]:.0f}, "
+        f"{rates['on'][1]:.0f}) -> ratio {on / off:.3f}"
     )
 
 
 def bench_metrics(workdir: Path, n: int) -> None:
+    """Metrics off (`metrics: false`) against on with a scraper reading the Prometheus
+    endpoint every second (Prometheus' default is 15 s), off-on-on-off."""
+    import httpx
+
     data = prompt_file(workdir, n)
     base = {
         "model": "sim",
@@ -91,13 +103,30 @@ def bench_metrics(workdir: Path, n: int) -> None:
         "datasets": [{"path": str(data)}],
         "shard_size": 2000,
     }
-    rates = {}
-    for label, port in (("off", 0), ("on", 19464)):
-        metrics = job(workdir, f"metrics-{label}", metrics_port=port, **base)
-        rates[label] = n / metrics["wall"]
+    port = 19464
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(1.0):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        # The first job on a fresh Ray also starts its worker processes: a warm-up.
+        for i, label in enumerate(("warm-up", "off", "on", "on", "off")):
+            on = label == "on"
+            settings = {"metrics": on, "metrics_port": port if on else 0}
+            wall = job(workdir, f"metrics-{label}-{i}", **settings, **base)["wall"]
+            walls.setdefault(label, []).append(wall)
+    finally:
+        stop.set()
+    off, on = 2 * n / sum(walls["off"]), 2 * n / sum(walls["on"])
     print(
-        f"metrics: {rates['off']:,.0f} rollouts/s off, {rates['on']:,.0f} on -> cost "
-        f"{100 * (1 - rates['on'] / rates['off']):.2f}% (ratio {rates['on'] / rates['off']:.3f})"
+        f"metrics (warm-up, off, on, on, off; walls {walls}): {off:,.0f} rollouts/s off, "
+        f"{on:,.0f} on -> cost {100 * (1 - on / off):.2f}% (ratio {on / off:.3f})"
     )
 
 

@@ -142,7 +142,7 @@ class Coordinator:
         self.piece_nodes: dict[str, str] = {}
         self.actor_starts: Counter[str] = Counter()
         self.engine_stats: dict[str, dict[str, float]] = {}
-        self.ray_metrics = _ray_metrics(job_name)
+        self.ray_metrics = _ray_metrics(job_name) if self.config.metrics else None
         self.partials: dict[str, tuple[int, int]] = {}
         self.run_todo = 0
         self.run_done = 0

@@ -227,7 +227,7 @@ def run_job(
             notify(f"Resuming {config.output}: {pending} pieces left")
         if watch_s:
             notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
-        collector = prometheus_collector(config.metrics_port, name)
+        collector = prometheus_collector(config.metrics_port if config.metrics else 0, name)
         sinks = [s for s in (on_progress, collector and collector.update) if s]
         poll = _Poller(lambda: ray.get(coordinator.progress.remote()), sinks)
         try:

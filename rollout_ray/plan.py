@@ -58,6 +58,7 @@ _NON_SEMANTIC_TOP = {
     "verifier_cpus",
     "serve",
     "cost",
+    "metrics",
     "metrics_port",
 }
 

@@ -89,3 +89,24 @@ def test_metrics_endpoint_moves_and_matches_output(ray_session, tiny_model, tmp_
     assert value(final, "rollout_ray_reward_bucket", dataset="m", le="0.0") == rewards.count(0.0)
     assert value(final, "rollout_ray_engine_restarts_total") == 0
     assert done["result"].status == "finished"
+
+
+def test_metrics_false_serves_no_endpoint(ray_session, tiny_model, tmp_path):
+    port = free_port()
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a story {i}"} for i in range(8)])
+    config = job_config(
+        tiny_model, tmp_path / "out", [{"name": "m", "path": str(data)}], metrics_port=port
+    )
+    config = config.model_copy(update={"metrics": False})
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
+    thread.start()
+    answered = 0
+    while thread.is_alive():
+        with contextlib.suppress(httpx.HTTPError):
+            scrape(port)
+            answered += 1
+        time.sleep(0.3)
+    thread.join()
+    assert done["result"].status == "finished" and len(read_output(tmp_path / "out")) == 8
+    assert answered == 0

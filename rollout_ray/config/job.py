@@ -125,6 +125,12 @@ class JobConfig(_Strict):
         ge=0,
         description="Logical CPUs Ray reserves for each engine actor's verifier actor.",
     )
+    metrics: bool = Field(
+        True,
+        description="Export metrics: the driver's Prometheus endpoint (metrics_port), "
+        "Ray's metrics API (the Ray dashboard) and vLLM's own engine metrics; false turns "
+        "all three off.",
+    )
     metrics_port: int = Field(
         9464,
         ge=0,

@@ -31,7 +31,7 @@ def create_engine(config: JobConfig, device: str = "cpu") -> Engine:
     if kind == "vllm":
         from rollout_ray.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(config.model, config.engine, device)
+        return VLLMEngine(config.model, config.engine, device, metrics=config.metrics)
     if kind == "openai":
         from rollout_ray.engines.openai_engine import OpenAIEngine
 

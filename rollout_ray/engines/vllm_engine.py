@@ -48,10 +48,11 @@ def cpu_environment(config: VLLMEngineConfig, cores: int) -> dict[str, str]:
 class VLLMEngine(Engine):
     name = "vllm"
 
-    def __init__(self, model: str, config: VLLMEngineConfig, device: str):
+    def __init__(self, model: str, config: VLLMEngineConfig, device: str, metrics: bool = True):
         self._model_name = model
         self.config = config
         self.device = device
+        self.metrics = metrics
         self._start()
 
     def _start(self) -> None:
@@ -70,7 +71,8 @@ class VLLMEngine(Engine):
             "tensor_parallel_size": config.tensor_parallel_size,
             "max_model_len": config.max_model_len,
             "gpu_memory_utilization": config.gpu_memory_utilization,
-            "disable_log_stats": False,
+            # vLLM's own metrics (vllm:*), exported through Ray when inside Ray.
+            "disable_log_stats": not self.metrics,
             "use_tqdm_on_load": False,
         }
         if config.max_num_seqs:
@@ -86,7 +88,7 @@ class VLLMEngine(Engine):
         # Offline batch defaults (as vllm.LLM gets): twice the sequences per batch of
         # the engine-context defaults (256 vs 128 on CPU).
         usage = UsageContext.LLM_CLASS
-        loggers = ray_stat_loggers()
+        loggers = ray_stat_loggers() if self.metrics else None
         self.stepped = in_process_core(config, device)
         if self.stepped:
             self.engine = SteppedEngine(EngineArgs(**kwargs), usage, loggers)
