@@ -40,7 +40,8 @@ def job(workdir: Path, name: str, **config) -> dict:
     config.setdefault("output", str(workdir / name))
     config.setdefault("metrics_port", 0)
     started = time.monotonic()
-    result = run_job(load_config(config))
+    # Polled for progress as the CLI's progress line is, whatever else is on.
+    result = run_job(load_config(config), on_progress=lambda progress: None)
     metrics = dict(result.metrics)
     metrics["wall"] = time.monotonic() - started
     metrics["gen_rate"] = generation_rate(Path(config["output"]))
@@ -155,15 +156,14 @@ def bench_sweep(workdir: Path, n: int, model: str) -> None:
     )
 
 
-def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float) -> None:
+def fixed_delay_server(port: int, delay: float) -> None:
+    """An OpenAI-compatible chat endpoint that answers every request after `delay`
+    seconds; runs in its own process, as a real endpoint would."""
     from aiohttp import web
-
-    served = []
 
     async def chat(request: web.Request) -> web.Response:
         body = await request.json()
         await asyncio.sleep(delay)
-        served.append(time.monotonic())
         return web.json_response(
             {
                 "id": "x",
@@ -182,43 +182,53 @@ def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float) -> Non
             }
         )
 
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    web.run_app(app, host="127.0.0.1", port=port, backlog=4096, access_log=None, print=None)
+
+
+def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float) -> None:
+    import socket
+    import subprocess
+
     port = 18731
-    ready = threading.Event()
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start())
-        ready.set()
-        loop.run_forever()
-
-    threading.Thread(target=serve, daemon=True).start()
-    ready.wait()
-    data = prompt_file(workdir, n)
-    job(
-        workdir,
-        "endpoint",
-        model="fixed-delay",
-        engine={
-            "kind": "openai",
-            "base_url": f"http://127.0.0.1:{port}/v1",
-            "api_key_env": None,
-            "max_concurrent_requests": concurrency,
-            "timeout_s": 30,
-        },
-        datasets=[{"path": str(data)}],
-        sampling={"max_tokens": 4},
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--fixed-delay-server", str(port), str(delay)]
     )
-    times = np.sort(np.array(served))
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        data = prompt_file(workdir, n)
+        output = workdir / "endpoint"
+        job(
+            workdir,
+            "endpoint",
+            model="fixed-delay",
+            engine={
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "api_key_env": None,
+                "max_concurrent_requests": concurrency,
+                "timeout_s": 30,
+            },
+            datasets=[{"path": str(data)}],
+            sampling={"max_tokens": 4},
+        )
+    finally:
+        server.terminate()
+        server.wait()
+    # Completions per second between the 10th and 90th percentile of completion times.
+    table = pads.dataset(output / "data", format="parquet").to_table(columns=["created_at"])
+    times = np.sort(table.column("created_at").to_numpy().astype("datetime64[ms]").astype(float))
     lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
-    rate = (hi - lo) / (times[hi] - times[lo])
+    rate = (hi - lo) / ((times[hi] - times[lo]) / 1000)
     ideal = concurrency / delay
     print(
         f"endpoint: {rate:,.0f} requests/s at concurrency {concurrency} and {delay:g} s "
-        f"per reply; ideal {ideal:,.0f} -> busy {rate / ideal:.3f}"
+        f"per reply (endpoint in its own process); ideal {ideal:,.0f} -> busy {rate / ideal:.3f}"
     )
 
 
@@ -275,7 +285,11 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sweep-model", help="an HF folder for the sweep (default SmolLM2)")
+    parser.add_argument("--fixed-delay-server", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fixed_delay_server:
+        fixed_delay_server(int(args.fixed_delay_server[0]), float(args.fixed_delay_server[1]))
+        return
     os.environ.setdefault("ROLLOUT_RAY_DASHBOARD", "0")
     from rollout_ray.logs import quiet_libraries
     from rollout_ray.placement import init_ray
