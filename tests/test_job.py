@@ -190,7 +190,9 @@ def test_engine_core_in_its_own_process_gives_the_same_rollouts(
     for key, record in stepped.items():
         for field in ("response_text", "output_token_ids", "finish_reason", "prompt_token_ids"):
             assert process[key][field] == record[field], (key, field)
-    assert again.datasets == result.datasets
+    counts = ("expected", "ok", "failed", "retryable")
+    for name, totals in result.datasets.items():
+        assert {k: again.datasets[name][k] for k in counts} == {k: totals[k] for k in counts}
 
 
 def test_limit_and_command_line_beats_row(ray_session, tiny_model, tmp_path):

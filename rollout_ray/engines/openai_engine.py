@@ -86,13 +86,20 @@ class OpenAIEngine(Engine):
 
     def _client_for_loop(self):
         if self._client is None:
-            from openai import AsyncOpenAI
+            import httpx
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+            # One kept-alive connection per concurrent request: the client's default
+            # keeps 100, so above that every request would open a new connection.
+            slots = self.config.max_concurrent_requests
             self._client = AsyncOpenAI(
                 base_url=self.config.base_url,
                 api_key=self._api_key,
                 max_retries=0,  # retries are ours: they honour Retry-After and count
                 timeout=self.config.timeout_s,
+                http_client=DefaultAsyncHttpxClient(
+                    limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+                ),
             )
             self._slots = asyncio.Semaphore(self.config.max_concurrent_requests)
         return self._client

@@ -3,9 +3,9 @@
 Every rollout is its own request; vLLM's scheduler batches whatever is in flight, so
 feeding it is just submitting. On GPU the engine is AsyncLLM (its core in a second
 process); on CPU the core runs in this process, stepped by a thread (vllm_stepper.py
-says why). Prompts are templated and tokenized here with the
-model's own chat template, which lets us refuse a too-long prompt with a clear reason
-and store prompt token ids for RL without asking vLLM twice.
+says why). Prompts are templated and tokenized here with the model's own chat
+template, which lets us refuse a too-long prompt with a clear reason and store prompt
+token ids for RL without asking vLLM twice.
 """
 
 from __future__ import annotations
