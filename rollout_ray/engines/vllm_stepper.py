@@ -109,12 +109,16 @@ class SteppedEngine:
             self.error = exc
             self._fail_all(exc)
 
-    def _take_requests(self) -> None:
+    def _queued(self):
+        """What callers have queued since the last look, oldest first."""
         while True:
             try:
-                op, request_id, prompt, params, future, loop = self._inbox.get_nowait()
+                yield self._inbox.get_nowait()
             except queue.Empty:
                 return
+
+    def _take_requests(self) -> None:
+        for op, request_id, prompt, params, future, loop in self._queued():
             if op == "abort":
                 if self._waiters.pop(request_id, None) is not None:
                     self.engine.abort_request([request_id])
@@ -144,11 +148,7 @@ class SteppedEngine:
 
     def _fail_all(self, exc: BaseException) -> None:
         """Fail every waiter, and every request still queued to a thread that has ended."""
-        while True:
-            try:
-                op, request_id, _, _, future, loop = self._inbox.get_nowait()
-            except queue.Empty:
-                break
+        for op, request_id, _, _, future, loop in self._queued():
             if op == "add":
                 self._waiters[request_id] = (future, loop)
         for request_id in list(self._waiters):
