@@ -111,6 +111,27 @@ def test_vllm_server_same_record_as_in_process(ray_session, vllm_server, tiny_mo
     for record in first.values():
         assert record["engine"] == "openai" and record["model"] == "tiny"
         assert 0 < record["output_tokens"] <= 8 and record["prompt_tokens"] > 0
+    # Token ids and logprobs (for RL buffers) come back through the server, one per
+    # output token.
+    rl = openai_job(vllm_server, tmp_path / "rl", data).model_copy(deep=True)
+    rl.sampling.logprobs = rl.sampling.return_token_ids = True
+    run_job(rl)
+    for record in read_output(tmp_path / "rl"):
+        assert len(record["output_token_ids"]) == record["output_tokens"] > 0
+        assert len(record["output_logprobs"]) == record["output_tokens"]
+        assert all(lp <= 0 for lp in record["output_logprobs"])
+        assert len(record["prompt_token_ids"]) == record["prompt_tokens"]
+    # A NeMo Gym row goes through the Responses API, with the row's own sampling.
+    gym = write_jsonl(
+        tmp_path / "gym.jsonl",
+        [{"responses_create_params": {"input": "the sky", "max_output_tokens": 3, "seed": 1}}],
+    )
+    run_job(openai_job(vllm_server, tmp_path / "gym", gym))
+    gym_records = read_output(tmp_path / "gym")
+    assert len(gym_records) == 2
+    for record in gym_records:
+        assert 0 < record["output_tokens"] <= 3 and record["prompt_tokens"] > 0
+        assert record["response_text"] and record["finish_reason"] in ("length", "stop")
     # The same record schema as the in-process engine writes.
     run_job(job_config(tiny_model, tmp_path / "local", [{"name": "api", "path": str(data)}]))
     ours = pq.read_schema(next(Path(tmp_path, "local", "data").rglob("*.parquet")))
