@@ -1,8 +1,9 @@
 """`rollout-ray serve`: one vLLM model on Ray Serve, shared by many jobs.
 
-It deploys Ray's own OpenAI-compatible LLM app (`ray.serve.llm`) on the running
-cluster; jobs then use the `openai` engine with the printed URL. Serving once and
-sharing means a sweep, several datasets or several jobs load the model once.
+It deploys an OpenAI-compatible app on the running cluster, rollout-ray's own
+(serve_app.py: the jobs' engine behind HTTP) or Ray's `ray.serve.llm`; jobs then use
+the `openai` engine with the printed URL. Serving once and sharing means a sweep,
+several datasets or several jobs load the model once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from rollout_ray.config import JobConfig, ServeConfig, VLLMEngineConfig
+from rollout_ray.engines.vllm_engine import cpu_environment
 from rollout_ray.errors import ConfigError, RolloutRayError
 
 log = logging.getLogger(__name__)
@@ -36,16 +38,75 @@ def deploy(config: JobConfig, wait_s: float = 600) -> str:
     """
     import ray
     from ray import serve
-    from ray.serve.llm import LLMConfig, build_openai_app
-
-    from rollout_ray.engines.vllm_engine import cpu_environment
-    from rollout_ray.models import resolve_model
 
     settings = serve_settings(config)
     _connect()
     device = settings.device
     if device == "auto":
         device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    env = {"VLLM_LOGGING_LEVEL": "ERROR", "TQDM_DISABLE": "1"}
+    if device == "cpu":
+        cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+        env.update(cpu_environment(VLLMEngineConfig(), min(cores, os.cpu_count() or cores)))
+    if settings.server == "rollout-ray":
+        app = _own_app(config, settings, device, env)
+    else:
+        app = _ray_serve_llm_app(config, settings, device, env)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    _check_proxy(settings)
+    serve.run(app, name=settings.name, route_prefix="/", blocking=False)
+    _wait_ready(settings, wait_s)
+    return url_of(settings)
+
+
+def _own_app(config: JobConfig, settings: ServeConfig, device: str, env: dict[str, str]):
+    """rollout-ray's app (serve_app.py): each replica hosts the jobs' own engine."""
+    from rollout_ray.serve_app import deployment
+
+    engine = VLLMEngineConfig(
+        device=device,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        max_model_len=settings.max_model_len,
+        engine_kwargs=settings.engine_kwargs,
+    )
+    gpus = settings.gpus_per_replica
+    if gpus is None:
+        gpus = settings.tensor_parallel_size if device == "cuda" else 0
+    actor: dict[str, Any] = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
+    options: dict[str, Any] = {}
+    if settings.tensor_parallel_size > 1:
+        # The engine's tensor-parallel workers are Ray actors in the replica's group.
+        per_rank = gpus / settings.tensor_parallel_size
+        options["placement_group_bundles"] = [{"CPU": 1, "GPU": per_rank}] * (
+            settings.tensor_parallel_size
+        )
+        options["placement_group_strategy"] = "PACK"
+    else:
+        actor["num_gpus"] = gpus
+    return deployment.options(
+        name=settings.served_model_name or "llm",
+        ray_actor_options=actor,
+        # A replica batches up to its engine's max_num_seqs; keep enough queued that
+        # it never waits on the proxy, and scale on a full batch's worth in flight.
+        max_ongoing_requests=settings.max_ongoing_requests,
+        autoscaling_config={
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.max_ongoing_requests // 2,
+        },
+        **options,
+    ).bind(
+        config.model, settings.served_model_name or config.model, engine.model_dump_json(), device
+    )
+
+
+def _ray_serve_llm_app(config: JobConfig, settings: ServeConfig, device: str, env: dict[str, str]):
+    """Ray's own OpenAI app (ray.serve.llm): streaming, LoRA and the rest of its
+    surface; on CPU it always runs vLLM's multiprocess executor."""
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    from rollout_ray.models import resolve_model
+
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": settings.tensor_parallel_size,
         "max_model_len": settings.max_model_len,
@@ -57,17 +118,19 @@ def deploy(config: JobConfig, wait_s: float = 600) -> str:
             "model_source": resolve_model(config.model, announce=log.warning),
         },
         "deployment_config": {
+            "max_ongoing_requests": settings.max_ongoing_requests,
             "autoscaling_config": {
                 "min_replicas": settings.min_replicas,
                 "max_replicas": settings.max_replicas,
-            }
+            },
         },
     }
-    env = {"VLLM_LOGGING_LEVEL": "ERROR", "TQDM_DISABLE": "1"}
     if device == "cpu":
-        cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-        env.update(cpu_environment(VLLMEngineConfig(), min(cores, os.cpu_count() or cores)))
         engine_kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
+        # A served model here serves batch jobs: vLLM's offline batch sizes on CPU (as
+        # the in-process engine gets), not its online server's half-size ones.
+        for name, value in (("max_num_seqs", 256), ("max_num_batched_tokens", 4096)):
+            engine_kwargs[name] = settings.engine_kwargs.get(name, value)
         llm["placement_group_config"] = {"bundles": [{"CPU": 1}]}
     else:
         gpus = settings.gpus_per_replica
@@ -75,12 +138,7 @@ def deploy(config: JobConfig, wait_s: float = 600) -> str:
         llm["placement_group_config"] = {"bundles": [bundle] * settings.tensor_parallel_size}
     llm["engine_kwargs"] = {k: v for k, v in engine_kwargs.items() if v is not None}
     llm["runtime_env"] = {"env_vars": env}
-    app = build_openai_app({"llm_configs": [LLMConfig(**llm)]})
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    _check_proxy(settings)
-    serve.run(app, name=settings.name, route_prefix="/", blocking=False)
-    _wait_ready(settings, wait_s)
-    return url_of(settings)
+    return build_openai_app({"llm_configs": [LLMConfig(**llm)]})
 
 
 def stop(config: JobConfig) -> None:

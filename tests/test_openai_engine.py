@@ -222,6 +222,7 @@ def test_faults_limits_and_secrets(tmp_path):
 
 
 def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
+    import openai
     from openai import OpenAI
     from ray import serve
 
@@ -253,6 +254,28 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
         )
         assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
         assert [m.id for m in client.models.list().data] == ["tiny"]
+        # Logprobs, one per output token, in the client's own types.
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5, logprobs=True
+        )
+        steps = reply.choices[0].logprobs.content
+        assert len(steps) == reply.usage.completion_tokens and all(t.logprob <= 0 for t in steps)
+        # The Responses API, as NeMo Gym rows use it.
+        answer = client.responses.create(
+            model="tiny", input="hello", instructions="be brief", max_output_tokens=3
+        )
+        assert answer.output_text and 0 < answer.usage.output_tokens <= 3
+        # What it does not serve is refused by name, never silently ignored.
+        with pytest.raises(openai.BadRequestError, match="stream"):
+            client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        with pytest.raises(openai.BadRequestError, match="tools"):
+            client.chat.completions.create(
+                model="tiny",
+                messages=[{"role": "user", "content": "x"}],
+                tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            )
         # Two jobs share it: the model serves both without loading again.
         run_job(config)
         run_job(config.model_copy(update={"output": str(tmp_path / "out2")}))
@@ -273,3 +296,41 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
             serving.deploy(elsewhere)
     finally:
         serving.stop(config)
+
+
+def test_ray_serve_llm_app(ray_session, tiny_model, tmp_path):
+    """`serve.server: ray-serve-llm` deploys Ray's own app, which jobs use the same way."""
+    from ray import serve
+
+    from rollout_ray import serving
+
+    serve.shutdown()
+    port = free_port()
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a song {i}"} for i in range(3)])
+    config = load_config(
+        {
+            "model": tiny_model,
+            "serve": {
+                "server": "ray-serve-llm",
+                "served_model_name": "tiny",
+                "max_model_len": 512,
+                "port": port,
+            },
+            "engine": {
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "api_key_env": None,
+            },
+            "datasets": [{"name": "served", "path": str(data)}],
+            "sampling": {"max_tokens": 6, "seed": 3},
+            "output": str(tmp_path / "out"),
+        }
+    )
+    serving.deploy(config)
+    try:
+        run_job(config)
+        records = read_output(tmp_path / "out")
+        assert len(records) == 3 and all(0 < r["output_tokens"] <= 6 for r in records)
+    finally:
+        serving.stop(config)
+        serve.shutdown()
