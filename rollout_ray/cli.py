@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -70,6 +71,13 @@ def run(
     force_new_config: Annotated[
         bool, typer.Option(help="Resume an output that was planned with another config.")
     ] = False,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            envvar="ROLLOUT_RAY_DASHBOARD",
+            help="Start the Ray dashboard with a local Ray (a cluster has its own).",
+        ),
+    ] = False,
 ) -> None:
     """Run a job, or resume it: the same command finishes an interrupted job."""
     from rollout_ray.console import ProgressView, print_projection, print_summary, show_piece
@@ -77,6 +85,7 @@ def run(
     from rollout_ray.pipeline import run_job, run_pilot
 
     quiet_libraries()
+    os.environ["ROLLOUT_RAY_DASHBOARD"] = "1" if dashboard else "0"
     job = _load(config, overrides, limit)
     try:
         with ProgressView(console) as view:

@@ -135,9 +135,10 @@ class RolloutLLMServer:
 
     def check_health(self) -> None:
         """Serve replaces a replica whose engine died."""
-        error = getattr(self.engine.engine, "error", None)
-        if error is not None:
-            raise RuntimeError(f"the engine died: {error!r}")
+        core = self.engine.engine  # SteppedEngine (CPU) or AsyncLLM (GPU)
+        error = getattr(core, "error", None)
+        if error is not None or getattr(core, "errored", False):
+            raise RuntimeError(f"the engine died: {error or core.dead_error!r}")
 
     async def _generate(
         self, messages: list[dict[str, str]], sampling: dict[str, Any], n: int = 1
@@ -166,7 +167,7 @@ class RolloutLLMServer:
             return _error(400, str(exc), exc.param)
         except RowError as exc:  # e.g. a prompt longer than the context
             return _error(400, str(exc), "messages")
-        except ValueError as exc:  # a body that is not JSON, a bad sampling value
+        except (ValueError, TypeError) as exc:  # not JSON, a bad sampling value
             return _error(400, str(exc))
         except EngineDead as exc:
             return _error(503, f"the engine died: {exc}")
