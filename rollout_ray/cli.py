@@ -77,7 +77,7 @@ def run(
             envvar="ROLLOUT_RAY_DASHBOARD",
             help="Start the Ray dashboard with a local Ray (a cluster has its own).",
         ),
-    ] = False,
+    ] = True,
 ) -> None:
     """Run a job, or resume it: the same command finishes an interrupted job."""
     from rollout_ray.console import ProgressView, print_projection, print_summary, show_piece

@@ -31,10 +31,8 @@ def init_ray(num_cpus: int | None = None) -> bool:
         ray.init(
             namespace=NAMESPACE,
             num_cpus=num_cpus,
-            # Off unless asked (`run --dashboard`): on a laptop its processes wake
-            # beside the engine's threads; with it off and the engine at normal
-            # priority a 300-prompt job ran 6% faster (docs/platform.md).
-            include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "0") == "1",
+            # `run --no-dashboard` on a small machine: see docs/platform.md.
+            include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
             logging_level=logging.WARNING,
             configure_logging=False,
         )
@@ -76,10 +74,6 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
         "TORCH_CPP_LOG_LEVEL": "ERROR",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONWARNINGS": "ignore",
-        # Ray starts workers at niceness 15, below its own daemons, our driver and
-        # anything else on the node, so each of their wake-ups preempts an engine
-        # thread and stalls the step that thread belongs to; the engine is the job.
-        "RAY_worker_niceness": "0",
         **passthrough_env(),
     }
     options: dict[str, Any] = {"num_cpus": engine.num_cpus}
