@@ -72,7 +72,7 @@ class BadRequest(Exception):
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status == 400 else "server_error"
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "server_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
     return JSONResponse(body, status_code=status)
 
@@ -162,6 +162,9 @@ class RolloutLLMServer:
             body = await request.json()
             if not isinstance(body, dict):
                 raise BadRequest("the request body must be a JSON object")
+            if body.get("model") not in (None, self.name):
+                message = f"model {body['model']!r} is not served here; this app serves "
+                return _error(404, message + repr(self.name), "model")
             return JSONResponse(await build(body))
         except BadRequest as exc:
             return _error(400, str(exc), exc.param)

@@ -270,6 +270,10 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
             client.chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": "x"}], stream=True
             )
+        with pytest.raises(openai.NotFoundError, match="'other' is not served here"):
+            client.chat.completions.create(
+                model="other", messages=[{"role": "user", "content": "x"}], max_tokens=2
+            )
         with pytest.raises(openai.BadRequestError, match="tools"):
             client.chat.completions.create(
                 model="tiny",
