@@ -109,13 +109,13 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
         out.append(
             {
                 "role": "system" if role == "developer" else role,
-                "content": _content_text(message.get("content"), f"{where}[{i}].content"),
+                "content": content_text(message.get("content"), f"{where}[{i}].content"),
             }
         )
     return out
 
 
-def _content_text(content: Any, where: str) -> str:
+def content_text(content: Any, where: str) -> str:
     """A message's content as text: a string, or the text parts of a content list."""
     if isinstance(content, str):
         return content

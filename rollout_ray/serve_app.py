@@ -29,6 +29,7 @@ from ray import serve
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines import EngineDead, Generation, GenerationRequest
 from rollout_ray.errors import RowError
+from rollout_ray.prompts import content_text
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +78,6 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def _text(content: Any, where: str) -> str:
-    """A message's content as text: a string, or a list of text parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind not in ("text", "input_text", "output_text"):
-                raise BadRequest(f"{where}: only text content is served, not {kind!r}", where)
-            texts.append(str(part.get("text") or ""))
-        return "".join(texts)
-    raise BadRequest(f"{where}: content must be a string or a list of text parts", where)
-
-
 def _messages(items: Any, where: str) -> list[dict[str, str]]:
     if not isinstance(items, list) or not items:
         raise BadRequest(f"{where} must be a non-empty list of messages", where)
@@ -99,7 +85,8 @@ def _messages(items: Any, where: str) -> list[dict[str, str]]:
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("role"), str):
             raise BadRequest(f"{where}[{i}] must be a message with a role", f"{where}[{i}]")
-        out.append({"role": item["role"], "content": _text(item.get("content"), f"{where}[{i}]")})
+        text = content_text(item.get("content"), f"{where}[{i}]")  # RowError: a 400
+        out.append({"role": item["role"], "content": text})
     return out
 
 
