@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -84,6 +85,7 @@ def run(
     from rollout_ray.logs import quiet_libraries
     from rollout_ray.pipeline import run_job, run_pilot
 
+    stop_on_ctrl_c()
     quiet_libraries()
     os.environ["ROLLOUT_RAY_DASHBOARD"] = "1" if dashboard else "0"
     job = _load(config, overrides, limit)
@@ -281,13 +283,59 @@ def model_prepare(
     print(path)
 
 
+def stop_on_ctrl_c() -> None:
+    """Ctrl-C stops a run, keeping what is committed; a second Ctrl-C exits at once.
+
+    Set here rather than trusted from the environment: a process started by one that
+    ignores SIGINT (a shell's background job, some test runners and supervisors)
+    inherits SIG_IGN through exec, and Python then never raises KeyboardInterrupt.
+    """
+    pressed = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        pressed.append(signum)
+        if len(pressed) > 1:
+            os.write(2, b"\ninterrupted again: exiting now\n")
+            os._exit(130)
+        os.write(2, b"\nstopping: keeping what is committed (Ctrl-C again to exit now)\n")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@app.callback()
+def options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", envvar="ROLLOUT_RAY_DEBUG", help="Show tracebacks of unexpected errors."
+        ),
+    ] = False,
+) -> None:
+    """Collect LLM rollouts on Ray Data + vLLM, resumable, from a laptop to a cluster."""
+    if debug:
+        os.environ["ROLLOUT_RAY_DEBUG"] = "1"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except RolloutRayError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:
+        if os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        console.print(
+            f"[red]error:[/red] rollout-ray stopped on an unexpected error: "
+            f"{type(exc).__name__}: {first}\nCommitted work is kept; run the same command "
+            "to resume. `rollout-ray --debug ...` shows the traceback; please report it.",
+            soft_wrap=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from typing import Any
 from rollout_ray import manifest, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.cost import Projection, cost_of, project
-from rollout_ray.engines.base import FatalEngineError
-from rollout_ray.errors import EngineFailed
+from rollout_ray.errors import EngineFailed, find_job_fault
 from rollout_ray.manifest import Layout
 from rollout_ray.placement import (
     NAMESPACE,
@@ -34,6 +33,9 @@ from rollout_ray.plan import build_plan, fingerprint, prepare_output
 from rollout_ray.verification import check_verifiers
 
 log = logging.getLogger(__name__)
+
+#: How long the piece feed waits for a restarting coordinator before giving up.
+COORDINATOR_GRACE_S = 120.0
 
 
 @dataclass
@@ -118,8 +120,18 @@ def pending_pieces(coordinator_name: str, batch: int):
         import ray
 
         coordinator = ray.get_actor(coordinator_name, namespace=NAMESPACE)
+        lost_since = None
         while True:
-            items = ray.get(coordinator.next_items.remote(batch))
+            try:
+                items = ray.get(coordinator.next_items.remote(batch))
+            except ray.exceptions.RayActorError:
+                # Restarting (Ray brings it back, with the plan and commits): ask again.
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > COORDINATOR_GRACE_S:
+                    raise
+                time.sleep(0.5)
+                continue
+            lost_since = None
             if items is None:
                 return
             for item in items:
@@ -240,13 +252,15 @@ def run_job(
             status = "interrupted"
             raise
         except Exception as exc:
-            fatal = _fatal_engine_message(exc)
-            if fatal:
-                raise EngineFailed(f"the engine cannot go on: {fatal}") from None
+            fault = find_job_fault(exc)
+            if isinstance(fault, EngineFailed):
+                raise EngineFailed(f"the engine cannot go on: {fault}") from None
+            if fault is not None:
+                raise fault from None
             raise
         finally:
             poll.stop()
-            progress = ray.get(coordinator.finish.remote(status), timeout=120)
+            progress = _finish(coordinator, status)
             for sink in sinks:
                 sink(progress)
     finally:
@@ -264,16 +278,18 @@ def run_job(
     return JobResult(config.output, status, wall, progress, metrics)
 
 
-def _fatal_engine_message(exc: BaseException) -> str | None:
-    """The message of a FatalEngineError raised in an actor, however Ray wrapped it
-    (Ray Data re-raises user errors with the remote traceback as text)."""
-    if isinstance(exc, FatalEngineError):
-        return str(exc)
-    marker = f"{FatalEngineError.__name__}: "
-    for line in reversed(str(exc).splitlines()):
-        if marker in line:
-            return line.split(marker, 1)[1].strip()
-    return None
+def _finish(coordinator: Any, status: str) -> dict[str, Any]:
+    """The coordinator's final progress, waiting out a restart of it."""
+    import ray
+
+    deadline = time.monotonic() + COORDINATOR_GRACE_S
+    while True:
+        try:
+            return ray.get(coordinator.finish.remote(status), timeout=120)
+        except ray.exceptions.RayActorError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult, Projection]:

@@ -50,7 +50,17 @@ def init_ray(num_cpus: int | None = None) -> bool:
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ == "PlainRayHandler":
             handler.setLevel(logging.WARNING)
+    # A job fault raised in an actor stops the run with our own message; Ray Data's
+    # line about it advises `max_errored_blocks`, which would drop rows silently.
+    logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(
+        _DropAbortNotice()
+    )
     return local
+
+
+class _DropAbortNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Dataset execution will now abort" not in record.getMessage()
 
 
 def resolve_device(config: JobConfig) -> str:

@@ -10,6 +10,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from rollout_ray.errors import EngineFailed
+
 
 @dataclass
 class GenerationRequest:
@@ -41,7 +43,7 @@ class EngineDead(Exception):
     """The engine can't serve any more requests; the actor must be replaced."""
 
 
-class FatalEngineError(Exception):
+class FatalEngineError(EngineFailed):
     """Nothing will succeed with this engine (a bad API key, an unknown model): the
     job stops with this message instead of failing every row."""
 
