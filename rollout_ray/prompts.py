@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
+from rollout_ray.schema import to_json
 
 GYM_KEY = "responses_create_params"
 ROW_SAMPLING_KEY = "sampling"
@@ -40,6 +41,8 @@ class Prompt:
     sampling: dict[str, Any] = field(default_factory=dict)
     carried: dict[str, Any] = field(default_factory=dict)
     responses_create_params: str | None = None
+    #: Repairs made to the row when it was read (e.g. invalid UTF-8 replaced).
+    warnings: list[str] | None = None
 
 
 def build_prompt(row: dict[str, Any], dataset: DatasetConfig) -> Prompt:
@@ -83,9 +86,17 @@ def detect_shape(row: dict[str, Any], dataset: DatasetConfig) -> str:
 def _prompt_text(row: dict[str, Any], dataset: DatasetConfig) -> str:
     if dataset.prompt_template:
         try:
-            return dataset.prompt_template.format(**row)
+            text = dataset.prompt_template.format(**row)
         except KeyError as exc:
             raise RowError(f"prompt_template needs field {exc.args[0]!r}, not in the row") from None
+        except Exception as exc:  # IndexError, ValueError (a format spec), AttributeError...
+            raise RowError(
+                f"prompt_template {dataset.prompt_template[:80]!r} can't be filled from this "
+                f"row: {type(exc).__name__}: {exc}"
+            ) from None
+        if not text:
+            raise RowError("prompt_template gives an empty prompt for this row")
+        return text
     value = row.get(dataset.prompt_field)
     if not isinstance(value, str) or not value:
         raise RowError(
@@ -104,8 +115,10 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
         if not isinstance(message, dict) or "role" not in message:
             raise RowError(f"{where}[{i}] must be an object with 'role' and 'content'")
         role = message["role"]
-        if role not in ROLES:
-            raise RowError(f"{where}[{i}].role is {role!r}; allowed: {', '.join(sorted(ROLES))}")
+        if not isinstance(role, str) or role not in ROLES:
+            raise RowError(
+                f"{where}[{i}].role is {_short(role)}; allowed: {', '.join(sorted(ROLES))}"
+            )
         out.append(
             {
                 "role": "system" if role == "developer" else role,
@@ -113,6 +126,12 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
             }
         )
     return out
+
+
+def _short(value: Any) -> str:
+    """A value as a message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def content_text(content: Any, where: str) -> str:
@@ -141,25 +160,28 @@ def _from_gym(row: dict[str, Any]) -> Prompt:
     messages = _messages(params["input"], f"{GYM_KEY}.input")
     instructions = params.get("instructions")
     if instructions:
-        messages.insert(0, {"role": "system", "content": str(instructions)})
+        if not isinstance(instructions, str):
+            raise RowError(f"{GYM_KEY}.instructions must be a string, got {_short(instructions)}")
+        messages.insert(0, {"role": "system", "content": instructions})
     sampling = {
         ours: params[theirs]
         for theirs, ours in _GYM_SAMPLING.items()
         if params.get(theirs) is not None
     }
     # Gym carries a per-rollout seed inside metadata.extra_body, as a JSON string.
-    extra_body = (params.get("metadata") or {}).get("extra_body")
+    metadata = params.get("metadata")
+    extra_body = metadata.get("extra_body") if isinstance(metadata, dict) else None
     if isinstance(extra_body, str) and "seed" not in sampling:
         try:
             seed = json.loads(extra_body).get("seed")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             seed = None
-        if isinstance(seed, int):
+        if isinstance(seed, int) and not isinstance(seed, bool):
             sampling["seed"] = seed
     carried = {k: v for k, v in row.items() if k != GYM_KEY}
     if sampling:
         sampling = _validated(sampling, GYM_KEY)
-    return Prompt(messages, sampling, carried, json.dumps(params, default=str))
+    return Prompt(messages, sampling, carried, to_json(params))
 
 
 def _row_sampling(value: Any) -> dict[str, Any]:
@@ -170,6 +192,8 @@ def _row_sampling(value: Any) -> dict[str, Any]:
 
 def _validated(values: dict[str, Any], where: str) -> dict[str, Any]:
     """A row's sampling values, checked as the config's are."""
+    if not all(isinstance(k, str) for k in values):
+        raise RowError(f"field {where} has a key that is not a string")
     try:
         return SamplingConfig(**values).model_dump(exclude_none=True)
     except ValidationError as exc:

@@ -59,6 +59,10 @@ ROLLOUT_FIELDS: list[pa.Field] = [
     pa.field("ttft_s", pa.float32()),
     pa.field("created_at", pa.timestamp("ms", tz="UTC")),
     pa.field("responses_create_params", pa.string()),
+    # Repairs made to the input row before use (e.g. invalid UTF-8 bytes replaced).
+    pa.field("row_warnings", pa.list_(pa.string())),
+    # The carried fields whose value in this row is JSON text (see carried_columns).
+    pa.field("carried_json", pa.list_(pa.string())),
 ]
 ROLLOUT_CORE = pa.schema(ROLLOUT_FIELDS)
 CORE_NAMES = frozenset(ROLLOUT_CORE.names)
@@ -97,6 +101,14 @@ PLAN_SCHEMA = pa.schema(
         pa.field("row_group", pa.int32()),
         pa.field("row_group_offset", pa.int64()),
         pa.field("num_repeats", pa.int32(), nullable=False),
+        # The input's size and version when planned, checked before a shard is read.
+        pa.field("file_size", pa.int64()),
+        pa.field("file_version", pa.string()),
+        # The user's file, when file_uri is its staged plain-JSONL copy.
+        pa.field("source_uri", pa.string()),
+        # Kept for its committed work only: its file changed or its dataset left the
+        # config (--force-new-config); never retried.
+        pa.field("retired", pa.bool_()),
     ]
 )
 
@@ -126,41 +138,118 @@ COMMIT_SCHEMA = pa.schema(
 )
 
 INPUT_PREFIX = "input."
+CARRIED_JSON = "carried_json"
 
 
 def rollouts_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Build a table of rollout records: core columns typed by the schema, carried
-    input fields after them with their types inferred.
+    """Build a table of rollout records: core columns typed by the schema, the input
+    row's carried fields after them (see `carried_columns`).
 
     Input fields whose name collides with a core column are stored as `input.<name>`.
+
+    Raises:
+        pa.ArrowException, TypeError, ValueError, OverflowError: a core value can't be
+            stored (the caller isolates the record at fault).
     """
     table = pa.Table.from_pylist(records, schema=ROLLOUT_CORE)
-    inputs = [record.get("input") or {} for record in records]
-    if not any(inputs):
+    columns, encoded = carried_columns([record.get("input") or {} for record in records])
+    if not columns:
         return table
-    try:
-        carried = pa.Table.from_pylist(inputs)
-        columns = dict(zip(carried.column_names, carried.columns, strict=True))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        names = list(dict.fromkeys(name for row in inputs for name in row))
-        columns = {name: _infer_array([row.get(name) for row in inputs]) for name in names}
+    index = table.schema.get_field_index(CARRIED_JSON)
+    table = table.set_column(index, CARRIED_JSON, pa.array(encoded, pa.list_(pa.string())))
     for name, column in columns.items():
-        table = table.append_column(INPUT_PREFIX + name if name in CORE_NAMES else name, column)
+        table = table.append_column(name, column)
     return table
 
 
+def carried_columns(
+    inputs: list[dict[str, Any]],
+) -> tuple[dict[str, pa.Array], list[list[str] | None]]:
+    """The carried fields as string columns, by one rule that any JSON value passes.
+
+    A string is stored as itself; any other value (a number, a boolean, an object, an
+    array, an empty object, an integer past 64 bits, NaN, a date from a Parquet input)
+    as its JSON text, and the row's `carried_json` names the fields so stored, so
+    `decode_rows` gives the row's own values back. Every carried column is a string
+    column in every file, so a job's output always reads as one table (pandas, DuckDB,
+    `datasets`), whatever kinds a field mixes across rows. Arrow's own inference is
+    not used: it fails on empty objects and mixed types, types a field differently
+    from file to file, and pads a list of objects with different keys into structs
+    full of nulls, which changes the data.
+
+    Returns:
+        Columns by stored name (`input.<name>` for a name a core column has), and per
+        row the stored names holding JSON text (None when none).
+    """
+    names = list(dict.fromkeys(name for row in inputs for name in row))
+    encoded: list[list[str] | None] = [None] * len(inputs)
+    columns = {}
+    for name in names:
+        stored = INPUT_PREFIX + name if name in CORE_NAMES else name
+        values = [row.get(name) for row in inputs]
+        for i, value in enumerate(values):
+            if value is None or type(value) is str:
+                continue
+            # Rows come from our parsers, whose text is valid UTF-8: no clean_text.
+            values[i] = json.dumps(value, ensure_ascii=False, default=str)
+            if encoded[i] is None:
+                encoded[i] = [stored]
+            else:
+                encoded[i].append(stored)
+        columns[stored] = pa.array(values, pa.string())
+    return columns, encoded
+
+
+def to_json(value: Any) -> str:
+    """JSON text of any value a row can hold (dates, bytes and the like as strings)."""
+    return clean_text(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def clean_text(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates (from a JSON escape such as \\ud800) become
+    U+FFFD, which Arrow and every tokenizer accept."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def decode_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """A written table's rows as dicts, carried JSON-text fields decoded to the row's
+    own values (files of any run may be concatenated first)."""
+    rows = table.to_pylist()
+    for row in rows:
+        for name in row.get(CARRIED_JSON) or ():
+            if row.get(name) is not None:
+                row[name] = json.loads(row[name])
+    return rows
+
+
+def record_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A decoded output row back in the shape `rollouts_table` takes (core fields, and
+    the carried ones under `input`)."""
+    record = {name: row.get(name) for name in CORE_NAMES if name != CARRIED_JSON}
+    record["input"] = {
+        (name[len(INPUT_PREFIX) :] if name.startswith(INPUT_PREFIX) else name): value
+        for name, value in row.items()
+        if name not in CORE_NAMES
+    }
+    return record
+
+
 def failures_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Failure records as a table; text fields are made valid UTF-8 first (an error
+    message may quote a row's broken text)."""
+    for record in records:
+        for name in _FAILURE_TEXT:
+            value = record.get(name)
+            if isinstance(value, str):
+                record[name] = clean_text(value)
     return pa.Table.from_pylist(records, schema=FAILURE_SCHEMA)
 
 
-def _infer_array(values: list[Any]) -> pa.Array:
-    """An array for carried input values; mixed types fall back to JSON strings."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array(
-            [None if v is None else json.dumps(v, default=str) for v in values], pa.string()
-        )
+_FAILURE_TEXT = ("task_id", "source_file", "error", "raw_row", "response_text", "error_class")
 
 
 def sampling_record(params: dict[str, Any]) -> dict[str, Any]:

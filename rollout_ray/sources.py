@@ -4,13 +4,17 @@ JSONL files are cut at line starts by scanning for newlines in large blocks (mem
 stays at one block whatever the file's size); Parquet files by row groups, from the
 footer alone. A shard names its rows by their position in the file, so a row's
 `task_id` is the same in every run over the same file.
+
+Files that can't be cut by byte ranges (compressed JSONL, `.json` arrays) are staged
+once at plan time as plain JSONL under the job's output (see `staging`); before a
+shard is read, the file's size and version are checked against the plan, so an input
+changed under a job stops it instead of silently giving other rows.
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -32,9 +36,15 @@ SAMPLE_SCHEME = "sample:"
 class InputFile:
     uri: str
     key: str  # stable, readable name of the file within its dataset
-    format: str
+    format: str  # jsonl, json (a top-level array) or parquet
     size: int
     version: str  # mtime or ETag: changes when the file's content does
+    compression: str | None = None  # fsspec's name (gzip, zstd, ...), from the extension
+
+    @property
+    def needs_staging(self) -> bool:
+        """Whether byte ranges of this file are not rows (see `staging`)."""
+        return self.compression is not None or self.format == "json"
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,19 @@ class Shard:
     byte_end: int | None = None
     row_group: int | None = None
     row_group_offset: int | None = None
+    #: The file's size and version when planned: checked before the shard is read.
+    file_size: int | None = None
+    file_version: str | None = None
+    #: The user's file when `file_uri` is its staged copy; None otherwise.
+    source_uri: str | None = None
+    #: Kept only for its committed work (its file changed, or its dataset left the
+    #: config, under --force-new-config): never retried.
+    retired: bool | None = None
+
+    @property
+    def source(self) -> str:
+        """The input file as the user named it (stored as each record's source_file)."""
+        return self.source_uri or self.file_uri
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +101,8 @@ class SourceRow:
     value: dict[str, Any] | None
     error: RowError | None = None
     raw: str | None = None
+    #: Repairs made to the row before use (stored as the record's row_warnings).
+    warnings: list[str] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -129,14 +154,29 @@ def discover(dataset: DatasetConfig) -> list[InputFile]:
         fmt = _format_of(match, dataset.format)
         if fmt is None:
             raise ConfigError(
-                f"dataset {dataset.name!r}: can't tell the format of {match!r}; "
-                "use .jsonl or .parquet or set `format:`"
+                f"dataset {dataset.name!r}: can't tell the format of {match!r}; use .jsonl, "
+                ".json or .parquet (optionally compressed, e.g. .jsonl.gz) or set `format:`"
+            )
+        compression = _compression_of(match)
+        if compression and fmt == "parquet":
+            raise ConfigError(
+                f"dataset {dataset.name!r}: {match!r} is a compressed Parquet file; Parquet "
+                "compresses its own pages: decompress it (e.g. `gunzip`) and point at the "
+                ".parquet file"
             )
         info = storage.retrying(lambda m=match: fs.info(m), f"stat {match}")
         key = _file_key(match, base, keys)
         keys.add(key)
-        version = str(info.get("ETag") or info.get("etag") or info.get("mtime") or "")
-        files.append(InputFile(storage.full_uri(fs, match), key, fmt, int(info["size"]), version))
+        files.append(
+            InputFile(
+                storage.full_uri(fs, match),
+                key,
+                fmt,
+                int(info["size"]),
+                storage.version_stamp(info),
+                compression,
+            )
+        )
     return files
 
 
@@ -150,12 +190,36 @@ def _glob_base(pattern: str) -> str:
     return "/".join(keep)
 
 
+#: Extensions of compressed files, as fsspec names their codecs.
+COMPRESSIONS = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".bz2": "bz2",
+    ".xz": "xz",
+    ".lzma": "lzma",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+}
+
+
+def _compression_of(path: str) -> str | None:
+    name = path.lower()
+    return next((codec for ext, codec in COMPRESSIONS.items() if name.endswith(ext)), None)
+
+
 def _format_of(path: str, declared: str) -> str | None:
+    """jsonl, json (sniffed when planned: a top-level array, or JSON Lines), parquet."""
     if declared != "auto":
         return declared
     name = path.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json")):
+    for ext in COMPRESSIONS:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
+    if name.endswith(".json"):
+        return "json"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
     return None
@@ -164,6 +228,10 @@ def _format_of(path: str, declared: str) -> str | None:
 def _file_key(path: str, base: str, taken: set[str]) -> str:
     rel = path[len(base) :].lstrip("/") if base and path.startswith(base) else path
     rel = rel or path.rsplit("/", 1)[-1]
+    for ext in COMPRESSIONS:
+        if rel.lower().endswith(ext):
+            rel = rel[: -len(ext)]
+            break
     stem = re.sub(r"\.(jsonl|ndjson|json|parquet|pq)$", "", rel, flags=re.I)
     key = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-.") or "file"
     if key in taken:
@@ -181,17 +249,22 @@ def plan_file(
     limit: int | None,
     start_row: int = 0,
     start_byte: int = 0,
+    source_uri: str | None = None,
 ) -> Iterator[Shard]:
     """Cut one file into shards of `shard_size` rows, stopping after `limit` rows.
 
     Planning may resume where an earlier plan of the same file ended (`start_row`,
-    and for JSONL `start_byte`), so that a grown file only adds shards.
+    and for JSONL `start_byte`), so that a grown file only adds shards. A staged file
+    (plain JSONL) is planned with the user's file as `source_uri`.
     """
+    if file.needs_staging:
+        raise ValueError(f"{file.uri} must be staged before it is planned")
     ranges = (
         _jsonl_ranges(file.uri, shard_size, limit, start_row, start_byte)
         if file.format == "jsonl"
         else _parquet_ranges(file.uri, shard_size, limit, start_row)
     )
+    stamp = {"file_size": file.size, "file_version": file.version, "source_uri": source_uri}
     for first_row, num_rows, extra in ranges:
         yield Shard(
             shard_id=f"{dataset.name}/{file.key}:{first_row}",
@@ -203,6 +276,7 @@ def plan_file(
             num_rows=num_rows,
             num_repeats=dataset.num_repeats,
             **extra,
+            **stamp,
         )
 
 
@@ -277,58 +351,89 @@ def _parquet_ranges(
         group_start += group_rows
 
 
-# ---------------------------------------------------------------------------- reading
+def plan_uncovered(
+    dataset: DatasetConfig,
+    file: InputFile,
+    shard_size: int,
+    covered: list[tuple[int, int]],
+    limit: int | None,
+    source_uri: str | None = None,
+) -> Iterator[Shard]:
+    """Shards for the rows of a changed file that no kept shard covers.
 
-
-def read_shard(shard: Shard) -> list[SourceRow]:
-    """The shard's rows, parsed; a row that can't be parsed carries its error instead."""
-    if shard.format == "jsonl":
-        return _read_jsonl(shard)
-    return _read_parquet(shard)
-
-
-def _read_jsonl(shard: Shard) -> list[SourceRow]:
-    fs, path = storage.split_uri(shard.file_uri)
-    assert shard.byte_start is not None and shard.byte_end is not None
-
-    def read() -> bytes:
+    `covered` holds [first, end) row ranges of shards committed before the file changed
+    (their work is kept as it is); every other row of the file as it is now is planned,
+    at most `limit` rows. Used by --force-new-config, so it may read the whole file.
+    """
+    if file.format == "jsonl":
+        ends = _line_ends(file.uri)
+        total = len(ends)
+    else:
+        fs, path = storage.split_uri(file.uri)
         with fs.open(path, "rb") as f:
-            f.seek(shard.byte_start)
-            return f.read(shard.byte_end - shard.byte_start)
+            metadata = pq.ParquetFile(f).metadata
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        group_starts = np.cumsum([0, *sizes])
+        total = int(group_starts[-1])
+    stamp = {"file_size": file.size, "file_version": file.version, "source_uri": source_uri}
+    planned = 0
+    for start, end in _gaps(sorted(covered), total):
+        first = start
+        while first < end:
+            n = min(shard_size, end - first)
+            if file.format == "jsonl":
+                extra = {
+                    "byte_start": int(ends[first - 1]) if first else 0,
+                    "byte_end": int(ends[first + n - 1]),
+                }
+            else:
+                group = int(np.searchsorted(group_starts, first, side="right") - 1)
+                n = min(n, int(group_starts[group + 1]) - first)
+                extra = {"row_group": group, "row_group_offset": first - int(group_starts[group])}
+            if limit is not None:
+                n = min(n, limit - planned)
+                if n <= 0:
+                    return
+                if file.format == "jsonl":
+                    extra["byte_end"] = int(ends[first + n - 1])
+            yield Shard(
+                shard_id=f"{dataset.name}/{file.key}:{first}",
+                dataset=dataset.name,
+                file_uri=file.uri,
+                file_key=file.key,
+                format=file.format,
+                first_row=first,
+                num_rows=n,
+                num_repeats=dataset.num_repeats,
+                **extra,
+                **stamp,
+            )
+            planned += n
+            first += n
 
-    data = storage.retrying(read, f"read {shard.file_uri}")
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    rows = []
-    for i, line in enumerate(lines[: shard.num_rows]):
-        row_index = shard.first_row + i
-        rows.append(parse_jsonl_line(line, row_index))
-    return rows
+
+def _gaps(covered: list[tuple[int, int]], total: int) -> Iterator[tuple[int, int]]:
+    """The [start, end) ranges of 0..total that no range in sorted `covered` holds."""
+    at = 0
+    for start, end in covered:
+        if start > at:
+            yield at, min(start, total)
+        at = max(at, end)
+        if at >= total:
+            return
+    if at < total:
+        yield at, total
 
 
-def parse_jsonl_line(line: bytes, row_index: int) -> SourceRow:
-    text = line.decode("utf-8", errors="replace").rstrip("\r")
-    where = f"line {row_index + 1}"
-    if not text.strip():
-        return SourceRow(row_index, None, RowError(f"{where}: empty line"), text)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return SourceRow(row_index, None, RowError(f"{where}: malformed JSON: {exc}"), text)
-    if not isinstance(value, dict):
-        reason = f"{where}: expected a JSON object, got {type(value).__name__}"
-        return SourceRow(row_index, None, RowError(reason), text)
-    return SourceRow(row_index, value, None, None)
-
-
-def _read_parquet(shard: Shard) -> list[SourceRow]:
-    fs, path = storage.split_uri(shard.file_uri)
-
-    def read():
-        with fs.open(path, "rb") as f:
-            return pq.ParquetFile(f).read_row_group(shard.row_group)
-
-    table = storage.retrying(read, f"read {shard.file_uri}")
-    table = table.slice(shard.row_group_offset or 0, shard.num_rows)
-    return [SourceRow(shard.first_row + i, row) for i, row in enumerate(table.to_pylist())]
+def _line_ends(uri: str) -> np.ndarray:
+    """The byte just after each line of a JSONL file (the last line may lack a newline)."""
+    fs, path = storage.split_uri(uri)
+    parts, offset = [], 0
+    with fs.open(path, "rb", block_size=SCAN_BLOCK) as f:
+        while block := f.read(SCAN_BLOCK):
+            parts.append(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + offset + 1)
+            offset += len(block)
+    ends = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if offset and (not len(ends) or ends[-1] < offset):
+        ends = np.append(ends, offset)
+    return ends

@@ -118,6 +118,42 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     retrying(lambda: fs.pipe_file(path, data), f"write {uri}")
 
 
+@contextlib.contextmanager
+def open_atomic(uri: str):
+    """A binary file to stream into; readers see it only once it is whole (locally a
+    temporary name renamed at the end; on object stores the upload completes at close).
+    Nothing is left if the block raises."""
+    fs, path = split_uri(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        return
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        discard = getattr(f, "discard", None)  # s3fs: abort the multipart upload
+        with contextlib.suppress(Exception):
+            if discard is not None:
+                discard()
+        raise
+    f.close()
+
+
+def version_stamp(info: dict[str, Any]) -> str:
+    """What changes when a file's content does: its ETag on object stores, else mtime."""
+    return str(info.get("ETag") or info.get("etag") or info.get("mtime") or "")
+
+
 def write_parquet_atomic(uri: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")

@@ -13,19 +13,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+_INT32_MAX = 2**31 - 1
+#: Rollout i samples with seed + i, and seeds are stored as 64-bit integers.
+_SEED_MAX = 2**63 - 1 - 2**20
+
+
 class SamplingConfig(_Strict):
     """Sampling parameters. Unset fields inherit from the level above
     (job -> dataset -> row); command-line overrides win over all of them."""
 
     temperature: float | None = Field(None, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int | None = Field(None, description="Top-k cut-off; -1 or 0 disables it.")
+    top_k: int | None = Field(
+        None, ge=-1, le=_INT32_MAX, description="Top-k cut-off; -1 or 0 disables it."
+    )
     min_p: float | None = Field(None, ge=0, le=1, description="Minimum token probability.")
-    max_tokens: int | None = Field(None, ge=1, description="Maximum tokens generated per rollout.")
-    min_tokens: int | None = Field(None, ge=0, description="Minimum tokens before a stop may end.")
+    max_tokens: int | None = Field(
+        None, ge=1, le=_INT32_MAX, description="Maximum tokens generated per rollout."
+    )
+    min_tokens: int | None = Field(
+        None, ge=0, le=_INT32_MAX, description="Minimum tokens before a stop may end."
+    )
     stop: list[str] | None = Field(None, description="Strings that end generation (not included).")
     seed: int | None = Field(
         None,
+        ge=-(2**63),
+        le=_SEED_MAX,
         description="Base seed. Rollout i of a task uses seed + i, so repeats differ "
         "and a rerun reproduces them.",
     )

@@ -1,0 +1,179 @@
+"""Reading one shard: check that its file is the one planned, then parse its rows.
+
+Parsing never raises for a row: whatever is wrong with a line (bad JSON, not an
+object, nested deeper than Python parses, a number too long to convert) becomes that
+row's error, and text that can still be used is repaired with a warning instead of
+refused (invalid UTF-8 bytes, lone surrogate escapes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from rollout_ray import storage
+from rollout_ray.errors import InputChanged, RowError
+from rollout_ray.sources import Shard, SourceRow
+
+#: Python parses and pickles JSON recursively: at the default limit rows nested more
+#: than about 500 levels could not cross to a verifier actor. Processes that handle
+#: rows raise it to this (`allow_deep_rows`).
+RECURSION_LIMIT = 20_000
+
+
+def allow_deep_rows() -> None:
+    """Let this process parse, pickle and encode rows nested thousands of levels deep."""
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
+
+
+def read_shard(shard: Shard) -> list[SourceRow]:
+    """The shard's rows, parsed; a row that can't be parsed carries its error instead.
+
+    Raises:
+        InputChanged: the file is not the one planned (changed, truncated, gone), or
+            holds fewer rows where the shard was planned: its rows can't be trusted.
+        OSError: storage failed after retries (the rows may be fine later).
+    """
+    check_unchanged(shard)
+    rows = _read_jsonl(shard) if shard.format == "jsonl" else _read_parquet(shard)
+    if len(rows) != shard.num_rows:
+        raise InputChanged(
+            f"{shard.source} has {len(rows)} rows where the plan has {shard.num_rows} "
+            f"(rows {shard.first_row + 1}-{shard.first_row + shard.num_rows}): it changed "
+            "after the job was planned. Restore it, or run with --force-new-config to plan "
+            "it again (committed rollouts are kept)."
+        )
+    return rows
+
+
+def check_unchanged(shard: Shard) -> None:
+    """Raise InputChanged unless the file is the one the shard was planned on.
+
+    A JSONL file that only grew keeps its planned rows (appending is how inputs grow
+    in watch mode); any other change in size or version, or a missing file, does not.
+    Plans written before stamps were recorded are not checked.
+    """
+    if shard.file_size is None:
+        return
+    fs, path = storage.split_uri(shard.file_uri)
+    try:
+        info = storage.retrying(lambda: fs.info(path), f"stat {shard.file_uri}")
+    except FileNotFoundError:
+        raise InputChanged(
+            f"{shard.source} is gone; the job planned {shard.num_rows} rows from it. Restore "
+            "it, or run with --force-new-config to go on without it."
+        ) from None
+    size, version = int(info["size"]), storage.version_stamp(info)
+    if size == shard.file_size and version == shard.file_version:
+        return
+    if shard.format == "jsonl" and size > shard.file_size:
+        return
+    raise InputChanged(
+        f"{shard.source} changed after the job was planned (size {shard.file_size} -> "
+        f"{size} bytes, version {shard.file_version} -> {version}); its planned rows no "
+        "longer match. Restore it, or run with --force-new-config to plan it again "
+        "(committed rollouts are kept)."
+    )
+
+
+def _read_jsonl(shard: Shard) -> list[SourceRow]:
+    fs, path = storage.split_uri(shard.file_uri)
+    assert shard.byte_start is not None and shard.byte_end is not None
+
+    def read() -> bytes:
+        with fs.open(path, "rb") as f:
+            f.seek(shard.byte_start)
+            return f.read(shard.byte_end - shard.byte_start)
+
+    data = storage.retrying(read, f"read {shard.file_uri}")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    rows = []
+    for i, line in enumerate(lines[: shard.num_rows]):
+        row_index = shard.first_row + i
+        rows.append(parse_jsonl_line(line, row_index))
+    return rows
+
+
+#: A JSON escape of a UTF-16 surrogate: the only way a lone one gets into parsed text.
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def parse_jsonl_line(line: bytes, row_index: int) -> SourceRow:
+    """One JSONL line as a row. Never raises: whatever is wrong with the line is the
+    row's error. Text is repaired rather than refused where the row is still usable:
+    invalid UTF-8 bytes and lone surrogate escapes become U+FFFD, with a warning."""
+    warnings = []
+    try:
+        text = line.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as exc:
+        text = line.decode("utf-8", errors="replace").rstrip("\r")
+        warnings.append(f"invalid UTF-8 bytes (first at byte {exc.start}) replaced with U+FFFD")
+    if text[:1] == "\ufeff":  # a byte-order mark, as some Windows tools write
+        text = text[1:]
+    if not text.strip():
+        return SourceRow(row_index, None, RowError("empty line"), text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return SourceRow(row_index, None, RowError(f"malformed JSON: {exc}"), text)
+    except RecursionError:
+        reason = f"JSON nested too deeply to parse (more than {sys.getrecursionlimit()} levels)"
+        return SourceRow(row_index, None, RowError(reason), text[:2000])
+    except Exception as exc:  # e.g. an integer of more digits than Python converts
+        return SourceRow(row_index, None, RowError(f"unreadable JSON: {exc}"), text[:2000])
+    if not isinstance(value, dict):
+        reason = f"expected a JSON object, got {_json_kind(value)}"
+        return SourceRow(row_index, None, RowError(reason), text)
+    if _SURROGATE_ESCAPE.search(line):
+        try:
+            value, repaired = _repair_text(value)
+        except RecursionError:
+            repaired = False  # deeper than we can walk; Arrow will refuse it at write
+        if repaired:
+            warnings.append("lone UTF-16 surrogate escapes replaced with U+FFFD")
+    return SourceRow(row_index, value, None, None, warnings or None)
+
+
+def _json_kind(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _repair_text(value: Any) -> tuple[Any, bool]:
+    """`value` with lone surrogates in its strings (keys too) replaced; whether any was."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value, False
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), True
+    if isinstance(value, list):
+        items = [_repair_text(v) for v in value]
+        return [v for v, _ in items], any(r for _, r in items)
+    if isinstance(value, dict):
+        out, repaired = {}, False
+        for key, item in value.items():
+            key, r1 = _repair_text(key)
+            out[key], r2 = _repair_text(item)
+            repaired = repaired or r1 or r2
+        return out, repaired
+    return value, False
+
+
+def _read_parquet(shard: Shard) -> list[SourceRow]:
+    fs, path = storage.split_uri(shard.file_uri)
+
+    def read():
+        with fs.open(path, "rb") as f:
+            return pq.ParquetFile(f).read_row_group(shard.row_group)
+
+    table = storage.retrying(read, f"read {shard.file_uri}")
+    table = table.slice(shard.row_group_offset or 0, shard.num_rows)
+    return [SourceRow(shard.first_row + i, row) for i, row in enumerate(table.to_pylist())]

@@ -1,0 +1,117 @@
+"""Inputs that byte ranges can't cut, made plain JSONL once, under the job's output.
+
+A compressed JSONL file (.jsonl.gz, .jsonl.zst, ...) can't be read from the middle, and
+a `.json` file holding one array has no line per row. Rather than decompress from the
+start for every shard (quadratic in the file's size) or make the whole file one piece
+of work, such a file is streamed once, at plan time, into `OUTPUT/_staged/DATASET/
+KEY.jsonl`, and planned and read like any JSONL file. A sidecar records which version
+of the user's file the copy was made from, so a resume reuses it and a changed file is
+staged again. Costs: one pass over the file and its uncompressed size in the output.
+
+A `.json` file that is not an array is taken as JSON Lines (as Hugging Face often
+names them) and read in place when uncompressed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from rollout_ray import storage
+from rollout_ray.errors import ConfigError
+from rollout_ray.reading import allow_deep_rows
+from rollout_ray.sources import InputFile
+
+log = logging.getLogger(__name__)
+
+COPY_BLOCK = 16 << 20
+
+
+def prepare(
+    dataset: str, file: InputFile, output: str, restage: bool = True
+) -> tuple[InputFile | None, str | None]:
+    """The file to plan for `file`, and the user's URI when that is a staged copy.
+
+    A copy made from another version of the file is made again only with `restage`
+    (a new plan, or --force-new-config); otherwise (None, None): a running job's rows
+    must not change under it.
+
+    Raises:
+        ConfigError: a `.json` file that is neither a JSON array nor JSON Lines.
+    """
+    kind = file.format
+    if kind == "json":
+        kind = "array" if _starts_with_bracket(file) else "jsonl"
+        if kind == "jsonl" and file.compression is None:
+            return _as(file, file.uri, file.size, file.version), None
+    elif file.compression is None:
+        return file, None
+    dest = storage.join(output, "_staged", dataset, f"{file.key}.jsonl")
+    marker = dest + ".source.json"
+    wanted = {"uri": file.uri, "size": file.size, "version": file.version}
+    exists = storage.exists(dest)
+    current = exists and _read_marker(marker) == wanted
+    if exists and not current and not restage:
+        return None, None
+    if not current:
+        log.info("staging %s as plain JSONL at %s", file.uri, dest)
+        if kind == "array":
+            _stage_array(file, dest)
+        else:
+            _stage_lines(file, dest)
+        storage.write_json_atomic(marker, wanted)
+    fs, path = storage.split_uri(dest)
+    info = storage.retrying(lambda: fs.info(path), f"stat {dest}")
+    return _as(file, dest, int(info["size"]), storage.version_stamp(info)), file.uri
+
+
+def _as(file: InputFile, uri: str, size: int, version: str) -> InputFile:
+    return InputFile(uri, file.key, "jsonl", size, version, None)
+
+
+def _read_marker(uri: str) -> dict | None:
+    try:
+        return storage.read_json(uri)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _open(file: InputFile):
+    fs, path = storage.split_uri(file.uri)
+    return fs.open(path, "rb", compression=file.compression)
+
+
+def _starts_with_bracket(file: InputFile) -> bool:
+    """Whether the file's first character (after whitespace and a BOM) is '['."""
+    with _open(file) as f:
+        head = f.read(4096)
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    return text[:1] == b"["
+
+
+def _stage_lines(file: InputFile, dest: str) -> None:
+    """Decompress a JSONL file, block by block (memory stays at one block)."""
+    with _open(file) as src, storage.open_atomic(dest) as out:
+        while block := src.read(COPY_BLOCK):
+            out.write(block)
+
+
+def _stage_array(file: InputFile, dest: str) -> None:
+    """A JSON array, one element per line. The array is parsed whole: `.json` arrays
+    are the small-dataset format (large ones are JSONL, which is streamed)."""
+    allow_deep_rows()
+    with _open(file) as src:
+        data = src.read()
+    try:
+        rows = json.loads(data.decode("utf-8-sig", errors="replace"))
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(
+            f"{file.uri} is not valid JSON ({exc}). A .json input must be one JSON array "
+            "of row objects, or JSON Lines (one object per line; name it .jsonl)."
+        ) from None
+    if not isinstance(rows, list):
+        raise ConfigError(f"{file.uri} is a JSON {type(rows).__name__}, not an array of rows")
+    with storage.open_atomic(dest) as out:
+        for row in rows:
+            # ASCII escapes keep any lone surrogate as an escape, repaired when read.
+            out.write(json.dumps(row).encode() + b"\n")
