@@ -5,22 +5,35 @@ actor holding the dataset's verifier: its HTTP client, its math process pool), s
 slow verifier never stalls generation: the engine goes on with the other pieces in
 flight while one piece is being verified. Tests and `rollout-ray verify` run the
 same code in process.
+
+No verifier can stop or wedge a job: each rollout has a deadline (`verify_all`), a
+verifier actor that dies or stops answering is replaced and its rollouts are tried
+again, and a batch that keeps failing is split until the rollouts at fault are found;
+those become failure records, never a reward.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import math
 from typing import Any
 
 from rollout_ray.config import JobConfig, VerifierConfig
 from rollout_ray.errors import ConfigError, redact
+from rollout_ray.schema import to_json
 
 log = logging.getLogger(__name__)
 
-#: A verdict as it crosses process boundaries: (reward, details) or (None, error).
-Outcome = tuple[float | None, dict[str, Any] | None, str | None, bool]
+#: A verdict as it crosses process boundaries: (reward, details as JSON text, None, _)
+#: or (None, None, error, terminal).
+Outcome = tuple[float | None, str | None, str | None, bool]
+
+#: Seconds a verifier actor gets to start (import its libraries) before a call counts
+#: as lost, on top of the batch's own time.
+ACTOR_START_S = 120.0
 
 
 def verifier_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +63,7 @@ class LocalVerification:
         if dataset not in self._built:
             try:
                 self._built[dataset] = build_verifier(self.configs[dataset])
-            except VerifierError as exc:
+            except Exception as exc:
                 message = redact(f"the verifier can't start: {exc}", self.secrets)
                 return [(None, None, message, True)] * len(records)
         results = await verify_all(self._built[dataset], records)
@@ -59,8 +72,22 @@ class LocalVerification:
             if isinstance(result, VerifierError):
                 outcomes.append((None, None, redact(str(result), self.secrets), result.terminal))
             else:
-                outcomes.append((float(result.reward), result.details, None, False))
+                outcomes.append(self._outcome(result))
         return outcomes
+
+    def _outcome(self, verdict: Any) -> Outcome:
+        """A verdict whose reward is a finite number and whose details are JSON."""
+        try:
+            reward = float(verdict.reward)
+        except (TypeError, ValueError):
+            return (None, None, f"the verifier's reward {verdict.reward!r} is not a number", True)
+        if not math.isfinite(reward):
+            return (None, None, f"the verifier's reward is {reward}, not a finite number", True)
+        try:
+            details = to_json(verdict.details if verdict.details is not None else {})
+        except (ValueError, RecursionError) as exc:
+            return (None, None, f"the verifier's details can't be stored as JSON: {exc}", True)
+        return (reward, redact(details, self.secrets), None, False)
 
     async def close(self) -> None:
         for verifier in self._built.values():
@@ -72,8 +99,10 @@ class VerifierActor:
 
     def __init__(self, config_json: str, secrets: tuple[str, ...] = ()):
         from rollout_ray.logs import quiet_libraries
+        from rollout_ray.reading import allow_deep_rows
 
         quiet_libraries()
+        allow_deep_rows()
         config = JobConfig.model_validate_json(config_json)
         self.local = LocalVerification(dataset_verifiers(config), secrets)
 
@@ -82,24 +111,111 @@ class VerifierActor:
 
 
 class RemoteVerification:
-    """The engine actor's handle on its verifier actor, started on first use."""
+    """The engine actor's handle on its verifier actor, started on first use and
+    replaced when it dies or stops answering."""
 
     def __init__(self, config: JobConfig, num_cpus: float, secrets: tuple[str, ...] = ()):
         self.config_json = config.model_dump_json()
+        self.deadlines = {name: spec.deadline_s for name, spec in dataset_verifiers(config).items()}
         self.num_cpus = num_cpus
         self.secrets = secrets
         self._actor = None
+        self.replaced = 0  # verifier actors replaced (for tests and logs)
+        self._gate: asyncio.Condition | None = None
+        self._in_flight = 0
+        self._alone = False
 
     async def verify(self, dataset: str, records: list[dict[str, Any]]) -> list[Outcome]:
+        return await self._verify(dataset, records, alone=False, retried=False)
+
+    async def _verify(
+        self, dataset: str, records: list[dict[str, Any]], alone: bool, retried: bool
+    ) -> list[Outcome]:
+        """Verify a batch; if the call is lost, try it once more, then split it in
+        halves until the rollouts that break the verifier stand alone.
+
+        Several pieces share the actor, so a call lost while others ran may be their
+        fault: once a call is lost, its retries run `alone` (no other call in flight),
+        and only a rollout lost twice while alone is blamed.
+        """
+        import ray
+
+        actor = None
+        try:
+            async with self._slot(alone):
+                actor = self._handle()
+                call = actor.verify.remote(dataset, records)
+                return await asyncio.wait_for(call, self._deadline(dataset, len(records)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            lost = isinstance(exc, (ray.exceptions.RayActorError, asyncio.TimeoutError))
+            reason = "stopped answering" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            if lost:
+                self._replace(actor)
+            log.warning("verifier call for %d rollouts failed: %s", len(records), reason[:300])
+            if not retried:
+                return await self._verify(dataset, records, alone=True, retried=True)
+            if len(records) > 1:
+                half = len(records) // 2
+                first = await self._verify(dataset, records[:half], alone=True, retried=False)
+                rest = await self._verify(dataset, records[half:], alone=True, retried=False)
+                return first + rest
+            what = "the verifier's process died or stopped answering" if lost else "it failed"
+            message = f"{what} twice while judging this rollout alone: {reason[:500]}"
+            return [(None, None, redact(message, self.secrets), True)]
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, alone: bool):
+        """A place among the calls in flight; `alone` waits until there are none and
+        keeps new ones out until it is done."""
+        if self._gate is None:
+            self._gate = asyncio.Condition()
+        async with self._gate:
+            while self._alone:
+                await self._gate.wait()
+            if alone:
+                self._alone = True
+                while self._in_flight:
+                    await self._gate.wait()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            async with self._gate:
+                self._in_flight -= 1
+                if alone:
+                    self._alone = False
+                self._gate.notify_all()
+
+    def _handle(self):
         if self._actor is None:
             import ray
 
             self._actor = (
                 ray.remote(VerifierActor)
-                .options(num_cpus=self.num_cpus, max_concurrency=64, max_restarts=3)
+                .options(num_cpus=self.num_cpus, max_concurrency=64, max_restarts=0)
                 .remote(self.config_json, self.secrets)
             )
-        return await self._actor.verify.remote(dataset, records)
+        return self._actor
+
+    def _replace(self, failed: Any) -> None:
+        """Drop the actor a call failed on (killing it, if it is only wedged); the next
+        call starts a new one. Other pieces' calls may have failed on the same actor
+        and replaced it already: an actor started since is left alone."""
+        import ray
+
+        if failed is None or self._actor is not failed:
+            return
+        self._actor = None
+        self.replaced += 1
+        with contextlib.suppress(Exception):
+            ray.kill(failed)
+
+    def _deadline(self, dataset: str, n: int) -> float:
+        """How long a batch may take: each rollout within its deadline, 64 at a time."""
+        per_record = self.deadlines.get(dataset, 60.0)
+        return ACTOR_START_S + per_record * math.ceil(n / 64) * 1.5
 
     async def close(self) -> None:
         pass
@@ -116,8 +232,6 @@ def check_verifiers(config: JobConfig) -> None:
     Raises:
         ConfigError: a verifier can't be built.
     """
-    import asyncio
-
     from rollout_ray.verifiers import VerifierError, build_verifier
 
     for name, spec in dataset_verifiers(config).items():

@@ -11,8 +11,26 @@ from pydantic import ConfigDict, Field, ValidationError
 from rollout_ray.config.blocks import _Strict
 from rollout_ray.errors import ConfigError
 
+#: What one rollout's verification may take at most beyond its own timeouts: a worker
+#: process to start (math), backoff between retries (http).
+STARTUP_ALLOWANCE_S = 120.0
 
-class _VerifierBase(_Strict):
+
+class _Timed(_Strict):
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Give up on one rollout after this long: it fails (retryable up to "
+        "max_attempts) and the job goes on.",
+    )
+
+    @property
+    def deadline_s(self) -> float:
+        """The longest one rollout's verification can take, retries included."""
+        return self.timeout_s
+
+
+class _VerifierBase(_Timed):
     answer_field: str = Field(
         "expected_answer", description="Row field holding the reference answer."
     )
@@ -50,8 +68,12 @@ class MathVerifier(_VerifierBase):
     kind: Literal["math"] = Field("math", description="Selects this block.")
     timeout_s: float = Field(10.0, gt=0, description="Give up on one answer after this long.")
 
+    @property
+    def deadline_s(self) -> float:
+        return self.timeout_s + STARTUP_ALLOWANCE_S
 
-class RegexVerifier(_Strict):
+
+class RegexVerifier(_Timed):
     """Reward 1 when `pattern` is found in the response; with `answer_field`, when its
     first group equals that field."""
 
@@ -61,7 +83,7 @@ class RegexVerifier(_Strict):
     ignore_case: bool = Field(False, description="Match case-insensitively.")
 
 
-class JsonSchemaVerifier(_Strict):
+class JsonSchemaVerifier(_Timed):
     """Reward 1 when the response parses as JSON (a ```json fence is allowed) and
     validates against the schema."""
 
@@ -73,15 +95,21 @@ class JsonSchemaVerifier(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class PythonVerifier(_Strict):
+class PythonVerifier(_Timed):
     """Any function named by import path, `module:function(record) -> float | dict`."""
 
     kind: Literal["python"] = Field("python", description="Selects this block.")
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Give up on one call after this long: the rollout fails (retryable up "
+        "to max_attempts); a call still running is abandoned on its thread.",
+    )
     function: str = Field(..., description="`package.module:function`.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
 
 
-class HttpVerifier(_Strict):
+class HttpVerifier(_Timed):
     """POST to a verifier service in NeMo Gym's /verify shape; reply `reward` + fields."""
 
     kind: Literal["http"] = Field("http", description="Selects this block.")
@@ -89,6 +117,12 @@ class HttpVerifier(_Strict):
     concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx.")
+
+    @property
+    def deadline_s(self) -> float:
+        # Each attempt, plus the wait between them (a Retry-After is capped at 30 s).
+        return (self.max_retries + 1) * self.timeout_s + self.max_retries * 30.0
+
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     api_key_env: str | None = Field(
         None, description="Environment variable with a bearer token (never written out)."

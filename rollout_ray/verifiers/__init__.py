@@ -54,16 +54,27 @@ async def verify_all(
     """One result per record, in order; a record that can't be judged yields its error.
 
     Never raises for one bad record: a bug in a verifier becomes a terminal
-    VerifierError for the records it hit, so the rest of the batch still counts.
+    VerifierError for the records it hit, so the rest of the batch still counts. Each
+    record is given up after the verifier's `deadline_s` (a retryable error), so no
+    verifier can hold a piece forever.
     """
     slots = asyncio.Semaphore(max(1, concurrency))
+    config = getattr(verifier, "config", None)
+    deadline = getattr(config, "deadline_s", None)
+    if deadline is not None:  # a verifier's own timeout, when it has one, speaks first
+        deadline += max(1.0, deadline / 10)
 
     async def one(record: dict[str, Any]) -> Verdict | VerifierError:
         async with slots:
             try:
-                return await verifier.verify(record)
+                return await asyncio.wait_for(verifier.verify(record), deadline)
             except VerifierError as e:
                 return e
+            except asyncio.TimeoutError:
+                message = f"{verifier.name} verifier timed out after {deadline:g}s"
+                return VerifierError(message, terminal=False)
+            except RecursionError:
+                return VerifierError("the rollout is nested too deeply to verify", terminal=True)
             except Exception as e:
                 return VerifierError(f"{type(e).__name__}: {e}", terminal=True)
 

@@ -8,6 +8,8 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
+import regex
+
 from rollout_ray.config import (
     ExactMatchVerifier,
     JsonSchemaVerifier,
@@ -15,6 +17,10 @@ from rollout_ray.config import (
     RegexVerifier,
 )
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
+
+#: A pattern from a row (not from the config) gets this long on one response: patterns
+#: run on model output, and a catastrophic one would otherwise hold the process.
+ROW_PATTERN_TIMEOUT_S = 1.0
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -220,9 +226,15 @@ def _row_regex(text: str, metadata: Any) -> str | None:
     patterns = metadata["output_regex"]
     for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
         try:
-            matches = re.findall(pattern, text, re.IGNORECASE)
-        except re.error:
+            matches = regex.findall(pattern, text, regex.IGNORECASE, timeout=ROW_PATTERN_TIMEOUT_S)
+        except (regex.error, TypeError):
             continue
+        except TimeoutError:
+            raise VerifierError(
+                f"the row's output_regex {str(pattern)[:100]!r} took over "
+                f"{ROW_PATTERN_TIMEOUT_S:g}s on this response",
+                terminal=True,
+            ) from None
         if matches:
             last = matches[-1]
             last = next((g for g in last if g), "") if isinstance(last, tuple) else last
@@ -242,13 +254,23 @@ class RegexSearch(Verifier):
 
     def __init__(self, config: RegexVerifier):
         self.config = config
+        # The `regex` engine (re's syntax) because it can stop a search: a pattern that
+        # backtracks catastrophically on some response fails that rollout, not the job.
         try:  # a bad pattern is a config error: fail before any rollout is judged
-            self.pattern = re.compile(config.pattern, re.IGNORECASE if config.ignore_case else 0)
-        except re.error as e:
+            flags = regex.IGNORECASE if config.ignore_case else 0
+            self.pattern = regex.compile(config.pattern, flags)
+        except regex.error as e:
             raise VerifierError(f"invalid regex {config.pattern!r}: {e}", terminal=True) from e
 
     async def verify(self, record: dict[str, Any]) -> Verdict:
-        match = self.pattern.search(response_text(record))
+        try:
+            match = self.pattern.search(response_text(record), timeout=self.config.timeout_s)
+        except TimeoutError:
+            raise VerifierError(
+                f"regex {self.config.pattern!r} took over {self.config.timeout_s:g}s "
+                "on this response",
+                terminal=True,
+            ) from None
         if self.config.answer_field is None:
             found = match.group(0) if match else None
             return Verdict(1.0 if match else 0.0, {"match": found})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import threading
@@ -70,6 +71,32 @@ def to_verdict(result: Any, path: str) -> Verdict:
     )
 
 
+def on_own_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
+    """Run a sync call on a new daemon thread; its result (or error) as a future.
+
+    Not the loop's shared executor: a call that hangs keeps its thread forever, and a
+    handful of them would starve every later call (and, being non-daemon, the actor's
+    exit). A thread costs tens of microseconds, little beside a verifier's work.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def target() -> None:
+        try:
+            value, ok = fn(*args, **kwargs), True
+        except BaseException as e:  # handed to the awaiting coroutine
+            value, ok = e, False
+        with contextlib.suppress(RuntimeError):  # the loop closed while we ran
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    threading.Thread(target=target, name="python-verifier", daemon=True).start()
+    return future
+
+
 class PythonFunction(Verifier):
     """Calls `function(record, **kwargs)`; sync functions run on a thread, never on the loop.
 
@@ -102,15 +129,22 @@ class PythonFunction(Verifier):
     async def verify(self, record: dict[str, Any]) -> Verdict:
         fn = self.function()
         path = self.config.function
+        timeout = self.config.timeout_s
         try:
             if inspect.iscoroutinefunction(fn):
-                result = await fn(record, **self.config.kwargs)
+                result = await asyncio.wait_for(fn(record, **self.config.kwargs), timeout)
             else:
-                result = await asyncio.to_thread(fn, record, **self.config.kwargs)
+                call = on_own_thread(fn, record, **self.config.kwargs)
+                result = await asyncio.wait_for(call, timeout)
                 if inspect.isawaitable(result):  # e.g. a partial of an async function
-                    result = await result
+                    result = await asyncio.wait_for(result, timeout)
         except VerifierError:
             raise  # the function's own "can't judge this", terminal or not
+        except asyncio.TimeoutError:
+            raise VerifierError(
+                f"python verifier {path!r} did not return within {timeout:g}s (timeout_s)",
+                terminal=False,
+            ) from None
         except Exception as e:
             raise VerifierError(
                 f"python verifier {path!r} raised {type(e).__name__}: {e}", terminal=True
