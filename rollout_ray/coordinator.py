@@ -9,115 +9,23 @@ of manifest files grows with time, not with the number of pieces.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rollout_ray import aggregates, manifest, storage
+from rollout_ray import manifest, storage
 from rollout_ray.config import JobConfig
+from rollout_ray.errors import JobFault
+from rollout_ray.job_state import JobState
 from rollout_ray.manifest import Layout
-from rollout_ray.plan import WorkItem, pending_work
+from rollout_ray.plan import WorkItem
 from rollout_ray.sources import Shard
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 2.0
 LEASE_RENEW_EVERY_S = manifest.LEASE_TTL_S / 4
-
-
-@dataclass
-class DatasetCounts:
-    """Rollout counts of one dataset over the whole job (all runs)."""
-
-    expected: int = 0
-    ok: int = 0
-    failed: int = 0
-    retryable: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    reward_sum: float = 0.0
-    reward_count: int = 0
-    shards_total: int = 0
-    shards_done: int = 0
-    #: Mergeable statistics of reward and numeric verifier fields (see aggregates).
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-class JobState:
-    """Counts and commits of a job, rebuilt from its manifest. Plain Python."""
-
-    def __init__(self, layout: Layout, shards: list[Shard], commits: list[dict[str, Any]]):
-        self.layout = layout
-        self.shards: list[Shard] = []
-        self.datasets: dict[str, DatasetCounts] = {}
-        for shard in shards:
-            self.add_shard(shard)
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.committed: set[str] = set()
-        for record in sorted(commits, key=lambda r: r["round"]):
-            self.apply(record)
-
-    def add_shard(self, shard: Shard) -> None:
-        """Count a shard planned while the job runs (watch mode)."""
-        self.shards.append(shard)
-        counts = self.datasets.setdefault(shard.dataset, DatasetCounts())
-        counts.expected += shard.num_rows * shard.num_repeats
-        counts.shards_total += 1
-
-    def apply(self, record: dict[str, Any]) -> bool:
-        """Count a commit record; False if that piece was already counted."""
-        if record["piece_id"] in self.committed:
-            return False
-        self.committed.add(record["piece_id"])
-        counts = self.datasets.setdefault(record["dataset"], DatasetCounts())
-        previous = self.latest.get(record["shard_id"])
-        if previous is not None and record["round"] > previous["round"]:
-            # A retry piece redoes exactly the previous round's retryable rollouts.
-            counts.failed -= previous["n_retryable"]
-            counts.retryable -= previous["n_retryable"]
-        if previous is None:
-            counts.shards_done += 1
-        if previous is None or record["round"] >= previous["round"]:
-            self.latest[record["shard_id"]] = _slim(record)
-        counts.ok += record["n_ok"]
-        counts.failed += record["n_failed"]
-        counts.retryable += record["n_retryable"]
-        counts.prompt_tokens += record["prompt_tokens"] or 0
-        counts.output_tokens += record["output_tokens"] or 0
-        counts.reward_sum += record["reward_sum"] or 0.0
-        counts.reward_count += record["reward_count"] or 0
-        if record.get("stats"):
-            aggregates.merge(counts.stats, json.loads(record["stats"]))
-        return True
-
-    def pending(self, max_attempts: int) -> list[WorkItem]:
-        return pending_work(self.shards, self.latest, max_attempts, manifest.retryable_keys)
-
-    def totals(self) -> dict[str, dict[str, Any]]:
-        """Per-dataset counts, with the statistics summarised (mean, std, histogram)."""
-        totals = {}
-        for name, counts in sorted(self.datasets.items()):
-            row = asdict(counts)
-            row["stats"] = aggregates.summarize(counts.stats)
-            totals[name] = row
-        return totals
-
-
-def _slim(record: dict[str, Any]) -> dict[str, Any]:
-    keep = (
-        "piece_id",
-        "shard_id",
-        "round",
-        "n_retryable",
-        "n_expected",
-        "n_ok",
-        "n_failed",
-        "failures_file",
-    )
-    return {k: record[k] for k in keep}
 
 
 class Coordinator:
@@ -136,9 +44,18 @@ class Coordinator:
         self._watcher: asyncio.Task | None = None
         plan = storage.read_parquet(self.layout.plan)
         shards = [Shard.from_dict(row) for row in plan.to_pylist()]
-        self.state = JobState(self.layout, shards, manifest.read_commits(self.layout))
+        self.state = JobState(
+            self.layout, shards, manifest.read_commits(self.layout), self.max_attempts
+        )
+        self.shards = {shard.shard_id: shard for shard in shards}
+        #: Pieces handed out and not committed yet.
+        self.outstanding: set[str] = set()
         self.tries: Counter[str] = Counter()
         self.preempted: Counter[str] = Counter()
+        # Pieces run row by row after crashing their actors: the row running now, and
+        # rows that were running when an actor died (see PieceRunner._isolated).
+        self.running_rows: dict[str, int] = {}
+        self.suspects: dict[str, set[int]] = {}
         self.piece_nodes: dict[str, str] = {}
         self.actor_starts: Counter[str] = Counter()
         self.engine_stats: dict[str, dict[str, float]] = {}
@@ -189,14 +106,17 @@ class Coordinator:
             await self.start_run()
         deadline = time.monotonic() + 2.0
         while not self.queue:
-            if not self.watch_s:
+            # Pieces still running may leave retryable failures, retried in this run.
+            if not self.watch_s and not self.outstanding:
                 return None
             if time.monotonic() > deadline:
                 return []
             await asyncio.sleep(0.2)
         out = []
         while self.queue and len(out) < max_items:
-            out.append(self.queue.popleft().to_json())
+            item = self.queue.popleft()
+            self.outstanding.add(item.piece_id)
+            out.append(item.to_json())
         return out
 
     def progress(self) -> dict[str, Any]:
@@ -259,16 +179,28 @@ class Coordinator:
         retry budget meant for real errors.
         """
         if piece_id in self.state.committed:
+            self.outstanding.discard(piece_id)
             return {"committed": {"piece_id": piece_id, "duplicate": True}}
         previous = self.piece_nodes.get(piece_id)
+        running = self.running_rows.pop(piece_id, None)
         if previous is not None and previous != node and not _node_alive(previous):
             self.preempted[piece_id] += 1
         else:
             self.tries[piece_id] += 1
+            if running is not None:
+                self.suspects.setdefault(piece_id, set()).add(running)
         self.piece_nodes[piece_id] = node
         if self.first_piece_at is None:
             self.first_piece_at = time.time()
-        return {"committed": None, "tries": self.tries[piece_id]}
+        suspects = sorted(self.suspects.get(piece_id, ()))
+        return {"committed": None, "tries": self.tries[piece_id], "suspects": suspects}
+
+    def running(self, piece_id: str, row_index: int | None) -> None:
+        """Which row of a piece run row by row is on the engine now (None: done)."""
+        if row_index is None:
+            self.running_rows.pop(piece_id, None)
+        else:
+            self.running_rows[piece_id] = row_index
 
     def report(
         self,
@@ -318,8 +250,28 @@ class Coordinator:
                     self.run_tokens += record["output_tokens"] or 0
                     if self.ray_metrics is not None:
                         self.ray_metrics.on_commit(record)
+                    await self._queue_retry(record)
                 self.partials.pop(record["piece_id"], None)
+                self.outstanding.discard(record["piece_id"])
                 future.set_result(None)
+
+    async def _queue_retry(self, record: dict[str, Any]) -> None:
+        """A committed piece's retryable rollouts, queued again in this run while
+        attempts are left (after the pieces already queued)."""
+        if not record["n_retryable"] or record["round"] + 1 >= self.max_attempts:
+            return
+        shard = self.shards.get(record["shard_id"])
+        if shard is None or shard.retired or not record["failures_file"]:
+            return
+        try:
+            keys = await asyncio.to_thread(manifest.retryable_keys, record["failures_file"])
+        except Exception as exc:  # the next run retries it (plan minus commits)
+            log.warning("can't queue the retry of %s: %s", record["piece_id"], exc)
+            return
+        if keys:
+            item = WorkItem(shard, record["round"] + 1, sorted(keys))
+            self.queue.append(item)
+            self.run_todo += item.num_rollouts
 
     async def _watch(self) -> None:
         """Plan new input files (and grown ones) as they appear, and queue their pieces."""
@@ -334,6 +286,7 @@ class Coordinator:
                 continue
             for shard in shards:
                 self.state.add_shard(shard)
+                self.shards[shard.shard_id] = shard
                 item = WorkItem(shard)
                 self.queue.append(item)
                 self.run_todo += item.num_rollouts
@@ -421,6 +374,9 @@ class RayCoordinatorClient:
     async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
         return await self._call("begin", piece_id, node)
 
+    async def running(self, piece_id: str, row_index: int | None) -> None:
+        await self._call("running", piece_id, row_index)
+
     async def commit(self, record: dict[str, Any]) -> None:
         await self._call("commit", record)
 
@@ -442,9 +398,9 @@ class RayCoordinatorClient:
         for attempt in range(8):
             try:
                 return await getattr(self.handle, method).remote(*args)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if attempt == 7:
-                    raise
+                    raise JobFault(f"the job's coordinator can't be reached: {exc}") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         raise AssertionError("unreachable")

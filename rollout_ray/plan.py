@@ -13,17 +13,18 @@ import json
 import logging
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
-from rollout_ray import __version__, manifest, storage
+from rollout_ray import __version__, manifest, staging, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.manifest import Layout
-from rollout_ray.sources import Shard, discover, plan_file
+from rollout_ray.sources import Shard, discover, plan_file, plan_uncovered
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,10 @@ def describe_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def build_plan(
-    config: JobConfig, previous: list[Shard] | None = None
+    config: JobConfig,
+    previous: list[Shard] | None = None,
+    committed: set[str] | frozenset[str] = frozenset(),
+    replan_changed: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Shard]]:
     """Discover every dataset's files and cut them into shards, honouring `limit`.
 
@@ -142,39 +146,81 @@ def build_plan(
     are kept as they are, and files are planned from where the earlier plan ended, so
     a grown file or a new file adds shards and committed work keeps its meaning.
 
+    `committed` (shard ids with a commit) lets the plan shed what can't run any more:
+    shards of datasets no longer in the config are dropped, or retired when they hold
+    committed work. With `replan_changed` (--force-new-config) the same is done to the
+    shards of a file that changed other than by growing, and the rows of the file as
+    it is now that no retired shard covers are planned again; without it such a file
+    is left as planned (a resume reports the change).
+
     Returns:
         The planned files (as job.json records) and every shard, earlier ones first.
     """
-    previous = previous or []
-    ends: dict[tuple[str, str], tuple[int, int]] = {}
-    planned_rows: dict[str, int] = {}
-    for shard in previous:
-        key = (shard.dataset, shard.file_uri)
-        row_end, byte_end = ends.get(key, (0, 0))
-        ends[key] = (
-            max(row_end, shard.first_row + shard.num_rows),
-            max(byte_end, shard.byte_end or 0),
-        )
-        planned_rows[shard.dataset] = planned_rows.get(shard.dataset, 0) + shard.num_rows
+    names = {d.name for d in config.datasets}
+    kept: list[Shard] = []
+    for shard in previous or []:
+        if shard.dataset in names or shard.retired:
+            kept.append(shard)
+        elif shard.shard_id in committed:
+            kept.append(replace(shard, retired=True))
+    by_file: dict[tuple[str, str], list[int]] = defaultdict(list)
+    rows: Counter[str] = Counter()
+    for i, shard in enumerate(kept):
+        by_file[(shard.dataset, shard.file_uri)].append(i)
+        rows[shard.dataset] += shard.num_rows
+    dropped: set[int] = set()
+    added: list[Shard] = []
     files: list[dict[str, Any]] = []
-    shards: list[Shard] = list(previous)
     for dataset in config.datasets:
-        remaining = None
         limit = config.row_limit(dataset)
-        if limit is not None:
-            remaining = limit - planned_rows.get(dataset.name, 0)
         for file in discover(dataset):
             files.append(file_record(dataset.name, file))
+            planned, source = staging.prepare(
+                dataset.name, file, config.output, restage=replan_changed or not previous
+            )
+            if planned is None:
+                continue  # a staged input whose source changed: left as planned
+            mine = by_file.get((dataset.name, planned.uri), [])
+            changed = _changed([kept[i] for i in mine], planned)
+            if changed and not replan_changed:
+                continue
+            covered = []
+            for i in mine if changed else []:
+                if kept[i].shard_id in committed or kept[i].retired:
+                    kept[i] = replace(kept[i], retired=True)
+                    covered.append((kept[i].first_row, kept[i].first_row + kept[i].num_rows))
+                else:
+                    dropped.add(i)
+                    rows[dataset.name] -= kept[i].num_rows
+            remaining = None if limit is None else limit - rows[dataset.name]
             if remaining is not None and remaining <= 0:
                 continue
-            row_end, byte_end = ends.get((dataset.name, file.uri), (0, 0))
-            for shard in plan_file(
-                dataset, file, config.shard_rows(dataset), remaining, row_end, byte_end
-            ):
-                shards.append(shard)
-                if remaining is not None:
-                    remaining -= shard.num_rows
-    return files, shards
+            size = config.shard_rows(dataset)
+            if changed:
+                new = plan_uncovered(dataset, planned, size, covered, remaining, source)
+            else:
+                row_end = max((kept[i].first_row + kept[i].num_rows for i in mine), default=0)
+                byte_end = max((kept[i].byte_end or 0 for i in mine), default=0)
+                new = plan_file(dataset, planned, size, remaining, row_end, byte_end, source)
+            for shard in new:
+                added.append(shard)
+                rows[dataset.name] += shard.num_rows
+    return files, [s for i, s in enumerate(kept) if i not in dropped] + added
+
+
+def _changed(shards: list[Shard], file: Any) -> bool:
+    """Whether `file` is no longer what `shards` were planned on. A plain JSONL file
+    that grew keeps its planned rows (appending is how inputs grow); a staged copy was
+    made anew, so any change to it counts."""
+    for shard in shards:
+        if shard.retired or shard.file_size is None:
+            continue
+        if (shard.file_size, shard.file_version) == (file.size, file.version):
+            continue
+        grew = file.size > shard.file_size and shard.format == "jsonl"
+        if not grew or shard.source_uri is not None:
+            return True
+    return False
 
 
 def file_record(dataset: str, file: Any) -> dict[str, Any]:
@@ -210,6 +256,8 @@ def pending_work(
     """
     items = []
     for shard in shards:
+        if shard.retired:
+            continue
         last = latest.get(shard.shard_id)
         if last is None:
             items.append(WorkItem(shard))
@@ -243,7 +291,7 @@ def prepare_output(
         return layout, False
     job = storage.read_json(layout.job)
     problems = [f"config {c}" for c in describe_changes(job["semantic"], semantic_config(config))]
-    changed, grown = ([], []) if problems else _input_changes(job, config)
+    changed, grown = _input_changes(job, config)
     refused = problems + changed + ([] if watch else grown)
     if refused and not force_new_config:
         raise ResumeRefused(
@@ -257,8 +305,9 @@ def prepare_output(
     if refused or grown:
         if refused:
             log.warning("planning %s again (--force-new-config)", config.output)
-        previous = storage.read_parquet(layout.plan).to_pylist()
-        _write_plan(layout, config, previous=[Shard.from_dict(r) for r in previous])
+        previous = [Shard.from_dict(r) for r in storage.read_parquet(layout.plan).to_pylist()]
+        committed = {r["shard_id"] for r in manifest.read_commits(layout)}
+        _write_plan(layout, config, previous, committed, replan_changed=force_new_config)
     return layout, True
 
 
@@ -266,7 +315,8 @@ def extend_plan(config: JobConfig, previous: list[Shard]) -> list[Shard]:
     """Plan input that appeared since `previous` (watch mode); returns the new shards."""
     layout = Layout(config.output)
     files, shards = build_plan(config, previous)
-    new = shards[len(previous) :]
+    known = {s.shard_id for s in previous}
+    new = [s for s in shards if s.shard_id not in known]
     if new:
         job = storage.read_json(layout.job)
         storage.write_parquet_atomic(layout.plan, shards_table(shards))
@@ -289,7 +339,7 @@ def _input_changes(job: dict[str, Any], config: JobConfig) -> tuple[list[str], l
                     grown.append(f"input {file.uri} is new since the job was planned")
             elif (before["size"], before["version"]) == (file.size, file.version):
                 continue
-            elif file.size > before["size"] and file.format == "jsonl":
+            elif file.size > before["size"] and file.format == "jsonl" and not file.compression:
                 grown.append(
                     f"input {file.uri} grew since the job was planned "
                     f"({before['size']} -> {file.size} bytes)"
@@ -304,10 +354,16 @@ def _input_changes(job: dict[str, Any], config: JobConfig) -> tuple[list[str], l
     return changed, grown
 
 
-def _write_plan(layout: Layout, config: JobConfig, previous: list[Shard] | None) -> None:
+def _write_plan(
+    layout: Layout,
+    config: JobConfig,
+    previous: list[Shard] | None,
+    committed: set[str] | frozenset[str] = frozenset(),
+    replan_changed: bool = False,
+) -> None:
     """Write plan.parquet, then job.json: job.json's presence marks a complete plan."""
     started = time.monotonic()
-    files, shards = build_plan(config, previous)
+    files, shards = build_plan(config, previous, committed, replan_changed)
     storage.write_parquet_atomic(layout.plan, shards_table(shards))
     storage.write_json_atomic(
         layout.job,

@@ -13,16 +13,14 @@ import json
 import time
 from typing import Any
 
-import pyarrow as pa
-
 from rollout_ray import manifest, storage
 from rollout_ray.aggregates import piece_stats
 from rollout_ray.config import JobConfig, VerifierConfig
-from rollout_ray.coordinator import JobState
 from rollout_ray.errors import RolloutRayError
+from rollout_ray.job_state import JobState
 from rollout_ray.manifest import Layout, now_utc
 from rollout_ray.results import committed_pieces
-from rollout_ray.schema import failures_table
+from rollout_ray.schema import decode_rows, failures_table, record_from_row, rollouts_table
 from rollout_ray.sources import Shard
 from rollout_ray.verification import LocalVerification, verifier_record
 
@@ -98,42 +96,43 @@ async def _reverify_piece(
 ) -> dict[str, Any]:
     started = time.monotonic()
     dataset = piece["dataset"]
-    rows = storage.read_parquet(piece["data_file"]).to_pylist() if piece["data_file"] else []
+    rows = decode_rows(storage.read_parquet(piece["data_file"])) if piece["data_file"] else []
+    records = [record_from_row(row) for row in rows]
     failures = (
         storage.read_parquet(piece["failures_file"]).to_pylist() if piece["failures_file"] else []
     )
     new_failures: list[dict[str, Any]] = []
-    if dataset in verifiers and rows:
-        outcomes = await local.verify(dataset, [verifier_record(r) for r in rows])
+    if dataset in verifiers and records:
+        outcomes = await local.verify(dataset, [verifier_record(r) for r in records])
         scored = []
         kind = verifiers[dataset].kind
-        for row, (reward, details, error, terminal) in zip(rows, outcomes, strict=True):
+        for record, (reward, details, error, terminal) in zip(records, outcomes, strict=True):
             if error is None:
-                row.update(reward=reward, verifier=kind, verifier_details=json.dumps(details))
-                scored.append(row)
+                record.update(reward=reward, verifier=kind, verifier_details=details)
+                scored.append(record)
             else:
-                new_failures.append(_verify_failure(row, error, terminal))
-        rows = scored
+                new_failures.append(_verify_failure(record, error, terminal))
+        records = scored
     kept_failures = failures + new_failures
     name = (piece["data_file"] or piece["failures_file"]).rsplit("/", 1)[-1]
     data_uri = storage.join(target.data_dir(dataset), name)
     fail_uri = storage.join(target.failures_dir(dataset), name) if kept_failures else None
-    if rows:
-        storage.write_parquet_atomic(data_uri, pa.Table.from_pylist(rows))
+    if records:
+        storage.write_parquet_atomic(data_uri, rollouts_table(records))
     if kept_failures:
         storage.write_parquet_atomic(fail_uri, failures_table(kept_failures))
-    rewards = [r["reward"] for r in rows if r.get("reward") is not None]
+    rewards = [r["reward"] for r in records if r.get("reward") is not None]
     return {
         **piece,
-        "data_file": data_uri if rows else None,
+        "data_file": data_uri if records else None,
         "failures_file": fail_uri,
-        "n_ok": len(rows),
-        "n_failed": piece["n_failed"] + piece["n_ok"] - len(rows),
+        "n_ok": len(records),
+        "n_failed": piece["n_failed"] + piece["n_ok"] - len(records),
         "n_retryable": piece["n_retryable"] + sum(not f["terminal"] for f in new_failures),
         "reward_sum": float(sum(rewards)),
         "reward_count": len(rewards),
         "seconds": time.monotonic() - started,
-        "stats": json.dumps(piece_stats(rows)),
+        "stats": json.dumps(piece_stats(records)),
         "committed_at": now_utc(),
     }
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rollout_ray import manifest, storage
-from rollout_ray.coordinator import JobState
 from rollout_ray.errors import RolloutRayError
+from rollout_ray.job_state import JobState
 from rollout_ray.manifest import Layout
 from rollout_ray.sources import Shard
 
@@ -33,7 +33,9 @@ def job_status(output: str) -> dict[str, Any]:
     job = storage.read_json(layout.job)
     plan = storage.read_parquet(layout.plan)
     commits = manifest.read_commits(layout)
-    state = JobState(layout, [Shard.from_dict(r) for r in plan.to_pylist()], commits)
+    max_attempts = int((job.get("config") or {}).get("max_attempts") or 3)
+    shards = [Shard.from_dict(r) for r in plan.to_pylist()]
+    state = JobState(layout, shards, commits, max_attempts)
     failures: dict[str, Counter[str]] = {}
     for latest in state.latest.values():
         if latest["failures_file"]:
@@ -50,7 +52,9 @@ def job_status(output: str) -> dict[str, Any]:
         "status": ("running" if live else progress.get("status") or "planned"),
         "planned_at": job.get("planned_at"),
         "model": job["config"].get("model"),
-        "complete": settled >= expected,
+        "complete": state.settled(),
+        "max_attempts": max_attempts,
+        "exhausted": sum(d["exhausted"] for d in datasets.values()),
         "expected": expected,
         "settled": settled,
         "datasets": datasets,
@@ -71,7 +75,7 @@ def _fresh(progress: dict[str, Any]) -> bool:
 
 def render_status(console: Console, report: dict[str, Any]) -> None:
     table = Table(title=f"{report['output']}: {report['status']}")
-    for column in ("dataset", "done", "ok", "failed", "retryable", "output tok", "failures"):
+    for column in ("dataset", "done", "ok", "failed", "to retry", "output tok", "failures"):
         table.add_column(column, justify="left" if column in ("dataset", "failures") else "right")
     for name, counts in report["datasets"].items():
         done = counts["ok"] + counts["failed"] - counts["retryable"]
@@ -94,8 +98,23 @@ def render_status(console: Console, report: dict[str, Any]) -> None:
             f"{run.get('output_tokens_per_s', 0):,.0f} output tok/s, "
             f"ETA {'?' if eta is None else f'{eta:,.0f} s'}"
         )
-    state = "complete" if report["complete"] else "incomplete: run the job again to finish it"
     console.print(
         f"pieces committed {report['pieces']['committed']:,}/"
-        f"{report['pieces']['planned']:,}; {state}"
+        f"{report['pieces']['planned']:,}; {_verdict(report)}"
+    )
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    """What the job's state means for the user, and only advice that would help."""
+    if report["status"] == "running":
+        return "running"
+    if not report["complete"]:
+        return "incomplete: run the job again to finish it"
+    exhausted = report.get("exhausted") or 0
+    if not exhausted:
+        return "complete"
+    return (
+        f"complete; {exhausted:,} rollouts failed on errors that may pass (timeouts, crashes) "
+        f"after max_attempts={report['max_attempts']} tries. To try them again, run the job "
+        f"with max_attempts={report['max_attempts'] + 1}."
     )

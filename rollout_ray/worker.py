@@ -1,14 +1,23 @@
-"""One piece of work inside an engine actor: read rows, generate, write, commit.
+"""One piece of work inside an engine actor: read rows, generate, verify, write, commit.
 
 `PieceRunner` is plain asyncio and is tested without Ray; `EngineWorker` is the thin
 Ray Data callable class around it (one per actor, one engine each). Every rollout of a
 piece is submitted at once and several pieces run per actor, so the engine always has
 work queued across a piece's long tail.
+
+One rule holds at every stage: an exception while handling one row or rollout is that
+row's failure record (stage, error class, message naming the file, line and field),
+never the piece's or the job's. Only a JobFault (storage, an input changed, the
+engine can't serve) stops the job. If a piece fails as a whole anyway (a bug), or
+keeps killing its actor, it is run again row by row, alone on the engine: the rows at
+fault become terminal failures and the rest is committed, so no piece is generated
+again and again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -16,16 +25,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from rollout_ray import storage
-from rollout_ray.aggregates import piece_stats
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig
-from rollout_ray.engines import Engine, EngineDead, FatalEngineError, Generation, GenerationRequest
-from rollout_ray.errors import RowError, redact
-from rollout_ray.manifest import Layout, now_utc
+from rollout_ray.engines import Engine, EngineDead, GenerationRequest
+from rollout_ray.errors import JobFault, RowError, redact
+from rollout_ray.manifest import Layout
+from rollout_ray.outcomes import (
+    EngineCrashed,
+    Rollout,
+    VerifierFailed,
+    failure_record,
+    generated_failure,
+    rollout_record,
+    row_failures,
+    without_token_data,
+)
+from rollout_ray.piece_files import write_piece
 from rollout_ray.plan import WorkItem
-from rollout_ray.prompts import Prompt, build_prompt
-from rollout_ray.schema import failures_table, rollouts_table, sampling_record
-from rollout_ray.sources import SourceRow, read_shard
+from rollout_ray.prompts import build_prompt
+from rollout_ray.reading import allow_deep_rows, read_shard
+from rollout_ray.schema import sampling_record
+from rollout_ray.sources import SourceRow
 from rollout_ray.verification import (
     LocalVerification,
     RemoteVerification,
@@ -44,6 +63,7 @@ class CoordinatorClient(Protocol):
     """What a piece needs from the coordinator (the Ray actor, or a local stand-in)."""
 
     async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]: ...
+    async def running(self, piece_id: str, row_index: int | None) -> None: ...
     async def commit(self, record: dict[str, Any]) -> None: ...
     def report(
         self,
@@ -51,23 +71,6 @@ class CoordinatorClient(Protocol):
         actor: str = "",
         engine_stats: dict[str, float] | None = None,
     ) -> None: ...
-
-
-class _Rollout:
-    """One rollout to generate: where it comes from and what to ask."""
-
-    __slots__ = ("index", "prompt", "request", "row", "sampling")
-
-    def __init__(
-        self,
-        row: SourceRow,
-        prompt: Prompt,
-        index: int,
-        request: GenerationRequest,
-        sampling: dict[str, Any],
-    ):
-        self.row, self.prompt, self.index, self.request = row, prompt, index, request
-        self.sampling = sampling  # as stored in the record's `sampling` column
 
 
 class PieceRunner:
@@ -101,40 +104,126 @@ class PieceRunner:
         self._gate: asyncio.Condition | None = None
         self._active = 0
         self._reloading = False
+        self._alone = False
 
     # ------------------------------------------------------------------ the piece
 
     async def run(self, item: WorkItem) -> dict[str, Any]:
-        """Do one piece and commit it; returns its commit record."""
+        """Do one piece and commit it; returns its commit record.
+
+        Raises:
+            EngineDead: the engine is gone (the actor must be replaced).
+            JobFault: the job can't go on (storage, a changed input, the coordinator).
+        """
         started = time.monotonic()
         begun = await self.coordinator.begin(item.piece_id, self.node_id)
         if begun.get("committed"):
             return begun["committed"]  # a retried task whose piece already landed
         self._ensure_reporter()
+        crashes = begun.get("tries", 1) - 1
+        try:
+            if crashes >= self.config.max_attempts:
+                suspects = set(begun.get("suspects") or ())
+                ok, failures = await self._isolated(item, suspects, crashes)
+            else:
+                ok, failures = await self._attempt(item)
+        except (EngineDead, JobFault):
+            raise
+        except Exception as exc:
+            ok, failures = await self._after_bug(item, exc)
         loop = asyncio.get_running_loop()
-        if begun.get("tries", 1) > self.config.max_attempts:
-            failures = self._give_up(item, begun["tries"] - 1)
-            ok: list[dict[str, Any]] = []
-        else:
-            rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
-            self._partials[item.piece_id] = [0, 0]
-            await self._enter()
-            try:
-                outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
-            finally:
-                await self._leave()
-            ok = [o for o in outcomes if "stage" not in o]
-            failures += [o for o in outcomes if "stage" in o]
-            if ok and self.datasets[item.shard.dataset][0].verifier is not None:
-                ok, rejected = await self._verify(item, ok)
-                failures += rejected
-        record = await loop.run_in_executor(self.io, self._write, item, ok, failures, started)
+        write = functools.partial(
+            write_piece, self.layout, item, ok, failures, actor=self.actor_id, node=self.node_id
+        )
+        record = await loop.run_in_executor(
+            self.io, lambda: write(seconds=time.monotonic() - started, secrets=self.secrets)
+        )
         await self.coordinator.commit(record)
         self._partials.pop(item.piece_id, None)
         return record
 
-    def _expand(self, item: WorkItem) -> tuple[list[_Rollout], list[dict[str, Any]]]:
-        """Read the piece's rows and turn them into requests; unusable rows fail here."""
+    async def _after_bug(
+        self, item: WorkItem, exc: Exception
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A piece that failed as a whole (a bug): run it row by row; if even that
+        fails, commit nothing as done, so its rollouts are retried (see write_piece)."""
+        reason = f"{type(exc).__name__}: {redact(str(exc), self.secrets)[:300]}"
+        log.warning("piece %s failed as a whole (%s); running it row by row", item.piece_id, reason)
+        try:
+            return await self._isolated(item, set(), 0)
+        except (EngineDead, JobFault):
+            raise
+        except Exception as again:
+            log.error("piece %s failed row by row too: %r", item.piece_id, again)
+            return [], []
+
+    async def _attempt(self, item: WorkItem) -> tuple[list[dict], list[dict]]:
+        """The piece as usual: every rollout submitted at once, then verified."""
+        loop = asyncio.get_running_loop()
+        rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
+        self._partials[item.piece_id] = [0, 0]
+        await self._enter()
+        try:
+            outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
+        finally:
+            await self._leave()
+        ok = [o for o in outcomes if "stage" not in o]
+        failures += [o for o in outcomes if "stage" in o]
+        if ok and self.datasets[item.shard.dataset][0].verifier is not None:
+            ok, rejected = await self._verify(item, ok)
+            failures += rejected
+        return ok, failures
+
+    async def _isolated(
+        self, item: WorkItem, suspects: set[int], crashes: int
+    ) -> tuple[list[dict], list[dict]]:
+        """The piece row by row, alone on the engine, each row's work guarded.
+
+        Before each row the coordinator is told which row runs; if the actor dies, the
+        next try of the piece learns that row as a suspect and fails it (terminal)
+        instead of running it: each crash isolates one row, so the piece ends.
+        """
+        loop = asyncio.get_running_loop()
+        rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
+        self._partials[item.piece_id] = [0, 0]
+        by_row: dict[int, list[Rollout]] = {}
+        for rollout in rollouts:
+            by_row.setdefault(rollout.row.row_index, []).append(rollout)
+        ok: list[dict[str, Any]] = []
+        await self._enter(alone=True)
+        try:
+            for row_index, group in by_row.items():
+                if row_index in suspects:
+                    crashed = EngineCrashed(
+                        f"the engine actor died while this row ran alone on it "
+                        f"(the piece had killed its actor {crashes} times)"
+                    )
+                    failures += [self._failed(item, r, "generate", crashed, True) for r in group]
+                    continue
+                await self.coordinator.running(item.piece_id, row_index)
+                try:
+                    outcomes = await asyncio.gather(*(self._generate(item, r) for r in group))
+                    row_ok = [o for o in outcomes if "stage" not in o]
+                    failures += [o for o in outcomes if "stage" in o]
+                    if row_ok and self.datasets[item.shard.dataset][0].verifier is not None:
+                        row_ok, rejected = await self._verify(item, row_ok)
+                        failures += rejected
+                    ok += row_ok
+                except (EngineDead, JobFault):
+                    raise
+                except Exception as exc:
+                    failures += [self._failed(item, r, "generate", exc, True) for r in group]
+            await self.coordinator.running(item.piece_id, None)
+        finally:
+            await self._leave(alone=True)
+        return ok, failures
+
+    def _expand(self, item: WorkItem) -> tuple[list[Rollout], list[dict[str, Any]]]:
+        """Read the piece's rows and turn them into requests; unusable rows fail here.
+
+        Raises:
+            JobFault: the input changed after the job was planned.
+        """
         shard = item.shard
         dataset, base, pinned = self.datasets[shard.dataset]
         wanted: dict[int, set[int]] | None = None
@@ -144,13 +233,20 @@ class PieceRunner:
                 wanted.setdefault(row_index, set()).add(rollout_index)
         try:
             rows = read_shard(shard)
-        except Exception as exc:  # storage gone after retries: the rows may be fine later
-            rows = [SourceRow(shard.first_row + i, None) for i in range(shard.num_rows)]
-            return [], [
-                self._failure(item, row, -1, "read", exc, terminal=False)
-                for row in rows
-                if wanted is None or row.row_index in wanted
-            ]
+        except JobFault:
+            raise
+        except Exception as exc:
+            # Storage gone after retries may pass later; a file that can't be parsed
+            # at all (a corrupt Parquet footer) will not.
+            transient = isinstance(exc, OSError)
+            failures = []
+            for i in range(shard.num_rows):
+                row = SourceRow(shard.first_row + i, None)
+                if wanted is None or row.row_index in wanted:
+                    failures += row_failures(
+                        item, row, wanted, "read", exc, not transient, self.secrets
+                    )
+            return [], failures
         rollouts, failures = [], []
         for row in rows:
             indices: list[int] = list(range(shard.num_repeats))
@@ -166,9 +262,16 @@ class PieceRunner:
                 prompt = build_prompt(row.value, dataset)
                 sampling = {**base, **prompt.sampling, **pinned} if prompt.sampling else base
                 token_ids = self.engine.prepare(prompt.messages, sampling)
+            except (EngineDead, JobFault):
+                raise
             except RowError as exc:
-                failures.append(self._failure(item, row, -1, exc.stage, exc, terminal=True))
+                failures += row_failures(item, row, wanted, exc.stage, exc, True, self.secrets)
                 continue
+            except Exception as exc:  # the one rule: this row's failure, not the piece's
+                failures += row_failures(item, row, wanted, "prompt", exc, True, self.secrets)
+                continue
+            if row.warnings:
+                prompt.warnings = row.warnings
             stored = sampling_record(sampling)
             seed = sampling.get("seed")
             extra = {"gym": prompt.responses_create_params is not None}
@@ -182,32 +285,34 @@ class PieceRunner:
                     extra=extra,
                 )
                 record_sampling = stored if seed is None else {**stored, "seed": seed + index}
-                rollouts.append(_Rollout(row, prompt, index, request, record_sampling))
+                rollouts.append(Rollout(row, prompt, index, request, record_sampling))
         return rollouts, failures
 
-    async def _generate(self, item: WorkItem, rollout: _Rollout) -> dict[str, Any]:
+    async def _generate(self, item: WorkItem, rollout: Rollout) -> dict[str, Any]:
         try:
             generation = await self.engine.generate(rollout.request)
-        except (EngineDead, FatalEngineError):
+            record = rollout_record(item, rollout, generation, self.engine)
+        except (EngineDead, JobFault):
             raise
         except RowError as exc:
-            return self._failure(item, rollout.row, rollout.index, exc.stage, exc, terminal=True)
+            return self._failed(item, rollout, exc.stage, exc, True)
         except Exception as exc:
-            return self._failure(item, rollout.row, rollout.index, "generate", exc, terminal=False)
+            return self._failed(item, rollout, "generate", exc, False)
         partial = self._partials.get(item.piece_id)
         if partial is not None:
             partial[0] += 1
             partial[1] += generation.output_tokens
-        return self._record(item, rollout, generation)
+        return record
 
-    async def _enter(self) -> None:
+    async def _enter(self, alone: bool = False) -> None:
         """Start generating; first reload the engine if a new checkpoint is there, once
-        the pieces generating with the old one are done (watch_model)."""
+        the pieces generating with the old one are done (watch_model). `alone`: also
+        wait until no other piece generates, and keep new ones out until `_leave`."""
         if self._gate is None:
             self._gate = asyncio.Condition()
         watch = getattr(self.config.engine, "watch_model", False)
         async with self._gate:
-            while self._reloading:
+            while self._reloading or self._alone:
                 await self._gate.wait()
             if watch and await asyncio.to_thread(self.engine.checkpoint_changed):
                 self._reloading = True
@@ -218,12 +323,18 @@ class PieceRunner:
                 finally:
                     self._reloading = False
                     self._gate.notify_all()
+            if alone:
+                self._alone = True
+                while self._active:
+                    await self._gate.wait()
             self._active += 1
 
-    async def _leave(self) -> None:
+    async def _leave(self, alone: bool = False) -> None:
         assert self._gate is not None
         async with self._gate:
             self._active -= 1
+            if alone:
+                self._alone = False
             self._gate.notify_all()
 
     async def _verify(
@@ -233,126 +344,30 @@ class PieceRunner:
         keeps its response, never a reward of 0."""
         dataset = self.datasets[item.shard.dataset][0]
         kind = dataset.verifier.kind
-        views = [verifier_record(_without_token_data(r)) for r in records]
-        outcomes = await self.verification.verify(dataset.name, views)
+        try:
+            views = [verifier_record(without_token_data(r)) for r in records]
+            outcomes = await self.verification.verify(dataset.name, views)
+            if len(outcomes) != len(records):
+                raise RuntimeError(f"{len(outcomes)} verdicts for {len(records)} rollouts")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the verifier can't be reached: may pass on retry
+            reason = f"verification failed: {type(exc).__name__}: {exc}"
+            outcomes = [(None, None, reason, False)] * len(records)
         ok, failures = [], []
         for record, (reward, details, error, terminal) in zip(records, outcomes, strict=True):
             if error is not None:
-                row = SourceRow(record["row_index"], None)
-                failure = self._failure(
-                    item, row, record["rollout_index"], "verify", VerifierFailed(error), terminal
-                )
-                failure["response_text"] = record["response_text"]
-                failures.append(failure)
+                failure = VerifierFailed(error)
+                failures.append(generated_failure(item, record, "verify", failure, terminal))
                 continue
-            record.update(reward=reward, verifier=kind, verifier_details=json.dumps(details))
+            record.update(reward=reward, verifier=kind, verifier_details=details)
             ok.append(record)
         return ok, failures
 
-    def _record(self, item: WorkItem, rollout: _Rollout, gen: Generation) -> dict[str, Any]:
-        shard = item.shard
-        return {
-            "dataset": shard.dataset,
-            "task_id": shard.task_id(rollout.row.row_index),
-            "rollout_index": rollout.index,
-            "source_file": shard.file_uri,
-            "row_index": rollout.row.row_index,
-            "prompt_messages": rollout.prompt.messages,
-            "response_text": gen.text,
-            "finish_reason": gen.finish_reason,
-            "prompt_tokens": gen.prompt_tokens,
-            "output_tokens": gen.output_tokens,
-            "prompt_token_ids": gen.prompt_token_ids,
-            "output_token_ids": gen.output_token_ids,
-            "output_logprobs": gen.output_logprobs,
-            "model": self.engine.model_label,
-            "model_version": self.engine.model_version,
-            "engine": self.engine.name,
-            "sampling": rollout.sampling,
-            "attempt": item.round + 1,
-            "latency_s": gen.latency_s,
-            "ttft_s": gen.ttft_s,
-            "created_at": now_utc(),
-            "responses_create_params": rollout.prompt.responses_create_params,
-            "input": rollout.prompt.carried,
-        }
-
-    def _failure(
-        self,
-        item: WorkItem,
-        row: SourceRow,
-        rollout_index: int,
-        stage: str,
-        exc: BaseException,
-        terminal: bool,
+    def _failed(
+        self, item: WorkItem, rollout: Rollout, stage: str, exc: BaseException, terminal: bool
     ) -> dict[str, Any]:
-        shard = item.shard
-        message = redact(str(exc) or type(exc).__name__, self.secrets)
-        return {
-            "dataset": shard.dataset,
-            "task_id": shard.task_id(row.row_index),
-            "rollout_index": rollout_index,
-            "source_file": shard.file_uri,
-            "row_index": row.row_index,
-            "stage": stage,
-            "error_class": type(exc).__name__,
-            "error": message,
-            "attempt": item.round + 1,
-            "terminal": terminal,
-            "raw_row": redact(row.raw[:2000], self.secrets) if row.raw else None,
-            "created_at": now_utc(),
-        }
-
-    def _give_up(self, item: WorkItem, crashes: int) -> list[dict[str, Any]]:
-        """A piece whose actor died `crashes` times: its rollouts fail, retryable later."""
-        exc = EngineDead(f"the engine actor died {crashes} times while running this piece")
-        shard = item.shard
-        keys = item.keys or [(shard.first_row + i, -1) for i in range(shard.num_rows)]
-        return [
-            self._failure(item, SourceRow(row, None), index, "generate", exc, terminal=False)
-            for row, index in keys
-        ]
-
-    def _write(
-        self,
-        item: WorkItem,
-        ok: list[dict[str, Any]],
-        failures: list[dict[str, Any]],
-        started: float,
-    ) -> dict[str, Any]:
-        """Write the piece's files durably and return its commit record."""
-        data_uri, failures_uri = self.layout.piece_files(item.shard, item.round)
-        if ok:
-            storage.write_parquet_atomic(data_uri, rollouts_table(ok))
-        if failures:
-            storage.write_parquet_atomic(failures_uri, failures_table(failures))
-        rewards = [r["reward"] for r in ok if r.get("reward") is not None]
-        return {
-            "piece_id": item.piece_id,
-            "shard_id": item.shard.shard_id,
-            "dataset": item.shard.dataset,
-            "round": item.round,
-            "data_file": data_uri if ok else None,
-            "failures_file": failures_uri if failures else None,
-            "n_expected": item.num_rollouts,
-            "n_ok": len(ok),
-            "n_failed": sum(self._rollouts_of(item, f) for f in failures),
-            "n_retryable": sum(self._rollouts_of(item, f) for f in failures if not f["terminal"]),
-            "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
-            "output_tokens": sum(r["output_tokens"] or 0 for r in ok),
-            "reward_sum": float(sum(rewards)),
-            "reward_count": len(rewards),
-            "seconds": time.monotonic() - started,
-            "stats": json.dumps(piece_stats(ok)),
-            "actor": self.actor_id,
-            "node": self.node_id,
-            "committed_at": now_utc(),
-        }
-
-    @staticmethod
-    def _rollouts_of(item: WorkItem, failure: dict[str, Any]) -> int:
-        """Rollouts a failure record stands for: a whole row stands for its repeats."""
-        return item.shard.num_repeats if failure["rollout_index"] < 0 else 1
+        return failure_record(item, rollout.row, rollout.index, stage, exc, terminal, self.secrets)
 
     # ------------------------------------------------------------------ progress
 
@@ -371,16 +386,6 @@ class PieceRunner:
                 log.debug("progress report failed: %s", exc)
 
 
-class VerifierFailed(Exception):
-    """The verifier could not judge a rollout (its message says why)."""
-
-
-def _without_token_data(record: dict[str, Any]) -> dict[str, Any]:
-    """A record without its token lists: verifiers don't need them, transfers shrink."""
-    heavy = ("prompt_token_ids", "output_token_ids", "output_logprobs")
-    return {k: v for k, v in record.items() if k not in heavy}
-
-
 class EngineWorker:
     """The Ray Data callable class: one engine per actor, one piece per call."""
 
@@ -392,6 +397,7 @@ class EngineWorker:
         from rollout_ray.logs import quiet_libraries
 
         quiet_libraries()
+        allow_deep_rows()
         config = JobConfig.model_validate_json(config_json)
         engine = create_engine(config, device)
         client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
