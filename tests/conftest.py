@@ -13,6 +13,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("ROLLOUT_RAY_DASHBOARD", "0")  # tests don't look at it; saves start-up
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray's workers (and drivers the tests start) import test helpers such as the python
+# verifiers in verifier_fixtures, as a user's workers import their verifier module.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_HERE, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")

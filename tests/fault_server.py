@@ -3,7 +3,9 @@
 The prompt's first word picks the behaviour of a request's first attempts:
 `ok` answers; `throttle` gets 429 with Retry-After once; `error` gets 500 twice;
 `slow` answers after `slow_s` once; `drop` closes the connection mid-body once;
-`dead` always gets 503; `leak` gets 400 with the caller's bearer token in the body.
+`dead` always gets 503; `leak` gets 400 with the caller's bearer token in the body;
+`huge` answers with a token count no int32 holds; `surrogate` answers with a lone
+surrogate escape in its text.
 It records the most requests in flight, when each request started, and attempts per
 prompt, so tests can check limits from the server's side.
 """
@@ -103,6 +105,9 @@ class FaultServer:
                 request.transport.close()
                 return response
             words = len(prompt.split())
+            if kind == "huge":
+                words = 5_000_000_000
+            content = f"echo: {prompt}" + (" \ud800" if kind == "surrogate" else "")
             return web.json_response(
                 {
                     "id": f"cmpl-{attempt}",
@@ -114,7 +119,7 @@ class FaultServer:
                             "index": 0,
                             "finish_reason": "stop",
                             "logprobs": None,
-                            "message": {"role": "assistant", "content": f"echo: {prompt}"},
+                            "message": {"role": "assistant", "content": content},
                         }
                     ],
                     "usage": {

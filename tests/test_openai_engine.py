@@ -192,7 +192,8 @@ def test_faults_limits_and_secrets(tmp_path):
     for i, failure in failed_rows.items():
         prompt = f"{kinds[i]} request {i}"
         if kinds[i] == "dead":
-            assert server.attempts[prompt] == 3 and failure["terminal"] is False
+            # 3 requests (max_retries 2) in each of the max_attempts=3 rounds of the run.
+            assert server.attempts[prompt] == 3 * 3 and failure["terminal"] is False
         else:
             assert server.attempts[prompt] == 1 and failure["terminal"] is True
             assert "[redacted]" in failure["error"]

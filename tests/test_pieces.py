@@ -4,14 +4,15 @@ retry pieces holding exactly their rollouts, up to max_attempts."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 
+import pytest
 from helpers import read_output, write_jsonl
 
 from rollout_ray import storage
 from rollout_ray.config import load_config
-from rollout_ray.coordinator import JobState
 from rollout_ray.engines import create_engine
+from rollout_ray.errors import InputChanged
+from rollout_ray.job_state import JobState
 from rollout_ray.manifest import Layout, read_commits, write_commits
 from rollout_ray.plan import build_plan, shards_table
 
@@ -22,10 +23,16 @@ class LocalCoordinator:
     def __init__(self, layout: Layout):
         self.layout = layout
         self.tries: dict[str, int] = {}
+        self.suspects: dict[str, set[int]] = {}
+        self.ran_alone: list[int | None] = []
 
     async def begin(self, piece_id, node=""):
         self.tries[piece_id] = self.tries.get(piece_id, 0) + 1
-        return {"committed": None, "tries": self.tries[piece_id]}
+        suspects = sorted(self.suspects.get(piece_id, ()))
+        return {"committed": None, "tries": self.tries[piece_id], "suspects": suspects}
+
+    async def running(self, piece_id, row_index):
+        self.ran_alone.append(row_index)
 
     async def commit(self, record):
         write_commits(self.layout, [record])
@@ -34,13 +41,16 @@ class LocalCoordinator:
         pass
 
 
-def make_job(tmp_path, max_attempts=3):
+def make_job(tmp_path, max_attempts=3, verifier=None):
     path = write_jsonl(tmp_path / "in" / "rows.jsonl", [{"prompt": f"p{i}"} for i in range(6)])
+    dataset = {"name": "rows", "path": str(path), "num_repeats": 2}
+    if verifier:
+        dataset["verifier"] = {"kind": "python", "function": f"verifier_fixtures:{verifier}"}
     config = load_config(
         {
             "model": "sim",
             "engine": {"kind": "simulated", "output_tokens": 4},
-            "datasets": [{"name": "rows", "path": str(path), "num_repeats": 2}],
+            "datasets": [dataset],
             "output": str(tmp_path / "out"),
             "shard_size": 4,
             "max_attempts": max_attempts,
@@ -52,10 +62,11 @@ def make_job(tmp_path, max_attempts=3):
     return config, layout, shards, path
 
 
-def run_pieces(config, layout, items):
+def run_pieces(config, layout, items, coordinator=None):
     from rollout_ray.worker import PieceRunner
 
-    runner = PieceRunner(config, create_engine(config), LocalCoordinator(layout), layout)
+    coordinator = coordinator or LocalCoordinator(layout)
+    runner = PieceRunner(config, create_engine(config), coordinator, layout)
 
     async def go():
         return [await runner.run(item) for item in items]
@@ -63,26 +74,21 @@ def run_pieces(config, layout, items):
     return asyncio.run(go())
 
 
-def test_unreadable_input_fails_retryably_then_resume_retries_it(tmp_path):
-    config, layout, shards, path = make_job(tmp_path)
-    hidden = path.with_suffix(".away")
-    shutil.move(path, hidden)  # storage gone while the first shard runs
+def test_retryable_failures_come_back_as_retry_pieces(tmp_path):
+    config, layout, shards, _ = make_job(tmp_path, verifier="flaky_first_attempt")
     state = JobState(layout, shards, [])
-    first = state.pending(config.max_attempts)
-    records = run_pieces(config, layout, first[:1])
-    assert records[0]["n_ok"] == 0 and records[0]["n_retryable"] == 8  # 4 rows x 2
-    shutil.move(hidden, path)
-    run_pieces(config, layout, first[1:])
+    first = run_pieces(config, layout, state.pending(config.max_attempts))
+    assert [(r["n_ok"], r["n_retryable"]) for r in first] == [(4, 4), (4, 0)]
 
     state = JobState(layout, shards, read_commits(layout))
     retry = state.pending(config.max_attempts)
     assert [(i.shard.shard_id, i.round) for i in retry] == [(shards[0].shard_id, 1)]
-    assert retry[0].keys == [(0, -1), (1, -1), (2, -1), (3, -1)]
-    assert retry[0].num_rollouts == 8
+    # Exactly the rollouts that failed: a retry never regenerates a committed one.
+    assert retry[0].keys == [(0, 0), (0, 1), (1, 0), (1, 1)]
     run_pieces(config, layout, retry)
 
     state = JobState(layout, shards, read_commits(layout))
-    assert state.pending(config.max_attempts) == []
+    assert state.pending(config.max_attempts) == [] and state.settled()
     counts = state.totals()["rows"]
     assert (counts["expected"], counts["ok"], counts["failed"], counts["retryable"]) == (
         12,
@@ -96,33 +102,59 @@ def test_unreadable_input_fails_retryably_then_resume_retries_it(tmp_path):
     assert attempts["rows:0"] == 2 and attempts["rows:5"] == 1
 
 
-def test_no_retry_past_max_attempts(tmp_path):
-    config, layout, shards, path = make_job(tmp_path, max_attempts=2)
-    path.unlink()
-    state = JobState(layout, shards, [])
+def test_no_retry_past_max_attempts_and_the_job_is_settled(tmp_path):
+    from rollout_ray.status import _verdict, job_status
+
+    config, layout, shards, _ = make_job(tmp_path, max_attempts=2, verifier="always_busy")
+    storage.write_json_atomic(layout.job, {"config": config.model_dump(mode="json")})
+    state = JobState(layout, shards, [], max_attempts=2)
     run_pieces(config, layout, state.pending(2))
-    state = JobState(layout, shards, read_commits(layout))
+    state = JobState(layout, shards, read_commits(layout), max_attempts=2)
+    assert not state.settled()
     retry = state.pending(2)
     assert [i.round for i in retry] == [1, 1]  # second and last attempt
     run_pieces(config, layout, retry)
-    state = JobState(layout, shards, read_commits(layout))
+    state = JobState(layout, shards, read_commits(layout), max_attempts=2)
     assert state.pending(2) == []  # attempt 2 of 2 failed too: settled as failed
     failures = read_output(layout.output, "failures")
     assert {f["attempt"] for f in failures} == {1, 2}
-    assert all(not f["terminal"] and f["stage"] == "read" for f in failures)
-    assert state.totals()["rows"]["failed"] == 12
+    assert all(not f["terminal"] and f["stage"] == "verify" for f in failures)
+    counts = state.totals()["rows"]
+    assert (counts["failed"], counts["retryable"], counts["exhausted"]) == (12, 0, 12)
+    # Nothing a rerun could do: status says complete, and names the one lever there is.
+    report = job_status(layout.output)
+    assert report["complete"] and report["exhausted"] == 12
+    assert "run the job again" not in _verdict(report)
+    assert "max_attempts=3" in _verdict(report)
 
 
-def test_a_piece_that_keeps_killing_its_actor_is_given_up(tmp_path):
+def test_a_piece_that_keeps_killing_its_actor_runs_row_by_row(tmp_path):
     config, layout, shards, _ = make_job(tmp_path)
-    from rollout_ray.worker import PieceRunner
-
     coordinator = LocalCoordinator(layout)
     item = JobState(layout, shards, []).pending(3)[0]
     coordinator.tries[item.piece_id] = 3  # three actors died on it already
-    runner = PieceRunner(config, create_engine(config), coordinator, layout)
-    record = asyncio.run(runner.run(item))
-    assert record["n_ok"] == 0 and record["n_retryable"] == 8
+    coordinator.suspects[item.piece_id] = {1}  # row 1 was alone on the engine at a death
+    (record,) = run_pieces(config, layout, [item], coordinator)
+    assert (record["n_ok"], record["n_failed"], record["n_retryable"]) == (6, 2, 0)
     failures = read_output(layout.output, "failures")
-    assert {f["error_class"] for f in failures} == {"EngineDead"}
-    assert "died 3 times" in failures[0]["error"]
+    assert [(f["task_id"], f["error_class"], f["terminal"]) for f in failures] == [
+        ("rows:1", "EngineCrashed", True),
+        ("rows:1", "EngineCrashed", True),
+    ]
+    # The other rows ran one at a time, each announced first, then the piece was done.
+    assert coordinator.ran_alone == [0, 2, 3, None]
+    keys = sorted((r["task_id"], r["rollout_index"]) for r in read_output(layout.output))
+    assert keys == [(f"rows:{row}", i) for row in (0, 2, 3) for i in range(2)]
+
+
+def test_an_input_changed_under_the_job_stops_it(tmp_path):
+    config, layout, shards, path = make_job(tmp_path)
+    items = JobState(layout, shards, []).pending(3)
+    with open(path, "r+") as f:  # truncated: the second shard's rows are gone
+        f.truncate(40)
+    with pytest.raises(InputChanged, match=r"rows\.jsonl changed after the job was planned"):
+        run_pieces(config, layout, items[1:])
+    path.unlink()
+    with pytest.raises(InputChanged, match=r"rows\.jsonl is gone"):
+        run_pieces(config, layout, items[:1])
+    assert read_commits(layout) == []  # nothing committed from rows that no longer match

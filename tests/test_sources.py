@@ -11,7 +11,8 @@ import pytest
 from rollout_ray.config import DatasetConfig
 from rollout_ray.errors import ConfigError
 from rollout_ray.plan import WorkItem
-from rollout_ray.sources import discover, plan_file, read_shard
+from rollout_ray.reading import read_shard
+from rollout_ray.sources import discover, plan_file
 
 
 def rows_of(dataset: DatasetConfig, shard_size: int, limit=None):
@@ -46,15 +47,16 @@ def test_jsonl_limit_and_task_ids(tmp_path):
     assert shard.shard_id == "train/train:4"
 
 
-def test_bad_lines_carry_line_number_and_reason(tmp_path):
+def test_bad_lines_carry_their_position_and_reason(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_text('{"prompt": "ok"}\n{not json\n\n[1, 2]\n{"prompt": "also ok"}\n')
     ((_, rows),) = rows_of(DatasetConfig(path=str(path)), 10)
     assert [r.value is not None for r in rows] == [True, False, False, False, True]
-    assert "line 2: malformed JSON" in str(rows[1].error)
+    assert [r.row_index for r in rows] == [0, 1, 2, 3, 4]  # line = row_index + 1
+    assert "malformed JSON" in str(rows[1].error)
     assert rows[1].raw == "{not json"
-    assert "line 3: empty line" in str(rows[2].error)
-    assert "line 4: expected a JSON object, got list" in str(rows[3].error)
+    assert "empty line" in str(rows[2].error)
+    assert "expected a JSON object, got an array" in str(rows[3].error)
 
 
 def test_parquet_shards_by_row_group(tmp_path):

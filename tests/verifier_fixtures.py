@@ -41,6 +41,39 @@ def raises(record: dict[str, Any]) -> float:
     raise ValueError("boom")
 
 
+def flaky_first_attempt(record: dict[str, Any], rows: tuple[int, ...] = (0, 1)) -> float:
+    """Can't judge the given rows on their first attempt (a retryable error), then can."""
+    from rollout_ray.verifiers import VerifierError
+
+    if record["row_index"] in rows and record["attempt"] == 1:
+        raise VerifierError("the judge is busy", terminal=False)
+    return 1.0
+
+
+def always_busy(record: dict[str, Any]) -> float:
+    """Never able to judge, on an error that might pass (it never does)."""
+    from rollout_ray.verifiers import VerifierError
+
+    raise VerifierError("the judge is busy", terminal=False)
+
+
+def hangs_on(record: dict[str, Any], rows: tuple[int, ...] = (0,)) -> float:
+    """Never returns for the given rows (a verifier stuck on some input)."""
+    if record["row_index"] in rows:
+        while True:
+            time.sleep(1)
+    return 1.0
+
+
+def kills_its_process_on(record: dict[str, Any], rows: tuple[int, ...] = (0,)) -> float:
+    """Ends the process it runs in for the given rows (a verifier that segfaults)."""
+    import os
+
+    if record["row_index"] in rows:
+        os._exit(3)
+    return 1.0
+
+
 def slow_check(gold: str, prediction: str) -> tuple[bool, str]:
     """Stands in for math-verify stuck on a pathological input."""
     time.sleep(60)
