@@ -171,6 +171,7 @@ def build_plan(
     dropped: set[int] = set()
     added: list[Shard] = []
     files: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
     for dataset in config.datasets:
         limit = config.row_limit(dataset)
         for file in discover(dataset):
@@ -180,6 +181,7 @@ def build_plan(
             )
             if planned is None:
                 continue  # a staged input whose source changed: left as planned
+            seen.add((dataset.name, planned.uri))
             mine = by_file.get((dataset.name, planned.uri), [])
             changed = _changed([kept[i] for i in mine], planned)
             if changed and not replan_changed:
@@ -205,6 +207,13 @@ def build_plan(
             for shard in new:
                 added.append(shard)
                 rows[dataset.name] += shard.num_rows
+    if replan_changed:  # files gone from the inputs: keep only their committed work
+        for key, indices in by_file.items():
+            for i in indices if key[0] in names and key not in seen else []:
+                if kept[i].shard_id in committed or kept[i].retired:
+                    kept[i] = replace(kept[i], retired=True)
+                else:
+                    dropped.add(i)
     return files, [s for i, s in enumerate(kept) if i not in dropped] + added
 
 

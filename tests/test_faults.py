@@ -207,3 +207,21 @@ def test_an_input_that_changes_while_the_job_runs_stops_it_with_a_message(tmp_pa
     assert proc.returncode == 2, err[-3000:]
     assert "in.jsonl changed after the job was planned" in err
     assert "Traceback" not in err and "--force-new-config" in err
+
+
+def test_force_new_config_after_an_input_file_is_deleted(ray_session, tmp_path):
+    from rollout_ray.plan import prepare_output
+
+    inbox = tmp_path / "inbox"
+    write_jsonl(inbox / "a.jsonl", [{"prompt": f"a {i}"} for i in range(4)])
+    write_jsonl(inbox / "b.jsonl", [{"prompt": f"b {i}"} for i in range(8)])
+    config = simulated([{"name": "d", "path": str(inbox / "*.jsonl")}], tmp_path / "out")
+    prepare_output(config)  # planned (as a run that stopped before b's shards ran)
+    (inbox / "b.jsonl").unlink()
+    with pytest.raises(ResumeRefused, match=r"b\.jsonl is gone"):
+        run_job(config)
+    assert run_job(config, force_new_config=True).status == "finished"
+    assert job_status(str(tmp_path / "out"))["complete"]
+    # The gone files' unfinished shards are dropped, not read again and again.
+    tasks = sorted(r["task_id"] for r in read_output(tmp_path / "out"))
+    assert tasks == [f"a:{i}" for i in range(4)]
