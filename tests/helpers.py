@@ -49,6 +49,22 @@ def read_output(output: Path | str, kind: str = "data"):
     return pa.concat_tables(tables, promote_options="permissive").to_pylist()
 
 
+def wait_until(condition, timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll until `condition()` holds; fail, saying what, if it never does. The timeout
+    is a liveness bound (generous), never a measure of speed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+def has_commits(output: Path | str) -> bool:
+    """Whether a local job output has committed at least one piece."""
+    commits = Path(output, "_manifest", "commits")
+    return commits.exists() and any(commits.iterdir())
+
+
 def kill_driver(proc: subprocess.Popen) -> None:
     """kill -9 the driver only; then clear what it leaves (as when its machine goes)."""
     proc.send_signal(signal.SIGKILL)

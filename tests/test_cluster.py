@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import read_output, write_jsonl
+from helpers import read_output, wait_until, write_jsonl
 from ray_cluster import RAY, LocalCluster
 
 from rollout_ray.submit import submit_command
@@ -73,8 +73,8 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
         assert "No available agent" in done.stderr + done.stdout, done.stderr[-2000:]
         time.sleep(2)
     job_id = re.search(r"raysubmit_\w+", done.stdout + done.stderr).group(0)
-    deadline, state, series = time.time() + 600, "", set()
-    while time.time() < deadline:
+    deadline, state, series = time.monotonic() + 600, "", set()
+    while time.monotonic() < deadline:
         series |= ray_series(cluster)
         status = subprocess.run(
             [RAY, "job", "status", "--address", cluster.dashboard, job_id],
@@ -126,12 +126,12 @@ def test_node_lost_mid_job_is_preemption_not_failure(cluster, tiny_model, tmp_pa
             env={**cluster.env, "RAY_ADDRESS": cluster.address},
         )
     progress = output / "_manifest" / "progress.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # until the engine on the spot node has committed work
-        if progress.exists() and json.loads(progress.read_text())["run"]["done"] >= 64:
-            break
+
+    def spot_engine_committed() -> bool:
         assert driver.poll() is None, log.read_text()[-3000:]
-        time.sleep(0.5)
+        return progress.exists() and json.loads(progress.read_text())["run"]["done"] >= 64
+
+    wait_until(spot_engine_committed, 300, "work committed by the engine on the spot node")
     in_flight_before = json.loads(progress.read_text())["run"]
     assert cluster.kill_node(spot) > 0  # the node is gone: raylet, its actors, everything
     time.sleep(20)  # no node can hold the engine now: the job waits for capacity

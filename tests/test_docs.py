@@ -47,3 +47,26 @@ def test_readme_and_docs_commands_are_real_commands():
             for option in options:
                 assert option in help_run.output, f"{path.name}: {option} unknown in {line!r}"
     assert found >= 10
+
+
+def test_no_assertion_measures_time():
+    """The suite checks counts and events, never how long something took: on a loaded
+    2-core machine a timed assertion fails by luck (speed is for benchmarks/)."""
+    timed = re.compile(
+        r"\btime\.(time|monotonic|perf_counter)\(|\b(elapsed|duration|took)\b|\.times\["
+    )
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        statement = ""
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            stripped = line.strip()
+            if stripped.startswith("assert "):
+                statement = stripped
+            elif statement and line.startswith(" " * 8) and not stripped.startswith("#"):
+                statement += " " + stripped  # an assert continued on the next lines
+            else:
+                statement = ""
+            if statement and timed.search(statement):
+                offenders.append(f"{path.name}:{number}: {stripped}")
+                statement = ""
+    assert not offenders, "timed assertions:\n" + "\n".join(offenders)

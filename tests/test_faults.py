@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from fault_server import FaultServer
-from helpers import read_output, write_jsonl
+from helpers import has_commits, read_output, wait_until, write_jsonl
 from messy_rows import rollout_keys
 
 from rollout_ray import run_job
@@ -198,10 +197,7 @@ def test_an_input_that_changes_while_the_job_runs_stops_it_with_a_message(tmp_pa
         text=True,
         env=env,
     )
-    commits = tmp_path / "out" / "_manifest" / "commits"
-    deadline = time.time() + 120
-    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: has_commits(tmp_path / "out"), 300, "the first commit", every=0.1)
     data.write_text(data.read_text()[: len(data.read_text()) // 2])  # truncated mid-run
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err[-3000:]

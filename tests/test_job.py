@@ -215,3 +215,38 @@ def test_limit_and_command_line_beats_row(ray_session, tiny_model, tmp_path):
     assert all(r["output_tokens"] <= 2 and r["sampling"]["max_tokens"] == 2 for r in records)
     assert all(r["sampling"]["temperature"] == 0.1 for r in records)
     assert result.datasets["rows"]["expected"] == 8
+
+
+def test_sampling_parameters_reach_the_engine(ray_session, tiny_model, tmp_path):
+    """What the engine did, not what the record echoes: temperature 0 gives one answer
+    per prompt, 1.5 gives many, top_k 1 at 1.5 gives the greedy answer, and a row's own
+    temperature beats its dataset's."""
+    prompts = [{"prompt": f"the quick brown fox {i}"} for i in range(3)]
+    path = write_jsonl(tmp_path / "p.jsonl", prompts)
+    rowwise = write_jsonl(
+        tmp_path / "r.jsonl", [{**p, "sampling": {"temperature": 0}} for p in prompts]
+    )
+
+    def dataset(name: str, data: Path, **sampling) -> dict:
+        return {"name": name, "path": str(data), "num_repeats": 4, "sampling": sampling}
+
+    config = job_config(
+        tiny_model,
+        tmp_path / "out",
+        [
+            dataset("greedy", path, temperature=0),
+            dataset("hot", path, temperature=1.5),
+            dataset("topk1", path, temperature=1.5, top_k=1),
+            dataset("row", rowwise, temperature=1.5),
+        ],
+        sampling={"max_tokens": 8},
+    )
+    run_job(config)
+    texts: dict[tuple[str, int], set[str]] = {}
+    for r in read_output(tmp_path / "out"):
+        texts.setdefault((r["dataset"], r["row_index"]), set()).add(r["response_text"])
+    for row in range(3):
+        assert len(texts[("greedy", row)]) == 1
+        assert len(texts[("hot", row)]) > 1
+        assert texts[("topk1", row)] == texts[("greedy", row)]
+        assert texts[("row", row)] == texts[("greedy", row)]

@@ -4,6 +4,7 @@ retry pieces holding exactly their rollouts, up to max_attempts."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from helpers import read_output, write_jsonl
@@ -34,7 +35,7 @@ class LocalCoordinator:
     async def running(self, piece_id, row_index):
         self.ran_alone.append(row_index)
 
-    async def commit(self, record):
+    async def commit(self, record, engine_stats=None):
         write_commits(self.layout, [record])
 
     def report(self, partials, actor="", engine_stats=None):
@@ -158,3 +159,29 @@ def test_an_input_changed_under_the_job_stops_it(tmp_path):
     with pytest.raises(InputChanged, match=r"rows\.jsonl is gone"):
         run_pieces(config, layout, items[:1])
     assert read_commits(layout) == []  # nothing committed from rows that no longer match
+
+
+def test_a_lease_refuses_a_second_writer_until_it_expires(tmp_path):
+    import json
+    import time
+
+    from rollout_ray.errors import ResumeRefused
+    from rollout_ray.manifest import acquire_lease, lease_owner, release_lease, renew_lease
+
+    layout = Layout(str(tmp_path / "out"))
+    other = {"host": "another-host", "pid": 1, "token": "theirs"}
+    renew_lease(layout, other)  # a live job elsewhere
+    held = json.loads(Path(layout.lease).read_text())
+    with pytest.raises(ResumeRefused, match="another job is writing"):
+        acquire_lease(layout, lease_owner())
+    # Renewal moves the expiry forward; a lease not renewed in time is free again.
+    renew_lease(layout, other)
+    assert json.loads(Path(layout.lease).read_text())["expires_at"] >= held["expires_at"]
+    Path(layout.lease).write_text(json.dumps({**other, "expires_at": time.time() - 1}))
+    mine = lease_owner()
+    acquire_lease(layout, mine)
+    assert json.loads(Path(layout.lease).read_text())["token"] == mine["token"]
+    release_lease(layout, other)  # not theirs any more: left alone
+    assert Path(layout.lease).exists()
+    release_lease(layout, mine)
+    assert not Path(layout.lease).exists()

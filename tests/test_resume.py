@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers import job_config, kill_driver, read_output, write_jsonl
+from helpers import has_commits, job_config, kill_driver, read_output, wait_until, write_jsonl
 
 from rollout_ray import run_job, storage
 from rollout_ray.errors import ResumeRefused
@@ -72,16 +72,21 @@ def committed_pieces(output: str) -> int:
         return 0
 
 
-def run_until(proc: subprocess.Popen, output: str, pieces: int, seconds: float) -> None:
+def run_until(proc: subprocess.Popen, output: str, pieces: int, seconds: float) -> bool:
     """Let a run go on until the manifest commits `pieces`, `seconds` pass, or it exits.
 
     Kill points are tied to committed progress, not only to wall time, so the job
-    cannot finish before its tenth kill on a machine faster than this one."""
-    deadline = time.time() + seconds
-    while time.time() < deadline and proc.poll() is None:
+    cannot finish before its tenth kill on a machine faster than this one.
+
+    Returns:
+        Whether `pieces` were committed.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
         if committed_pieces(output) >= pieces:
-            return
+            return True
         time.sleep(0.2)
+    return committed_pieces(output) >= pieces
 
 
 def committed_records(output: str) -> dict[tuple, tuple]:
@@ -125,10 +130,10 @@ def kill_and_resume(
         else:
             # mid-generation: after a random share of what is left for the kills to come
             step = max(1, int((total - done) / (kills - i + 1) * rng.uniform(0.3, 1.0)))
-            run_until(proc, output, done + step, 600)
+            reached = run_until(proc, output, done + step, 600)
+            assert reached, f"kill {i + 1}: the run made no progress\n{log.read_text()[-3000:]}"
             time.sleep(rng.uniform(0, 0.5))  # and inside whatever is being written now
-        if proc.poll() is not None:
-            break  # it finished before the kill came
+        assert proc.poll() is None, f"the job finished before kill {i + 1} came"
         kill_driver(proc)
         snapshot = committed_records(output) if storage.exists(Layout(output).job) else {}
         progress.append(len(snapshot))
@@ -190,10 +195,7 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     done = {}
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
     thread.start()
-    commits = Path(tmp_path, "out", "_manifest", "commits")
-    deadline = time.time() + 180
-    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: has_commits(tmp_path / "out"), 180, "the first commit")
     victims = [
         p
         for p in psutil.process_iter(["cmdline"])
@@ -206,6 +208,9 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(tmp_path / "out"))
     assert set(keys) == {(f"in:{i}", 0) for i in range(96)} and max(keys.values()) == 1
     assert result.status == "finished" and result.datasets["k"]["failed"] == 0
+    # The actor was restarted and the pieces it held were tried again.
+    run = result.progress["run"]
+    assert run["engine_restarts"] >= 1 and run["retries"]["piece"] >= 1, run
     assert ray.is_initialized()
 
 
@@ -229,10 +234,7 @@ def test_coordinator_killed_mid_job(ray_session, tmp_path, tiny_model):
     done = {}
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
     thread.start()
-    commits = Path(output, "_manifest", "commits")
-    deadline = time.time() + 180
-    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: has_commits(output), 180, "the first commit")
     name = coordinator_name(Layout(str(output)))
     ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
     thread.join(timeout=600)
@@ -240,6 +242,7 @@ def test_coordinator_killed_mid_job(ray_session, tmp_path, tiny_model):
     assert set(keys) == {(f"in:{i}", 0) for i in range(96)} and max(keys.values()) == 1
     assert done["result"].status == "finished"
     assert done["result"].datasets["c"]["ok"] == 96
+    assert done["result"].progress["run"]["coordinator_restarted"]
 
 
 def test_resume_refuses_changed_config_and_input(ray_session, tmp_path, tiny_model):
@@ -285,9 +288,7 @@ def test_second_job_on_same_output_refused_and_ctrl_c_resumes(tmp_path, tiny_mod
     config = job_yaml(tmp_path, tiny_model, str(data), str(tmp_path / "out"))
     first = start(config, tmp_path / "a.log")
     lease = Path(tmp_path, "out", "_manifest", "lease.json")
-    deadline = time.time() + 60
-    while not lease.exists() and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lease.exists, 120, "the first job's lease")
     second = subprocess.run(
         [sys.executable, "-m", "rollout_ray.cli", "run", str(config)],
         capture_output=True,
@@ -298,9 +299,7 @@ def test_second_job_on_same_output_refused_and_ctrl_c_resumes(tmp_path, tiny_mod
     assert "another job is writing" in second.stderr
     # Ctrl-C once it has committed work (not after a fixed time: a fast engine could
     # finish first): the first job stops cleanly, frees the output, says how to resume.
-    deadline = time.time() + 120
-    while not committed_pieces(str(tmp_path / "out")) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: committed_pieces(str(tmp_path / "out")), 300, "a committed piece")
     os.killpg(first.pid, signal.SIGINT)
     assert first.wait(timeout=120) == 130
     log = (tmp_path / "a.log").read_text()
@@ -366,7 +365,8 @@ def test_ctrl_c_stops_a_driver_that_inherited_an_ignored_sigint(tmp_path):
             )
 
     first = start_deaf(tmp_path / "a.log")
-    run_until(first, str(tmp_path / "out"), 1, 120)
+    out = str(tmp_path / "out")
+    wait_until(lambda: committed_pieces(out) >= 1, 300, "a committed piece")
     os.killpg(first.pid, signal.SIGINT)
     assert first.wait(timeout=60) == 130, (tmp_path / "a.log").read_text()[-3000:]
     progress = json.loads(Path(tmp_path, "out", "_manifest", "progress.json").read_text())
@@ -374,7 +374,8 @@ def test_ctrl_c_stops_a_driver_that_inherited_an_ignored_sigint(tmp_path):
     assert not Path(tmp_path, "out", "_manifest", "lease.json").exists()
 
     second = start_deaf(tmp_path / "b.log")
-    run_until(second, str(tmp_path / "out"), committed_pieces(str(tmp_path / "out")) + 1, 120)
+    before = committed_pieces(out)
+    wait_until(lambda: committed_pieces(out) > before, 300, "a piece committed on resume")
     os.killpg(second.pid, signal.SIGINT)
     time.sleep(0.3)
     os.killpg(second.pid, signal.SIGINT)

@@ -48,8 +48,8 @@ def committed_ok(output: Path) -> int:
 
 
 def wait_for(output: Path, count: int, proc: subprocess.Popen, log: Path, timeout=240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         if storage.exists(Layout(str(output)).job) and committed_ok(output) >= count:
             return
@@ -67,7 +67,7 @@ def write_config(tmp_path: Path, model: str, inbox: Path, **engine) -> Path:
         "model": model,
         "engine": {"kind": "vllm", "max_model_len": 256, **engine},
         "datasets": [{"name": "inbox", "path": str(inbox / "*.jsonl")}],
-        "sampling": {"max_tokens": 8},
+        "sampling": {"max_tokens": 8, "temperature": 0},
         "output": str(tmp_path / "out"),
         "metrics_port": 0,
     }
@@ -110,22 +110,27 @@ def test_watch_picks_up_new_files_and_survives_kill(tmp_path, tiny_model):
 def test_watch_model_reloads_a_new_checkpoint(tmp_path):
     checkpoint = build_tiny_model(tmp_path / "ckpt")
     inbox = tmp_path / "inbox"
-    write_jsonl(inbox / "first.jsonl", rows("first", 6))
+    write_jsonl(inbox / "first.jsonl", rows("same", 6))
     config = write_config(tmp_path, str(checkpoint), inbox, watch_model=True)
     log, output = tmp_path / "run.log", tmp_path / "out"
     proc = start_watch(config, log)
     wait_for(output, 6, proc, log)
-    # The trainer writes a new checkpoint into the same folder, then new prompts come.
-    staging = build_tiny_model(tmp_path / "next")
-    time.sleep(1.1)
+    # The trainer writes a new checkpoint (other weights) into the same folder, then the
+    # same prompts come again.
+    staging = build_tiny_model(tmp_path / "next", seed=1)
     for name in os.listdir(staging):
         shutil.copy(staging / name, checkpoint / name)
-    write_jsonl(inbox / "second.jsonl", rows("second", 6))
+    write_jsonl(inbox / "second.jsonl", rows("same", 6))
     wait_for(output, 12, proc, log)
     assert stop(proc) == 130
-    versions = {}
+    versions, texts = {}, {}
     for record in read_output(output):
-        versions.setdefault(record["task_id"].split(":")[0], set()).add(record["model_version"])
+        file, row = record["task_id"].split(":")
+        versions.setdefault(file, set()).add(record["model_version"])
+        texts[(file, int(row))] = record["response_text"]
     assert len(versions["first"]) == 1 and len(versions["second"]) == 1
     assert versions["first"] != versions["second"]
     assert all(v.startswith("ckpt@") for s in versions.values() for v in s)
+    # Greedy answers to the same prompts changed: the new weights were loaded.
+    changed = sum(texts[("first", i)] != texts[("second", i)] for i in range(6))
+    assert changed >= 4, texts

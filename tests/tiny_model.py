@@ -19,8 +19,9 @@ _CORPUS = [
 ] * 50
 
 
-def build_tiny_model(folder: Path, vocab_size: int = 512) -> Path:
-    """Write a tokenizer (byte-level BPE, ChatML template) and a tiny random Llama."""
+def build_tiny_model(folder: Path, vocab_size: int = 512, seed: int = 0) -> Path:
+    """Write a tokenizer (byte-level BPE, ChatML template) and a tiny random Llama
+    (weights drawn with `seed`: another seed is another checkpoint of the same model)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -58,7 +59,7 @@ def build_tiny_model(folder: Path, vocab_size: int = 512) -> Path:
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(folder)
     return folder

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
 import time
@@ -75,8 +76,11 @@ def kills_its_process_on(record: dict[str, Any], rows: tuple[int, ...] = (0,)) -
 
 
 def slow_check(gold: str, prediction: str) -> tuple[bool, str]:
-    """Stands in for math-verify stuck on a pathological input."""
-    time.sleep(60)
+    """Stands in for math-verify stuck on a pathological input: says which process it
+    runs in (the reference answer, `\\boxed{PATH}`, names the file), then never returns."""
+    with open(gold.removeprefix("\\boxed{").removesuffix("}"), "w") as f:
+        f.write(str(os.getpid()))
+    threading.Event().wait()
     return True, "never"
 
 
@@ -88,10 +92,11 @@ _BOXED_LETTER = re.compile(r"\\boxed\{\s*\(?([A-Z])\)?\s*\}")
 class VerifyServer:
     """POST /verify on loopback, graded like Gym's mcqa server, with scripted failures.
 
-    The row's `uuid` picks the script: `flaky-429` (429 + Retry-After: 1 once),
-    `flaky-500` (500 twice), `always-500`, `bad-request` (400), `slow` (2 s); anything
-    else is graded. It records attempts per uuid, headers and the peak of requests in
-    flight.
+        The row's `uuid` picks the script: `flaky-429` (429 + Retry-After: 1 once),
+        `flaky-500` (500 twice), `always-500`, `bad-request` (400), `slow` (no answer until the
+    server stops); anything
+        else is graded. It records attempts per uuid, headers and the peak of requests in
+        flight.
     """
 
     def __init__(self) -> None:
@@ -101,6 +106,7 @@ class VerifyServer:
         self.attempts: Counter[str] = Counter()
         self.headers: list[dict[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
+        self.release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -120,6 +126,7 @@ class VerifyServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -134,7 +141,10 @@ class VerifyServer:
             self.headers.append(dict(request.headers))
             self.bodies.append(body)
         try:
-            time.sleep(2.0 if key == "slow" else 0.05)  # long enough for requests to overlap
+            if key == "slow":  # never answers in time: waits until the server stops
+                self.release.wait(60)
+            else:
+                time.sleep(0.05)  # long enough for requests to overlap
             status, reply, extra = self.reply(key, attempt, body, request)
         finally:
             with self.lock:
