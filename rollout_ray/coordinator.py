@@ -73,7 +73,8 @@ class Coordinator:
         self._ticker: asyncio.Task | None = None
         # Ray restarted this actor (its process or node died): take the run up again
         # from the manifest, as the driver's start_run would have.
-        self._resume_on_first_call = _reconstructed()
+        self.restarted = _reconstructed()
+        self._resume_on_first_call = self.restarted
 
     # ------------------------------------------------------------ driver calls
 
@@ -147,8 +148,12 @@ class Coordinator:
                     "piece": sum(n - 1 for n in self.tries.values() if n > 1),
                     "preemption": sum(self.preempted.values()),
                     "request": sum(s.get("retries", 0) for s in self.engine_stats.values()),
+                    "retry_after": sum(
+                        s.get("retry_after_waits", 0) for s in self.engine_stats.values()
+                    ),
                 },
                 "pieces_redone_after_preemption": len(self.preempted),
+                "coordinator_restarted": self.restarted,
                 "engine_starts": sum(self.actor_starts.values()),
                 "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
                 "manifest_s": round(self.manifest_s, 3),
@@ -220,8 +225,13 @@ class Coordinator:
         """Called when an engine actor starts; a second call is a restart."""
         self.actor_starts[actor] += 1
 
-    async def commit(self, record: dict[str, Any]) -> None:
-        """Acknowledge a piece once its commit record is durable."""
+    async def commit(
+        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
+    ) -> None:
+        """Acknowledge a piece once its commit record is durable. The engine's counters
+        come along, so the final progress has them whatever the report timing."""
+        if engine_stats is not None:
+            self.engine_stats[record.get("actor") or ""] = engine_stats
         if record["piece_id"] in self.state.committed:
             return
         future = asyncio.get_running_loop().create_future()
@@ -377,8 +387,10 @@ class RayCoordinatorClient:
     async def running(self, piece_id: str, row_index: int | None) -> None:
         await self._call("running", piece_id, row_index)
 
-    async def commit(self, record: dict[str, Any]) -> None:
-        await self._call("commit", record)
+    async def commit(
+        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
+    ) -> None:
+        await self._call("commit", record, engine_stats)
 
     def report(
         self,

@@ -64,7 +64,9 @@ class CoordinatorClient(Protocol):
 
     async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]: ...
     async def running(self, piece_id: str, row_index: int | None) -> None: ...
-    async def commit(self, record: dict[str, Any]) -> None: ...
+    async def commit(
+        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
+    ) -> None: ...
     def report(
         self,
         partials: dict[str, tuple[int, int]],
@@ -138,7 +140,7 @@ class PieceRunner:
         record = await loop.run_in_executor(
             self.io, lambda: write(seconds=time.monotonic() - started, secrets=self.secrets)
         )
-        await self.coordinator.commit(record)
+        await self.coordinator.commit(record, self.engine.stats())
         self._partials.pop(item.piece_id, None)
         return record
 

@@ -79,6 +79,8 @@ class OpenAIEngine(Engine):
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
         self.in_flight = 0
         self.retries = 0
+        #: Retries that waited as the server's Retry-After asked.
+        self.retry_after_waits = 0
 
     @property
     def model_label(self) -> str:
@@ -142,14 +144,17 @@ class OpenAIEngine(Engine):
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRY_STATUS:
                     raise RowError(self._describe(exc), "generate") from None
-                wait = _retry_after(exc) or delay * (1 + random.random())
+                asked = _retry_after(exc)
+                wait = asked or delay * (1 + random.random())
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                asked = None
                 wait = delay * (1 + random.random())
                 if attempt == self.config.max_retries:
                     raise TimeoutError(self._describe(exc)) from None
             if attempt == self.config.max_retries:
                 break
             self.retries += 1
+            self.retry_after_waits += asked is not None
             await asyncio.sleep(min(wait, self.config.backoff_max_s))
             delay = min(delay * 2, self.config.backoff_max_s)
         raise TimeoutError(
@@ -258,7 +263,11 @@ class OpenAIEngine(Engine):
         return response
 
     def stats(self) -> dict[str, float]:
-        return {"requests_running": float(self.in_flight), "retries": float(self.retries)}
+        return {
+            "requests_running": float(self.in_flight),
+            "retries": float(self.retries),
+            "retry_after_waits": float(self.retry_after_waits),
+        }
 
 
 def _retry_after(exc: Any) -> float | None:

@@ -97,6 +97,9 @@ class HttpVerify(Verifier):
     def __init__(self, config: HttpVerifier):
         self.config = config
         self._secrets: set[str] = set()
+        self.retries = 0
+        #: Retries that waited as the server's Retry-After asked.
+        self.retry_after_waits = 0
         # A client and its semaphore belong to one event loop.
         self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary()
@@ -131,6 +134,9 @@ class HttpVerify(Verifier):
                 last, retry_after = text, _retry_after(reply.headers.get("retry-after"))
             backoff = min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)
             delay = retry_after if retry_after is not None else backoff * random.uniform(0.5, 1)
+            if attempt + 1 < attempts:
+                self.retries += 1
+                self.retry_after_waits += retry_after is not None
         raise VerifierError(
             self._redact(f"http verifier {url}: gave up after {attempts} attempts; last: {last}"),
             terminal=False,
