@@ -1,16 +1,24 @@
-"""What each feature costs, measured side by side in one run (print ratios).
+"""What each feature costs, measured side by side in one run (print ratios and verdicts).
 
-verify    generation with the math verifier on vs off (SmolLM2, vLLM), off-on-on-off
-metrics   all metrics (Prometheus endpoint scraped every second, Ray metrics) on vs
-          `metrics: false` (simulated engine, zero latency: where any overhead would
-          show), off-on-on-off
-sweep     a 4-setting sweep vs the same rollouts as one plain job (tiny vLLM model)
+verify    job wall time with the math verifier on vs off (SmolLM2 on vLLM, arithmetic
+          questions, so every response is parsed), alternated
+metrics   all metrics on (the job's Prometheus endpoint scraped every second, Ray's
+          metrics, vLLM's own stats) vs `metrics: false`, on the vLLM engine with the
+          default shard size, alternated
+sweep     a 4-setting sweep vs the same rollouts with the same settings as one plain
+          job (rows carry their setting), over each job's generation window, alternated
 endpoint  the openai engine against a local endpoint answering after a fixed delay:
           achieved requests/s vs concurrency / delay
-serve     the same prompts through our Ray Serve app vs the in-process engine
+serve     the same prompts through `rollout-ray serve` (our Serve app) and through
+          Ray's `ray.serve.llm` app vs the in-process engine, same engine batch, over
+          each job's generation window
 
-python benchmarks/overheads.py                 # all
-python benchmarks/overheads.py --only endpoint serve
+Every job is `rollout-ray run` in a fresh process (its own Ray, its metrics endpoint
+gone when it ends). Sides alternate (A B B A ...); every run is printed, then the
+median ratio, each side's spread and a verdict (see compare.py).
+
+    python benchmarks/overheads.py                      # all, 2 rounds each
+    python benchmarks/overheads.py --only verify --rounds 3
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,108 +39,107 @@ import numpy as np
 import pyarrow.dataset as pads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import Comparison
 from throughput import prompts
 
+SMOLLM2 = "smollm2-135m-instruct"
+VLLM = {"kind": "vllm", "max_model_len": 2048}
 
-def job(workdir: Path, name: str, **config) -> dict:
-    """Run a job in this process (on this process's Ray) and return its metrics."""
-    from rollout_ray import load_config, run_job
 
-    config.setdefault("output", str(workdir / name))
-    config.setdefault("metrics_port", 0)
-    started = time.monotonic()
-    # Polled for progress as the CLI's progress line is, whatever else is on.
-    result = run_job(load_config(config), on_progress=lambda progress: None)
-    metrics = dict(result.metrics)
-    metrics["wall"] = time.monotonic() - started
-    metrics["gen_rate"] = generation_rate(Path(config["output"]))
+def job(workdir: Path, name: str, config: dict) -> dict:
+    """`rollout-ray run` of a job in a fresh process; its metrics.json, plus `wall` (the
+    process from start to exit) and `window` (first piece started to the end)."""
+    output = workdir / name
+    subprocess.run(["rm", "-rf", str(output)], check=True)
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps({"output": str(output), "metrics_port": 0, **config}))
+    env = {**os.environ, "ROLLOUT_RAY_DASHBOARD": "0"}
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    ended = time.time()
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    metrics = json.loads((output / "metrics.json").read_text())
+    first = metrics["run"].get("first_piece_at") or started
+    metrics.update(wall=ended - started, window=ended - first, output=output)
+    metrics["tokens"] = sum(d["output_tokens"] for d in metrics["datasets"].values())
     return metrics
 
 
-def generation_rate(output: Path) -> float:
-    """Output tokens/s between the 10th and 90th percentile of completion times."""
-    table = pads.dataset(output / "data", format="parquet").to_table(
-        columns=["created_at", "output_tokens"]
-    )
-    order = np.argsort(table.column("created_at").to_numpy().astype("datetime64[ms]"))
-    times = table.column("created_at").to_numpy().astype("datetime64[ms]").astype(float)[order]
-    tokens = table.column("output_tokens").to_numpy()[order]
-    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
-    return float(tokens[lo:hi].sum() / max((times[hi] - times[lo]) / 1000, 1e-3))
-
-
-def prompt_file(workdir: Path, n: int) -> Path:
-    path = workdir / f"prompts-{n}.jsonl"
-    path.write_text(
-        "".join(json.dumps({"prompt": p, "expected_answer": "1"}) + "\n" for p in prompts(n))
-    )
+def prompt_file(workdir: Path, n: int, arithmetic: bool = False) -> Path:
+    path = workdir / f"prompts-{n}-{arithmetic}.jsonl"
+    with path.open("w") as f:
+        for i, text in enumerate(prompts(n)):
+            if arithmetic:  # a question whose answer the math verifier has to parse
+                a, b = 17 + i % 83, 29 + i % 71
+                text, answer = f"What is {a} times {b}? Show your working.", str(a * b)
+            else:
+                answer = "1"
+            f.write(json.dumps({"prompt": text, "expected_answer": answer}) + "\n")
     return path
 
 
-def bench_verify(workdir: Path, n: int) -> None:
-    """Off, on, on, off (ABBA): a machine that warms up or slows down over the run
-    shifts both sides alike."""
-    data = prompt_file(workdir, n)
-    base = {
-        "model": "smollm2-135m-instruct",
-        "sampling": {"temperature": 0.7, "max_tokens": 128},
-        "engine": {"kind": "vllm", "max_model_len": 2048},
-    }
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    for i, label in enumerate(("off", "on", "on", "off")):
-        verifier = {"verifier": {"kind": "math"}} if label == "on" else {}
-        result = job(
-            workdir, f"verify-{label}-{i}", datasets=[{"path": str(data), **verifier}], **base
-        )
-        rates[label].append(result["gen_rate"])
-    off, on = sum(rates["off"]) / 2, sum(rates["on"]) / 2
-    print(
-        f"verify: generation {off:.0f} tok/s without ({rates['off'][0]:.0f}, "
-        f"{rates['off'][1]:.0f}), {on:.0f} tok/s with the math verifier ({rates['on'][0]:.0f}, "
-        f"{rates['on'][1]:.0f}) -> ratio {on / off:.3f}"
-    )
+def bench_verify(workdir: Path, n: int, rounds: int) -> None:
+    data = prompt_file(workdir, n, arithmetic=True)
+    base = {"model": SMOLLM2, "engine": VLLM, "sampling": {"temperature": 0.7, "max_tokens": 128}}
+    count = iter(range(10**6))
+
+    def side(verifier: dict | None) -> float:
+        dataset = {"path": str(data), **({"verifier": verifier} if verifier else {})}
+        result = job(workdir, f"verify-{next(count)}", {**base, "datasets": [dataset]})
+        return result["tokens"] / result["wall"]
+
+    rates = Comparison("verify", "output tok/s (job wall time)")
+    rates.run_all({"off": lambda: side(None), "on": lambda: side({"kind": "math"})}, rounds)
+    rates.report("on", "off", at_least=0.97)
 
 
-def bench_metrics(workdir: Path, n: int) -> None:
-    """Metrics off (`metrics: false`) against on with a scraper reading the Prometheus
-    endpoint every second (Prometheus' default is 15 s), off-on-on-off."""
+def bench_metrics(workdir: Path, n: int, rounds: int) -> None:
+    """A scraper reads the job's endpoint every second while metrics are on (Prometheus'
+    default interval is 15 s); the endpoint ends with its job's process."""
     import httpx
 
     data = prompt_file(workdir, n)
-    base = {
-        "model": "sim",
-        "engine": {"kind": "simulated", "concurrency": 2, "num_cpus": 0.5},
-        "datasets": [{"path": str(data)}],
-        "shard_size": 2000,
-    }
     port = 19464
-    stop = threading.Event()
+    base = {"model": SMOLLM2, "engine": VLLM, "sampling": {"temperature": 0.7, "max_tokens": 128}}
+    count = iter(range(10**6))
+    scrapes = []
 
-    def scrape() -> None:
-        while not stop.wait(1.0):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    def side(on: bool) -> float:
+        stop = threading.Event()
 
-    scraper = threading.Thread(target=scrape, daemon=True)
-    scraper.start()
-    walls: dict[str, list[float]] = {"off": [], "on": []}
-    try:
-        # The first job on a fresh Ray also starts its worker processes: a warm-up.
-        for i, label in enumerate(("warm-up", "off", "on", "on", "off")):
-            on = label == "on"
-            settings = {"metrics": on, "metrics_port": port if on else 0}
-            wall = job(workdir, f"metrics-{label}-{i}", **settings, **base)["wall"]
-            walls.setdefault(label, []).append(wall)
-    finally:
-        stop.set()
-    off, on = 2 * n / sum(walls["off"]), 2 * n / sum(walls["on"])
-    print(
-        f"metrics (warm-up, off, on, on, off; walls {walls}): {off:,.0f} rollouts/s off, "
-        f"{on:,.0f} on -> cost {100 * (1 - on / off):.2f}% (ratio {on / off:.3f})"
-    )
+        def scrape() -> None:
+            while not stop.wait(1.0):
+                with contextlib.suppress(httpx.HTTPError):
+                    scrapes.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5))
+
+        if on:
+            threading.Thread(target=scrape, daemon=True).start()
+        config = {
+            **base,
+            "datasets": [{"path": str(data)}],
+            "metrics": on,
+            "metrics_port": port if on else 0,
+        }
+        try:
+            result = job(workdir, f"metrics-{next(count)}", config)
+        finally:
+            stop.set()
+        return result["tokens"] / result["wall"]
+
+    rates = Comparison("metrics", "output tok/s (job wall time)")
+    rates.run_all({"off": lambda: side(False), "on": lambda: side(True)}, rounds)
+    ok = sum(1 for r in scrapes if r.status_code == 200)
+    print(f"  metrics: {ok} scrapes answered while on")
+    rates.report("on", "off", at_least=0.99)
 
 
-def bench_sweep(workdir: Path, n: int, model: str) -> None:
+def bench_sweep(workdir: Path, n: int, rounds: int) -> None:
     """The sweep against the same rollouts, with the same settings, as one plain job
     whose rows carry their setting (per-row sampling): what the sweep block adds."""
     grid = {"temperature": [0.5, 1.0], "top_p": [0.9, 1.0]}
@@ -143,17 +151,21 @@ def bench_sweep(workdir: Path, n: int, model: str) -> None:
                 for top_p in grid["top_p"]:
                     sampling = {"temperature": temperature, "top_p": top_p}
                     out.write(json.dumps({"prompt": p, "sampling": sampling}) + "\n")
-    base = {
-        "model": model,
-        "engine": {"kind": "vllm", "max_model_len": 512},
-        "sampling": {"max_tokens": 32},
-    }
-    plain = job(workdir, "sweep-plain", datasets=[{"path": str(rows)}], **base)
-    sweep = job(workdir, "sweep-grid", datasets=[{"path": str(data)}], sweep=grid, **base)
-    print(
-        f"sweep: plain job {plain['wall']:.1f} s, 4-setting sweep {sweep['wall']:.1f} s "
-        f"(same {4 * n} rollouts, same settings) -> ratio {sweep['wall'] / plain['wall']:.3f}"
+    base = {"model": SMOLLM2, "engine": VLLM, "sampling": {"max_tokens": 64}}
+    count = iter(range(10**6))
+
+    def side(**config) -> float:
+        return job(workdir, f"sweep-{next(count)}", {**base, **config})["window"]
+
+    windows = Comparison("sweep", "s of generation window")
+    windows.run_all(
+        {
+            "plain": lambda: side(datasets=[{"path": str(rows)}]),
+            "sweep": lambda: side(datasets=[{"path": str(data)}], sweep=grid),
+        },
+        rounds,
     )
+    windows.report("sweep", "plain", at_most=1.1)
 
 
 def fixed_delay_server(port: int, delay: float) -> None:
@@ -187,14 +199,14 @@ def fixed_delay_server(port: int, delay: float) -> None:
     web.run_app(app, host="127.0.0.1", port=port, backlog=4096, access_log=None, print=None)
 
 
-def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float) -> None:
+def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float, rounds: int) -> None:
     import socket
-    import subprocess
 
     port = 18731
     server = subprocess.Popen(
         [sys.executable, __file__, "--fixed-delay-server", str(port), str(delay)]
     )
+    count = iter(range(10**6))
     try:
         for _ in range(100):
             with socket.socket() as s:
@@ -202,42 +214,51 @@ def bench_endpoint(workdir: Path, n: int, concurrency: int, delay: float) -> Non
                     break
             time.sleep(0.1)
         data = prompt_file(workdir, n)
-        output = workdir / "endpoint"
-        job(
-            workdir,
-            "endpoint",
-            model="fixed-delay",
-            engine={
-                "kind": "openai",
-                "base_url": f"http://127.0.0.1:{port}/v1",
-                "api_key_env": None,
-                "max_concurrent_requests": concurrency,
-                "timeout_s": 30,
-            },
-            datasets=[{"path": str(data)}],
-            sampling={"max_tokens": 4},
+
+        def busy() -> float:
+            result = job(
+                workdir,
+                f"endpoint-{next(count)}",
+                {
+                    "model": "fixed-delay",
+                    "engine": {
+                        "kind": "openai",
+                        "base_url": f"http://127.0.0.1:{port}/v1",
+                        "api_key_env": None,
+                        "max_concurrent_requests": concurrency,
+                        "timeout_s": 30,
+                    },
+                    "datasets": [{"path": str(data)}],
+                    "sampling": {"max_tokens": 4},
+                },
+            )
+            # Completions per second between the 10th and 90th percentile of completions.
+            table = pads.dataset(result["output"] / "data", format="parquet").to_table(
+                columns=["created_at"]
+            )
+            times = np.sort(
+                table.column("created_at").to_numpy().astype("datetime64[ms]").astype(float)
+            )
+            lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
+            return (hi - lo) / ((times[hi] - times[lo]) / 1000) / (concurrency / delay)
+
+        share = Comparison("endpoint", "of the ideal request rate")
+        share.run_all({"busy": busy}, rounds)
+        values = ", ".join(f"{v:.3f}" for v in share.runs["busy"])
+        print(
+            f"endpoint: {share.median('busy'):.3f} of the ideal {concurrency / delay:,.0f} "
+            f"requests/s (concurrency {concurrency}, {delay:g} s a reply; runs {values}; "
+            f"spread {share.spread('busy'):.1%}); target >= 0.95"
         )
     finally:
         server.terminate()
         server.wait()
-    # Completions per second between the 10th and 90th percentile of completion times.
-    table = pads.dataset(output / "data", format="parquet").to_table(columns=["created_at"])
-    times = np.sort(table.column("created_at").to_numpy().astype("datetime64[ms]").astype(float))
-    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
-    rate = (hi - lo) / ((times[hi] - times[lo]) / 1000)
-    ideal = concurrency / delay
-    print(
-        f"endpoint: {rate:,.0f} requests/s at concurrency {concurrency} and {delay:g} s "
-        f"per reply (endpoint in its own process); ideal {ideal:,.0f} -> busy {rate / ideal:.3f}"
-    )
 
 
 def window_rate(output: Path) -> float:
     """Output tokens/s over the job's generation window: from its first request's start
     (completion time minus latency) to its last completion. Leaves out start-up (an
-    in-process engine loads its model inside the job, a served one before it) and
-    keeps the whole tail; with a few hundred rollouts that finish in waves of one
-    engine batch, percentiles of completion times swing by 15% from run to run."""
+    in-process engine loads its model inside the job, a served one before it)."""
     table = pads.dataset(output / "data", format="parquet").to_table(
         columns=["created_at", "latency_s", "output_tokens"]
     )
@@ -246,98 +267,86 @@ def window_rate(output: Path) -> float:
     return float(table.column("output_tokens").to_numpy().sum() / (done.max() - started.min()))
 
 
-def bench_serve(workdir: Path, n: int) -> None:
-    """In-process, served, served, in-process (ABBA); the Serve app is up only for the
-    served jobs, as the in-process engine is alone on the machine."""
+def bench_serve(workdir: Path, n: int, rounds: int) -> None:
+    """In-process against each Serve app, alternated; an app is up only while its
+    jobs run, so the in-process engine is alone on the machine."""
     from rollout_ray import load_config, serving
+    from rollout_ray.logs import quiet_libraries
+    from rollout_ray.placement import init_ray
 
+    quiet_libraries()
+    init_ray(num_cpus=8)  # logical CPUs: the Serve app's replica and proxies fit
     data = prompt_file(workdir, n)
     port = 18732
     sampling = {"temperature": 0.7, "max_tokens": 128}
-    rates: dict[str, list[float]] = {"in-process": [], "served": []}
+    count = iter(range(10**6))
 
-    def local(i: int) -> None:
-        job(
-            workdir,
-            f"serve-local-{i}",
-            model="smollm2-135m-instruct",
-            engine={"kind": "vllm", "max_model_len": 2048},
-            datasets=[{"path": str(data)}],
-            sampling=sampling,
+    def local() -> float:
+        config = {"model": SMOLLM2, "engine": VLLM, "datasets": [{"path": str(data)}]}
+        return window_rate(
+            job(workdir, f"serve-{next(count)}", {**config, "sampling": sampling})["output"]
         )
-        rates["in-process"].append(window_rate(workdir / f"serve-local-{i}"))
 
-    local(0)
-    config = load_config(
-        {
-            "model": "smollm2-135m-instruct",
-            "datasets": [{"path": str(data)}],
-            "output": "unused",
-            "serve": {"served_model_name": "smollm2", "port": port, "max_model_len": 2048},
-        }
-    )
-    serving.deploy(config)
-    try:
-        for i in (1, 2):
-            job(
-                workdir,
-                f"serve-remote-{i}",
-                model="smollm2",
-                engine={
-                    "kind": "openai",
-                    "base_url": f"http://127.0.0.1:{port}/v1",
-                    "api_key_env": None,
-                    "max_concurrent_requests": 256,
+    def served(server: str) -> float:
+        app = load_config(
+            {
+                "model": SMOLLM2,
+                "datasets": [{"path": str(data)}],
+                "output": "unused",
+                "serve": {
+                    "served_model_name": "smollm2",
+                    "port": port,
+                    "max_model_len": 2048,
+                    "server": server,
                 },
-                datasets=[{"path": str(data)}],
-                sampling=sampling,
-            )
-            rates["served"].append(window_rate(workdir / f"serve-remote-{i}"))
-    finally:
-        serving.stop(config)
-    local(3)
-    inproc, served = (sum(v) / len(v) for v in (rates["in-process"], rates["served"]))
-    print(
-        f"serve (in-process, served, served, in-process; tokens/s over each job's "
-        f"generation window): in-process {inproc:.0f} "
-        f"({', '.join(f'{r:.0f}' for r in rates['in-process'])}), through Ray Serve "
-        f"{served:.0f} ({', '.join(f'{r:.0f}' for r in rates['served'])}) -> ratio "
-        f"{served / inproc:.3f}"
-    )
+            }
+        )
+        serving.deploy(app)
+        try:
+            engine = {
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "api_key_env": None,
+                "max_concurrent_requests": 256,
+            }
+            config = {"model": "smollm2", "engine": engine, "datasets": [{"path": str(data)}]}
+            result = job(workdir, f"serve-{next(count)}", {**config, "sampling": sampling})
+            return window_rate(result["output"])
+        finally:
+            serving.stop(app)
+
+    for server in ("rollout-ray", "ray-serve-llm"):
+        rates = Comparison(f"serve ({server})", "output tok/s over the generation window")
+        rates.run_all({"in-process": local, "served": lambda s=server: served(s)}, rounds)
+        rates.report("served", "in-process", at_least=0.85)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--only", nargs="*", choices=["verify", "metrics", "sweep", "endpoint", "serve"]
-    )
+    choices = ["verify", "metrics", "sweep", "endpoint", "serve"]
+    parser.add_argument("--only", nargs="*", choices=choices)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sweep-model", help="an HF folder for the sweep (default SmolLM2)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each side")
     parser.add_argument("--fixed-delay-server", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fixed_delay_server:
         fixed_delay_server(int(args.fixed_delay_server[0]), float(args.fixed_delay_server[1]))
         return
     os.environ.setdefault("ROLLOUT_RAY_DASHBOARD", "0")
-    from rollout_ray.logs import quiet_libraries
-    from rollout_ray.placement import init_ray
-
-    quiet_libraries()
-    init_ray(num_cpus=8)  # logical CPUs: a Serve app and engine actors fit beside each other
     small = args.quick
     with tempfile.TemporaryDirectory(prefix="rollout-ray-overheads-") as tmp:
         workdir = Path(tmp)
-        wanted = args.only or ["verify", "metrics", "sweep", "endpoint", "serve"]
+        wanted = args.only or choices
         if "verify" in wanted:
-            bench_verify(workdir, 100 if small else 400)
+            bench_verify(workdir, 100 if small else 400, args.rounds)
         if "metrics" in wanted:
-            bench_metrics(workdir, 100_000 if small else 300_000)
+            bench_metrics(workdir, 100 if small else 400, args.rounds)
         if "sweep" in wanted:
-            bench_sweep(workdir, 50 if small else 200, args.sweep_model or "smollm2-135m-instruct")
+            bench_sweep(workdir, 50 if small else 100, args.rounds)
         if "endpoint" in wanted:
-            bench_endpoint(workdir, 3000 if small else 10_000, 256, 1.0)
+            bench_endpoint(workdir, 3000 if small else 10_000, 256, 1.0, args.rounds)
         if "serve" in wanted:
-            bench_serve(workdir, 100 if small else 400)
+            bench_serve(workdir, 100 if small else 400, args.rounds)
 
 
 if __name__ == "__main__":

