@@ -60,6 +60,9 @@ class ProgressView:
             self._progress.stop()
 
     def message(self, text: str) -> None:
+        from rich.markup import escape
+
+        text = escape(text)
         self.console.print(f"[dim]{text}[/dim]" if self.live else text)
 
     def update(self, progress: dict[str, Any]) -> None:
@@ -214,21 +217,21 @@ def show_piece(console: Console, commit: dict[str, Any]) -> None:
         for r in storage.read_parquet(commit["data_file"]).to_pylist():
             prompt = (r["prompt_messages"] or [{}])[-1].get("content", "")
             reward = "" if r["reward"] is None else f"  reward {r['reward']:.3f}"
-            details = f"  {r['verifier_details']}" if r.get("verifier_details") else ""
+            details = f"  {_clip(r['verifier_details'], 200)}" if r.get("verifier_details") else ""
             console.print(
                 Panel(
                     f"[bold]prompt[/bold] {_clip(prompt)}\n[bold]response[/bold] "
                     f"{_clip(r['response_text'])}",
-                    title=f"{r['task_id']} #{r['rollout_index']}",
+                    title=f"{_clip(r['task_id'], 200)} #{r['rollout_index']}",
                     subtitle=f"{r['finish_reason']}, {r['output_tokens']} tokens{reward}{details}",
                     expand=False,
                 )
             )
     if commit.get("failures_file"):
         for f in storage.read_parquet(commit["failures_file"]).to_pylist():
+            where = f"{_clip(f['task_id'], 200)} #{f['rollout_index']}"
             console.print(
-                f"[red]failed[/red] {f['task_id']} #{f['rollout_index']} ({f['stage']}, "
-                f"{f['error_class']}): {_clip(f['error'])}"
+                f"[red]failed[/red] {where} ({f['stage']}, {f['error_class']}): {_clip(f['error'])}"
             )
 
 

@@ -70,6 +70,7 @@ def find_job_fault(exc: BaseException) -> JobFault | None:
         "EngineFailed": EngineFailed,
         "StorageFailed": StorageFailed,
         "InputChanged": InputChanged,
+        "LeaseLost": JobFault,
         "JobFault": JobFault,
     }
     for line in reversed(text.splitlines()):
@@ -80,9 +81,9 @@ def find_job_fault(exc: BaseException) -> JobFault | None:
     return None
 
 
-def redact(text: str, secrets: tuple[str, ...] | list[str]) -> str:
-    """`text` with every secret value replaced, for messages that get written anywhere."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
+def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """`text` with every secret value replaced (`secrets`, and every secret this process
+    knows: see rollout_ray.secrets), for messages that get written anywhere."""
+    from rollout_ray.secrets import redact as _redact
+
+    return _redact(text, secrets)

@@ -105,7 +105,7 @@ def failure_record(
         "error": message[:10_000],
         "attempt": item.round + 1,
         "terminal": terminal,
-        "raw_row": redact(row.raw[:2000], secrets) if row.raw else None,
+        "raw_row": redact(row.raw, secrets)[:2000] if row.raw else None,
         "created_at": now_utc(),
     }
 

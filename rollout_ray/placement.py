@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from rollout_ray.config import JobConfig
+from rollout_ray.secrets import SECRET_NAME
 
 NAMESPACE = "rollout-ray"
 
@@ -105,21 +106,20 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
             options["ray_remote_args_fn"] = _tp_placement(engine.tensor_parallel_size)
         if in_process_core(engine, device):
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # or LLMEngine starts a process
-    env.update(engine.env)
+    env.update({k: v for k, v in engine.env.items() if not SECRET_NAME.search(k)})
     options["runtime_env"] = {"env_vars": env}
     return options
 
 
 def passthrough_env() -> dict[str, str]:
-    """Settings of this process that the actors need too (storage endpoints, caches)."""
+    """Settings of this process that the actors need too (storage endpoints, caches).
+    Never a secret: Ray logs runtime environments; secrets go as constructor arguments
+    (see rollout_ray.secrets)."""
     names = (
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_S3",
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
         "ROLLOUT_RAY_CACHE",
         "HF_HOME",
         "HF_HUB_OFFLINE",

@@ -24,6 +24,7 @@ from rollout_ray import __version__, manifest, staging, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.manifest import Layout
+from rollout_ray.secrets import redacted_config
 from rollout_ray.sources import Shard, discover, plan_file, plan_uncovered
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ _NON_SEMANTIC_TOP = {
     "cost",
     "metrics",
     "metrics_port",
+    "metrics_host",
 }
 
 
@@ -105,8 +107,9 @@ class WorkItem:
 
 
 def semantic_config(config: JobConfig) -> dict[str, Any]:
-    """The parts of a config that decide what a job writes."""
-    data = config.model_dump(mode="json")
+    """The parts of a config that decide what a job writes; secret values masked, so a
+    changed API key never refuses a resume."""
+    data = redacted_config(config)
     for key in _NON_SEMANTIC_TOP:
         data.pop(key, None)
     data["engine"] = {k: v for k, v in data["engine"].items() if k not in RESOURCE_FIELDS}
@@ -377,7 +380,7 @@ def _write_plan(
     storage.write_json_atomic(
         layout.job,
         {
-            "config": config.model_dump(mode="json"),
+            "config": redacted_config(config),
             "semantic": semantic_config(config),
             "fingerprint": fingerprint(semantic_config(config)),
             "files": files,

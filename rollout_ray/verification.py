@@ -97,14 +97,17 @@ class LocalVerification:
 class VerifierActor:
     """The Ray actor body: a LocalVerification living in its own CPU process."""
 
-    def __init__(self, config_json: str, secrets: tuple[str, ...] = ()):
+    def __init__(self, config_json: str, secret_env: dict[str, str] | None = None):
+        from rollout_ray import secrets
         from rollout_ray.logs import quiet_libraries
         from rollout_ray.reading import allow_deep_rows
 
         quiet_libraries()
         allow_deep_rows()
+        secrets.apply(secret_env or {})  # e.g. the http verifier's api_key_env
         config = JobConfig.model_validate_json(config_json)
-        self.local = LocalVerification(dataset_verifiers(config), secrets)
+        secrets.register(*secrets.config_values(config))
+        self.local = LocalVerification(dataset_verifiers(config), secrets.known())
 
     async def verify(self, dataset: str, records: list[dict[str, Any]]) -> list[Outcome]:
         return await self.local.verify(dataset, records)
@@ -114,11 +117,14 @@ class RemoteVerification:
     """The engine actor's handle on its verifier actor, started on first use and
     replaced when it dies or stops answering."""
 
-    def __init__(self, config: JobConfig, num_cpus: float, secrets: tuple[str, ...] = ()):
+    def __init__(
+        self, config: JobConfig, num_cpus: float, secret_env: dict[str, str] | None = None
+    ):
         self.config_json = config.model_dump_json()
         self.deadlines = {name: spec.deadline_s for name, spec in dataset_verifiers(config).items()}
         self.num_cpus = num_cpus
-        self.secrets = secrets
+        self.secret_env = secret_env or {}
+        self.secrets = tuple(self.secret_env.values())
         self._actor = None
         self.replaced = 0  # verifier actors replaced (for tests and logs)
         self._gate: asyncio.Condition | None = None
@@ -195,7 +201,7 @@ class RemoteVerification:
             self._actor = (
                 ray.remote(VerifierActor)
                 .options(num_cpus=self.num_cpus, max_concurrency=64, max_restarts=0)
-                .remote(self.config_json, self.secrets)
+                .remote(self.config_json, self.secret_env)
             )
         return self._actor
 

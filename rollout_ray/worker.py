@@ -391,22 +391,32 @@ class PieceRunner:
 class EngineWorker:
     """The Ray Data callable class: one engine per actor, one piece per call."""
 
-    def __init__(self, config_json: str, coordinator_name: str, namespace: str, device: str):
+    def __init__(
+        self,
+        config_json: str,
+        coordinator_name: str,
+        namespace: str,
+        device: str,
+        secret_env: dict[str, str] | None = None,
+    ):
         import ray
 
+        from rollout_ray import secrets
         from rollout_ray.coordinator import RayCoordinatorClient
         from rollout_ray.engines import create_engine
         from rollout_ray.logs import quiet_libraries
 
         quiet_libraries()
         allow_deep_rows()
+        secret_env = secret_env or {}
+        secrets.apply(secret_env)  # the API key, the cloud credentials: set, and masked
         config = JobConfig.model_validate_json(config_json)
+        secrets.register(*secrets.config_values(config))
         engine = create_engine(config, device)
         client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
-        secrets = tuple(v for v in (os.environ.get(n) for n in secret_env_names(config)) if v)
-        verification = RemoteVerification(config, config.verifier_cpus, secrets)
+        verification = RemoteVerification(config, config.verifier_cpus, secret_env)
         self.runner = PieceRunner(
-            config, engine, client, Layout(config.output), secrets, verification
+            config, engine, client, Layout(config.output), secrets.known(), verification
         )
         context = ray.get_runtime_context()
         self.runner.actor_id = context.get_actor_id() or ""
@@ -423,9 +433,3 @@ class EngineWorker:
             log.error("engine died (%s); restarting the actor", exc)
             os._exit(1)
         return {"commit": [json.dumps(record, default=str)]}
-
-
-def secret_env_names(config: JobConfig) -> list[str]:
-    """Environment variables whose values must never be written anywhere."""
-    name = getattr(config.engine, "api_key_env", None)
-    return [name] if name else []

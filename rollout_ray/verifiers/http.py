@@ -14,6 +14,7 @@ import uuid
 import weakref
 from typing import Any
 
+from rollout_ray import secrets
 from rollout_ray.config import HttpVerifier
 from rollout_ray.schema import CORE_NAMES
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
@@ -128,7 +129,7 @@ class HttpVerify(Verifier):
                 status = reply.status_code
                 if 200 <= status < 300:
                     return self._verdict(json.loads(payload), reply)
-                text = f"HTTP {status}: {reply.text[:_SNIPPET]}"
+                text = f"HTTP {status}: {self._redact(reply.text)[:_SNIPPET]}"
                 if status != 429 and status < 500:
                     raise VerifierError(self._redact(f"http verifier {url}: {text}"), terminal=True)
                 last, retry_after = text, _retry_after(reply.headers.get("retry-after"))
@@ -177,12 +178,11 @@ class HttpVerify(Verifier):
                 )
             self._secrets.add(token)
             headers["Authorization"] = f"Bearer {token}"
+        secrets.register(*self._secrets)  # so replies echoing them are masked anywhere
         return headers
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return secrets.redact(text, tuple(self._secrets))
 
     def _transient(self, error: Exception) -> str:
         """Describe a failed request that is worth retrying; raise for one that isn't."""
@@ -203,8 +203,8 @@ class HttpVerify(Verifier):
         try:
             data = reply.json()
         except ValueError:
-            text = reply.text[:_SNIPPET]
-            message = self._redact(f"http verifier {url}: reply is not JSON: {text}")
+            text = self._redact(reply.text)[:_SNIPPET]
+            message = f"http verifier {url}: reply is not JSON: {text}"
             raise VerifierError(message, terminal=True) from None
         reward = data.get("reward") if isinstance(data, dict) else None
         if not isinstance(reward, (int, float)):

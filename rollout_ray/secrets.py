@@ -1,0 +1,163 @@
+"""Secrets: which values are secret, how they reach the actors, and how they never land.
+
+A secret is a value, not a field: an API key read from the environment variable a
+config names (`engine.api_key_env`, a verifier's `api_key_env`), a verifier's
+credential headers, the password in a URL (`https://user:pass@host`), an `engine.env`
+value whose name says key, token, secret, password or credential, and the cloud
+credentials in the environment (AWS_*). This module finds them once, and:
+
+- `redacted_config` is the config as job.json stores it: secret values replaced, so the
+  resume fingerprint does not change when a key does;
+- `actor_env` is what actors need of them, passed as constructor arguments (never in a
+  Ray `runtime_env`, which Ray's runtime-env agent logs);
+- `register` adds values to this process's list, and `redact` replaces every listed
+  value (and any URL password) in a text. Every text that leaves a process goes through
+  `redact` before it is cut short, and `install_log_filter` does it for log records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+from rollout_ray.config import JobConfig
+
+MASK = "[redacted]"
+#: Shorter values are not masked: a 5-letter "secret" (say an S3 access key `minio`)
+#: would mask that word everywhere, and real keys are long.
+MIN_LENGTH = 8
+#: Environment variable names whose values are secret.
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
+#: Cloud credentials actors need for object storage.
+CLOUD_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_KNOWN: set[str] = set()
+
+
+def register(*values: str | None) -> None:
+    """Treat these values as secret in this process from now on."""
+    for value in values:
+        if value and len(value) >= MIN_LENGTH:
+            _KNOWN.add(value)
+
+
+def known() -> tuple[str, ...]:
+    return tuple(_KNOWN)
+
+
+def redact(text: str, extra: tuple[str, ...] | list[str] = ()) -> str:
+    """`text` with every registered (and `extra`) secret and URL password masked."""
+    if not text:
+        return text
+    values = {*_KNOWN, *(s for s in extra if s and len(s) >= MIN_LENGTH)}
+    for secret in sorted(values, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "@" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return text
+
+
+def secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in {"authorization", "proxy-authorization"} or bool(SECRET_NAME.search(name))
+
+
+def find(config: JobConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The secret environment a job needs: variable name -> value, from `environ`."""
+    environ = os.environ if environ is None else environ
+    names = set(CLOUD_ENV)
+    engine = config.engine
+    if getattr(engine, "api_key_env", None):
+        names.add(engine.api_key_env)
+    names.update(n for n in getattr(engine, "env", {}) if SECRET_NAME.search(n))
+    for dataset in config.datasets:
+        name = getattr(dataset.verifier, "api_key_env", None)
+        if name:
+            names.add(name)
+    found = {n: environ[n] for n in names if environ.get(n)}
+    # engine.env values set in the config itself, when their name says secret
+    found.update({n: v for n, v in getattr(engine, "env", {}).items() if SECRET_NAME.search(n)})
+    return found
+
+
+def config_values(config: JobConfig) -> list[str]:
+    """Secret values written in the config itself: credential headers, URL passwords."""
+    values = []
+    for dataset in config.datasets:
+        for name, value in (getattr(dataset.verifier, "headers", None) or {}).items():
+            if secret_header(name):
+                values.append(value)
+    values += [v for n, v in getattr(config.engine, "env", {}).items() if SECRET_NAME.search(n)]
+    dump = config.model_dump_json()
+    values += [m["pw"] for m in _URL_PASSWORD.finditer(dump)]
+    return values
+
+
+def prepare(config: JobConfig) -> dict[str, str]:
+    """Register every secret of a job in this process; returns what actors need."""
+    env = find(config)
+    register(*env.values(), *config_values(config))
+    return env
+
+
+def redacted_config(config: JobConfig) -> dict[str, Any]:
+    """The config as it may be written down: secret values masked (names kept)."""
+    data = config.model_dump(mode="json")
+    engine = data.get("engine") or {}
+    for name in list(engine.get("env") or {}):
+        if SECRET_NAME.search(name):
+            engine["env"][name] = MASK
+    for dataset in data.get("datasets") or []:
+        headers = (dataset.get("verifier") or {}).get("headers") or {}
+        for name in list(headers):
+            if secret_header(name):
+                headers[name] = MASK
+    return _mask_urls(data)
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", value)
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    return value
+
+
+def apply(env: dict[str, str]) -> None:
+    """In an actor: set the secret environment it was handed, and register it."""
+    os.environ.update(env)
+    register(*env.values())
+    install_log_filter()
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _KNOWN or "@" in str(record.msg):
+            message = record.getMessage()
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = _Redact()
+
+
+def install_log_filter() -> None:
+    """Redact log records on every handler of the root logger (and later ones: the
+    filter also sits on the root logger itself)."""
+    root = logging.getLogger()
+    if _FILTER not in root.filters:
+        root.addFilter(_FILTER)
+    if not root.handlers:  # else records would reach Python's last-resort handler unfiltered
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
