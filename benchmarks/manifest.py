@@ -87,7 +87,7 @@ def fabricate_progress(output: str, done_share: float) -> int:
     records = []
     for shard in finished:
         n = shard.num_rows * shard.num_repeats
-        data, _ = layout.piece_files(shard, 0)
+        data, _ = layout.piece_files(shard, 0, "bench")
         records.append(
             {
                 "piece_id": f"{shard.shard_id}#r0",

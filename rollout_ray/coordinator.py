@@ -14,10 +14,11 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from rollout_ray import manifest, storage
+from rollout_ray import manifest, secrets, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.errors import JobFault
 from rollout_ray.job_state import JobState
+from rollout_ray.lease import RENEW_EVERY_S, Lease, LeaseLost
 from rollout_ray.manifest import Layout
 from rollout_ray.plan import WorkItem
 from rollout_ray.sources import Shard
@@ -25,17 +26,26 @@ from rollout_ray.sources import Shard
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 2.0
-LEASE_RENEW_EVERY_S = manifest.LEASE_TTL_S / 4
 
 
 class Coordinator:
     """The Ray actor body (async): plan, commits, progress and the output's lease."""
 
     def __init__(
-        self, config_json: str, owner: dict[str, Any], job_name: str, watch_s: float = 0.0
+        self,
+        config_json: str,
+        owner: dict[str, Any],
+        job_name: str,
+        watch_s: float = 0.0,
+        secret_env: dict[str, str] | None = None,
     ):
+        secrets.apply(secret_env or {})  # object-store credentials, never in runtime_env
         self.config = JobConfig.model_validate_json(config_json)
         self.layout = Layout(self.config.output)
+        # The driver took the lease; this actor keeps it (and, restarted, takes it up).
+        self.lease = Lease(self.layout.lease_dir, owner)
+        self.lease.adopt()
+        self.lease_lost: LeaseLost | None = None
         self.max_attempts = self.config.max_attempts
         self.owner = owner
         self.job_name = job_name
@@ -44,9 +54,10 @@ class Coordinator:
         self._watcher: asyncio.Task | None = None
         plan = storage.read_parquet(self.layout.plan)
         shards = [Shard.from_dict(row) for row in plan.to_pylist()]
-        self.state = JobState(
-            self.layout, shards, manifest.read_commits(self.layout), self.max_attempts
-        )
+        commits = manifest.read_commits(self.layout)
+        self.state = JobState(self.layout, shards, commits, self.max_attempts)
+        self._committed_files: set[str] | None = manifest.committed_files(commits)
+        self.closed = False  # the run has ended: late commits are refused
         self.shards = {shard.shard_id: shard for shard in shards}
         #: Pieces handed out and not committed yet.
         self.outstanding: set[str] = set()
@@ -84,6 +95,15 @@ class Coordinator:
         Returns:
             How many pieces are pending.
         """
+        if self._committed_files is not None and not self.restarted:
+            # Before any attempt of this run writes: files no commit names are left by
+            # attempts of earlier runs that were lost, and are removed.
+            removed = await asyncio.to_thread(
+                manifest.sweep_orphans, self.layout, self._committed_files
+            )
+            if removed:
+                log.info("removed %d files no commit names (lost attempts)", removed)
+        self._committed_files = None
         items = self.state.pending(self.max_attempts)
         self.queue.extend(items)
         self.run_todo = sum(item.num_rollouts for item in items)
@@ -129,7 +149,7 @@ class Coordinator:
         rate = done / elapsed
         return {
             "job": self.job_name,
-            "output": self.layout.output,
+            "output": secrets.redact(self.layout.output),
             "status": self.status,
             "updated_at": manifest.now_utc().isoformat(),
             "run": {
@@ -163,8 +183,10 @@ class Coordinator:
         }
 
     async def finish(self, status: str) -> dict[str, Any]:
-        """Flush, write final progress, compact the commits and free the output."""
+        """Flush, refuse later commits, write final progress, compact the commits and
+        remove files no commit names (the driver then frees the output)."""
         await self._drain()
+        self.closed = True
         self.status = status
         for task in (self._ticker, self._watcher):
             if task is not None:
@@ -234,6 +256,8 @@ class Coordinator:
             self.engine_stats[record.get("actor") or ""] = engine_stats
         if record["piece_id"] in self.state.committed:
             return
+        if self.closed:  # an attempt outliving its run: its piece is redone next run
+            raise JobFault("the run has ended; this piece is redone on resume")
         future = asyncio.get_running_loop().create_future()
         self._buffer.append((record, future))
         if self._flusher is None or self._flusher.done():
@@ -248,6 +272,11 @@ class Coordinator:
             records = [r for r, _ in batch]
             try:
                 started = time.monotonic()
+                if self.lease_lost is not None:
+                    raise self.lease_lost
+                # A commit is written only while the lease is fresh (renewed first if
+                # this process stalled): a job that took the output over writes alone.
+                await asyncio.to_thread(self.lease.ensure_fresh)
                 await asyncio.to_thread(manifest.write_commits, self.layout, records)
                 self.manifest_s += time.monotonic() - started
             except Exception as exc:
@@ -308,13 +337,17 @@ class Coordinator:
             await self._flusher
 
     async def _tick(self) -> None:
-        last_lease = 0.0
         while True:
             try:
-                now = time.time()
-                if now - last_lease >= LEASE_RENEW_EVERY_S:
-                    await asyncio.to_thread(manifest.renew_lease, self.layout, self.owner)
-                    last_lease = now
+                if self.lease_lost is None and not self._renewed_recently():
+                    try:
+                        await asyncio.to_thread(self.lease.renew)
+                    except LeaseLost as lost:
+                        # Stop handing out work; commits now fail with this reason, and
+                        # the job ends with it (everything committed is kept).
+                        self.lease_lost = lost
+                        self.queue.clear()
+                        log.error("%s", lost)
                 started = time.monotonic()
                 progress = self.progress()
                 await asyncio.to_thread(storage.write_json_atomic, self.layout.progress, progress)
@@ -325,10 +358,17 @@ class Coordinator:
                 log.warning("progress/lease upkeep failed: %s", exc)
             await asyncio.sleep(PROGRESS_EVERY_S)
 
+    def _renewed_recently(self) -> bool:
+        return time.monotonic() - self.lease.renewed_at < RENEW_EVERY_S
+
     def _write_final(self, progress: dict[str, Any]) -> None:
+        """The last writes of the run, under the lease (the driver releases it after)."""
+        if self.lease_lost is not None:
+            return
         storage.write_json_atomic(self.layout.progress, progress)
-        manifest.compact_commits(self.layout, manifest.read_commits(self.layout))
-        manifest.release_lease(self.layout, self.owner)
+        commits = manifest.read_commits(self.layout)
+        manifest.compact_commits(self.layout, commits)
+        manifest.sweep_orphans(self.layout, manifest.committed_files(commits))
 
 
 def _reconstructed() -> bool:

@@ -6,18 +6,18 @@
     _manifest/plan.parquet                 shards
     _manifest/commits/….parquet            one record per committed piece
     _manifest/progress.json                live progress for orchestrators
-    _manifest/lease.json                   which process is writing this output now
+    _manifest/lease/GGGGGGGGGGGG.json      which job is writing this output (see lease.py)
     metrics.json                           aggregates when the job ends
 
 A piece's files are written (atomically) before its commit record, so a commit always
-points at durable files; a piece's file names derive from its id, so a retry
-overwrites rather than duplicates.
+points at durable files. Each attempt at a piece writes files of its own (an attempt id
+in the name) and its commit record names them: readers use only committed files, a
+late attempt can't change a committed one, and files no commit names (attempts that
+were lost or lost the race) are swept when a run starts and ends.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,11 +27,8 @@ from typing import Any
 import pyarrow as pa
 
 from rollout_ray import storage
-from rollout_ray.errors import ResumeRefused
 from rollout_ray.schema import COMMIT_SCHEMA, FAILURE_SCHEMA
 from rollout_ray.sources import Shard
-
-LEASE_TTL_S = 60.0
 
 
 def _safe(text: str) -> str:
@@ -64,8 +61,8 @@ class Layout:
         return self.path("_manifest", "progress.json")
 
     @property
-    def lease(self) -> str:
-        return self.path("_manifest", "lease.json")
+    def lease_dir(self) -> str:
+        return self.path("_manifest", "lease")
 
     @property
     def metrics(self) -> str:
@@ -77,9 +74,11 @@ class Layout:
     def failures_dir(self, dataset: str) -> str:
         return self.path("failures", f"dataset={dataset}")
 
-    def piece_files(self, shard: Shard, round_: int) -> tuple[str, str]:
-        """(data file, failures file) of a piece: the same names on every retry."""
-        name = f"part-{_safe(shard.file_key)}-{shard.first_row:010d}-r{round_}.parquet"
+    def piece_files(self, shard: Shard, round_: int, attempt: str) -> tuple[str, str]:
+        """(data file, failures file) of one attempt at a piece. Every attempt writes
+        its own names, so a late attempt can never change what another committed; the
+        commit record names the files it covers, and the others are swept."""
+        name = f"part-{_safe(shard.file_key)}-{shard.first_row:010d}-r{round_}-{attempt}.parquet"
         return (
             storage.join(self.data_dir(shard.dataset), name),
             storage.join(self.failures_dir(shard.dataset), name),
@@ -91,6 +90,25 @@ def now_utc() -> datetime:
 
 
 # ---------------------------------------------------------------------------- commits
+
+
+def sweep_orphans(layout: Layout, committed: set[str]) -> int:
+    """Remove data and failure files that no commit names; returns how many.
+
+    Call only when no attempt of this job is running (before a run hands out work, or
+    after it ended): an attempt's files exist before its commit does.
+    """
+    removed = 0
+    for folder in ("data", "failures"):
+        for uri in storage.list_files(layout.path(folder), ".parquet"):
+            if uri not in committed:
+                storage.remove(uri)
+                removed += 1
+    return removed
+
+
+def committed_files(records: list[dict[str, Any]]) -> set[str]:
+    return {f for r in records for f in (r.get("data_file"), r.get("failures_file")) if f}
 
 
 def write_commits(layout: Layout, records: list[dict[str, Any]]) -> str:
@@ -152,72 +170,3 @@ def retryable_keys(failures_uri: str) -> list[tuple[int, int]]:
 
 def empty_failures() -> pa.Table:
     return FAILURE_SCHEMA.empty_table()
-
-
-# ---------------------------------------------------------------------------- lease
-
-
-def lease_owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
-
-
-def _alive_here(lease: dict[str, Any]) -> bool | None:
-    """Whether the lease's process is alive, if it ran on this host; None if unknown."""
-    if lease.get("host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(lease["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError):
-        return True
-    return True
-
-
-def acquire_lease(layout: Layout, owner: dict[str, Any]) -> None:
-    """Take the output for this job, or refuse if another live job holds it.
-
-    A lease names its owner (host, pid) and expires LEASE_TTL_S after its last renewal,
-    so a crashed job's output is free again; on the same host a dead owner frees it
-    at once.
-
-    Raises:
-        ResumeRefused: another job is writing this output now.
-    """
-    if storage.exists(layout.lease):
-        try:
-            held = storage.read_json(layout.lease)
-        except (ValueError, OSError):
-            held = {}
-        alive = _alive_here(held)
-        fresh = time.time() < float(held.get("expires_at", 0))
-        if held.get("token") != owner["token"] and fresh and alive is not False:
-            until = datetime.fromtimestamp(float(held["expires_at"]))
-            raise ResumeRefused(
-                f"another job is writing {layout.output} now (host {held.get('host')}, "
-                f"pid {held.get('pid')}, lease renewed until "
-                f"{until.isoformat(timespec='seconds')}). "
-                "Wait for it to finish, stop it, or use another output."
-            )
-    renew_lease(layout, owner)
-    # Read back: if two jobs raced, only one token survives and the other refuses.
-    time.sleep(0.05)
-    held = storage.read_json(layout.lease)
-    if held.get("token") != owner["token"]:
-        raise ResumeRefused(
-            f"another job (host {held.get('host')}, pid {held.get('pid')}) took "
-            f"{layout.output} at the same moment; use another output."
-        )
-
-
-def renew_lease(layout: Layout, owner: dict[str, Any]) -> None:
-    storage.write_json_atomic(layout.lease, {**owner, "expires_at": time.time() + LEASE_TTL_S})
-
-
-def release_lease(layout: Layout, owner: dict[str, Any]) -> None:
-    try:
-        held = storage.read_json(layout.lease)
-    except (FileNotFoundError, ValueError):
-        return
-    if held.get("token") == owner["token"]:
-        storage.remove(layout.lease)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +170,7 @@ def write_piece(
     for row_index, rollout_index in counts.missing:
         row = SourceRow(row_index, None)
         failures.append(failure_record(item, row, rollout_index, "generate", lost, False, secrets))
-    data_uri, failures_uri = layout.piece_files(item.shard, item.round)
+    data_uri, failures_uri = layout.piece_files(item.shard, item.round, uuid.uuid4().hex[:10])
     failed = failure_file(failures)
     try:
         if data is not None:

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollout_ray import manifest, storage
+from rollout_ray import secrets, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.cost import Projection, cost_of, project
 from rollout_ray.errors import EngineFailed, find_job_fault
+from rollout_ray.lease import Lease
+from rollout_ray.lease import owner as lease_owner
 from rollout_ray.manifest import Layout
 from rollout_ray.placement import (
     NAMESPACE,
@@ -57,7 +59,11 @@ class JobResult:
 
 
 def start_coordinator(
-    layout: Layout, config: JobConfig, owner: dict[str, Any], watch_s: float = 0.0
+    layout: Layout,
+    config: JobConfig,
+    owner: dict[str, Any],
+    watch_s: float = 0.0,
+    secret_env: dict[str, str] | None = None,
 ):
     import ray
 
@@ -77,7 +83,7 @@ def start_coordinator(
             resources={"node:__internal_head__": 0.001},
             runtime_env={"env_vars": passthrough_env()},
         )
-        .remote(config.model_dump_json(), owner, name, watch_s)
+        .remote(config.model_dump_json(), owner, name, watch_s, secret_env or {})
     )
     return name, actor
 
@@ -157,7 +163,9 @@ def pending_pieces(coordinator_name: str, batch: int):
     return PendingPieces()
 
 
-def stream_pieces(pending: int, config: JobConfig, name: str, device: str):
+def stream_pieces(
+    pending: int, config: JobConfig, name: str, device: str, secret_env: dict[str, str]
+):
     """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
     import ray
 
@@ -182,6 +190,8 @@ def stream_pieces(pending: int, config: JobConfig, name: str, device: str):
             "coordinator_name": name,
             "namespace": NAMESPACE,
             "device": device,
+            # Constructor arguments, not runtime_env: Ray logs runtime environments.
+            "secret_env": secret_env,
         },
         **options,
     )
@@ -218,33 +228,44 @@ def run_job(
     import ray
 
     notify = on_message or log.info
+    secret_env = secrets.prepare(config)
+    if config.engine.kind == "openai":  # before anything starts, not in each actor
+        from rollout_ray.engines.openai_engine import refuse_insecure_key
+
+        key = secret_env.get(config.engine.api_key_env or "")
+        refuse_insecure_key(config.engine, (key,) if key else ())
+    secrets.install_log_filter()
     check_verifiers(config)
     started = time.monotonic()
-    layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
-    plan_s = time.monotonic() - started
-    owner = manifest.lease_owner()
-    manifest.acquire_lease(layout, owner)
+    # The lease first: a job that is refused changes nothing under the output.
+    owner = lease_owner()
+    lease = Lease(Layout(config.output).lease_dir, owner)
+    lease.acquire(notice=notify)
     progress: dict[str, Any] = {}
     status = "failed"
     try:
+        layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
+        plan_s = time.monotonic() - started
         local = init_ray()
         device = resolve_device(config)
         if local and config.engine.kind == "vllm":
             from rollout_ray.models import resolve_model
 
             resolve_model(config.model, announce=notify)
-        name, coordinator = start_coordinator(layout, config, owner, watch_s)
+        name, coordinator = start_coordinator(layout, config, owner, watch_s, secret_env)
         pending = ray.get(coordinator.start_run.remote())
         if resumed:
             notify(f"Resuming {config.output}: {pending} pieces left")
         if watch_s:
             notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
-        collector = prometheus_collector(config.metrics_port if config.metrics else 0, name)
+        port = config.metrics_port if config.metrics else 0
+        collector = prometheus_collector(port, name, config.metrics_host)
         sinks = [s for s in (on_progress, collector and collector.update) if s]
         poll = _Poller(lambda: ray.get(coordinator.progress.remote()), sinks)
         try:
             if pending or watch_s:
-                for commit in stream_pieces(max(pending, 1), config, name, device):
+                pieces = stream_pieces(max(pending, 1), config, name, device, secret_env)
+                for commit in pieces:
                     if on_commit:
                         on_commit(commit)
             status = "finished"
@@ -263,18 +284,18 @@ def run_job(
             progress = _finish(coordinator, status)
             for sink in sinks:
                 sink(progress)
-    finally:
-        if status == "failed":
-            manifest.release_lease(layout, owner)
-    wall = time.monotonic() - started
-    metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3), **progress}
-    if config.cost is not None:
-        metrics["cost"] = cost_of(config, progress.get("datasets", {}), wall)
-    if config.sweep and status == "finished":
-        from rollout_ray.sweep import comparison
+        wall = time.monotonic() - started
+        metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3)}
+        metrics.update(progress)
+        if config.cost is not None:
+            metrics["cost"] = cost_of(config, progress.get("datasets", {}), wall)
+        if config.sweep and status == "finished":
+            from rollout_ray.sweep import comparison
 
-        metrics["sweep"] = comparison(config, progress)
-    storage.write_json_atomic(layout.metrics, metrics)
+            metrics["sweep"] = comparison(config, progress)
+        storage.write_json_atomic(layout.metrics, metrics)
+    finally:
+        lease.release()
     return JobResult(config.output, status, wall, progress, metrics)
 
 
@@ -314,7 +335,7 @@ def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult
 _COLLECTORS: dict[int, Any] = {}
 
 
-def prometheus_collector(port: int, job: str):
+def prometheus_collector(port: int, job: str, host: str = "127.0.0.1"):
     """The driver's Prometheus endpoint (one per process and port); None when off."""
     if not port:
         return None
@@ -322,7 +343,7 @@ def prometheus_collector(port: int, job: str):
 
     if port not in _COLLECTORS:
         collector = ProgressCollector(job)
-        _COLLECTORS[port] = collector if serve_prometheus(collector, port) else None
+        _COLLECTORS[port] = collector if serve_prometheus(collector, port, host) else None
     collector = _COLLECTORS[port]
     if collector is not None:
         collector.job = job

@@ -118,6 +118,47 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     retrying(lambda: fs.pipe_file(path, data), f"write {uri}")
 
 
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write `data` under `uri` only if nothing is there; False if something is.
+
+    Exactly one of several writers racing for a name wins: locally by hard-linking a
+    written temporary file (link fails if the name exists), on S3 by a conditional
+    PUT (If-None-Match: *). Other filesystems have no such primitive: a check then a
+    write, which is not race-free.
+    """
+    fs, path = split_uri(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("s3", "s3a"):
+        bucket, key = path.split("/", 1)
+
+        def put() -> bool:
+            try:
+                fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except FileExistsError:
+                return False
+
+        return retrying(put, f"create {uri}")
+    if retrying(lambda: fs.exists(path), f"stat {uri}"):
+        return False
+    write_bytes_atomic(uri, data)
+    return True
+
+
 @contextlib.contextmanager
 def open_atomic(uri: str):
     """A binary file to stream into; readers see it only once it is whole (locally a

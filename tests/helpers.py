@@ -38,11 +38,17 @@ def job_config(tiny_model: str, output: Path, datasets: list[dict], **extra):
 
 
 def read_output(output: Path | str, kind: str = "data"):
-    """Every record of a job's output folder (data or failures) as a list of dicts."""
+    """Every committed record of a job's output (data or failures) as a list of dicts:
+    the files its commit records name, as every reader of an output does (a file no
+    commit names is a lost attempt's, never part of the output)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = sorted(Path(output, kind).rglob("*.parquet"))
+    from rollout_ray.manifest import Layout, read_commits
+
+    column = "data_file" if kind == "data" else "failures_file"
+    commits = read_commits(Layout(str(output)))
+    files = sorted({c[column] for c in commits if c[column]})
     if not files:
         return []
     tables = [pq.read_table(f) for f in files]

@@ -161,27 +161,49 @@ def test_an_input_changed_under_the_job_stops_it(tmp_path):
     assert read_commits(layout) == []  # nothing committed from rows that no longer match
 
 
-def test_a_lease_refuses_a_second_writer_until_it_expires(tmp_path):
-    import json
-    import time
+def test_a_late_attempt_never_changes_a_committed_piece(tmp_path):
+    """An attempt still running when another attempt at the same piece commits (a slow
+    actor, a restarted coordinator) writes files of its own; its commit is refused; the
+    committed files keep their bytes, and the run's end sweeps the late files."""
+    from rollout_ray.coordinator import Coordinator
+    from rollout_ray.lease import Lease, owner
+    from rollout_ray.piece_files import write_piece
+    from rollout_ray.worker import PieceRunner
 
-    from rollout_ray.errors import ResumeRefused
-    from rollout_ray.manifest import acquire_lease, lease_owner, release_lease, renew_lease
+    config, layout, _, _ = make_job(tmp_path)
+    holder = owner()
+    Lease(layout.lease_dir, holder).acquire()
+    actor = Coordinator(config.model_dump_json(), holder, "late")
 
-    layout = Layout(str(tmp_path / "out"))
-    other = {"host": "another-host", "pid": 1, "token": "theirs"}
-    renew_lease(layout, other)  # a live job elsewhere
-    held = json.loads(Path(layout.lease).read_text())
-    with pytest.raises(ResumeRefused, match="another job is writing"):
-        acquire_lease(layout, lease_owner())
-    # Renewal moves the expiry forward; a lease not renewed in time is free again.
-    renew_lease(layout, other)
-    assert json.loads(Path(layout.lease).read_text())["expires_at"] >= held["expires_at"]
-    Path(layout.lease).write_text(json.dumps({**other, "expires_at": time.time() - 1}))
-    mine = lease_owner()
-    acquire_lease(layout, mine)
-    assert json.loads(Path(layout.lease).read_text())["token"] == mine["token"]
-    release_lease(layout, other)  # not theirs any more: left alone
-    assert Path(layout.lease).exists()
-    release_lease(layout, mine)
-    assert not Path(layout.lease).exists()
+    class Client:  # the coordinator's methods as a worker calls them (through Ray)
+        async def begin(self, piece_id, node=""):
+            return actor.begin(piece_id, node)
+
+        async def running(self, piece_id, row_index):
+            actor.running(piece_id, row_index)
+
+        async def commit(self, record, engine_stats=None):
+            await actor.commit(record, engine_stats)
+
+        def report(self, *args):
+            actor.report(*args)
+
+    coordinator = Client()
+
+    async def go():
+        await actor.start_run()
+        item = actor.queue[0]
+        late = PieceRunner(config, create_engine(config), coordinator, layout)
+        ok, failures = await late._attempt(item)  # it started first, and is slow
+        first = await PieceRunner(config, create_engine(config), coordinator, layout).run(item)
+        committed = Path(first["data_file"]).read_bytes()
+        record = write_piece(layout, item, ok, failures, 0.0)
+        await coordinator.commit(record)  # refused: the piece is committed
+        assert record["data_file"] != first["data_file"]
+        assert Path(first["data_file"]).read_bytes() == committed
+        assert [c["data_file"] for c in read_commits(layout)] == [first["data_file"]]
+        await actor.finish("finished")
+        return record["data_file"], first["data_file"]
+
+    late_file, first_file = asyncio.run(go())
+    assert not Path(late_file).exists() and Path(first_file).exists()

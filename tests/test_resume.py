@@ -22,6 +22,7 @@ from helpers import has_commits, job_config, kill_driver, read_output, wait_unti
 
 from rollout_ray import run_job, storage
 from rollout_ray.errors import ResumeRefused
+from rollout_ray.lease import Lease
 from rollout_ray.manifest import Layout, read_commits
 
 pytestmark = pytest.mark.slow
@@ -287,8 +288,8 @@ def test_second_job_on_same_output_refused_and_ctrl_c_resumes(tmp_path, tiny_mod
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"long {i}"} for i in range(200)])
     config = job_yaml(tmp_path, tiny_model, str(data), str(tmp_path / "out"))
     first = start(config, tmp_path / "a.log")
-    lease = Path(tmp_path, "out", "_manifest", "lease.json")
-    wait_until(lease.exists, 120, "the first job's lease")
+    lease = Lease(Layout(str(tmp_path / "out")).lease_dir, {"token": "observer"})
+    wait_until(lambda: lease.latest() is not None, 120, "the first job's lease")
     second = subprocess.run(
         [sys.executable, "-m", "rollout_ray.cli", "run", str(config)],
         capture_output=True,
@@ -304,7 +305,7 @@ def test_second_job_on_same_output_refused_and_ctrl_c_resumes(tmp_path, tiny_mod
     assert first.wait(timeout=120) == 130
     log = (tmp_path / "a.log").read_text()
     assert "run the same command again to resume" in log
-    assert not lease.exists()
+    assert lease.latest()[1].get("released")  # handed back: a resume needn't wait
     progress = json.loads(Path(tmp_path, "out", "_manifest", "progress.json").read_text())
     assert progress["status"] == "interrupted"
     resumed = start(config, tmp_path / "b.log")
@@ -371,7 +372,8 @@ def test_ctrl_c_stops_a_driver_that_inherited_an_ignored_sigint(tmp_path):
     assert first.wait(timeout=60) == 130, (tmp_path / "a.log").read_text()[-3000:]
     progress = json.loads(Path(tmp_path, "out", "_manifest", "progress.json").read_text())
     assert progress["status"] == "interrupted"
-    assert not Path(tmp_path, "out", "_manifest", "lease.json").exists()
+    released = Lease(Layout(str(tmp_path / "out")).lease_dir, {"token": "observer"}).latest()
+    assert released[1].get("released")
 
     second = start_deaf(tmp_path / "b.log")
     before = committed_pieces(out)
