@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from rollout_ray.errors import RolloutRayError
+from rollout_ray.errors import RolloutRayError, redact
 
 app = typer.Typer(
     help="Collect LLM rollouts on Ray Data + vLLM, resumable, from a laptop to a cluster.",
@@ -226,6 +227,12 @@ def serve(
     config: Annotated[Path, typer.Argument(help="A config with a `serve:` block.")],
     overrides: OverridesArg = None,
     stop: Annotated[bool, typer.Option("--stop", help="Remove the served model.")] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Serve on a non-loopback host without a key (serve.api_key_env)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the config's model on the running Ray cluster (OpenAI-compatible)."""
     from rollout_ray import serving
@@ -237,7 +244,7 @@ def serve(
         serving.stop(job)
         console.print(f"stopped {job.serve.name}")
         return
-    url = serving.deploy(job)
+    url = serving.deploy(job, insecure=insecure)
     console.print(f"{job.serve.name} is serving {job.serve.served_model_name or job.model}")
     print(url)
 
@@ -323,15 +330,15 @@ def main() -> None:
     try:
         app()
     except RolloutRayError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(redact(str(exc)))}", soft_wrap=True)
         sys.exit(2)
     except Exception as exc:
         if os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        first = (redact(str(exc)).strip().splitlines() or [""])[0][:500]
         console.print(
             f"[red]error:[/red] rollout-ray stopped on an unexpected error: "
-            f"{type(exc).__name__}: {first}\nCommitted work is kept; run the same command "
+            f"{type(exc).__name__}: {escape(first)}\nCommitted work is kept; run the same command "
             "to resume. `rollout-ray --debug ...` shows the traceback; please report it.",
             soft_wrap=True,
         )

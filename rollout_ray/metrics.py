@@ -114,7 +114,7 @@ def _cumulative(histogram: dict[str, int]) -> list[tuple[str, int]]:
     return buckets
 
 
-def serve_prometheus(collector: ProgressCollector, port: int, host: str = "0.0.0.0") -> bool:
+def serve_prometheus(collector: ProgressCollector, port: int, host: str = "127.0.0.1") -> bool:
     """Expose the collector on http://host:port/metrics; False if the port is taken."""
     from prometheus_client import CollectorRegistry, start_http_server
 

@@ -17,6 +17,9 @@ would change its result is refused with a 400 that names it, never ignored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import time
 import uuid
@@ -108,10 +111,58 @@ def _sampling(body: dict[str, Any], allowed: set[str], max_key: str) -> dict[str
     return sampling
 
 
+async def _read_at_most(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be over `limit` bytes (a
+    declared length, or the bytes streamed so far): a huge body is never held."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class Limits:
+    """What a replica takes from a client (ServeConfig's fields), and the SHA-256 of the
+    key clients must present: the key itself never leaves the process that deploys."""
+
+    def __init__(
+        self,
+        key_sha256: str | None = None,
+        max_request_bytes: int = 4 << 20,
+        max_messages: int = 512,
+        max_n: int = 16,
+    ):
+        self.key_sha256 = key_sha256
+        self.max_request_bytes = max_request_bytes
+        self.max_messages = max_messages
+        self.max_n = max_n
+
+    def authorized(self, header: str | None) -> bool:
+        if self.key_sha256 is None:
+            return True
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        presented = hashlib.sha256(token.strip().encode()).hexdigest()
+        return hmac.compare_digest(presented, self.key_sha256)
+
+
 class RolloutLLMServer:
     """One replica: one engine, the OpenAI routes in front of it."""
 
-    def __init__(self, model: str, served_name: str, engine_json: str, device: str):
+    def __init__(
+        self,
+        model: str,
+        served_name: str,
+        engine_json: str,
+        device: str,
+        limits: Limits | None = None,
+    ):
         from rollout_ray.engines.vllm_engine import VLLMEngine
         from rollout_ray.logs import quiet_libraries
 
@@ -119,6 +170,7 @@ class RolloutLLMServer:
         config = VLLMEngineConfig.model_validate_json(engine_json)
         self.engine = VLLMEngine(model, config, device)
         self.name = served_name
+        self.limits = limits or Limits()
 
     def check_health(self) -> None:
         """Serve replaces a replica whose engine died."""
@@ -145,8 +197,15 @@ class RolloutLLMServer:
         return list(await asyncio.gather(*(self.engine.generate(r) for r in requests)))
 
     async def _answer(self, request: Request, build) -> JSONResponse:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
         try:
-            body = await request.json()
+            raw = await _read_at_most(request, self.limits.max_request_bytes)
+            if raw is None:
+                limit = self.limits.max_request_bytes
+                return _error(413, f"the request body is over {limit} bytes")
+            body = json.loads(raw)
             if not isinstance(body, dict):
                 raise BadRequest("the request body must be a JSON object")
             if body.get("model") not in (None, self.name):
@@ -162,8 +221,16 @@ class RolloutLLMServer:
         except EngineDead as exc:
             return _error(503, f"the engine died: {exc}")
 
+    def _denied(self, request: Request) -> JSONResponse | None:
+        if self.limits.authorized(request.headers.get("authorization")):
+            return None
+        return _error(401, "a valid API key is needed (Authorization: Bearer KEY)")
+
     @api.get("/v1/models")
-    async def models(self) -> dict[str, Any]:
+    async def models(self, request: Request) -> Any:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
         model = {"id": self.name, "object": "model", "created": 0, "owned_by": "rollout-ray"}
         return {"object": "list", "data": [model]}
 
@@ -173,6 +240,7 @@ class RolloutLLMServer:
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         sampling = _sampling(body, _CHAT, "max_completion_tokens")
+        self._count(body.get("messages"), "messages")
         messages = _messages(body.get("messages"), "messages")
         if body.get("top_logprobs"):
             raise BadRequest("top_logprobs > 0 is not served; logprobs=true is", "top_logprobs")
@@ -180,8 +248,8 @@ class RolloutLLMServer:
         sampling["logprobs"] = bool(body.get("logprobs"))
         sampling["return_token_ids"] = want_ids or sampling["logprobs"]
         n = int(body.get("n") or 1)
-        if not 1 <= n <= 128:
-            raise BadRequest("n must be between 1 and 128", "n")
+        if not 1 <= n <= self.limits.max_n:
+            raise BadRequest(f"n must be between 1 and {self.limits.max_n}", "n")
         generations = await self._generate(messages, sampling, n)
         choices = []
         for i, gen in enumerate(generations):
@@ -212,6 +280,10 @@ class RolloutLLMServer:
             reply["prompt_token_ids"] = generations[0].prompt_token_ids
         return reply
 
+    def _count(self, items: Any, where: str) -> None:
+        if isinstance(items, list) and len(items) > self.limits.max_messages:
+            raise BadRequest(f"{where} has over {self.limits.max_messages} items", where)
+
     def _logprobs(self, gen: Generation) -> dict[str, Any]:
         decode = self.engine.tokenizer.decode
         content = []
@@ -235,6 +307,7 @@ class RolloutLLMServer:
     async def _responses(self, body: dict[str, Any]) -> dict[str, Any]:
         sampling = _sampling(body, _RESPONSES, "max_output_tokens")
         given = body.get("input")
+        self._count(given, "input")
         if isinstance(given, str):
             messages = [{"role": "user", "content": given}]
         else:

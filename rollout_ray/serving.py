@@ -30,16 +30,24 @@ def url_of(settings: ServeConfig) -> str:
     return f"http://{settings.host}:{settings.port}/v1"
 
 
-def deploy(config: JobConfig, wait_s: float = 600) -> str:
+def deploy(config: JobConfig, wait_s: float = 600, insecure: bool = False) -> str:
     """Deploy the config's model as an OpenAI-compatible Serve app; returns its URL.
 
     Raises:
+        ConfigError: a non-loopback host without `serve.api_key_env` (and not
+            `insecure`), or a key asked of Ray's app, which can't check one.
         RolloutRayError: the app did not become ready within `wait_s`.
     """
     import ray
     from ray import serve
 
     settings = serve_settings(config)
+    key = _key(settings)
+    if not insecure and key is None and not _loopback(settings.host):
+        raise ConfigError(
+            f"serve.host {settings.host} opens the model to the network with no key: set "
+            "serve.api_key_env (clients send it as a Bearer token), or pass --insecure"
+        )
     _connect()
     device = settings.device
     if device == "auto":
@@ -49,8 +57,13 @@ def deploy(config: JobConfig, wait_s: float = 600) -> str:
         cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
         env.update(cpu_environment(VLLMEngineConfig(), min(cores, os.cpu_count() or cores)))
     if settings.server == "rollout-ray":
-        app = _own_app(config, settings, device, env)
+        app = _own_app(config, settings, device, env, key)
     else:
+        if key is not None:
+            raise ConfigError(
+                "serve.api_key_env is checked by rollout-ray's own app only "
+                "(serve.server: rollout-ray); Ray's ray.serve.llm app has no key check"
+            )
         app = _ray_serve_llm_app(config, settings, device, env)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     _check_proxy(settings)
@@ -59,9 +72,37 @@ def deploy(config: JobConfig, wait_s: float = 600) -> str:
     return url_of(settings)
 
 
-def _own_app(config: JobConfig, settings: ServeConfig, device: str, env: dict[str, str]):
-    """rollout-ray's app (serve_app.py): each replica hosts the jobs' own engine."""
-    from rollout_ray.serve_app import deployment
+def _key(settings: ServeConfig) -> str | None:
+    if not settings.api_key_env:
+        return None
+    key = os.environ.get(settings.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"serve.api_key_env: environment variable {settings.api_key_env} is not set"
+        )
+    return key
+
+
+def _loopback(host: str) -> bool:
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def _own_app(
+    config: JobConfig, settings: ServeConfig, device: str, env: dict[str, str], key: str | None
+):
+    """rollout-ray's app (serve_app.py): each replica hosts the jobs' own engine. The
+    replicas get the key's SHA-256, never the key: deployment arguments are stored by
+    Serve's controller."""
+    import hashlib
+
+    from rollout_ray.serve_app import Limits, deployment
+
+    limits = Limits(
+        hashlib.sha256(key.encode()).hexdigest() if key else None,
+        settings.max_request_bytes,
+        settings.max_messages,
+        settings.max_n,
+    )
 
     engine = VLLMEngineConfig(
         device=device,
@@ -96,7 +137,11 @@ def _own_app(config: JobConfig, settings: ServeConfig, device: str, env: dict[st
         },
         **options,
     ).bind(
-        config.model, settings.served_model_name or config.model, engine.model_dump_json(), device
+        config.model,
+        settings.served_model_name or config.model,
+        engine.model_dump_json(),
+        device,
+        limits,
     )
 
 

@@ -234,13 +234,21 @@ def test_cluster_starts_ray_with_the_dashboard_and_metrics_ports(path):
         "ray start --head",
         "--port=6379",
         "--autoscaling-config=~/ray_bootstrap_config.yaml",
-        "--dashboard-host=0.0.0.0",
+        # Job submission runs code: the dashboard only on the head's loopback (reached
+        # through `ray dashboard FILE`), and token authentication on every node.
+        "--dashboard-host=127.0.0.1",
+        "export RAY_AUTH_MODE=token;",
         f"--metrics-export-port={METRICS_PORT}",
     ):
         assert flag in head, f"head start commands lack {flag}"
     worker = joined(config["worker_start_ray_commands"])
-    for flag in ("ray start --address=$RAY_HEAD_IP:6379", f"--metrics-export-port={METRICS_PORT}"):
+    for flag in (
+        "ray start --address=$RAY_HEAD_IP:6379",
+        "export RAY_AUTH_MODE=token;",
+        f"--metrics-export-port={METRICS_PORT}",
+    ):
         assert flag in worker, f"worker start commands lack {flag}"
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
 @pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
@@ -258,6 +266,8 @@ def test_cluster_nodes_get_the_project(path):
         remote = {Path(r).name: local for r, local in config["file_mounts"].items()}
         assert {"pyproject.toml", "README.md", "rollout_ray"} <= set(remote)
     for local in config.get("file_mounts", {}).values():
+        if local == "~/.ray/auth_token":  # made by `ray get-auth-token --generate`
+            continue
         assert (REPO / local).exists(), f"file_mounts: {local} is not in the repo"
 
 
@@ -609,6 +619,25 @@ def test_s3_credentials_come_from_a_secret(name, spec):
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
                 assert "value" not in env[key], f"{key} must not be inline"
                 assert env[key]["valueFrom"]["secretKeyRef"]["key"] == key
+
+
+@pytest.mark.parametrize(
+    "name,spec", cluster_specs(), ids=lambda x: x if isinstance(x, str) else ""
+)
+def test_every_ray_process_takes_the_token_from_a_secret(name, spec):
+    """Token authentication on every Ray container, the autoscaler (and the RayJob's
+    submitter): job submission runs code, so an open dashboard is an open cluster."""
+    envs = [spec["autoscalerOptions"]["env"]]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        envs += [container.get("env", []) for container in containers(group)]
+    if name == "RayJob":
+        submitter = the("RayJob")["spec"]["submitterPodTemplate"]["spec"]
+        envs += [c.get("env", []) for c in submitter["containers"]]
+    for env in envs:
+        values = {e["name"]: e for e in env}
+        assert values["RAY_AUTH_MODE"]["value"] == "token"
+        assert "value" not in values["RAY_AUTH_TOKEN"]
+        assert values["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth_token"
 
 
 def test_rayjob_runs_rollout_ray_and_cleans_up():

@@ -224,7 +224,7 @@ def test_faults_limits_and_secrets(tmp_path):
     assert not any(SECRET in text for text in texts)
 
 
-def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
+def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path, monkeypatch):
     import openai
     from openai import OpenAI
     from ray import serve
@@ -233,25 +233,58 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
 
     serve.shutdown()  # another test's Serve proxy may listen on another port
     port = free_port()
+    monkeypatch.setenv("SERVE_TEST_KEY", "sk-serve-test-1234")
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a poem {i}"} for i in range(4)])
     config = load_config(
         {
             "model": tiny_model,
-            "serve": {"served_model_name": "tiny", "max_model_len": 512, "port": port},
+            "serve": {
+                "served_model_name": "tiny",
+                "max_model_len": 512,
+                "port": port,
+                "api_key_env": "SERVE_TEST_KEY",
+                "max_messages": 4,
+                "max_n": 2,
+                "max_request_bytes": 4096,
+            },
             "engine": {
                 "kind": "openai",
                 "base_url": f"http://127.0.0.1:{port}/v1",
-                "api_key_env": None,
+                "api_key_env": "SERVE_TEST_KEY",
             },
             "datasets": [{"name": "served", "path": str(data), "num_repeats": 2}],
             "sampling": {"max_tokens": 8, "seed": 3},
             "output": str(tmp_path / "out1"),
         }
     )
+    # Open to the network without a key: refused unless asked for (--insecure).
+    exposed = config.model_copy(
+        update={"serve": config.serve.model_copy(update={"host": "0.0.0.0", "api_key_env": None})}
+    )
+    with pytest.raises(RolloutRayError, match="no key"):
+        serving.deploy(exposed)
     url = serving.deploy(config)
     try:
-        # The official client talks to it.
-        client = OpenAI(base_url=url, api_key="unused")
+        # Without the key, or with another, nothing is served.
+        for key in ("wrong-key", "unused"):
+            with pytest.raises(openai.AuthenticationError):
+                OpenAI(base_url=url, api_key=key).models.list()
+        # The official client talks to it, with the key.
+        client = OpenAI(base_url=url, api_key="sk-serve-test-1234")
+        # Limits: body size (413), messages and n (400), each named.
+        with pytest.raises(openai.APIStatusError, match="over 4096 bytes") as too_big:
+            client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "x" * 5000}], max_tokens=2
+            )
+        assert too_big.value.status_code == 413
+        with pytest.raises(openai.BadRequestError, match="over 4 items"):
+            client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "x"}] * 5, max_tokens=2
+            )
+        with pytest.raises(openai.BadRequestError, match="n must be between 1 and 2"):
+            client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=2, n=3
+            )
         reply = client.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=4
         )
@@ -295,6 +328,10 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path):
             for r in read_output(tmp_path / "out2")
         }
         assert len(one) == 8 and one == two  # seeded: the same answers
+        # The key reaches neither the records nor any file under the outputs.
+        files = [f for f in tmp_path.glob("out*/**/*") if f.is_file()]
+        assert files and not [f for f in files if b"sk-serve-test" in f.read_bytes()]
+        assert "sk-serve-test" not in json.dumps(read_output(tmp_path / "out1"), default=str)
         # One Serve proxy per cluster: another port is refused, not silently ignored.
         elsewhere = config.model_copy(
             update={"serve": config.serve.model_copy(update={"port": free_port()})}
@@ -363,3 +400,23 @@ def test_token_and_request_budgets_bind():
     assert asyncio.run(started(RateLimiter(None, 100), [500, 30])) == 1  # clamped, alone
     assert asyncio.run(started(RateLimiter(4, None), [1] * 6)) == 4
     assert asyncio.run(started(RateLimiter(None, None), [10**9] * 3)) == 3  # no budget
+
+
+def test_no_api_key_in_clear_text_to_another_machine(monkeypatch):
+    from rollout_ray.config import OpenAIEngineConfig
+    from rollout_ray.engines.base import FatalEngineError
+    from rollout_ray.engines.openai_engine import OpenAIEngine
+
+    monkeypatch.setenv("KEY_FOR_TEST", "sk-not-in-clear")
+
+    def engine(url: str, **extra) -> OpenAIEngine:
+        config = OpenAIEngineConfig(base_url=url, api_key_env="KEY_FOR_TEST", **extra)
+        return OpenAIEngine("m", config)
+
+    with pytest.raises(FatalEngineError, match="unencrypted"):
+        engine("http://10.1.2.3:8000/v1")
+    engine("https://10.1.2.3/v1")  # encrypted
+    engine("http://127.0.0.1:8000/v1")  # this machine
+    engine("http://10.1.2.3:8000/v1", allow_insecure_http=True)  # asked for
+    monkeypatch.delenv("KEY_FOR_TEST")
+    engine("http://10.1.2.3:8000/v1")  # no key to leak

@@ -71,6 +71,13 @@ def test_metrics_endpoint_moves_and_matches_output(ray_session, tiny_model, tmp_
         time.sleep(0.3)
     thread.join()
     final = scrape(port)
+    # Closed by default: it listens on loopback only (metrics_host to open it).
+    import psutil
+
+    listening = {
+        c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+    }
+    assert listening == {"127.0.0.1"}, listening
     records = read_output(tmp_path / "out")
     assert len(records) == 256
     # Counters only go up, were seen moving during the run, and match the output.

@@ -208,6 +208,11 @@ class OpenAIEngineConfig(_Strict):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra fields sent with every request."
     )
+    allow_insecure_http: bool = Field(
+        False,
+        description="Send the API key over plain http:// to a host other than this machine "
+        "(refused otherwise: anyone on the path could read it).",
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
 
 
@@ -251,6 +256,19 @@ class ServeConfig(_Strict):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments."
     )
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable with the key clients must send as a Bearer token "
+        "(as vLLM's server takes --api-key); jobs set engine.api_key_env to the same name. "
+        "Required to listen on a non-loopback host (unless `serve --insecure`).",
+    )
+    max_request_bytes: int = Field(
+        4 << 20, ge=1024, description="Largest request body a replica reads (413 above)."
+    )
+    max_messages: int = Field(
+        512, ge=1, description="Most messages (or input items) in one request (400 above)."
+    )
+    max_n: int = Field(16, ge=1, description="Most samples one request may ask for (`n`).")
 
 
 class CostConfig(_Strict):

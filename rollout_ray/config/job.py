@@ -131,6 +131,11 @@ class JobConfig(_Strict):
         "Ray's metrics API (the Ray dashboard) and vLLM's own engine metrics; false turns "
         "all three off.",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Interface the driver's Prometheus endpoint listens on; 0.0.0.0 opens "
+        "it to the network (it shows job names, datasets and counts).",
+    )
     metrics_port: int = Field(
         9464,
         ge=0,

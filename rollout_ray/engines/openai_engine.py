@@ -74,6 +74,7 @@ class OpenAIEngine(Engine):
         self.config = config
         self._api_key = os.environ.get(config.api_key_env or "", "") or "EMPTY"
         self._secrets = (self._api_key,) if self._api_key != "EMPTY" else ()
+        refuse_insecure_key(config, self._secrets)
         self._client = None
         self._slots: asyncio.Semaphore | None = None
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
@@ -268,6 +269,26 @@ class OpenAIEngine(Engine):
             "retries": float(self.retries),
             "retry_after_waits": float(self.retry_after_waits),
         }
+
+
+def refuse_insecure_key(config: OpenAIEngineConfig, keys: tuple[str, ...]) -> None:
+    """Refuse to send an API key in clear text to another machine.
+
+    Raises:
+        FatalEngineError: a key is set, base_url is http:// to a non-loopback host, and
+            allow_insecure_http is not set.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(config.base_url)
+    host = (parts.hostname or "").lower()
+    loopback = host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
+    if keys and parts.scheme == "http" and not loopback and not config.allow_insecure_http:
+        raise FatalEngineError(
+            f"engine.base_url is plain http:// to {host}: the API key would cross the network "
+            "unencrypted. Use https://, or set engine.allow_insecure_http: true if the "
+            "network is trusted."
+        )
 
 
 def _retry_after(exc: Any) -> float | None:
