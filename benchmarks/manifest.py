@@ -60,7 +60,7 @@ PEAK = (
 def bench_planning(path: Path) -> dict:
     plan = (
         "from rollout_ray.config import load_config\n"
-        "from rollout_ray.plan import build_plan\n"
+        "from rollout_ray.output.plan import build_plan\n"
         f"config = load_config({{'datasets': [{{'path': '{path}'}}], 'output': 'x'}})\n"
         "files, shards = build_plan(config)\n"
         "print(len(shards))\n" + PEAK
@@ -78,8 +78,8 @@ def bench_planning(path: Path) -> dict:
 def fabricate_progress(output: str, done_share: float) -> int:
     """Write commit records for `done_share` of the planned shards; returns how many."""
     from rollout_ray import storage
-    from rollout_ray.manifest import Layout, now_utc, write_commits
-    from rollout_ray.sources import Shard
+    from rollout_ray.inputs.sources import Shard
+    from rollout_ray.output.manifest import Layout, now_utc, write_commits
 
     layout = Layout(output)
     shards = [Shard.from_dict(r) for r in storage.read_parquet(layout.plan).to_pylist()]
@@ -130,7 +130,7 @@ def bench_resume(workdir: Path, rows: int) -> dict:
         )
     )
     from rollout_ray.config import load_config
-    from rollout_ray.plan import prepare_output
+    from rollout_ray.output.plan import prepare_output
 
     prepare_output(load_config(config))
     fabricate_progress(output, 0.99)

@@ -270,9 +270,10 @@ def window_rate(output: Path) -> float:
 def bench_serve(workdir: Path, n: int, rounds: int) -> None:
     """In-process against each Serve app, alternated; an app is up only while its
     jobs run, so the in-process engine is alone on the machine."""
-    from rollout_ray import load_config, serving
+    from rollout_ray import load_config
     from rollout_ray.logs import quiet_libraries
-    from rollout_ray.placement import init_ray
+    from rollout_ray.run.placement import init_ray
+    from rollout_ray.serve import deploy as serving
 
     quiet_libraries()
     init_ray(num_cpus=8)  # logical CPUs: the Serve app's replica and proxies fit

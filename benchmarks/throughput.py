@@ -260,7 +260,7 @@ def main() -> None:
         return
     if args.quick:
         args.prompts, args.max_tokens = 100, 32
-    from rollout_ray.models import resolve_model
+    from rollout_ray.engines.embedded_model import resolve_model
 
     args.model_path = resolve_model(args.model, announce=print)
     print(

@@ -82,9 +82,9 @@ def run(
     ] = True,
 ) -> None:
     """Run a job, or resume it: the same command finishes an interrupted job."""
-    from rollout_ray.console import ProgressView, print_projection, print_summary, show_piece
     from rollout_ray.logs import quiet_libraries
-    from rollout_ray.pipeline import run_job, run_pilot
+    from rollout_ray.run.pipeline import run_job, run_pilot
+    from rollout_ray.views.console import ProgressView, print_projection, print_summary, show_piece
 
     stop_on_ctrl_c()
     quiet_libraries()
@@ -121,7 +121,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """How far a job is, read from its manifest alone (works while it runs)."""
-    from rollout_ray.status import job_status, render_status
+    from rollout_ray.views.status import job_status, render_status
 
     report = job_status(output)
     if as_json:
@@ -142,9 +142,9 @@ def inspect(
     html: Annotated[str | None, typer.Option(help="Also write a self-contained page.")] = None,
 ) -> None:
     """Look at a job's rollouts: rewards per task, lowest examples, a histogram."""
-    from rollout_ray.html_report import write_html
-    from rollout_ray.inspect_report import build_report
-    from rollout_ray.inspect_view import render_report
+    from rollout_ray.views.inspect_html import write_html
+    from rollout_ray.views.inspect_report import build_report
+    from rollout_ray.views.inspect_terminal import render_report
 
     try:
         report = build_report(output, dataset, task, min_reward, max_reward, lowest, sample)
@@ -170,9 +170,9 @@ def verify(
 ) -> None:
     """Re-score stored rollouts with another verifier, without generating again."""
     from rollout_ray.config import parse_verifier
-    from rollout_ray.console import print_reverify
-    from rollout_ray.results import dataset_names
-    from rollout_ray.reverify import reverify
+    from rollout_ray.output.results import dataset_names
+    from rollout_ray.run.reverify import reverify
+    from rollout_ray.views.console import print_reverify
 
     spec = parse_verifier(verifier)
     names = dataset or dataset_names(output)
@@ -197,8 +197,8 @@ def export(
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
 ) -> None:
     """Turn committed rollouts into a training file, a weighted mix, or scores (eval)."""
-    from rollout_ray.console import print_export
     from rollout_ray.exports import export as run_export
+    from rollout_ray.views.console import print_export
 
     options = {
         "sft": {"threshold": threshold, "best_of_n": best_of_n},
@@ -235,8 +235,8 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the config's model on the running Ray cluster (OpenAI-compatible)."""
-    from rollout_ray import serving
     from rollout_ray.logs import quiet_libraries
+    from rollout_ray.serve import deploy as serving
 
     quiet_libraries()
     job = _load(config, overrides)
@@ -260,7 +260,7 @@ def submit(
     run: Annotated[bool, typer.Option("--run", help="Run it instead of printing it.")] = False,
 ) -> None:
     """Print (or --run) the `ray job submit` command that runs a job on a cluster."""
-    from rollout_ray.submit import exec_submit, shell_line, submit_command
+    from rollout_ray.run.submit import exec_submit, shell_line, submit_command
 
     _load(config, overrides)  # refuse a bad config here, not on the cluster
     argv = submit_command(str(config), list(overrides or []), address, working_dir)
@@ -272,7 +272,7 @@ def submit(
 @app.command("config-reference")
 def config_reference() -> None:
     """Print every config key with its type, default and meaning (Markdown)."""
-    from rollout_ray.reference import render_reference
+    from rollout_ray.config.reference import render_reference
 
     print(render_reference(), end="")
 
@@ -284,7 +284,7 @@ def model_prepare(
     ] = "smollm2-135m-instruct",
 ) -> None:
     """Prepare the embedded model now (otherwise it happens on first use)."""
-    from rollout_ray.models import resolve_model
+    from rollout_ray.engines.embedded_model import resolve_model
 
     path = resolve_model(name, announce=console.print)
     print(path)

@@ -104,7 +104,7 @@ class ProgressCollector:
 
 def _cumulative(histogram: dict[str, int]) -> list[tuple[str, int]]:
     """Prometheus buckets (le=0, 0.1, ..., 1, +Inf) from aggregates' labelled bins."""
-    from rollout_ray.aggregates import HIST_LABELS
+    from rollout_ray.output.aggregates import HIST_LABELS
 
     buckets, running = [], 0
     for i, label in enumerate(HIST_LABELS[:-1]):

@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def smollm2() -> str:
-    from rollout_ray.models import resolve_model
+    from rollout_ray.engines.embedded_model import resolve_model
 
     return resolve_model("smollm2-135m-instruct")
 
@@ -38,7 +38,7 @@ def ray_session():
     """One local Ray for the whole session (run_job reuses an initialized Ray)."""
     import ray
 
-    from rollout_ray.placement import init_ray
+    from rollout_ray.run.placement import init_ray
 
     # More logical CPUs than cores, so that tests that hold a Serve app, an engine actor
     # and a verifier actor at once can all be scheduled on a 2-core machine.

@@ -44,7 +44,7 @@ def read_output(output: Path | str, kind: str = "data"):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rollout_ray.manifest import Layout, read_commits
+    from rollout_ray.output.manifest import Layout, read_commits
 
     column = "data_file" if kind == "data" else "failures_file"
     commits = read_commits(Layout(str(output)))

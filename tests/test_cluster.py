@@ -17,7 +17,7 @@ import yaml
 from helpers import read_output, wait_until, write_jsonl
 from ray_cluster import RAY, LocalCluster
 
-from rollout_ray.submit import submit_command
+from rollout_ray.run.submit import submit_command
 
 pytestmark = pytest.mark.slow
 

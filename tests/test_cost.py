@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rollout_ray.config import load_config
-from rollout_ray.cost import cost_of, job_gpus, project
+from rollout_ray.output.cost import cost_of, job_gpus, project
 
 
 def config(**cost):

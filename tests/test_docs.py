@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from rollout_ray.cli import app
-from rollout_ray.reference import render_reference
+from rollout_ray.config.reference import render_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rollout_ray import manifest, storage
+from rollout_ray import storage
 from rollout_ray.exports import EXPORTERS, eval_table, export, options, pass_at_k
-from rollout_ray.manifest import Layout
-from rollout_ray.schema import PLAN_SCHEMA, rollouts_table, sampling_record
+from rollout_ray.output import manifest
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.schema import PLAN_SCHEMA, rollouts_table, sampling_record
 
 # ---------------------------------------------------------------------------- fake outputs
 

@@ -19,7 +19,7 @@ from messy_rows import rollout_keys
 from rollout_ray import run_job
 from rollout_ray.config import load_config
 from rollout_ray.errors import ResumeRefused
-from rollout_ray.status import _verdict, job_status
+from rollout_ray.views.status import _verdict, job_status
 
 pytestmark = pytest.mark.slow
 
@@ -206,7 +206,7 @@ def test_an_input_that_changes_while_the_job_runs_stops_it_with_a_message(tmp_pa
 
 
 def test_force_new_config_after_an_input_file_is_deleted(ray_session, tmp_path):
-    from rollout_ray.plan import prepare_output
+    from rollout_ray.output.plan import prepare_output
 
     inbox = tmp_path / "inbox"
     write_jsonl(inbox / "a.jsonl", [{"prompt": f"a {i}"} for i in range(4)])

@@ -12,13 +12,14 @@ import pyarrow as pa
 import pytest
 from rich.console import Console
 
-from rollout_ray import manifest, storage
+from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
-from rollout_ray.html_report import write_html
-from rollout_ray.inspect_report import KEEP_CHARS, build_report
-from rollout_ray.inspect_view import render_report
-from rollout_ray.manifest import Layout
-from rollout_ray.schema import PLAN_SCHEMA, failures_table, rollouts_table
+from rollout_ray.output import manifest
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.schema import PLAN_SCHEMA, failures_table, rollouts_table
+from rollout_ray.views.inspect_html import write_html
+from rollout_ray.views.inspect_report import KEEP_CHARS, build_report
+from rollout_ray.views.inspect_terminal import render_report
 
 SCRIPT = "<script>alert(1)</script>"
 MARKUP = "[red]not markup[/red]"

@@ -13,7 +13,7 @@ import pytest
 from helpers import job_config, read_output, write_jsonl
 
 from rollout_ray import run_job
-from rollout_ray.schema import ROLLOUT_FIELDS
+from rollout_ray.output.schema import ROLLOUT_FIELDS
 
 pytestmark = pytest.mark.slow
 

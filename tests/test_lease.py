@@ -13,7 +13,7 @@ import pytest
 from helpers import write_jsonl
 
 from rollout_ray.errors import ResumeRefused
-from rollout_ray.lease import Lease, LeaseLost, owner
+from rollout_ray.output.lease import Lease, LeaseLost, owner
 
 
 def remote(name: str) -> dict:
@@ -88,7 +88,7 @@ def test_a_holder_that_finishes_while_we_watch_hands_the_lease_over(tmp_path):
 def test_a_refused_job_changes_nothing_in_the_output(ray_session, tmp_path):
     from rollout_ray import run_job
     from rollout_ray.config import load_config
-    from rollout_ray.manifest import Layout
+    from rollout_ray.output.manifest import Layout
 
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p {i}"} for i in range(4)])
     config = load_config(

@@ -19,7 +19,7 @@ from helpers import job_config, read_output, wait_until, write_jsonl
 
 from rollout_ray import load_config, run_job
 from rollout_ray.errors import RolloutRayError
-from rollout_ray.schema import ROLLOUT_FIELDS
+from rollout_ray.output.schema import ROLLOUT_FIELDS
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +229,7 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path, monkeyp
     from openai import OpenAI
     from ray import serve
 
-    from rollout_ray import serving
+    from rollout_ray.serve import deploy as serving
 
     serve.shutdown()  # another test's Serve proxy may listen on another port
     port = free_port()
@@ -346,7 +346,7 @@ def test_ray_serve_llm_app(ray_session, tiny_model, tmp_path):
     """`serve.server: ray-serve-llm` deploys Ray's own app, which jobs use the same way."""
     from ray import serve
 
-    from rollout_ray import serving
+    from rollout_ray.serve import deploy as serving
 
     serve.shutdown()
     port = free_port()

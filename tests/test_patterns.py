@@ -138,8 +138,8 @@ def test_every_config_example_runs_in_its_smallest_form(
     a real local HTTP endpoint where it calls an API, on a Serve app where it serves."""
     from fault_server import FaultServer
 
-    from rollout_ray import serving
-    from rollout_ray.pipeline import run_pilot
+    from rollout_ray.run.pipeline import run_pilot
+    from rollout_ray.serve import deploy as serving
 
     extra: list[str] = []
     if name == "continuous.yaml":

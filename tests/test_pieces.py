@@ -13,9 +13,9 @@ from rollout_ray import storage
 from rollout_ray.config import load_config
 from rollout_ray.engines import create_engine
 from rollout_ray.errors import InputChanged
-from rollout_ray.job_state import JobState
-from rollout_ray.manifest import Layout, read_commits, write_commits
-from rollout_ray.plan import build_plan, shards_table
+from rollout_ray.output.job_state import JobState
+from rollout_ray.output.manifest import Layout, read_commits, write_commits
+from rollout_ray.output.plan import build_plan, shards_table
 
 
 class LocalCoordinator:
@@ -64,7 +64,7 @@ def make_job(tmp_path, max_attempts=3, verifier=None):
 
 
 def run_pieces(config, layout, items, coordinator=None):
-    from rollout_ray.worker import PieceRunner
+    from rollout_ray.run.worker import PieceRunner
 
     coordinator = coordinator or LocalCoordinator(layout)
     runner = PieceRunner(config, create_engine(config), coordinator, layout)
@@ -104,7 +104,7 @@ def test_retryable_failures_come_back_as_retry_pieces(tmp_path):
 
 
 def test_no_retry_past_max_attempts_and_the_job_is_settled(tmp_path):
-    from rollout_ray.status import _verdict, job_status
+    from rollout_ray.views.status import _verdict, job_status
 
     config, layout, shards, _ = make_job(tmp_path, max_attempts=2, verifier="always_busy")
     storage.write_json_atomic(layout.job, {"config": config.model_dump(mode="json")})
@@ -165,10 +165,10 @@ def test_a_late_attempt_never_changes_a_committed_piece(tmp_path):
     """An attempt still running when another attempt at the same piece commits (a slow
     actor, a restarted coordinator) writes files of its own; its commit is refused; the
     committed files keep their bytes, and the run's end sweeps the late files."""
-    from rollout_ray.coordinator import Coordinator
-    from rollout_ray.lease import Lease, owner
-    from rollout_ray.piece_files import write_piece
-    from rollout_ray.worker import PieceRunner
+    from rollout_ray.output.lease import Lease, owner
+    from rollout_ray.output.piece_files import write_piece
+    from rollout_ray.run.coordinator import Coordinator
+    from rollout_ray.run.worker import PieceRunner
 
     config, layout, _, _ = make_job(tmp_path)
     holder = owner()

@@ -8,7 +8,7 @@ import pytest
 
 from rollout_ray.config import DatasetConfig
 from rollout_ray.errors import RowError
-from rollout_ray.prompts import build_prompt
+from rollout_ray.inputs.prompts import build_prompt
 
 DS = DatasetConfig(path="x.jsonl", system_prompt=None)
 

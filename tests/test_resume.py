@@ -22,8 +22,8 @@ from helpers import has_commits, job_config, kill_driver, read_output, wait_unti
 
 from rollout_ray import run_job, storage
 from rollout_ray.errors import ResumeRefused
-from rollout_ray.lease import Lease
-from rollout_ray.manifest import Layout, read_commits
+from rollout_ray.output.lease import Lease
+from rollout_ray.output.manifest import Layout, read_commits
 
 pytestmark = pytest.mark.slow
 
@@ -220,7 +220,7 @@ def test_coordinator_killed_mid_job(ray_session, tmp_path, tiny_model):
     manifest and the job finishes with the exact key set, nothing written twice."""
     import ray
 
-    from rollout_ray.pipeline import NAMESPACE, coordinator_name
+    from rollout_ray.run.pipeline import NAMESPACE, coordinator_name
 
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a song {i}"} for i in range(96)])
     output = tmp_path / "out"
@@ -324,7 +324,7 @@ def test_s3_output_schema_and_status(ray_session, tmp_path, tiny_model, s3_serve
         [{"name": "p", "path": "s3://rollouts/inputs/*.parquet"}],
     )
     run_job(config)
-    from rollout_ray.status import job_status
+    from rollout_ray.views.status import job_status
 
     report = job_status("s3://rollouts/jobs/parquet")
     assert report["complete"] and report["datasets"]["p"]["ok"] == 10

@@ -97,7 +97,7 @@ def test_training_files_from_real_rollouts(scored, tmp_path):
 
 def test_reverify_changes_rewards_without_generating(scored, tmp_path):
     from rollout_ray.config import ExactMatchVerifier
-    from rollout_ray.reverify import reverify
+    from rollout_ray.run.reverify import reverify
 
     output, _ = scored
     result = reverify(

@@ -10,9 +10,9 @@ import pytest
 
 from rollout_ray.config import DatasetConfig
 from rollout_ray.errors import ConfigError
-from rollout_ray.plan import WorkItem
-from rollout_ray.reading import read_shard
-from rollout_ray.sources import discover, plan_file
+from rollout_ray.inputs.reading import read_shard
+from rollout_ray.inputs.sources import discover, plan_file
+from rollout_ray.output.plan import WorkItem
 
 
 def rows_of(dataset: DatasetConfig, shard_size: int, limit=None):
@@ -107,7 +107,7 @@ def test_work_item_round_trips_through_json(tmp_path):
 @pytest.mark.parametrize("trailing_newline", [True, False])
 def test_a_grown_file_only_adds_shards(tmp_path, trailing_newline):
     from rollout_ray.config import load_config
-    from rollout_ray.plan import build_plan
+    from rollout_ray.output.plan import build_plan
 
     path = tmp_path / "grow.jsonl"
     lines = [json.dumps({"prompt": f"p{i}"}) for i in range(10)]

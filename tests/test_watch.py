@@ -18,7 +18,7 @@ from helpers import kill_driver, read_output, write_jsonl
 from tiny_model import build_tiny_model
 
 from rollout_ray import storage
-from rollout_ray.manifest import Layout, read_commits
+from rollout_ray.output.manifest import Layout, read_commits
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines.base import Engine, EngineDead, Generation, GenerationRequest
+from rollout_ray.engines.embedded_model import resolve_model
 from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.errors import RowError
-from rollout_ray.models import resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pyarrow as pa
 
-from rollout_ray import manifest, storage
+from rollout_ray import storage
 from rollout_ray.exports.sft import SCHEMA, _examples
 from rollout_ray.exports.writer import (
     ExportReport,
@@ -25,7 +25,8 @@ from rollout_ray.exports.writer import (
     rewards,
     shards,
 )
-from rollout_ray.manifest import Layout
+from rollout_ray.output import manifest
+from rollout_ray.output.manifest import Layout
 
 COLUMNS = ["dataset", "task_id", "rollout_index", "prompt_messages", "response_text", "reward"]
 

@@ -16,7 +16,7 @@ from rollout_ray.exports.writer import (
     rewards,
     shards,
 )
-from rollout_ray.schema import SAMPLING
+from rollout_ray.output.schema import SAMPLING
 
 #: Added to the std before dividing, as TRL's GRPOTrainer does.
 EPS = 1e-4

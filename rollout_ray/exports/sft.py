@@ -17,7 +17,7 @@ from rollout_ray.exports.writer import (
     rewards,
     shards,
 )
-from rollout_ray.schema import MESSAGE
+from rollout_ray.output.schema import MESSAGE
 
 #: Both TRL conversational layouts in one row: `messages` (language modeling) and
 #: `prompt` + `completion` (prompt-completion). TRL's SFTTrainer takes the

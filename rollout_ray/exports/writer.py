@@ -18,8 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from rollout_ray import results, storage
-from rollout_ray.schema import MESSAGE
+from rollout_ray import storage
+from rollout_ray.output import results
+from rollout_ray.output.schema import MESSAGE
 
 #: A chat conversation as an Arrow column type.
 MESSAGES = pa.list_(MESSAGE)

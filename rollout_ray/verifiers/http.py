@@ -16,7 +16,7 @@ from typing import Any
 
 from rollout_ray import secrets
 from rollout_ray.config import HttpVerifier
-from rollout_ray.schema import CORE_NAMES
+from rollout_ray.output.schema import CORE_NAMES
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
 
 #: A server asking us to wait longer than this is waited on for this long only.

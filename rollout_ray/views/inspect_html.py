@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from rollout_ray import storage
-from rollout_ray.inspect_report import Example, InspectReport
+from rollout_ray.views.inspect_report import Example, InspectReport
 
 #: Per-task rows in the page (lowest mean reward first); the plots cover every task.
 HTML_TASKS = 1000

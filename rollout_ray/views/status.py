@@ -14,11 +14,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from rollout_ray import manifest, storage
+from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
-from rollout_ray.job_state import JobState
-from rollout_ray.manifest import Layout
-from rollout_ray.sources import Shard
+from rollout_ray.inputs.sources import Shard
+from rollout_ray.output import manifest
+from rollout_ray.output.job_state import JobState
+from rollout_ray.output.manifest import Layout
 
 
 def job_status(output: str) -> dict[str, Any]:

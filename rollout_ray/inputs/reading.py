@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from rollout_ray import storage
 from rollout_ray.errors import InputChanged, RowError
-from rollout_ray.sources import Shard, SourceRow
+from rollout_ray.inputs.sources import Shard, SourceRow
 
 #: Python parses and pickles JSON recursively: at the default limit rows nested more
 #: than about 500 levels could not cross to a verifier actor. Processes that handle

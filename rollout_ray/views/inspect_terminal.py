@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from rollout_ray.inspect_report import Example, InspectReport
+from rollout_ray.views.inspect_report import Example, InspectReport
 
 #: Characters of a text shown in the terminal.
 SHOW_CHARS = 400

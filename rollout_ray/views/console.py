@@ -127,7 +127,7 @@ def print_summary(console: Console, result: Any) -> None:
         f"{_duration(result.wall_s)} wall"
     )
     if result.metrics.get("sweep"):
-        from rollout_ray.sweep import comparison_table
+        from rollout_ray.run.sweep import comparison_table
 
         console.print(comparison_table(result.metrics["sweep"]))
     if result.metrics.get("cost"):

@@ -13,16 +13,17 @@ import json
 import time
 from typing import Any
 
-from rollout_ray import manifest, storage
-from rollout_ray.aggregates import piece_stats
+from rollout_ray import storage
 from rollout_ray.config import JobConfig, VerifierConfig
 from rollout_ray.errors import RolloutRayError
-from rollout_ray.job_state import JobState
-from rollout_ray.manifest import Layout, now_utc
-from rollout_ray.results import committed_pieces
-from rollout_ray.schema import decode_rows, failures_table, record_from_row, rollouts_table
-from rollout_ray.sources import Shard
-from rollout_ray.verification import LocalVerification, verifier_record
+from rollout_ray.inputs.sources import Shard
+from rollout_ray.output import manifest
+from rollout_ray.output.aggregates import piece_stats
+from rollout_ray.output.job_state import JobState
+from rollout_ray.output.manifest import Layout, now_utc
+from rollout_ray.output.results import committed_pieces
+from rollout_ray.output.schema import decode_rows, failures_table, record_from_row, rollouts_table
+from rollout_ray.verifiers.remote import LocalVerification, verifier_record
 
 
 def reverify(

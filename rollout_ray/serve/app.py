@@ -32,7 +32,7 @@ from ray import serve
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines import EngineDead, Generation, GenerationRequest
 from rollout_ray.errors import RowError
-from rollout_ray.prompts import content_text
+from rollout_ray.inputs.prompts import content_text
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
-from rollout_ray.schema import to_json
+from rollout_ray.output.schema import to_json
 
 GYM_KEY = "responses_create_params"
 ROW_SAMPLING_KEY = "sampling"

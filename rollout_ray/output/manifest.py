@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 
 from rollout_ray import storage
-from rollout_ray.schema import COMMIT_SCHEMA, FAILURE_SCHEMA
-from rollout_ray.sources import Shard
+from rollout_ray.inputs.sources import Shard
+from rollout_ray.output.schema import COMMIT_SCHEMA, FAILURE_SCHEMA
 
 
 def _safe(text: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from rollout_ray.config import JobConfig, VerifierConfig
 from rollout_ray.errors import ConfigError, redact
-from rollout_ray.schema import to_json
+from rollout_ray.output.schema import to_json
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ class VerifierActor:
 
     def __init__(self, config_json: str, secret_env: dict[str, str] | None = None):
         from rollout_ray import secrets
+        from rollout_ray.inputs.reading import allow_deep_rows
         from rollout_ray.logs import quiet_libraries
-        from rollout_ray.reading import allow_deep_rows
 
         quiet_libraries()
         allow_deep_rows()

@@ -14,9 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from rollout_ray import manifest, storage
+from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
-from rollout_ray.manifest import Layout
+from rollout_ray.output import manifest
+from rollout_ray.output.manifest import Layout
 
 
 def committed_pieces(output: str) -> list[dict[str, Any]]:

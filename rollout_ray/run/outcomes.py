@@ -12,11 +12,11 @@ from typing import Any
 
 from rollout_ray.engines import Generation, GenerationRequest
 from rollout_ray.errors import redact
-from rollout_ray.manifest import now_utc
-from rollout_ray.plan import WorkItem
-from rollout_ray.prompts import Prompt
-from rollout_ray.schema import clean_text
-from rollout_ray.sources import SourceRow
+from rollout_ray.inputs.prompts import Prompt
+from rollout_ray.inputs.sources import SourceRow
+from rollout_ray.output.manifest import now_utc
+from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.schema import clean_text
 
 Key = tuple[int, int]  # (row_index, rollout_index)
 

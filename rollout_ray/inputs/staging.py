@@ -19,8 +19,8 @@ import logging
 
 from rollout_ray import storage
 from rollout_ray.errors import ConfigError
-from rollout_ray.reading import allow_deep_rows
-from rollout_ray.sources import InputFile
+from rollout_ray.inputs.reading import allow_deep_rows
+from rollout_ray.inputs.sources import InputFile
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rollout_ray import storage
-from rollout_ray.aggregates import piece_stats
 from rollout_ray.errors import StorageFailed
-from rollout_ray.manifest import Layout, now_utc
-from rollout_ray.outcomes import (
+from rollout_ray.inputs.sources import SourceRow
+from rollout_ray.output.aggregates import piece_stats
+from rollout_ray.output.manifest import Layout, now_utc
+from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.schema import ROLLOUT_FIELDS, failures_table, rollouts_table
+from rollout_ray.run.outcomes import (
     Key,
     RecordUnwritable,
     RolloutLost,
@@ -36,9 +39,6 @@ from rollout_ray.outcomes import (
     failure_record,
     generated_failure,
 )
-from rollout_ray.plan import WorkItem
-from rollout_ray.schema import ROLLOUT_FIELDS, failures_table, rollouts_table
-from rollout_ray.sources import SourceRow
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

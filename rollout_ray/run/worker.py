@@ -28,8 +28,14 @@ from typing import Any, Protocol
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig
 from rollout_ray.engines import Engine, EngineDead, GenerationRequest
 from rollout_ray.errors import JobFault, RowError, redact
-from rollout_ray.manifest import Layout
-from rollout_ray.outcomes import (
+from rollout_ray.inputs.prompts import build_prompt
+from rollout_ray.inputs.reading import allow_deep_rows, read_shard
+from rollout_ray.inputs.sources import SourceRow
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.piece_files import write_piece
+from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.schema import sampling_record
+from rollout_ray.run.outcomes import (
     EngineCrashed,
     Rollout,
     VerifierFailed,
@@ -39,13 +45,7 @@ from rollout_ray.outcomes import (
     row_failures,
     without_token_data,
 )
-from rollout_ray.piece_files import write_piece
-from rollout_ray.plan import WorkItem
-from rollout_ray.prompts import build_prompt
-from rollout_ray.reading import allow_deep_rows, read_shard
-from rollout_ray.schema import sampling_record
-from rollout_ray.sources import SourceRow
-from rollout_ray.verification import (
+from rollout_ray.verifiers.remote import (
     LocalVerification,
     RemoteVerification,
     dataset_verifiers,
@@ -402,9 +402,9 @@ class EngineWorker:
         import ray
 
         from rollout_ray import secrets
-        from rollout_ray.coordinator import RayCoordinatorClient
         from rollout_ray.engines import create_engine
         from rollout_ray.logs import quiet_libraries
+        from rollout_ray.run.coordinator import RayCoordinatorClient
 
         quiet_libraries()
         allow_deep_rows()

@@ -12,10 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rollout_ray import aggregates, manifest
-from rollout_ray.manifest import Layout
-from rollout_ray.plan import WorkItem, pending_work
-from rollout_ray.sources import Shard
+from rollout_ray.inputs.sources import Shard
+from rollout_ray.output import aggregates, manifest
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.plan import WorkItem, pending_work
 
 
 @dataclass

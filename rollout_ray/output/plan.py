@@ -20,12 +20,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from rollout_ray import __version__, manifest, staging, storage
+from rollout_ray import __version__, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.errors import ResumeRefused
-from rollout_ray.manifest import Layout
+from rollout_ray.inputs import staging
+from rollout_ray.inputs.sources import Shard, discover, plan_file, plan_uncovered
+from rollout_ray.output import manifest
+from rollout_ray.output.manifest import Layout
 from rollout_ray.secrets import redacted_config
-from rollout_ray.sources import Shard, discover, plan_file, plan_uncovered
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +249,7 @@ def file_record(dataset: str, file: Any) -> dict[str, Any]:
 
 
 def shards_table(shards: Iterable[Shard]) -> pa.Table:
-    from rollout_ray.schema import PLAN_SCHEMA
+    from rollout_ray.output.schema import PLAN_SCHEMA
 
     return pa.Table.from_pylist([s.to_dict() for s in shards], schema=PLAN_SCHEMA)
 

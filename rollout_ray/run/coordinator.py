@@ -14,14 +14,15 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from rollout_ray import manifest, secrets, storage
+from rollout_ray import secrets, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.errors import JobFault
-from rollout_ray.job_state import JobState
-from rollout_ray.lease import RENEW_EVERY_S, Lease, LeaseLost
-from rollout_ray.manifest import Layout
-from rollout_ray.plan import WorkItem
-from rollout_ray.sources import Shard
+from rollout_ray.inputs.sources import Shard
+from rollout_ray.output import manifest
+from rollout_ray.output.job_state import JobState
+from rollout_ray.output.lease import RENEW_EVERY_S, Lease, LeaseLost
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.plan import WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class Coordinator:
 
     async def _watch(self) -> None:
         """Plan new input files (and grown ones) as they appear, and queue their pieces."""
-        from rollout_ray.plan import extend_plan
+        from rollout_ray.output.plan import extend_plan
 
         while True:
             await asyncio.sleep(self.watch_s)

@@ -1,7 +1,7 @@
 """`rollout-ray serve`: one vLLM model on Ray Serve, shared by many jobs.
 
 It deploys an OpenAI-compatible app on the running cluster, rollout-ray's own
-(serve_app.py: the jobs' engine behind HTTP) or Ray's `ray.serve.llm`; jobs then use
+(serve/app.py: the jobs' engine behind HTTP) or Ray's `ray.serve.llm`; jobs then use
 the `openai` engine with the printed URL. Serving once and sharing means a sweep,
 several datasets or several jobs load the model once.
 """
@@ -90,12 +90,12 @@ def _loopback(host: str) -> bool:
 def _own_app(
     config: JobConfig, settings: ServeConfig, device: str, env: dict[str, str], key: str | None
 ):
-    """rollout-ray's app (serve_app.py): each replica hosts the jobs' own engine. The
+    """rollout-ray's app (serve/app.py): each replica hosts the jobs' own engine. The
     replicas get the key's SHA-256, never the key: deployment arguments are stored by
     Serve's controller."""
     import hashlib
 
-    from rollout_ray.serve_app import Limits, deployment
+    from rollout_ray.serve.app import Limits, deployment
 
     limits = Limits(
         hashlib.sha256(key.encode()).hexdigest() if key else None,
@@ -150,7 +150,7 @@ def _ray_serve_llm_app(config: JobConfig, settings: ServeConfig, device: str, en
     surface; on CPU it always runs vLLM's multiprocess executor."""
     from ray.serve.llm import LLMConfig, build_openai_app
 
-    from rollout_ray.models import resolve_model
+    from rollout_ray.engines.embedded_model import resolve_model
 
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": settings.tensor_parallel_size,

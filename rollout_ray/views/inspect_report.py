@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rollout_ray import results, storage
+from rollout_ray import storage
 from rollout_ray.exports.writer import check_datasets, group_by_task, rewards
-from rollout_ray.manifest import Layout
+from rollout_ray.output import results
+from rollout_ray.output.manifest import Layout
 
 #: Labels of the reward histogram: below 0, ten bins over [0, 1] (1 in the last), above 1.
 BINS = ["<0"] + [f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)] + [">1"]

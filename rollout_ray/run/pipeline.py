@@ -19,20 +19,20 @@ from typing import Any
 
 from rollout_ray import secrets, storage
 from rollout_ray.config import JobConfig
-from rollout_ray.cost import Projection, cost_of, project
 from rollout_ray.errors import EngineFailed, find_job_fault
-from rollout_ray.lease import Lease
-from rollout_ray.lease import owner as lease_owner
-from rollout_ray.manifest import Layout
-from rollout_ray.placement import (
+from rollout_ray.output.cost import Projection, cost_of, project
+from rollout_ray.output.lease import Lease
+from rollout_ray.output.lease import owner as lease_owner
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.plan import build_plan, fingerprint, prepare_output
+from rollout_ray.run.placement import (
     NAMESPACE,
     actor_options,
     init_ray,
     passthrough_env,
     resolve_device,
 )
-from rollout_ray.plan import build_plan, fingerprint, prepare_output
-from rollout_ray.verification import check_verifiers
+from rollout_ray.verifiers.remote import check_verifiers
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def start_coordinator(
 ):
     import ray
 
-    from rollout_ray.coordinator import Coordinator
+    from rollout_ray.run.coordinator import Coordinator
 
     name = coordinator_name(layout)
     actor = (
@@ -169,7 +169,7 @@ def stream_pieces(
     """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
     import ray
 
-    from rollout_ray.worker import EngineWorker
+    from rollout_ray.run.worker import EngineWorker
 
     engine = config.engine
     in_flight = shards_in_flight(config, device)
@@ -249,7 +249,7 @@ def run_job(
         local = init_ray()
         device = resolve_device(config)
         if local and config.engine.kind == "vllm":
-            from rollout_ray.models import resolve_model
+            from rollout_ray.engines.embedded_model import resolve_model
 
             resolve_model(config.model, announce=notify)
         name, coordinator = start_coordinator(layout, config, owner, watch_s, secret_env)
@@ -290,7 +290,7 @@ def run_job(
         if config.cost is not None:
             metrics["cost"] = cost_of(config, progress.get("datasets", {}), wall)
         if config.sweep and status == "finished":
-            from rollout_ray.sweep import comparison
+            from rollout_ray.run.sweep import comparison
 
             metrics["sweep"] = comparison(config, progress)
         storage.write_json_atomic(layout.metrics, metrics)

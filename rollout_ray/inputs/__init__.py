@@ -1,0 +1,1 @@
+"""Inputs: takes paths, gives rows; files found, cut into shards, staged, read, made prompts."""

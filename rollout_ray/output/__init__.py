@@ -1,0 +1,1 @@
+"""The output: record schemas, manifest, plan, lease, and the committed files read back."""

@@ -1,0 +1,1 @@
+"""One model on Ray Serve behind an OpenAI-compatible API, shared by many jobs."""

@@ -1,0 +1,1 @@
+"""What people see of an output: the console, status, inspect (terminal and HTML)."""
