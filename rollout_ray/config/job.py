@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rollout_ray.config.blocks import (
+    RESUME_FREE,
     CostConfig,
     EngineConfig,
     SamplingConfig,
@@ -112,7 +113,11 @@ class JobConfig(_Strict):
         default_factory=SamplingConfig, description="Job-wide sampling parameters."
     )
     datasets: list[DatasetConfig] = Field(..., min_length=1, description="Input datasets.")
-    output: str = Field(..., description="Output folder or URI (local, s3://, any fsspec URI).")
+    output: str = Field(
+        ...,
+        description="Output folder or URI (local, s3://, any fsspec URI).",
+        json_schema_extra=RESUME_FREE,
+    )
     shard_size: int | None = Field(
         None,
         ge=1,
@@ -124,26 +129,33 @@ class JobConfig(_Strict):
         0.5,
         ge=0,
         description="Logical CPUs Ray reserves for each engine actor's verifier actor.",
+        json_schema_extra=RESUME_FREE,
     )
     metrics: bool = Field(
         True,
         description="Export metrics: the driver's Prometheus endpoint (metrics_port), "
         "Ray's metrics API (the Ray dashboard) and vLLM's own engine metrics; false turns "
         "all three off.",
+        json_schema_extra=RESUME_FREE,
     )
     metrics_host: str = Field(
         "127.0.0.1",
         description="Interface the driver's Prometheus endpoint listens on; 0.0.0.0 opens "
         "it to the network (it shows job names, datasets and counts).",
+        json_schema_extra=RESUME_FREE,
     )
     metrics_port: int = Field(
         9464,
         ge=0,
         le=65535,
         description="Port of the driver's Prometheus endpoint (/metrics); 0 turns it off.",
+        json_schema_extra=RESUME_FREE,
     )
     max_attempts: int = Field(
-        3, ge=1, description="Tries per rollout for errors that may pass (timeouts, crashes)."
+        3,
+        ge=1,
+        description="Tries per rollout for errors that may pass (timeouts, crashes).",
+        json_schema_extra=RESUME_FREE,
     )
     sweep: dict[str, list[Any]] | None = Field(
         None,
@@ -156,13 +168,18 @@ class JobConfig(_Strict):
         description="Rollouts for the whole job, shared among datasets by their `weight`.",
     )
     serve: ServeConfig | None = Field(
-        None, description="A model to serve with `rollout-ray serve` (see Ray Serve)."
+        None,
+        description="A model to serve with `rollout-ray serve` (see Ray Serve).",
+        json_schema_extra=RESUME_FREE,
     )
-    cost: CostConfig | None = Field(None, description="Prices for cost figures.")
+    cost: CostConfig | None = Field(
+        None, description="Prices for cost figures.", json_schema_extra=RESUME_FREE
+    )
     cli_overrides: list[str] = Field(
         default_factory=list,
         description="Dotted overrides given on the command line; recorded so that a "
         "command-line sampling value beats a row's own.",
+        json_schema_extra=RESUME_FREE,
     )
 
     @model_validator(mode="before")

@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from rollout_ray.config import ENGINE_CONFIGS, DatasetConfig, JobConfig, VerifierConfig
+from rollout_ray.config import (
+    ENGINE_CONFIGS,
+    DatasetConfig,
+    JobConfig,
+    VerifierConfig,
+    free_on_resume,
+)
 
 #: Internal fields a user never writes (set by the tool itself).
 _INTERNAL = {"cli_overrides", "sweep_setting", "sweep_origin"}
@@ -44,7 +50,9 @@ def render_reference() -> str:
         "",
         "Generated from the code by `rollout-ray config-reference`; every key can also be",
         "set on the command line as a dotted override (`sampling.temperature=0.2`).",
-        "Unknown keys are errors.",
+        'Unknown keys are errors. "On resume": whether a resumed job may run with another',
+        "value (it changes how the job runs, not what it writes) or is refused until",
+        "`--force-new-config`.",
     ]
     for title, model, prefix in sections:
         lines += [
@@ -53,8 +61,8 @@ def render_reference() -> str:
             "",
             _first_line(model.__doc__),
             "",
-            "| key | type | default | meaning |",
-            "|---|---|---|---|",
+            "| key | type | default | on resume | meaning |",
+            "|---|---|---|---|---|",
         ]
         for name, field in model.model_fields.items():
             if name in _INTERNAL:
@@ -62,6 +70,7 @@ def render_reference() -> str:
             key = field.alias or name
             lines.append(
                 f"| `{prefix}{key}` | {_type(field.annotation)} | {_default(field)} | "
+                f"{'may change' if free_on_resume(field) else 'refused if changed'} | "
                 f"{(field.description or '').replace('|', '/')} |"
             )
     return "\n".join(lines) + "\n"

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel
 
 from rollout_ray import __version__, storage
-from rollout_ray.config import JobConfig
+from rollout_ray.config import JobConfig, free_on_resume
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.inputs import staging
 from rollout_ray.inputs.sources import Shard, discover, plan_file, plan_uncovered
@@ -30,42 +31,6 @@ from rollout_ray.output.manifest import Layout
 from rollout_ray.secrets import redacted_config
 
 log = logging.getLogger(__name__)
-
-#: Engine fields that change how fast a job runs, not what it writes. A job may be
-#: resumed with other values for these.
-RESOURCE_FIELDS = {
-    "concurrency",
-    "shards_in_flight",
-    "device",
-    "num_gpus",
-    "num_cpus",
-    "tensor_parallel_size",
-    "max_num_seqs",
-    "gpu_memory_utilization",
-    "cpu_kvcache_gib",
-    "cpu_threads",
-    "env",
-    "max_concurrent_requests",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "timeout_s",
-    "max_retries",
-    "latency_s",
-    "resources",
-    "watch_model",
-}
-#: Top-level fields that don't change what a job writes.
-_NON_SEMANTIC_TOP = {
-    "output",
-    "cli_overrides",
-    "max_attempts",
-    "verifier_cpus",
-    "serve",
-    "cost",
-    "metrics",
-    "metrics_port",
-    "metrics_host",
-}
 
 
 @dataclass
@@ -111,10 +76,25 @@ class WorkItem:
 def semantic_config(config: JobConfig) -> dict[str, Any]:
     """The parts of a config that decide what a job writes; secret values masked, so a
     changed API key never refuses a resume."""
-    data = redacted_config(config)
-    for key in _NON_SEMANTIC_TOP:
-        data.pop(key, None)
-    data["engine"] = {k: v for k, v in data["engine"].items() if k not in RESOURCE_FIELDS}
+    return _without_free_fields(config, redacted_config(config))
+
+
+def _without_free_fields(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (the model's dump) less the fields marked free on resume, at any depth."""
+    for name, info in type(model).model_fields.items():
+        key = name if name in data else info.alias
+        if key not in data:
+            continue
+        if free_on_resume(info):
+            del data[key]
+            continue
+        value, dumped = getattr(model, name), data[key]
+        if isinstance(value, BaseModel) and isinstance(dumped, dict):
+            _without_free_fields(value, dumped)
+        elif isinstance(value, list) and isinstance(dumped, list):
+            for item, item_data in zip(value, dumped, strict=False):
+                if isinstance(item, BaseModel) and isinstance(item_data, dict):
+                    _without_free_fields(item, item_data)
     return data
 
 
