@@ -11,7 +11,8 @@ import pytest
 from rollout_ray.config import DatasetConfig
 from rollout_ray.errors import ConfigError
 from rollout_ray.inputs.reading import read_shard
-from rollout_ray.inputs.sources import discover, plan_file
+from rollout_ray.inputs.shards import plan_file
+from rollout_ray.inputs.sources import discover
 from rollout_ray.output.plan import WorkItem
 
 

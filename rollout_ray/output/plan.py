@@ -25,7 +25,8 @@ from rollout_ray import __version__, storage
 from rollout_ray.config import JobConfig, free_on_resume
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.inputs import staging
-from rollout_ray.inputs.sources import Shard, discover, plan_file, plan_uncovered
+from rollout_ray.inputs.shards import plan_file, plan_uncovered
+from rollout_ray.inputs.sources import Shard, discover
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
 from rollout_ray.secrets import redacted_config

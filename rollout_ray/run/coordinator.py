@@ -23,6 +23,7 @@ from rollout_ray.output.job_state import JobState
 from rollout_ray.output.lease import RENEW_EVERY_S, Lease, LeaseLost
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import WorkItem
+from rollout_ray.run import ray_facts
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Coordinator:
         self.piece_nodes: dict[str, str] = {}
         self.actor_starts: Counter[str] = Counter()
         self.engine_stats: dict[str, dict[str, float]] = {}
-        self.ray_metrics = _ray_metrics(job_name) if self.config.metrics else None
+        self.ray_metrics = ray_facts.ray_metrics(job_name) if self.config.metrics else None
         self.partials: dict[str, tuple[int, int]] = {}
         self.run_todo = 0
         self.run_done = 0
@@ -85,7 +86,7 @@ class Coordinator:
         self._ticker: asyncio.Task | None = None
         # Ray restarted this actor (its process or node died): take the run up again
         # from the manifest, as the driver's start_run would have.
-        self.restarted = _reconstructed()
+        self.restarted = ray_facts.reconstructed()
         self._resume_on_first_call = self.restarted
 
     # ------------------------------------------------------------ driver calls
@@ -178,7 +179,7 @@ class Coordinator:
                 "engine_starts": sum(self.actor_starts.values()),
                 "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
                 "manifest_s": round(self.manifest_s, 3),
-                "coordinator_peak_rss_mb": round(_peak_rss_mb(), 1),
+                "coordinator_peak_rss_mb": round(ray_facts.peak_rss_mb(), 1),
             },
             "datasets": self.state.totals(),
         }
@@ -211,7 +212,7 @@ class Coordinator:
             return {"committed": {"piece_id": piece_id, "duplicate": True}}
         previous = self.piece_nodes.get(piece_id)
         running = self.running_rows.pop(piece_id, None)
-        if previous is not None and previous != node and not _node_alive(previous):
+        if previous is not None and previous != node and not ray_facts.node_alive(previous):
             self.preempted[piece_id] += 1
         else:
             self.tries[piece_id] += 1
@@ -370,90 +371,3 @@ class Coordinator:
         commits = manifest.read_commits(self.layout)
         manifest.compact_commits(self.layout, commits)
         manifest.sweep_orphans(self.layout, manifest.committed_files(commits))
-
-
-def _reconstructed() -> bool:
-    import warnings
-
-    try:
-        import ray
-
-        with warnings.catch_warnings():  # Ray's own property uses a deprecated one
-            warnings.simplefilter("ignore")
-            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:  # not inside a Ray actor
-        return False
-
-
-def _node_alive(node: str) -> bool:
-    """Whether a Ray node is alive (asked only when a piece is started again)."""
-    try:
-        import ray
-
-        return any(n["NodeID"] == node and n["Alive"] for n in ray.nodes())
-    except Exception:  # no cluster view: treat as alive, so the try is counted
-        return True
-
-
-def _ray_metrics(job: str):
-    """Ray's metrics API inside a Ray actor (the dashboard's view); None elsewhere."""
-    try:
-        import ray
-
-        if not ray.is_initialized():
-            return None
-        from rollout_ray.metrics import RayMetrics
-
-        return RayMetrics(job)
-    except Exception as exc:  # metrics must never stop a job
-        log.warning("Ray metrics unavailable: %s", exc)
-        return None
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class RayCoordinatorClient:
-    """The worker's view of the coordinator actor, with retries across its restarts."""
-
-    def __init__(self, handle: Any):
-        self.handle = handle
-
-    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
-        return await self._call("begin", piece_id, node)
-
-    async def running(self, piece_id: str, row_index: int | None) -> None:
-        await self._call("running", piece_id, row_index)
-
-    async def commit(
-        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
-    ) -> None:
-        await self._call("commit", record, engine_stats)
-
-    def report(
-        self,
-        partials: dict[str, tuple[int, int]],
-        actor: str = "",
-        engine_stats: dict[str, float] | None = None,
-    ) -> None:
-        self.handle.report.remote(partials, actor, engine_stats)
-
-    def register_actor(self, actor: str) -> None:
-        self.handle.register_actor.remote(actor)
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        import ray
-
-        delay = 0.5
-        for attempt in range(8):
-            try:
-                return await getattr(self.handle, method).remote(*args)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                if attempt == 7:
-                    raise JobFault(f"the job's coordinator can't be reached: {exc}") from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-        raise AssertionError("unreachable")

@@ -169,7 +169,7 @@ def stream_pieces(
     """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
     import ray
 
-    from rollout_ray.run.worker import EngineWorker
+    from rollout_ray.run.engine_actor import EngineWorker
 
     engine = config.engine
     in_flight = shards_in_flight(config, device)

@@ -1,7 +1,8 @@
 """One piece of work inside an engine actor: read rows, generate, verify, write, commit.
 
-`PieceRunner` is plain asyncio and is tested without Ray; `EngineWorker` is the thin
-Ray Data callable class around it (one per actor, one engine each). Every rollout of a
+`PieceRunner` is plain asyncio and is tested without Ray; `EngineWorker`
+(engine_actor.py) is the thin Ray Data callable class around it (one per actor, one
+engine each). Every rollout of a
 piece is submitted at once and several pieces run per actor, so the engine always has
 work queued across a piece's long tail.
 
@@ -18,23 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig
 from rollout_ray.engines import Engine, EngineDead, GenerationRequest
 from rollout_ray.errors import JobFault, RowError, redact
 from rollout_ray.inputs.prompts import build_prompt
-from rollout_ray.inputs.reading import allow_deep_rows, read_shard
+from rollout_ray.inputs.reading import read_shard
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.piece_files import write_piece
 from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import sampling_record
+from rollout_ray.run.coordinator_client import CoordinatorClient
 from rollout_ray.run.outcomes import (
     EngineCrashed,
     Rollout,
@@ -57,22 +58,6 @@ Verification = LocalVerification | RemoteVerification
 log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 1.0
-
-
-class CoordinatorClient(Protocol):
-    """What a piece needs from the coordinator (the Ray actor, or a local stand-in)."""
-
-    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]: ...
-    async def running(self, piece_id: str, row_index: int | None) -> None: ...
-    async def commit(
-        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
-    ) -> None: ...
-    def report(
-        self,
-        partials: dict[str, tuple[int, int]],
-        actor: str = "",
-        engine_stats: dict[str, float] | None = None,
-    ) -> None: ...
 
 
 class PieceRunner:
@@ -386,50 +371,3 @@ class PieceRunner:
                 self.coordinator.report(partials, self.actor_id, self.engine.stats())
             except Exception as exc:  # progress is best effort
                 log.debug("progress report failed: %s", exc)
-
-
-class EngineWorker:
-    """The Ray Data callable class: one engine per actor, one piece per call."""
-
-    def __init__(
-        self,
-        config_json: str,
-        coordinator_name: str,
-        namespace: str,
-        device: str,
-        secret_env: dict[str, str] | None = None,
-    ):
-        import ray
-
-        from rollout_ray import secrets
-        from rollout_ray.engines import create_engine
-        from rollout_ray.logs import quiet_libraries
-        from rollout_ray.run.coordinator import RayCoordinatorClient
-
-        quiet_libraries()
-        allow_deep_rows()
-        secret_env = secret_env or {}
-        secrets.apply(secret_env)  # the API key, the cloud credentials: set, and masked
-        config = JobConfig.model_validate_json(config_json)
-        secrets.register(*secrets.config_values(config))
-        engine = create_engine(config, device)
-        client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
-        verification = RemoteVerification(config, config.verifier_cpus, secret_env)
-        self.runner = PieceRunner(
-            config, engine, client, Layout(config.output), secrets.known(), verification
-        )
-        context = ray.get_runtime_context()
-        self.runner.actor_id = context.get_actor_id() or ""
-        self.runner.node_id = context.get_node_id() or ""
-        client.register_actor(self.runner.actor_id)
-
-    async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        item = WorkItem.from_json(str(batch["item"][0]))
-        try:
-            record = await self.runner.run(item)
-        except EngineDead as exc:
-            # Nothing more will succeed here: exit so that Ray replaces this actor and
-            # retries its pieces elsewhere.
-            log.error("engine died (%s); restarting the actor", exc)
-            os._exit(1)
-        return {"commit": [json.dumps(record, default=str)]}

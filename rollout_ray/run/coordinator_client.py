@@ -1,0 +1,68 @@
+"""The worker's view of the job's coordinator: what a piece needs from it, and the
+client that reaches the coordinator actor across its restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from rollout_ray.errors import JobFault
+
+
+class CoordinatorClient(Protocol):
+    """What a piece needs from the coordinator (the Ray actor, or a local stand-in)."""
+
+    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]: ...
+    async def running(self, piece_id: str, row_index: int | None) -> None: ...
+    async def commit(
+        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
+    ) -> None: ...
+    def report(
+        self,
+        partials: dict[str, tuple[int, int]],
+        actor: str = "",
+        engine_stats: dict[str, float] | None = None,
+    ) -> None: ...
+
+
+class RayCoordinatorClient:
+    """The worker's view of the coordinator actor, with retries across its restarts."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
+        return await self._call("begin", piece_id, node)
+
+    async def running(self, piece_id: str, row_index: int | None) -> None:
+        await self._call("running", piece_id, row_index)
+
+    async def commit(
+        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
+    ) -> None:
+        await self._call("commit", record, engine_stats)
+
+    def report(
+        self,
+        partials: dict[str, tuple[int, int]],
+        actor: str = "",
+        engine_stats: dict[str, float] | None = None,
+    ) -> None:
+        self.handle.report.remote(partials, actor, engine_stats)
+
+    def register_actor(self, actor: str) -> None:
+        self.handle.register_actor.remote(actor)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        import ray
+
+        delay = 0.5
+        for attempt in range(8):
+            try:
+                return await getattr(self.handle, method).remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if attempt == 7:
+                    raise JobFault(f"the job's coordinator can't be reached: {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        raise AssertionError("unreachable")
