@@ -182,7 +182,8 @@ def verify(
 
 @app.command()
 def export(
-    kind: Annotated[str, typer.Argument(help="sft, dpo, rl, eval or mix.")],
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="sft, dpo, rl, eval or mix (see export-kinds).")],
     output: Annotated[str, typer.Argument(help="A job's output.")],
     dest: Annotated[str, typer.Argument(help="File to write: .jsonl or .parquet (.json: eval).")],
     weights: Annotated[
@@ -195,22 +196,61 @@ def export(
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
     scale: Annotated[str, typer.Option(help="rl: advantage scaling, group or none.")] = "group",
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Any option of the kind as key=value (a YAML value), e.g. -o ks=[1,4,8].",
+        ),
+    ] = None,
 ) -> None:
     """Turn committed rollouts into a training file, a weighted mix, or scores (eval)."""
     from rollout_ray.exports import export as run_export
     from rollout_ray.views.console import print_export
 
-    options = {
-        "sft": {"threshold": threshold, "best_of_n": best_of_n},
-        "dpo": {"min_gap": min_gap},
-        "rl": {"scale": scale},
-        "eval": {},
-        "mix": {"weights": _weights(weights), "total": total, "threshold": threshold, "seed": seed},
+    flags = {
+        "weights": _weights(weights),
+        "total": total,
+        "seed": seed,
+        "threshold": threshold,
+        "best_of_n": best_of_n,
+        "min_gap": min_gap,
+        "scale": scale,
     }
-    if kind not in options:
-        raise RolloutRayError(f"unknown export {kind!r}; choose one of: {', '.join(options)}")
-    report = run_export(kind, output, dest, datasets=dataset, **options[kind])
+    given = {
+        name: value
+        for name, value in flags.items()
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+    given.update(_key_values(option or []))
+    try:  # the kind's own signature says which options it takes (exports.EXPORTERS)
+        report = run_export(kind, output, dest, datasets=dataset, **given)
+    except ValueError as exc:
+        raise RolloutRayError(str(exc)) from None
     print_export(Console(), report)
+
+
+@app.command("export-kinds")
+def export_kinds() -> None:
+    """List the export kinds and the options each takes, with their defaults."""
+    from rollout_ray.exports import EXPORTERS, options
+
+    for kind in EXPORTERS:
+        taken = ", ".join(f"{k}={v!r}" for k, v in options(kind).items())
+        typer.echo(f"{kind}: {taken}")
+
+
+def _key_values(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise RolloutRayError(f"--option must look like key=value; got {pair!r}")
+        values[key.strip().replace("-", "_")] = yaml.safe_load(text)
+    return values
 
 
 def _weights(text: str | None) -> dict[str, float] | None:

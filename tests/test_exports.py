@@ -512,3 +512,39 @@ def test_eval_edge_cases_per_dataset(tmp_path):
     assert unscored["metrics"]["pass@1"]["tasks_excluded"] == 1
     only = export("eval", out, str(tmp_path / "e.json"), datasets=["unscored"]).extra
     assert list(only["datasets"]) == ["unscored"] and only["datasets"]["unscored"]["ks"] == []
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_takes_each_kinds_options_from_the_registry(tmp_path):
+    from typer.testing import CliRunner
+
+    from rollout_ray.cli import app
+
+    output = fake_output(tmp_path, group("t0", [0.0, 1.0, 0.5]) + group("t1", [1.0, 1.0]))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["export-kinds"])
+    assert listed.exit_code == 0
+    for kind in EXPORTERS:  # every kind, with every option its function takes
+        line = next(x for x in listed.output.splitlines() if x.startswith(f"{kind}:"))
+        assert all(f"{name}=" in line for name in options(kind))
+    # A flag reaches the kind that takes it ...
+    done = runner.invoke(
+        app, ["export", "sft", output, str(tmp_path / "a.jsonl"), "--threshold", "1"]
+    )
+    assert done.exit_code == 0, done.output
+    assert len(read(tmp_path / "a.jsonl")) == 3  # the three rollouts with reward 1
+    # ... an option without a flag goes by -o key=value ...
+    done = runner.invoke(
+        app, ["export", "eval", output, str(tmp_path / "e.json"), "-o", "ks=[1,2]"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "pass@2" in (tmp_path / "e.json").read_text()
+    # ... and a flag the kind does not take is refused by name, not silently dropped.
+    done = runner.invoke(
+        app, ["export", "dpo", output, str(tmp_path / "d.jsonl"), "--threshold", "1"]
+    )
+    refused = str(done.exception)  # main() prints it as one line (see test_cli)
+    assert done.exit_code != 0 and "threshold" in refused and "min_gap" in refused
+    assert not (tmp_path / "d.jsonl").exists()

@@ -1,22 +1,28 @@
 """The job configuration: validated pydantic models, YAML loading and dotted overrides.
 
-A config is data only; nothing here touches Ray, engines or storage. Every field is
+A config is data: importing it touches no Ray, engine or storage (an engine block's
+methods import its engine only when called, see engines.py). Every field is
 documented once, in its `Field(description=...)`, and `rollout-ray config-reference`
 renders those descriptions, so the README and the code cannot drift apart.
 """
 
 from rollout_ray.config.blocks import (
-    ENGINE_CONFIGS,
     JOB_SAMPLING_DEFAULTS,
     RESUME_FREE,
     CostConfig,
-    EngineConfig,
-    OpenAIEngineConfig,
     SamplingConfig,
     ServeConfig,
+    free_on_resume,
+)
+from rollout_ray.config.engines import (
+    ENGINE_CONFIGS,
+    EngineBlock,
+    EngineConfig,
+    OpenAIEngineConfig,
     SimulatedEngineConfig,
     VLLMEngineConfig,
-    free_on_resume,
+    load_engine_plugins,
+    register_engine,
 )
 from rollout_ray.config.job import (
     DEFAULT_MODEL,
@@ -52,6 +58,7 @@ __all__ = [
     "SHARD_ROLLOUTS",
     "CostConfig",
     "DatasetConfig",
+    "EngineBlock",
     "EngineConfig",
     "ExactMatchVerifier",
     "HttpVerifier",
@@ -74,5 +81,8 @@ __all__ = [
     "parse_override",
     "parse_verifier",
     "quickstart_dict",
+    "register_engine",
     "sweep_label",
 ]
+
+load_engine_plugins()

@@ -13,12 +13,11 @@ from pydantic import Field, field_validator, model_validator
 from rollout_ray.config.blocks import (
     RESUME_FREE,
     CostConfig,
-    EngineConfig,
     SamplingConfig,
     ServeConfig,
-    VLLMEngineConfig,
     _Strict,
 )
+from rollout_ray.config.engines import EngineConfig, VLLMEngineConfig
 from rollout_ray.config.verifiers import VerifierConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

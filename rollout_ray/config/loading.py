@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rollout_ray.config.blocks import ENGINE_CONFIGS
+from rollout_ray.config.engines import ENGINE_CONFIGS
 from rollout_ray.config.job import JobConfig, quickstart_dict
 from rollout_ray.config.verifiers import VerifierConfig
 from rollout_ray.errors import ConfigError
@@ -103,10 +103,14 @@ def load_config(
 
 #: Fields holding a discriminated union, and each member by its `kind` tag.
 _UNION_FIELDS = {"engine", "verifier"}
-_TAGGED: dict[str, type[BaseModel]] = {
-    **ENGINE_CONFIGS,
-    **{m.model_fields["kind"].default: m for m in VerifierConfig.__origin__.__args__},
-}
+
+
+def _tagged() -> dict[str, type[BaseModel]]:
+    """Each member of those unions by its `kind` (engine kinds may be registered later)."""
+    return {
+        **ENGINE_CONFIGS,
+        **{m.model_fields["kind"].default: m for m in VerifierConfig.__origin__.__args__},
+    }
 
 
 def format_validation_error(exc: ValidationError, origin: str) -> str:
@@ -117,7 +121,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
         loc = [
             str(p)
             for i, p in enumerate(error["loc"])
-            if not (i and error["loc"][i - 1] in _UNION_FIELDS and p in _TAGGED)
+            if not (i and error["loc"][i - 1] in _UNION_FIELDS and p in _tagged())
         ]
         key = ".".join(loc) or "(top level)"
         if error["type"] == "extra_forbidden":
@@ -141,7 +145,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             return []
         field = model.model_fields.get(part)
         # A discriminated union puts its tag in the location: engine.vllm.<key>
-        model = _model_of(field.annotation) if field else _TAGGED.get(part)
+        model = _model_of(field.annotation) if field else _tagged().get(part)
     return sorted(model.model_fields) if model is not None else []
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
@@ -17,6 +17,10 @@ STARTUP_ALLOWANCE_S = 120.0
 
 
 class _Timed(_Strict):
+    #: "module:Class" of the Verifier that judges with this block, imported when built.
+    #: A new kind: its block (with this) and one line in VerifierConfig below.
+    implementation: ClassVar[str] = ""
+
     timeout_s: float = Field(
         30.0,
         gt=0,
@@ -40,6 +44,8 @@ class ExactMatchVerifier(_VerifierBase):
     """Reward 1 when the (extracted) response equals the reference after normalising
     case, whitespace and surrounding punctuation."""
 
+    implementation: ClassVar[str] = "rollout_ray.verifiers.builtin:ExactMatch"
+
     kind: Literal["exact_match"] = Field("exact_match", description="Selects this block.")
     extract: Literal["full", "last_line", "boxed", "answer_colon"] = Field(
         "full",
@@ -53,6 +59,8 @@ class MCQAVerifier(_VerifierBase):
     """Multiple choice, graded as NeMo Gym's MCQA environment does: the choice letter
     (e.g. inside the last \\boxed{}) against `answer_field`."""
 
+    implementation: ClassVar[str] = "rollout_ray.verifiers.builtin:MCQA"
+
     kind: Literal["mcqa"] = Field("mcqa", description="Selects this block.")
     options_field: str = Field(
         "options", description="Row field with the options: [{'A': text}, ...] or {'A': text}."
@@ -64,6 +72,8 @@ class MCQAVerifier(_VerifierBase):
 
 class MathVerifier(_VerifierBase):
     """Answer equivalence through the math-verify library (e.g. 1/2 == 0.5 == \\frac12)."""
+
+    implementation: ClassVar[str] = "rollout_ray.verifiers.math:MathVerify"
 
     kind: Literal["math"] = Field("math", description="Selects this block.")
     timeout_s: float = Field(10.0, gt=0, description="Give up on one answer after this long.")
@@ -77,6 +87,8 @@ class RegexVerifier(_Timed):
     """Reward 1 when `pattern` is found in the response; with `answer_field`, when its
     first group equals that field."""
 
+    implementation: ClassVar[str] = "rollout_ray.verifiers.builtin:RegexSearch"
+
     kind: Literal["regex"] = Field("regex", description="Selects this block.")
     pattern: str = Field(..., description="Python regular expression.")
     answer_field: str | None = Field(None, description="Compare the first group to this field.")
@@ -86,6 +98,8 @@ class RegexVerifier(_Timed):
 class JsonSchemaVerifier(_Timed):
     """Reward 1 when the response parses as JSON (a ```json fence is allowed) and
     validates against the schema."""
+
+    implementation: ClassVar[str] = "rollout_ray.verifiers.builtin:JsonSchemaValidate"
 
     kind: Literal["json_schema"] = Field("json_schema", description="Selects this block.")
     json_schema: dict[str, Any] | None = Field(
@@ -97,6 +111,8 @@ class JsonSchemaVerifier(_Timed):
 
 class PythonVerifier(_Timed):
     """Any function named by import path, `module:function(record) -> float | dict`."""
+
+    implementation: ClassVar[str] = "rollout_ray.verifiers.python_fn:PythonFunction"
 
     kind: Literal["python"] = Field("python", description="Selects this block.")
     timeout_s: float = Field(
@@ -111,6 +127,8 @@ class PythonVerifier(_Timed):
 
 class HttpVerifier(_Timed):
     """POST to a verifier service in NeMo Gym's /verify shape; reply `reward` + fields."""
+
+    implementation: ClassVar[str] = "rollout_ray.verifiers.http:HttpVerify"
 
     kind: Literal["http"] = Field("http", description="Selects this block.")
     url: str = Field(..., description="The /verify endpoint.")

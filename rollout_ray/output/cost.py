@@ -17,11 +17,7 @@ def job_gpus(config: JobConfig) -> float:
     """GPUs the job holds while it runs."""
     if config.cost and config.cost.gpus is not None:
         return config.cost.gpus
-    engine = config.engine
-    if engine.kind != "vllm" or engine.device == "cpu":
-        return 0.0
-    per_actor = engine.num_gpus if engine.num_gpus is not None else engine.tensor_parallel_size
-    return float(per_actor * engine.concurrency)
+    return config.engine.gpus_per_actor() * config.engine.concurrency
 
 
 def cost_of(config: JobConfig, datasets: dict[str, dict[str, Any]], wall_s: float) -> dict:

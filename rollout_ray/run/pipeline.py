@@ -101,11 +101,7 @@ def shards_in_flight(config: JobConfig, device: str) -> int:
     engine = config.engine
     if engine.shards_in_flight:
         return engine.shards_in_flight
-    batch = (
-        getattr(engine, "max_num_seqs", None)
-        or getattr(engine, "max_concurrent_requests", None)
-        or (512 if device == "cuda" else 256)
-    )
+    batch = engine.batch_size() or (512 if device == "cuda" else 256)
     per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
     return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
 
@@ -229,11 +225,7 @@ def run_job(
 
     notify = on_message or log.info
     secret_env = secrets.prepare(config)
-    if config.engine.kind == "openai":  # before anything starts, not in each actor
-        from rollout_ray.engines.openai_engine import refuse_insecure_key
-
-        key = secret_env.get(config.engine.api_key_env or "")
-        refuse_insecure_key(config.engine, (key,) if key else ())
+    config.engine.check(config, secret_env)  # before anything starts, not in each actor
     secrets.install_log_filter()
     check_verifiers(config)
     started = time.monotonic()
@@ -248,10 +240,7 @@ def run_job(
         plan_s = time.monotonic() - started
         local = init_ray()
         device = resolve_device(config)
-        if local and config.engine.kind == "vllm":
-            from rollout_ray.engines.embedded_model import resolve_model
-
-            resolve_model(config.model, announce=notify)
+        config.engine.prepare(config, local, notify)
         name, coordinator = start_coordinator(layout, config, owner, watch_s, secret_env)
         pending = ray.get(coordinator.start_run.remote())
         if resumed:

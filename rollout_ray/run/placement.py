@@ -67,10 +67,7 @@ class _DropAbortNotice(logging.Filter):
 def resolve_device(config: JobConfig) -> str:
     import ray
 
-    device = getattr(config.engine, "device", "cpu")
-    if device == "auto":
-        device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-    return device
+    return config.engine.resolve_device(ray.cluster_resources().get("GPU", 0))
 
 
 def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
@@ -90,22 +87,10 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": engine.num_cpus}
     if engine.resources:
         options["resources"] = dict(engine.resources)
-    if engine.kind == "vllm":
-        from rollout_ray.engines.vllm_engine import cpu_environment, in_process_core
-
-        if device == "cpu":
-            cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-            env.update(cpu_environment(engine, min(cores, os.cpu_count() or cores)))
-            options["num_gpus"] = 0
-        elif engine.tensor_parallel_size == 1:
-            options["num_gpus"] = engine.num_gpus if engine.num_gpus is not None else 1
-        else:
-            # vLLM's Ray backend places the TP workers itself, inside a placement
-            # group that this actor owns (as ray.data.llm does).
-            options["num_gpus"] = 0
-            options["ray_remote_args_fn"] = _tp_placement(engine.tensor_parallel_size)
-        if in_process_core(engine, device):
-            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # or LLMEngine starts a process
+    cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    own_options, own_env = engine.placement(device, min(cores, os.cpu_count() or cores))
+    options.update(own_options)
+    env.update(own_env)
     env.update({k: v for k, v in engine.env.items() if not SECRET_NAME.search(k)})
     options["runtime_env"] = {"env_vars": env}
     return options
@@ -126,18 +111,3 @@ def passthrough_env() -> dict[str, str]:
         "VLLM_CACHE_ROOT",
     )
     return {n: os.environ[n] for n in names if n in os.environ}
-
-
-def _tp_placement(tp: int):
-    def remote_args() -> dict[str, Any]:
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        group = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
-        return {
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                group, placement_group_capture_child_tasks=True
-            )
-        }
-
-    return remote_args

@@ -297,7 +297,7 @@ class PieceRunner:
         wait until no other piece generates, and keep new ones out until `_leave`."""
         if self._gate is None:
             self._gate = asyncio.Condition()
-        watch = getattr(self.config.engine, "watch_model", False)
+        watch = self.config.engine.reloads_model()
         async with self._gate:
             while self._reloading or self._alone:
                 await self._gate.wait()

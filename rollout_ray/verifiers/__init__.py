@@ -1,8 +1,11 @@
-"""Verifiers: build one from its config and judge many rollouts with bounded concurrency."""
+"""Verifiers: build one from its config block (whose `implementation` names the class,
+imported only then, so heavy libraries load on first use) and judge many rollouts with
+bounded concurrency."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,25 +17,6 @@ from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
 __all__ = ["Verdict", "Verifier", "VerifierError", "build_verifier", "verify_all"]
 
 
-def _registry() -> dict[type[BaseModel], type[Verifier]]:
-    """Config class -> implementation. The implementations import their heavy libraries
-    (math_verify, jsonschema, httpx) only when first used, so building is cheap."""
-    from rollout_ray.verifiers.builtin import MCQA, ExactMatch, JsonSchemaValidate, RegexSearch
-    from rollout_ray.verifiers.http import HttpVerify
-    from rollout_ray.verifiers.math import MathVerify
-    from rollout_ray.verifiers.python_fn import PythonFunction
-
-    return {
-        cfg.ExactMatchVerifier: ExactMatch,
-        cfg.MCQAVerifier: MCQA,
-        cfg.MathVerifier: MathVerify,
-        cfg.RegexVerifier: RegexSearch,
-        cfg.JsonSchemaVerifier: JsonSchemaValidate,
-        cfg.PythonVerifier: PythonFunction,
-        cfg.HttpVerifier: HttpVerify,
-    }
-
-
 def build_verifier(config: BaseModel | dict[str, Any]) -> Verifier:
     """The verifier for one config block (a model from `rollout_ray.config` or its dict).
 
@@ -42,10 +26,11 @@ def build_verifier(config: BaseModel | dict[str, Any]) -> Verifier:
     """
     if isinstance(config, dict):
         config = TypeAdapter(cfg.VerifierConfig).validate_python(config)
-    implementation = _registry().get(type(config))
-    if implementation is None:
+    path = getattr(config, "implementation", "")
+    if not path:
         raise TypeError(f"not a verifier config: {type(config).__name__}")
-    return implementation(config)
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(config)
 
 
 async def verify_all(
