@@ -14,7 +14,7 @@ from rollout_ray import load_config, run_job
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_sweep_shares_the_engine_and_compares_settings(ray_session, tiny_model, tmp_path):

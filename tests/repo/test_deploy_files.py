@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = REPO / "cluster"
 DEPLOY_DIR = REPO / "deploy"
 CLUSTER_FILES = sorted(CLUSTER_DIR.glob("*.yaml"))

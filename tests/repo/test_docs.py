@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rollout_ray.cli import app
 from rollout_ray.config.reference import render_reference
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_reference_is_up_to_date():
@@ -56,7 +56,7 @@ def test_no_assertion_measures_time():
         r"\btime\.(time|monotonic|perf_counter)\(|\b(elapsed|duration|took)\b|\.times\["
     )
     offenders = []
-    for path in sorted((ROOT / "tests").glob("*.py")):
+    for path in sorted((ROOT / "tests").rglob("*.py")):
         statement = ""
         for number, line in enumerate(path.read_text().splitlines(), 1):
             stripped = line.strip()
@@ -67,6 +67,6 @@ def test_no_assertion_measures_time():
             else:
                 statement = ""
             if statement and timed.search(statement):
-                offenders.append(f"{path.name}:{number}: {stripped}")
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
                 statement = ""
     assert not offenders, "timed assertions:\n" + "\n".join(offenders)
