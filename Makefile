@@ -27,6 +27,7 @@ quickstart: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:randomly
 
 # The fast part of the suite (no engine, no Ray) five times, each in a new random order
@@ -37,6 +38,7 @@ flake: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

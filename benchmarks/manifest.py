@@ -80,6 +80,7 @@ def fabricate_progress(output: str, done_share: float) -> int:
     from rollout_ray import storage
     from rollout_ray.inputs.sources import Shard
     from rollout_ray.output.manifest import Layout, now_utc, write_commits
+    from rollout_ray.output.schema import Commit
 
     layout = Layout(output)
     shards = [Shard.from_dict(r) for r in storage.read_parquet(layout.plan).to_pylist()]
@@ -89,24 +90,26 @@ def fabricate_progress(output: str, done_share: float) -> int:
         n = shard.num_rows * shard.num_repeats
         data, _ = layout.piece_files(shard, 0, "bench")
         records.append(
-            {
-                "piece_id": f"{shard.shard_id}#r0",
-                "shard_id": shard.shard_id,
-                "dataset": shard.dataset,
-                "round": 0,
-                "data_file": data,
-                "failures_file": None,
-                "n_expected": n,
-                "n_ok": n,
-                "n_failed": 0,
-                "n_retryable": 0,
-                "prompt_tokens": 40 * n,
-                "output_tokens": 16 * n,
-                "reward_sum": 0.0,
-                "reward_count": 0,
-                "seconds": 1.0,
-                "committed_at": now_utc(),
-            }
+            Commit(
+                **{
+                    "piece_id": f"{shard.shard_id}#r0",
+                    "shard_id": shard.shard_id,
+                    "dataset": shard.dataset,
+                    "round": 0,
+                    "data_file": data,
+                    "failures_file": None,
+                    "n_expected": n,
+                    "n_ok": n,
+                    "n_failed": 0,
+                    "n_retryable": 0,
+                    "prompt_tokens": 40 * n,
+                    "output_tokens": 16 * n,
+                    "reward_sum": 0.0,
+                    "reward_count": 0,
+                    "seconds": 1.0,
+                    "committed_at": now_utc(),
+                }
+            )
         )
     # As many commit files as a long job leaves behind before compaction.
     for i in range(0, len(records), 500):

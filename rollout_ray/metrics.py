@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rollout_ray.output.schema import Commit
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +145,14 @@ class RayMetrics:
         self.eta = Gauge("rollout_ray_eta_seconds", "ETA of this run.", ("job",))
         self.in_flight = Gauge("rollout_ray_in_flight_requests", "Requests in engines.", ("job",))
 
-    def on_commit(self, record: dict[str, Any]) -> None:
-        tags = {"job": self.job, "dataset": record["dataset"]}
-        if record["n_ok"]:
-            self.rollouts.inc(record["n_ok"], {**tags, "status": "ok"})
-        if record["n_failed"]:
-            self.rollouts.inc(record["n_failed"], {**tags, "status": "failed"})
-        if record["output_tokens"]:
-            self.tokens.inc(record["output_tokens"], tags)
+    def on_commit(self, record: Commit) -> None:
+        tags = {"job": self.job, "dataset": record.dataset}
+        if record.n_ok:
+            self.rollouts.inc(record.n_ok, {**tags, "status": "ok"})
+        if record.n_failed:
+            self.rollouts.inc(record.n_failed, {**tags, "status": "failed"})
+        if record.output_tokens:
+            self.tokens.inc(record.output_tokens, tags)
 
     def on_progress(self, run: dict[str, Any]) -> None:
         tags = {"job": self.job}

@@ -46,9 +46,8 @@ def read_output(output: Path | str, kind: str = "data"):
 
     from rollout_ray.output.manifest import Layout, read_commits
 
-    column = "data_file" if kind == "data" else "failures_file"
     commits = read_commits(Layout(str(output)))
-    files = sorted({c[column] for c in commits if c[column]})
+    files = sorted({c.file(kind) for c in commits if c.file(kind)})
     if not files:
         return []
     tables = [pq.read_table(f) for f in files]

@@ -336,7 +336,7 @@ class OpenAIEngineConfig(EngineBlock):
         refuse_insecure_key(self, (key,) if key else ())
 
 
-def _tp_placement(tp: int):
+def _tp_placement(tp: int) -> Callable[[], dict[str, Any]]:
     def remote_args() -> dict[str, Any]:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -364,7 +364,10 @@ def engine_union() -> Any:
     return Annotated[Union[tuple(ENGINE_CONFIGS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
-EngineConfig = engine_union()
+if TYPE_CHECKING:  # for type checkers, any registered block; for pydantic, the union
+    EngineConfig = EngineBlock
+else:
+    EngineConfig = engine_union()
 
 
 def register_engine(block: type[EngineBlock]) -> type[EngineBlock]:
@@ -380,7 +383,7 @@ def register_engine(block: type[EngineBlock]) -> type[EngineBlock]:
     field = JobConfig.model_fields["engine"]
     JobConfig.model_fields["engine"] = FieldInfo.from_annotated_attribute(
         engine_union(),
-        Field(default_factory=field.default_factory, description=field.description),
+        Field(default_factory=VLLMEngineConfig, description=field.description),
     )
     JobConfig.model_rebuild(force=True)
     return block

@@ -237,8 +237,8 @@ class JobConfig(_Strict):
             weights = sum(d.weight or 0 for d in self.datasets)
             share = self.total_rollouts * dataset.weight / weights
             limits.append(math.ceil(share / dataset.num_repeats))
-        limits = [n for n in limits if n is not None]
-        return min(limits) if limits else None
+        known = [n for n in limits if n is not None]
+        return min(known) if known else None
 
     def shard_rows(self, dataset: DatasetConfig) -> int:
         """Rows per shard for `dataset`: shard_size, or about SHARD_ROLLOUTS rollouts."""

@@ -3,6 +3,7 @@ key and what it allows."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,14 @@ def load_config(
 _UNION_FIELDS = {"engine", "verifier"}
 
 
+_VERIFIER_UNION = typing.get_args(VerifierConfig)[0]
+
+
 def _tagged() -> dict[str, type[BaseModel]]:
     """Each member of those unions by its `kind` (engine kinds may be registered later)."""
     return {
         **ENGINE_CONFIGS,
-        **{m.model_fields["kind"].default: m for m in VerifierConfig.__origin__.__args__},
+        **{m.model_fields["kind"].default: m for m in typing.get_args(_VERIFIER_UNION)},
     }
 
 

@@ -132,7 +132,7 @@ def _weights(
         weights = {d["name"]: d.get("weight") or 1.0 for d in job["config"]["datasets"]}
         if datasets:
             weights = {k: v for k, v in weights.items() if k in datasets}
-    known = {piece["dataset"] for piece in manifest.read_commits(Layout(output))}
+    known = {piece.dataset for piece in manifest.read_commits(Layout(output))}
     unknown = sorted(set(weights) - known)
     if unknown:
         raise ValueError(f"no committed rollouts for dataset(s) {', '.join(unknown)}")

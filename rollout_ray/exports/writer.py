@@ -79,7 +79,7 @@ def check_datasets(output: str, datasets: list[str] | None) -> list[str] | None:
             f"datasets must be a non-empty list of dataset names (or None for all), "
             f"got {datasets!r}"
         )
-    known = {piece["dataset"] for piece in results.committed_pieces(output)}
+    known = {piece.dataset for piece in results.committed_pieces(output)}
     unknown = sorted(set(datasets) - known)
     if unknown:
         raise ValueError(

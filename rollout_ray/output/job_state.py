@@ -16,6 +16,7 @@ from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import aggregates, manifest
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import WorkItem, pending_work
+from rollout_ray.output.schema import Commit
 
 
 @dataclass
@@ -47,7 +48,7 @@ class JobState:
         self,
         layout: Layout,
         shards: list[Shard],
-        commits: list[dict[str, Any]],
+        commits: list[Commit],
         max_attempts: int = 3,
     ):
         self.layout = layout
@@ -57,9 +58,9 @@ class JobState:
         self.datasets: dict[str, DatasetCounts] = {}
         for shard in shards:
             self.add_shard(shard)
-        self.latest: dict[str, dict[str, Any]] = {}
+        self.latest: dict[str, Commit] = {}
         self.committed: set[str] = set()
-        for record in sorted(commits, key=lambda r: r["round"]):
+        for record in sorted(commits, key=lambda r: r.round):
             self.apply(record)
 
     def add_shard(self, shard: Shard) -> None:
@@ -71,37 +72,37 @@ class JobState:
         counts.expected += shard.num_rows * shard.num_repeats
         counts.shards_total += 1
 
-    def apply(self, record: dict[str, Any]) -> bool:
+    def apply(self, record: Commit) -> bool:
         """Count a commit record; False if that piece was already counted."""
-        if record["piece_id"] in self.committed:
+        if record.piece_id in self.committed:
             return False
-        self.committed.add(record["piece_id"])
-        counts = self.datasets.setdefault(record["dataset"], DatasetCounts())
-        previous = self.latest.get(record["shard_id"])
-        if previous is not None and record["round"] > previous["round"]:
+        self.committed.add(record.piece_id)
+        counts = self.datasets.setdefault(record.dataset, DatasetCounts())
+        previous = self.latest.get(record.shard_id)
+        if previous is not None and record.round > previous.round:
             # A retry piece redoes exactly the previous round's retryable rollouts.
-            counts.failed -= previous["n_retryable"]
+            counts.failed -= previous.n_retryable
         if previous is None:
             counts.shards_done += 1
-        if previous is None or record["round"] >= previous["round"]:
+        if previous is None or record.round >= previous.round:
             if previous is not None:
                 self._count_retryable(counts, previous, -1)
-            self.latest[record["shard_id"]] = _slim(record)
+            self.latest[record.shard_id] = record
             self._count_retryable(counts, record, +1)
-        counts.ok += record["n_ok"]
-        counts.failed += record["n_failed"]
-        counts.prompt_tokens += record["prompt_tokens"] or 0
-        counts.output_tokens += record["output_tokens"] or 0
-        counts.reward_sum += record["reward_sum"] or 0.0
-        counts.reward_count += record["reward_count"] or 0
-        if record.get("stats"):
-            aggregates.merge(counts.stats, json.loads(record["stats"]))
+        counts.ok += record.n_ok
+        counts.failed += record.n_failed
+        counts.prompt_tokens += record.prompt_tokens
+        counts.output_tokens += record.output_tokens
+        counts.reward_sum += record.reward_sum
+        counts.reward_count += record.reward_count
+        if record.stats:
+            aggregates.merge(counts.stats, json.loads(record.stats))
         return True
 
-    def _count_retryable(self, counts: DatasetCounts, latest: dict[str, Any], sign: int) -> None:
+    def _count_retryable(self, counts: DatasetCounts, latest: Commit, sign: int) -> None:
         """A shard's latest round's retryable failures: waiting for a retry, or not."""
-        n = latest["n_retryable"] or 0
-        waiting = latest["round"] + 1 < self.max_attempts and latest["shard_id"] not in self.retired
+        n = latest.n_retryable
+        waiting = latest.round + 1 < self.max_attempts and latest.shard_id not in self.retired
         if waiting:
             counts.retryable += sign * n
         else:
@@ -123,17 +124,3 @@ class JobState:
             row["stats"] = aggregates.summarize(counts.stats)
             totals[name] = row
         return totals
-
-
-def _slim(record: dict[str, Any]) -> dict[str, Any]:
-    keep = (
-        "piece_id",
-        "shard_id",
-        "round",
-        "n_retryable",
-        "n_expected",
-        "n_ok",
-        "n_failed",
-        "failures_file",
-    )
-    return {k: record[k] for k in keep}

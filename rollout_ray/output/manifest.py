@@ -22,13 +22,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import pyarrow as pa
 
 from rollout_ray import storage
 from rollout_ray.inputs.sources import Shard
-from rollout_ray.output.schema import COMMIT_SCHEMA, FAILURE_SCHEMA
+from rollout_ray.output.schema import FAILURE_SCHEMA, Commit, commits_from_table, commits_table
 
 
 def _safe(text: str) -> str:
@@ -107,19 +106,19 @@ def sweep_orphans(layout: Layout, committed: set[str]) -> int:
     return removed
 
 
-def committed_files(records: list[dict[str, Any]]) -> set[str]:
-    return {f for r in records for f in (r.get("data_file"), r.get("failures_file")) if f}
+def committed_files(records: list[Commit]) -> set[str]:
+    return {f for r in records for f in r.files}
 
 
-def write_commits(layout: Layout, records: list[dict[str, Any]]) -> str:
+def write_commits(layout: Layout, records: list[Commit]) -> str:
     """Write commit records as one new file; returns its URI."""
     name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
     uri = storage.join(layout.commits, name)
-    storage.write_parquet_atomic(uri, pa.Table.from_pylist(records, schema=COMMIT_SCHEMA))
+    storage.write_parquet_atomic(uri, commits_table(records))
     return uri
 
 
-def read_commits(layout: Layout) -> list[dict[str, Any]]:
+def read_commits(layout: Layout) -> list[Commit]:
     """Every commit record, deduplicated by piece (a retried commit repeats its record).
 
     A file may vanish between listing and reading when another process compacts the
@@ -135,14 +134,14 @@ def read_commits(layout: Layout) -> list[dict[str, Any]]:
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, Commit] = {}
     for table in tables:
-        for record in table.to_pylist():
-            records[record["piece_id"]] = record
+        for record in commits_from_table(table):
+            records[record.piece_id] = record
     return list(records.values())
 
 
-def compact_commits(layout: Layout, records: list[dict[str, Any]]) -> None:
+def compact_commits(layout: Layout, records: list[Commit]) -> None:
     """Fold many small commit files into one, so resuming stays one read away.
 
     The compacted file is written before the small ones are removed; a crash in

@@ -30,7 +30,7 @@ from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.aggregates import piece_stats
 from rollout_ray.output.manifest import Layout, now_utc
 from rollout_ray.output.plan import WorkItem
-from rollout_ray.output.schema import ROLLOUT_FIELDS, failures_table, rollouts_table
+from rollout_ray.output.schema import ROLLOUT_FIELDS, Commit, failures_table, rollouts_table
 from rollout_ray.run.outcomes import (
     Key,
     RecordUnwritable,
@@ -152,7 +152,7 @@ def write_piece(
     actor: str = "",
     node: str = "",
     secrets: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> Commit:
     """Write a piece's files durably and return its commit record.
 
     Raises:
@@ -182,24 +182,24 @@ def write_piece(
             f"can't write the output at {layout.output}: {type(exc).__name__}: {exc}"
         ) from None
     rewards = [r["reward"] for r in ok if r.get("reward") is not None]
-    return {
-        "piece_id": item.piece_id,
-        "shard_id": item.shard.shard_id,
-        "dataset": item.shard.dataset,
-        "round": item.round,
-        "data_file": data_uri if data is not None else None,
-        "failures_file": failures_uri if failed is not None else None,
-        "n_expected": len(expected),
-        "n_ok": counts.ok,
-        "n_failed": counts.failed,
-        "n_retryable": counts.retryable,
-        "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
-        "output_tokens": sum(r["output_tokens"] or 0 for r in ok),
-        "reward_sum": float(sum(rewards)),
-        "reward_count": len(rewards),
-        "seconds": seconds,
-        "stats": json.dumps(piece_stats(ok)),
-        "actor": actor,
-        "node": node,
-        "committed_at": now_utc(),
-    }
+    return Commit(
+        piece_id=item.piece_id,
+        shard_id=item.shard.shard_id,
+        dataset=item.shard.dataset,
+        round=item.round,
+        data_file=data_uri if data is not None else None,
+        failures_file=failures_uri if failed is not None else None,
+        n_expected=len(expected),
+        n_ok=counts.ok,
+        n_failed=counts.failed,
+        n_retryable=counts.retryable,
+        prompt_tokens=sum(r["prompt_tokens"] or 0 for r in ok),
+        output_tokens=sum(r["output_tokens"] or 0 for r in ok),
+        reward_sum=float(sum(rewards)),
+        reward_count=len(rewards),
+        seconds=seconds,
+        stats=json.dumps(piece_stats(ok)),
+        actor=actor,
+        node=node,
+        committed_at=now_utc(),
+    )

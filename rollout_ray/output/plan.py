@@ -29,6 +29,7 @@ from rollout_ray.inputs.shards import plan_file, plan_uncovered
 from rollout_ray.inputs.sources import Shard, discover
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
+from rollout_ray.output.schema import Commit
 from rollout_ray.secrets import redacted_config
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ def shards_table(shards: Iterable[Shard]) -> pa.Table:
 
 def pending_work(
     shards: Iterable[Shard],
-    latest: dict[str, dict[str, Any]],
+    latest: dict[str, Commit],
     max_attempts: int,
     retryable_keys: Callable[[str], list[tuple[int, int]]],
 ) -> list[WorkItem]:
@@ -256,10 +257,10 @@ def pending_work(
         last = latest.get(shard.shard_id)
         if last is None:
             items.append(WorkItem(shard))
-        elif last["n_retryable"] and last["round"] + 1 < max_attempts:
-            keys = retryable_keys(last["failures_file"])
+        elif last.n_retryable and last.failures_file and last.round + 1 < max_attempts:
+            keys = retryable_keys(last.failures_file)
             if keys:
-                items.append(WorkItem(shard, last["round"] + 1, sorted(keys)))
+                items.append(WorkItem(shard, last.round + 1, sorted(keys)))
     return items
 
 
@@ -301,7 +302,7 @@ def prepare_output(
         if refused:
             log.warning("planning %s again (--force-new-config)", config.output)
         previous = [Shard.from_dict(r) for r in storage.read_parquet(layout.plan).to_pylist()]
-        committed = {r["shard_id"] for r in manifest.read_commits(layout)}
+        committed = {r.shard_id for r in manifest.read_commits(layout)}
         _write_plan(layout, config, previous, committed, replan_changed=force_new_config)
     return layout, True
 

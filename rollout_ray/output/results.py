@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 import pyarrow as pa
 
@@ -18,9 +17,10 @@ from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
+from rollout_ray.output.schema import Commit
 
 
-def committed_pieces(output: str) -> list[dict[str, Any]]:
+def committed_pieces(output: str) -> list[Commit]:
     """The commit records of a job's output, in a stable order.
 
     Raises:
@@ -29,7 +29,7 @@ def committed_pieces(output: str) -> list[dict[str, Any]]:
     layout = Layout(output)
     if not storage.exists(layout.job):
         raise RolloutRayError(f"no rollout-ray job at {output} (no _manifest/job.json)")
-    return sorted(manifest.read_commits(layout), key=lambda r: (r["shard_id"], r["round"]))
+    return sorted(manifest.read_commits(layout), key=lambda r: (r.shard_id, r.round))
 
 
 def dataset_names(output: str) -> list[str]:
@@ -48,11 +48,11 @@ def iter_shards(
     shard holding all of that shard's rounds."""
     by_shard: dict[str, list[str]] = defaultdict(list)
     for piece in committed_pieces(output):
-        if datasets and piece["dataset"] not in datasets:
+        if datasets and piece.dataset not in datasets:
             continue
-        uri = piece["data_file" if kind == "data" else "failures_file"]
+        uri = piece.file(kind)
         if uri:
-            by_shard[piece["shard_id"]].append(uri)
+            by_shard[piece.shard_id].append(uri)
     for _, uris in sorted(by_shard.items()):
         tables = [storage.read_parquet(uri, columns=columns) for uri in uris]
         yield concat(tables)

@@ -8,7 +8,9 @@ reads records through it. Field names follow NeMo Gym's where one exists
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, TypedDict
 
 import pyarrow as pa
 
@@ -137,6 +139,135 @@ COMMIT_SCHEMA = pa.schema(
     ]
 )
 
+
+@dataclass(slots=True)
+class Commit:
+    """One piece's commit record: the files it wrote and what they hold. A row of
+    COMMIT_SCHEMA; every module that writes or reads commits uses this type.
+
+    Counts cover the piece's expected rollouts: n_ok + n_failed == n_expected, and
+    n_retryable of the failures may pass on another try (a retry piece redoes them).
+    """
+
+    piece_id: str
+    shard_id: str
+    dataset: str
+    round: int
+    data_file: str | None = None
+    failures_file: str | None = None
+    n_expected: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    n_retryable: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    reward_sum: float = 0.0
+    reward_count: int = 0
+    seconds: float = 0.0
+    stats: str | None = None
+    actor: str = ""
+    node: str = ""
+    committed_at: datetime | str | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files this commit covers."""
+        return tuple(f for f in (self.data_file, self.failures_file) if f)
+
+    def file(self, kind: str) -> str | None:
+        """The piece's rollouts file (kind "data") or failures file ("failures")."""
+        return self.data_file if kind == "data" else self.failures_file
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Commit:
+        """From a stored row or its JSON; counts missing in older files read as 0."""
+        values: dict[str, Any] = {name: row.get(name) for name in _COMMIT_NAMES}
+        for name in _COMMIT_COUNTS:
+            values[name] = values[name] or 0
+        values["actor"] = values["actor"] or ""
+        values["node"] = values["node"] or ""
+        return cls(**values)
+
+
+_COMMIT_NAMES = tuple(f.name for f in fields(Commit))
+_COMMIT_COUNTS = tuple(
+    n
+    for n in _COMMIT_NAMES
+    if n.startswith("n_") or n.startswith(("prompt_", "output_", "reward_", "seconds"))
+)
+if tuple(COMMIT_SCHEMA.names) != _COMMIT_NAMES:
+    raise RuntimeError("Commit and COMMIT_SCHEMA disagree")
+
+
+def commits_table(commits: list[Commit]) -> pa.Table:
+    return pa.Table.from_pylist([c.to_row() for c in commits], schema=COMMIT_SCHEMA)
+
+
+def commits_from_table(table: pa.Table) -> list[Commit]:
+    return [Commit.from_row(row) for row in table.to_pylist()]
+
+
+class FailureRecord(TypedDict):
+    """A row of FAILURE_SCHEMA: a failed rollout (rollout_index >= 0) or a whole
+    unusable row (-1), with the stage it failed at and why."""
+
+    dataset: str
+    task_id: str | None
+    rollout_index: int
+    source_file: str | None
+    row_index: int | None
+    stage: str
+    error_class: str
+    error: str
+    attempt: int
+    terminal: bool
+    raw_row: str | None
+    response_text: str | None
+    created_at: datetime
+
+
+if tuple(FailureRecord.__annotations__) != tuple(FAILURE_SCHEMA.names):
+    raise RuntimeError("FailureRecord and FAILURE_SCHEMA disagree")
+
+
+def failure_row(
+    *,
+    dataset: str,
+    task_id: str | None,
+    rollout_index: int,
+    source_file: str | None,
+    row_index: int | None,
+    stage: str,
+    error_class: str,
+    error: str,
+    attempt: int,
+    terminal: bool,
+    raw_row: str | None = None,
+    response_text: str | None = None,
+) -> FailureRecord:
+    """The one way a failure record is made (the message is kept to 10,000 characters)."""
+    from datetime import timezone
+
+    return FailureRecord(
+        dataset=dataset,
+        task_id=task_id,
+        rollout_index=rollout_index,
+        source_file=source_file,
+        row_index=row_index,
+        stage=stage,
+        error_class=error_class,
+        error=error[:10_000],
+        attempt=attempt,
+        terminal=terminal,
+        raw_row=raw_row,
+        response_text=response_text,
+        created_at=datetime.now(timezone.utc),
+    )
+
+
 INPUT_PREFIX = "input."
 CARRIED_JSON = "carried_json"
 
@@ -192,10 +323,11 @@ def carried_columns(
                 continue
             # Rows come from our parsers, whose text is valid UTF-8: no clean_text.
             values[i] = json.dumps(value, ensure_ascii=False, default=str)
-            if encoded[i] is None:
+            names_here = encoded[i]
+            if names_here is None:
                 encoded[i] = [stored]
             else:
-                encoded[i].append(stored)
+                names_here.append(stored)
         columns[stored] = pa.array(values, pa.string())
     return columns, encoded
 
@@ -218,7 +350,7 @@ def clean_text(text: str) -> str:
 def decode_rows(table: pa.Table) -> list[dict[str, Any]]:
     """A written table's rows as dicts, carried JSON-text fields decoded to the row's
     own values (files of any run may be concatenated first)."""
-    rows = table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()
     for row in rows:
         for name in row.get(CARRIED_JSON) or ():
             if row.get(name) is not None:

@@ -23,6 +23,7 @@ from rollout_ray.output.job_state import JobState
 from rollout_ray.output.lease import RENEW_EVERY_S, Lease, LeaseLost
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.schema import Commit
 from rollout_ray.run import ray_facts
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class Coordinator:
         """
         if piece_id in self.state.committed:
             self.outstanding.discard(piece_id)
-            return {"committed": {"piece_id": piece_id, "duplicate": True}}
+            return {"committed": True}
         previous = self.piece_nodes.get(piece_id)
         running = self.running_rows.pop(piece_id, None)
         if previous is not None and previous != node and not ray_facts.node_alive(previous):
@@ -249,14 +250,12 @@ class Coordinator:
         """Called when an engine actor starts; a second call is a restart."""
         self.actor_starts[actor] += 1
 
-    async def commit(
-        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
-    ) -> None:
+    async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         """Acknowledge a piece once its commit record is durable. The engine's counters
         come along, so the final progress has them whatever the report timing."""
         if engine_stats is not None:
-            self.engine_stats[record.get("actor") or ""] = engine_stats
-        if record["piece_id"] in self.state.committed:
+            self.engine_stats[record.actor] = engine_stats
+        if record.piece_id in self.state.committed:
             return
         if self.closed:  # an attempt outliving its run: its piece is redone next run
             raise JobFault("the run has ended; this piece is redone on resume")
@@ -287,30 +286,30 @@ class Coordinator:
                 continue
             for record, future in batch:
                 if self.state.apply(record):
-                    self.run_done += record["n_expected"]
-                    self.run_tokens += record["output_tokens"] or 0
+                    self.run_done += record.n_expected
+                    self.run_tokens += record.output_tokens
                     if self.ray_metrics is not None:
                         self.ray_metrics.on_commit(record)
                     await self._queue_retry(record)
-                self.partials.pop(record["piece_id"], None)
-                self.outstanding.discard(record["piece_id"])
+                self.partials.pop(record.piece_id, None)
+                self.outstanding.discard(record.piece_id)
                 future.set_result(None)
 
-    async def _queue_retry(self, record: dict[str, Any]) -> None:
+    async def _queue_retry(self, record: Commit) -> None:
         """A committed piece's retryable rollouts, queued again in this run while
         attempts are left (after the pieces already queued)."""
-        if not record["n_retryable"] or record["round"] + 1 >= self.max_attempts:
+        if not record.n_retryable or record.round + 1 >= self.max_attempts:
             return
-        shard = self.shards.get(record["shard_id"])
-        if shard is None or shard.retired or not record["failures_file"]:
+        shard = self.shards.get(record.shard_id)
+        if shard is None or shard.retired or not record.failures_file:
             return
         try:
-            keys = await asyncio.to_thread(manifest.retryable_keys, record["failures_file"])
+            keys = await asyncio.to_thread(manifest.retryable_keys, record.failures_file)
         except Exception as exc:  # the next run retries it (plan minus commits)
-            log.warning("can't queue the retry of %s: %s", record["piece_id"], exc)
+            log.warning("can't queue the retry of %s: %s", record.piece_id, exc)
             return
         if keys:
-            item = WorkItem(shard, record["round"] + 1, sorted(keys))
+            item = WorkItem(shard, record.round + 1, sorted(keys))
             self.queue.append(item)
             self.run_todo += item.num_rollouts
 

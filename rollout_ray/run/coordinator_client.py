@@ -7,6 +7,7 @@ import asyncio
 from typing import Any, Protocol
 
 from rollout_ray.errors import JobFault
+from rollout_ray.output.schema import Commit
 
 
 class CoordinatorClient(Protocol):
@@ -15,7 +16,7 @@ class CoordinatorClient(Protocol):
     async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]: ...
     async def running(self, piece_id: str, row_index: int | None) -> None: ...
     async def commit(
-        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
+        self, record: Commit, engine_stats: dict[str, float] | None = None
     ) -> None: ...
     def report(
         self,
@@ -37,9 +38,7 @@ class RayCoordinatorClient:
     async def running(self, piece_id: str, row_index: int | None) -> None:
         await self._call("running", piece_id, row_index)
 
-    async def commit(
-        self, record: dict[str, Any], engine_stats: dict[str, float] | None = None
-    ) -> None:
+    async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         await self._call("commit", record, engine_stats)
 
     def report(

@@ -64,4 +64,6 @@ class EngineWorker:
             # retries its pieces elsewhere.
             log.error("engine died (%s); restarting the actor", exc)
             os._exit(1)
-        return {"commit": [json.dumps(record, default=str)]}
+        # An empty commit: the piece had landed already (a retried Ray Data task).
+        row = record.to_row() if record is not None else {}
+        return {"commit": [json.dumps(row, default=str)]}

@@ -16,7 +16,7 @@ from rollout_ray.inputs.prompts import Prompt
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import now_utc
 from rollout_ray.output.plan import WorkItem
-from rollout_ray.output.schema import clean_text
+from rollout_ray.output.schema import FailureRecord, clean_text, failure_row
 
 Key = tuple[int, int]  # (row_index, rollout_index)
 
@@ -89,25 +89,24 @@ def failure_record(
     exc: BaseException,
     terminal: bool,
     secrets: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> FailureRecord:
     shard = item.shard
     where = "line" if shard.format == "jsonl" else "row"
     reason = str(exc) or type(exc).__name__
     message = redact(f"{shard.file_key} {where} {row.row_index + 1}: {reason}", secrets)
-    return {
-        "dataset": shard.dataset,
-        "task_id": shard.task_id(row.row_index),
-        "rollout_index": rollout_index,
-        "source_file": shard.source,
-        "row_index": row.row_index,
-        "stage": stage,
-        "error_class": type(exc).__name__,
-        "error": message[:10_000],
-        "attempt": item.round + 1,
-        "terminal": terminal,
-        "raw_row": redact(row.raw, secrets)[:2000] if row.raw else None,
-        "created_at": now_utc(),
-    }
+    return failure_row(
+        dataset=shard.dataset,
+        task_id=shard.task_id(row.row_index),
+        rollout_index=rollout_index,
+        source_file=shard.source,
+        row_index=row.row_index,
+        stage=stage,
+        error_class=type(exc).__name__,
+        error=message,
+        attempt=item.round + 1,
+        terminal=terminal,
+        raw_row=redact(row.raw, secrets)[:2000] if row.raw else None,
+    )
 
 
 def row_failures(
@@ -118,7 +117,7 @@ def row_failures(
     exc: BaseException,
     terminal: bool,
     secrets: tuple[str, ...] = (),
-) -> list[dict[str, Any]]:
+) -> list[FailureRecord]:
     """A whole row's failure: one record (rollout -1) when all its repeats were asked
     for, else one per rollout asked for, so that a retry redoes only those."""
     indices = None if wanted is None else wanted.get(row.row_index)
@@ -134,7 +133,7 @@ def generated_failure(
     exc: BaseException,
     terminal: bool = True,
     secrets: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> FailureRecord:
     """A generated rollout that failed later (verify, write): its response is kept, so
     nothing generated is lost."""
     row = SourceRow(record["row_index"], None)

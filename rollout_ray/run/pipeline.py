@@ -25,6 +25,7 @@ from rollout_ray.output.lease import Lease
 from rollout_ray.output.lease import owner as lease_owner
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import build_plan, fingerprint, prepare_output
+from rollout_ray.output.schema import Commit
 from rollout_ray.run.placement import (
     NAMESPACE,
     actor_options,
@@ -192,7 +193,9 @@ def stream_pieces(
         **options,
     )
     for row in dataset.iter_rows():
-        yield json.loads(row["commit"])
+        landed = json.loads(row["commit"])
+        if landed:
+            yield Commit.from_row(landed)
 
 
 # ---------------------------------------------------------------------------- the job
@@ -204,7 +207,7 @@ def run_job(
     force_new_config: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     on_message: Callable[[str], None] | None = None,
-    on_commit: Callable[[dict[str, Any]], None] | None = None,
+    on_commit: Callable[[Commit], None] | None = None,
     watch_s: float = 0.0,
 ) -> JobResult:
     """Run (or resume) a job to the end.

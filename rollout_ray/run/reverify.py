@@ -9,6 +9,7 @@ by piece and resumes where it stopped. Failure records are carried over as they 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
@@ -22,7 +23,15 @@ from rollout_ray.output.aggregates import piece_stats
 from rollout_ray.output.job_state import JobState
 from rollout_ray.output.manifest import Layout, now_utc
 from rollout_ray.output.results import committed_pieces
-from rollout_ray.output.schema import decode_rows, failures_table, record_from_row, rollouts_table
+from rollout_ray.output.schema import (
+    Commit,
+    FailureRecord,
+    decode_rows,
+    failure_row,
+    failures_table,
+    record_from_row,
+    rollouts_table,
+)
 from rollout_ray.verifiers.remote import LocalVerification, verifier_record
 
 
@@ -61,14 +70,14 @@ def reverify(
         job["reverified_from"] = output
         storage.write_bytes_atomic(target.plan, storage.read_bytes(source.plan))
         storage.write_json_atomic(target.job, job)
-    done = {r["piece_id"] for r in manifest.read_commits(target)}
+    done = {r.piece_id for r in manifest.read_commits(target)}
     pieces = committed_pieces(output)
     local = LocalVerification(verifiers)
     started = time.monotonic()
 
     async def run() -> None:
         for i, piece in enumerate(pieces):
-            if piece["piece_id"] not in done:
+            if piece.piece_id not in done:
                 record = await _reverify_piece(piece, source, target, local, verifiers)
                 manifest.write_commits(target, [record])
             if on_piece:
@@ -89,19 +98,17 @@ def reverify(
 
 
 async def _reverify_piece(
-    piece: dict[str, Any],
+    piece: Commit,
     source: Layout,
     target: Layout,
     local: LocalVerification,
     verifiers: dict[str, VerifierConfig],
-) -> dict[str, Any]:
+) -> Commit:
     started = time.monotonic()
-    dataset = piece["dataset"]
-    rows = decode_rows(storage.read_parquet(piece["data_file"])) if piece["data_file"] else []
+    dataset = piece.dataset
+    rows = decode_rows(storage.read_parquet(piece.data_file)) if piece.data_file else []
     records = [record_from_row(row) for row in rows]
-    failures = (
-        storage.read_parquet(piece["failures_file"]).to_pylist() if piece["failures_file"] else []
-    )
+    failures = storage.read_parquet(piece.failures_file).to_pylist() if piece.failures_file else []
     new_failures: list[dict[str, Any]] = []
     if dataset in verifiers and records:
         outcomes = await local.verify(dataset, [verifier_record(r) for r in records])
@@ -115,7 +122,7 @@ async def _reverify_piece(
                 new_failures.append(_verify_failure(record, error, terminal))
         records = scored
     kept_failures = failures + new_failures
-    name = (piece["data_file"] or piece["failures_file"]).rsplit("/", 1)[-1]
+    name = piece.files[0].rsplit("/", 1)[-1]
     data_uri = storage.join(target.data_dir(dataset), name)
     fail_uri = storage.join(target.failures_dir(dataset), name) if kept_failures else None
     if records:
@@ -123,34 +130,32 @@ async def _reverify_piece(
     if kept_failures:
         storage.write_parquet_atomic(fail_uri, failures_table(kept_failures))
     rewards = [r["reward"] for r in records if r.get("reward") is not None]
-    return {
-        **piece,
-        "data_file": data_uri if records else None,
-        "failures_file": fail_uri,
-        "n_ok": len(records),
-        "n_failed": piece["n_failed"] + piece["n_ok"] - len(records),
-        "n_retryable": piece["n_retryable"] + sum(not f["terminal"] for f in new_failures),
-        "reward_sum": float(sum(rewards)),
-        "reward_count": len(rewards),
-        "seconds": time.monotonic() - started,
-        "stats": json.dumps(piece_stats(records)),
-        "committed_at": now_utc(),
-    }
+    return dataclasses.replace(
+        piece,
+        data_file=data_uri if records else None,
+        failures_file=fail_uri,
+        n_ok=len(records),
+        n_failed=piece.n_failed + piece.n_ok - len(records),
+        n_retryable=piece.n_retryable + sum(not f["terminal"] for f in new_failures),
+        reward_sum=float(sum(rewards)),
+        reward_count=len(rewards),
+        seconds=time.monotonic() - started,
+        stats=json.dumps(piece_stats(records)),
+        committed_at=now_utc(),
+    )
 
 
-def _verify_failure(row: dict[str, Any], error: str, terminal: bool) -> dict[str, Any]:
-    return {
-        "dataset": row["dataset"],
-        "task_id": row["task_id"],
-        "rollout_index": row["rollout_index"],
-        "source_file": row["source_file"],
-        "row_index": row["row_index"],
-        "stage": "verify",
-        "error_class": "VerifierFailed",
-        "error": error,
-        "attempt": row.get("attempt") or 1,
-        "terminal": terminal,
-        "raw_row": None,
-        "response_text": row["response_text"],
-        "created_at": now_utc(),
-    }
+def _verify_failure(row: dict[str, Any], error: str, terminal: bool) -> FailureRecord:
+    return failure_row(
+        dataset=row["dataset"],
+        task_id=row["task_id"],
+        rollout_index=row["rollout_index"],
+        source_file=row["source_file"],
+        row_index=row["row_index"],
+        stage="verify",
+        error_class="VerifierFailed",
+        error=error,
+        attempt=row.get("attempt") or 1,
+        terminal=terminal,
+        response_text=row["response_text"],
+    )

@@ -34,7 +34,7 @@ from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.piece_files import write_piece
 from rollout_ray.output.plan import WorkItem
-from rollout_ray.output.schema import sampling_record
+from rollout_ray.output.schema import Commit, sampling_record
 from rollout_ray.run.coordinator_client import CoordinatorClient
 from rollout_ray.run.outcomes import (
     EngineCrashed,
@@ -95,8 +95,9 @@ class PieceRunner:
 
     # ------------------------------------------------------------------ the piece
 
-    async def run(self, item: WorkItem) -> dict[str, Any]:
-        """Do one piece and commit it; returns its commit record.
+    async def run(self, item: WorkItem) -> Commit | None:
+        """Do one piece and commit it; returns its commit record (None: another attempt
+        had committed it already).
 
         Raises:
             EngineDead: the engine is gone (the actor must be replaced).
@@ -105,7 +106,7 @@ class PieceRunner:
         started = time.monotonic()
         begun = await self.coordinator.begin(item.piece_id, self.node_id)
         if begun.get("committed"):
-            return begun["committed"]  # a retried task whose piece already landed
+            return None  # a retried task whose piece already landed
         self._ensure_reporter()
         crashes = begun.get("tries", 1) - 1
         try:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rollout_ray.output.schema import Commit
 
 LOG_EVERY_S = 10.0
 
@@ -205,16 +208,14 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def show_piece(console: Console, commit: dict[str, Any]) -> None:
+def show_piece(console: Console, commit: Commit) -> None:
     """Print a just-committed piece's rollouts and failures readably (`run --show`)."""
     from rich.panel import Panel
 
     from rollout_ray import storage
 
-    if commit.get("duplicate"):
-        return
-    if commit.get("data_file"):
-        for r in storage.read_parquet(commit["data_file"]).to_pylist():
+    if commit.data_file:
+        for r in storage.read_parquet(commit.data_file).to_pylist():
             prompt = (r["prompt_messages"] or [{}])[-1].get("content", "")
             reward = "" if r["reward"] is None else f"  reward {r['reward']:.3f}"
             details = f"  {_clip(r['verifier_details'], 200)}" if r.get("verifier_details") else ""
@@ -227,8 +228,8 @@ def show_piece(console: Console, commit: dict[str, Any]) -> None:
                     expand=False,
                 )
             )
-    if commit.get("failures_file"):
-        for f in storage.read_parquet(commit["failures_file"]).to_pylist():
+    if commit.failures_file:
+        for f in storage.read_parquet(commit.failures_file).to_pylist():
             where = f"{_clip(f['task_id'], 200)} #{f['rollout_index']}"
             console.print(
                 f"[red]failed[/red] {where} ({f['stage']}, {f['error_class']}): {_clip(f['error'])}"

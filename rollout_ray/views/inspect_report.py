@@ -16,6 +16,7 @@ from rollout_ray import storage
 from rollout_ray.exports.writer import check_datasets, group_by_task, rewards
 from rollout_ray.output import results
 from rollout_ray.output.manifest import Layout
+from rollout_ray.output.schema import Commit
 
 #: Labels of the reward histogram: below 0, ten bins over [0, 1] (1 in the last), above 1.
 BINS = ["<0"] + [f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)] + [">1"]
@@ -125,7 +126,7 @@ def build_report(
     answers = _answer_fields(output)
     acc = _Accumulator(task, min_reward, max_reward, lowest, sample, answers, seed)
     for pieces in shards.values():
-        tables = [_read(p["data_file"], DATA_COLUMNS + answers) for p in pieces if p["data_file"]]
+        tables = [_read(p.data_file, DATA_COLUMNS + answers) for p in pieces if p.data_file]
         acc.add(results.concat([t for t in tables if t.num_rows]))
     filters = {"datasets": datasets, "task": task, "min_reward": min_reward}
     filters["max_reward"] = max_reward
@@ -159,12 +160,12 @@ def _read(uri: str, wanted: list[str]) -> pa.Table:
     return storage.retrying(read, f"read {uri}")
 
 
-def _shard_pieces(pieces: list[dict], datasets: list[str] | None) -> dict[str, list[dict]]:
+def _shard_pieces(pieces: list[Commit], datasets: list[str] | None) -> dict[str, list[Commit]]:
     """Committed pieces by shard: a shard's rounds together hold all of its tasks' rollouts."""
-    by_shard: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_shard: dict[str, list[Commit]] = defaultdict(list)
     for piece in pieces:
-        if not datasets or piece["dataset"] in datasets:
-            by_shard[piece["shard_id"]].append(piece)
+        if not datasets or piece.dataset in datasets:
+            by_shard[piece.shard_id].append(piece)
     return dict(sorted(by_shard.items()))
 
 
@@ -175,15 +176,15 @@ def _failures(shards: dict[str, list[dict]], task: str | None) -> list[dict[str,
     counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     names = ["dataset", "task_id", "stage", "error_class", "terminal"]
     for pieces in shards.values():
-        latest = max(p["round"] for p in pieces)
+        latest = max(p.round for p in pieces)
         for piece in pieces:
-            if not piece["failures_file"]:
+            if not piece.failures_file:
                 continue
-            table = _read(piece["failures_file"], names).to_pydict()
+            table = _read(piece.failures_file, names).to_pydict()
             for ds, task_id, stage, error, terminal in zip(*(table[n] for n in names), strict=True):
                 if task and not (task_id or "").startswith(task):
                     continue
-                current = bool(terminal) or piece["round"] == latest
+                current = bool(terminal) or piece.round == latest
                 counts[(ds, stage or "?", error or "?")][0 if current else 1] += 1
     return [
         {"dataset": k[0], "stage": k[1], "error_class": k[2], "count": v[0], "retried": v[1]}

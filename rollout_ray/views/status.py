@@ -39,8 +39,8 @@ def job_status(output: str) -> dict[str, Any]:
     state = JobState(layout, shards, commits, max_attempts)
     failures: dict[str, Counter[str]] = {}
     for latest in state.latest.values():
-        if latest["failures_file"]:
-            table = storage.read_parquet(latest["failures_file"], ["dataset", "error_class"])
+        if latest.failures_file:
+            table = storage.read_parquet(latest.failures_file, ["dataset", "error_class"])
             for row in table.to_pylist():
                 failures.setdefault(row["dataset"], Counter())[row["error_class"]] += 1
     progress = storage.read_json(layout.progress) if storage.exists(layout.progress) else {}

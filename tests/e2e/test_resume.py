@@ -94,8 +94,8 @@ def committed_records(output: str) -> dict[tuple, tuple]:
     """(task, rollout) -> (text, created_at) of every rollout the manifest commits."""
     found = {}
     for commit in read_commits(Layout(output)):
-        if commit["data_file"]:
-            for r in storage.read_parquet(commit["data_file"]).to_pylist():
+        if commit.data_file:
+            for r in storage.read_parquet(commit.data_file).to_pylist():
                 found[(r["task_id"], r["rollout_index"])] = (r["response_text"], r["created_at"])
     return found
 

@@ -44,7 +44,7 @@ def start_watch(config: Path, log: Path) -> subprocess.Popen:
 
 
 def committed_ok(output: Path) -> int:
-    return sum(c["n_ok"] for c in read_commits(Layout(str(output))))
+    return sum(c.n_ok for c in read_commits(Layout(str(output))))
 
 
 def wait_for(output: Path, count: int, proc: subprocess.Popen, log: Path, timeout=240) -> None:

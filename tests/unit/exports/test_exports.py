@@ -17,7 +17,7 @@ from rollout_ray import storage
 from rollout_ray.exports import EXPORTERS, eval_table, export, options, pass_at_k
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.schema import PLAN_SCHEMA, rollouts_table, sampling_record
+from rollout_ray.output.schema import PLAN_SCHEMA, Commit, rollouts_table, sampling_record
 
 # ---------------------------------------------------------------------------- fake outputs
 
@@ -50,30 +50,32 @@ def rollout(task: str, index: int, reward: float | None, **fields: Any) -> dict[
     return record
 
 
-def write_piece(output: str, dataset: str, shard_id: str, round_: int, table: pa.Table) -> dict:
+def write_piece(output: str, dataset: str, shard_id: str, round_: int, table: pa.Table) -> Commit:
     """Write one piece's data file as the pipeline lays it out; returns its commit record."""
     name = f"part-{shard_id}-r{round_}.parquet"
     uri = storage.join(Layout(output).data_dir(dataset), name)
     storage.write_parquet_atomic(uri, table)
-    return {
-        "piece_id": f"{shard_id}-r{round_}",
-        "shard_id": shard_id,
-        "dataset": dataset,
-        "round": round_,
-        "data_file": uri,
-        "failures_file": None,
-        "n_expected": table.num_rows,
-        "n_ok": table.num_rows,
-        "n_failed": 0,
-        "n_retryable": 0,
-        "committed_at": manifest.now_utc(),
-    }
+    return Commit(
+        **{
+            "piece_id": f"{shard_id}-r{round_}",
+            "shard_id": shard_id,
+            "dataset": dataset,
+            "round": round_,
+            "data_file": uri,
+            "failures_file": None,
+            "n_expected": table.num_rows,
+            "n_ok": table.num_rows,
+            "n_failed": 0,
+            "n_retryable": 0,
+            "committed_at": manifest.now_utc(),
+        }
+    )
 
 
-def write_job(output: str, commits: list[dict]) -> str:
+def write_job(output: str, commits: list[Commit]) -> str:
     """The manifest around written pieces: plan.parquet, job.json, commit records."""
     layout = Layout(output)
-    shards = sorted({(c["dataset"], c["shard_id"]) for c in commits})
+    shards = sorted({(c.dataset, c.shard_id) for c in commits})
     plan = [
         {
             "shard_id": shard,

@@ -79,7 +79,7 @@ def test_retryable_failures_come_back_as_retry_pieces(tmp_path):
     config, layout, shards, _ = make_job(tmp_path, verifier="flaky_first_attempt")
     state = JobState(layout, shards, [])
     first = run_pieces(config, layout, state.pending(config.max_attempts))
-    assert [(r["n_ok"], r["n_retryable"]) for r in first] == [(4, 4), (4, 0)]
+    assert [(r.n_ok, r.n_retryable) for r in first] == [(4, 4), (4, 0)]
 
     state = JobState(layout, shards, read_commits(layout))
     retry = state.pending(config.max_attempts)
@@ -136,7 +136,7 @@ def test_a_piece_that_keeps_killing_its_actor_runs_row_by_row(tmp_path):
     coordinator.tries[item.piece_id] = 3  # three actors died on it already
     coordinator.suspects[item.piece_id] = {1}  # row 1 was alone on the engine at a death
     (record,) = run_pieces(config, layout, [item], coordinator)
-    assert (record["n_ok"], record["n_failed"], record["n_retryable"]) == (6, 2, 0)
+    assert (record.n_ok, record.n_failed, record.n_retryable) == (6, 2, 0)
     failures = read_output(layout.output, "failures")
     assert [(f["task_id"], f["error_class"], f["terminal"]) for f in failures] == [
         ("rows:1", "EngineCrashed", True),
@@ -196,14 +196,14 @@ def test_a_late_attempt_never_changes_a_committed_piece(tmp_path):
         late = PieceRunner(config, create_engine(config), coordinator, layout)
         ok, failures = await late._attempt(item)  # it started first, and is slow
         first = await PieceRunner(config, create_engine(config), coordinator, layout).run(item)
-        committed = Path(first["data_file"]).read_bytes()
+        committed = Path(first.data_file).read_bytes()
         record = write_piece(layout, item, ok, failures, 0.0)
         await coordinator.commit(record)  # refused: the piece is committed
-        assert record["data_file"] != first["data_file"]
-        assert Path(first["data_file"]).read_bytes() == committed
-        assert [c["data_file"] for c in read_commits(layout)] == [first["data_file"]]
+        assert record.data_file != first.data_file
+        assert Path(first.data_file).read_bytes() == committed
+        assert [c.data_file for c in read_commits(layout)] == [first.data_file]
         await actor.finish("finished")
-        return record["data_file"], first["data_file"]
+        return record.data_file, first.data_file
 
     late_file, first_file = asyncio.run(go())
     assert not Path(late_file).exists() and Path(first_file).exists()

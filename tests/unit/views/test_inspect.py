@@ -16,7 +16,7 @@ from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.schema import PLAN_SCHEMA, failures_table, rollouts_table
+from rollout_ray.output.schema import PLAN_SCHEMA, Commit, failures_table, rollouts_table
 from rollout_ray.views.inspect_html import write_html
 from rollout_ray.views.inspect_report import KEEP_CHARS, build_report
 from rollout_ray.views.inspect_terminal import render_report
@@ -49,7 +49,7 @@ def rollout(dataset: str, task: str, index: int, reward: float | None, **extra: 
     return record
 
 
-def piece(output: str, dataset: str, shard: str, round_: int, rows: list, fails: list) -> dict:
+def piece(output: str, dataset: str, shard: str, round_: int, rows: list, fails: list) -> Commit:
     """Write one piece's files as the pipeline lays them out; returns its commit record."""
     layout, name = Layout(output), f"part-{shard}-r{round_}.parquet"
     data = storage.join(layout.data_dir(dataset), name)
@@ -57,18 +57,20 @@ def piece(output: str, dataset: str, shard: str, round_: int, rows: list, fails:
     failures = storage.join(layout.failures_dir(dataset), name) if fails else None
     if fails:
         storage.write_parquet_atomic(failures, failures_table(fails))
-    return {
-        "piece_id": f"{shard}-r{round_}",
-        "shard_id": shard,
-        "dataset": dataset,
-        "round": round_,
-        "data_file": data,
-        "failures_file": failures,
-        "n_ok": len(rows),
-        "n_failed": len(fails),
-        "n_retryable": sum(not f["terminal"] for f in fails),
-        "committed_at": manifest.now_utc(),
-    }
+    return Commit(
+        **{
+            "piece_id": f"{shard}-r{round_}",
+            "shard_id": shard,
+            "dataset": dataset,
+            "round": round_,
+            "data_file": data,
+            "failures_file": failures,
+            "n_ok": len(rows),
+            "n_failed": len(fails),
+            "n_retryable": sum(not f["terminal"] for f in fails),
+            "committed_at": manifest.now_utc(),
+        }
+    )
 
 
 def failure(task: str, index: int, stage: str, error: str, terminal: bool) -> dict:
@@ -103,7 +105,7 @@ def output(tmp_path_factory) -> str:
     layout = Layout(out)
     shard = {"file_uri": "x.jsonl", "file_key": "x", "format": "jsonl", "first_row": 0}
     shard |= {"num_rows": 1, "num_repeats": 1}
-    plan = [{"shard_id": p["shard_id"], "dataset": p["dataset"], **shard} for p in pieces]
+    plan = [{"shard_id": p.shard_id, "dataset": p.dataset, **shard} for p in pieces]
     plan = [p for i, p in enumerate(plan) if p not in plan[:i]]
     storage.write_parquet_atomic(layout.plan, pa.Table.from_pylist(plan, schema=PLAN_SCHEMA))
     verifier = {"kind": "exact_match", "answer_field": "gold"}
