@@ -32,7 +32,6 @@ from rollout_ray.inputs.prompts import build_prompt
 from rollout_ray.inputs.reading import read_shard
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.piece_files import write_piece
 from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import Commit, sampling_record
 from rollout_ray.run.coordinator_client import CoordinatorClient
@@ -46,6 +45,7 @@ from rollout_ray.run.outcomes import (
     row_failures,
     without_token_data,
 )
+from rollout_ray.run.piece_files import write_piece
 from rollout_ray.verifiers.remote import (
     LocalVerification,
     RemoteVerification,

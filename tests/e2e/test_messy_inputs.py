@@ -19,8 +19,8 @@ from messy_rows import lines, rollout_keys, write_lines
 
 from rollout_ray import run_job
 from rollout_ray.config import load_config
-from rollout_ray.output.piece_files import parquet_bytes
 from rollout_ray.output.schema import decode_rows, rollouts_table
+from rollout_ray.run.piece_files import parquet_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -166,8 +166,8 @@ def test_a_late_attempt_never_changes_a_committed_piece(tmp_path):
     actor, a restarted coordinator) writes files of its own; its commit is refused; the
     committed files keep their bytes, and the run's end sweeps the late files."""
     from rollout_ray.output.lease import Lease, owner
-    from rollout_ray.output.piece_files import write_piece
     from rollout_ray.run.coordinator import Coordinator
+    from rollout_ray.run.piece_files import write_piece
     from rollout_ray.run.worker import PieceRunner
 
     config, layout, _, _ = make_job(tmp_path)
