@@ -43,3 +43,14 @@ def test_commit_fields_are_spelled_only_in_the_schema_module():
         if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
     ]
     assert spelled == []
+
+
+def test_the_plan_schema_is_the_shard_type():
+    """A shard (inputs/sources.py) is stored as a row of PLAN_SCHEMA: the two must not
+    drift (a field missing from either loses it on resume)."""
+    from dataclasses import fields
+
+    from rollout_ray.inputs.sources import Shard
+    from rollout_ray.output.schema import PLAN_SCHEMA
+
+    assert sorted(f.name for f in fields(Shard)) == sorted(PLAN_SCHEMA.names)
