@@ -1,0 +1,65 @@
+"""Secrets, unit by unit: which values are secret, and that none survives redaction,
+however it is cut or embedded (the end-to-end canary is tests/e2e/test_secrets.py)."""
+
+from __future__ import annotations
+
+import json
+
+from rollout_ray import secrets
+from rollout_ray.config import load_config
+from rollout_ray.output.plan import fingerprint, semantic_config
+
+
+def job(**engine):
+    return load_config(
+        {
+            "model": "m",
+            "engine": {"kind": "openai", "api_key_env": "UNIT_API_KEY", **engine},
+            "datasets": [
+                {
+                    "path": "x.jsonl",
+                    "verifier": {
+                        "kind": "http",
+                        "url": "https://user:url-pass-5c1d9e@verify.example/verify",
+                        "headers": {"X-Api-Key": "hdr-secret-77aa01", "X-Trace": "visible-1234"},
+                        "api_key_env": "UNIT_VERIFY_TOKEN",
+                    },
+                }
+            ],
+            "output": "out",
+        }
+    )
+
+
+def test_every_kind_of_secret_is_found_and_masked_in_the_written_config():
+    config = job(env={"MY_SERVICE_TOKEN": "env-secret-93bd20", "LOG_LEVEL": "debug"})
+    environ = {"UNIT_API_KEY": "sk-unit-0f4e8a", "UNIT_VERIFY_TOKEN": "vt-unit-61c2aa"}
+    environ |= {"AWS_SECRET_ACCESS_KEY": "aws-unit-secret-1", "UNRELATED": "plain-value-1"}
+    found = secrets.find(config, environ)
+    assert set(found) == {
+        "UNIT_API_KEY",
+        "UNIT_VERIFY_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "MY_SERVICE_TOKEN",
+    }
+    written = json.dumps(secrets.redacted_config(config))
+    for value in ("env-secret-93bd20", "hdr-secret-77aa01", "url-pass-5c1d9e"):
+        assert value not in written
+    assert "visible-1234" in written and "debug" in written  # only secrets are masked
+    assert "UNIT_API_KEY" in written  # names stay: they say where the key comes from
+
+
+def test_a_new_key_does_not_refuse_a_resume():
+    one = job(env={"MY_SERVICE_TOKEN": "first-token-aaaa"})
+    two = job(env={"MY_SERVICE_TOKEN": "second-token-bbbb"})
+    assert fingerprint(semantic_config(one)) == fingerprint(semantic_config(two))
+
+
+def test_redaction_masks_before_any_cut_and_inside_urls():
+    secrets.register("sk-cut-secret-4b9d")
+    text = "x" * 295 + "sk-cut-secret-4b9d and more"
+    assert "sk-cut" not in secrets.redact(text)[:300]  # the cut comes after redaction
+    assert "[redacted]" in secrets.redact("Bearer sk-cut-secret-4b9d")
+    assert secrets.redact("https://bob:hunter2-long@host/x") == "https://bob:[redacted]@host/x"
+    secrets.register("short")  # under MIN_LENGTH: would mask ordinary words
+    assert secrets.redact("a short text") == "a short text"
