@@ -16,7 +16,7 @@ from rollout_ray.inputs.prompts import Prompt
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import now_utc
 from rollout_ray.output.plan import WorkItem
-from rollout_ray.output.schema import FailureRecord, clean_text, failure_row
+from rollout_ray.output.schema import FailureRecord, clean_text
 
 Key = tuple[int, int]  # (row_index, rollout_index)
 
@@ -94,19 +94,22 @@ def failure_record(
     where = "line" if shard.format == "jsonl" else "row"
     reason = str(exc) or type(exc).__name__
     message = redact(f"{shard.file_key} {where} {row.row_index + 1}: {reason}", secrets)
-    return failure_row(
-        dataset=shard.dataset,
-        task_id=shard.task_id(row.row_index),
-        rollout_index=rollout_index,
-        source_file=shard.source,
-        row_index=row.row_index,
-        stage=stage,
-        error_class=type(exc).__name__,
-        error=message,
-        attempt=item.round + 1,
-        terminal=terminal,
-        raw_row=redact(row.raw, secrets)[:2000] if row.raw else None,
-    )
+    record: FailureRecord = {
+        "dataset": shard.dataset,
+        "task_id": shard.task_id(row.row_index),
+        "rollout_index": rollout_index,
+        "source_file": shard.source,
+        "row_index": row.row_index,
+        "stage": stage,
+        "error_class": type(exc).__name__,
+        "error": message[:10_000],
+        "attempt": item.round + 1,
+        "terminal": terminal,
+        "raw_row": redact(row.raw, secrets)[:2000] if row.raw else None,
+        "response_text": None,
+        "created_at": now_utc(),
+    }
+    return record
 
 
 def row_failures(

@@ -27,7 +27,6 @@ from rollout_ray.output.schema import (
     Commit,
     FailureRecord,
     decode_rows,
-    failure_row,
     failures_table,
     record_from_row,
     rollouts_table,
@@ -109,7 +108,7 @@ async def _reverify_piece(
     rows = decode_rows(storage.read_parquet(piece.data_file)) if piece.data_file else []
     records = [record_from_row(row) for row in rows]
     failures = storage.read_parquet(piece.failures_file).to_pylist() if piece.failures_file else []
-    new_failures: list[dict[str, Any]] = []
+    new_failures: list[FailureRecord] = []
     if dataset in verifiers and records:
         outcomes = await local.verify(dataset, [verifier_record(r) for r in records])
         scored = []
@@ -121,13 +120,13 @@ async def _reverify_piece(
             else:
                 new_failures.append(_verify_failure(record, error, terminal))
         records = scored
-    kept_failures = failures + new_failures
+    kept_failures: list[Any] = failures + new_failures
     name = piece.files[0].rsplit("/", 1)[-1]
     data_uri = storage.join(target.data_dir(dataset), name)
     fail_uri = storage.join(target.failures_dir(dataset), name) if kept_failures else None
     if records:
         storage.write_parquet_atomic(data_uri, rollouts_table(records))
-    if kept_failures:
+    if fail_uri is not None:
         storage.write_parquet_atomic(fail_uri, failures_table(kept_failures))
     rewards = [r["reward"] for r in records if r.get("reward") is not None]
     return dataclasses.replace(
@@ -146,16 +145,19 @@ async def _reverify_piece(
 
 
 def _verify_failure(row: dict[str, Any], error: str, terminal: bool) -> FailureRecord:
-    return failure_row(
-        dataset=row["dataset"],
-        task_id=row["task_id"],
-        rollout_index=row["rollout_index"],
-        source_file=row["source_file"],
-        row_index=row["row_index"],
-        stage="verify",
-        error_class="VerifierFailed",
-        error=error,
-        attempt=row.get("attempt") or 1,
-        terminal=terminal,
-        response_text=row["response_text"],
-    )
+    record: FailureRecord = {
+        "dataset": row["dataset"],
+        "task_id": row["task_id"],
+        "rollout_index": row["rollout_index"],
+        "source_file": row["source_file"],
+        "row_index": row["row_index"],
+        "stage": "verify",
+        "error_class": "VerifierFailed",
+        "error": error[:10_000],
+        "attempt": row.get("attempt") or 1,
+        "terminal": terminal,
+        "raw_row": None,
+        "response_text": row["response_text"],
+        "created_at": now_utc(),
+    }
+    return record
