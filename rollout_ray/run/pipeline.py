@@ -1,6 +1,6 @@
 """run_job: the orchestration, in the order the data goes.
 
-plan (or check the plan of a job being resumed) -> take the output's lease -> start
+take the output's lease -> plan (or check the plan of a job being resumed) -> start
 the coordinator -> stream pending pieces through the engine actor pool -> finish.
 The Ray Data wiring lives here and nowhere else.
 """
