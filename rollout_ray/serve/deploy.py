@@ -68,7 +68,7 @@ def deploy(config: JobConfig, wait_s: float = 600, insecure: bool = False) -> st
     serve.start(http_options={"host": settings.host, "port": settings.port})
     _check_proxy(settings)
     serve.run(app, name=settings.name, route_prefix="/", blocking=False)
-    _wait_ready(settings, wait_s)
+    _wait_ready(settings, wait_s, key)
     return url_of(settings)
 
 
@@ -224,14 +224,16 @@ def _check_proxy(settings: ServeConfig) -> None:
         )
 
 
-def _wait_ready(settings: ServeConfig, wait_s: float) -> None:
+def _wait_ready(settings: ServeConfig, wait_s: float, key: str | None) -> None:
+    """Until the app lists its model (asking with the key, when it has one)."""
     import httpx
 
     deadline = time.monotonic() + wait_s
     url = url_of(settings) + "/models"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while time.monotonic() < deadline:
         try:
-            reply = httpx.get(url, timeout=5)
+            reply = httpx.get(url, timeout=5, headers=headers)
             if reply.status_code == 200 and reply.json().get("data"):
                 return
         except (httpx.HTTPError, ValueError):
