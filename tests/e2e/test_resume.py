@@ -197,13 +197,16 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
     thread.start()
     wait_until(lambda: has_commits(tmp_path / "out"), 180, "the first commit")
+    # This job's engine actor: the live one (an earlier job's may linger as a process).
+    from ray.util.state import list_actors
+
     victims = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "MapBatches(EngineWorker)" in " ".join(p.info["cmdline"] or [])
+        a.pid
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        if "EngineWorker" in (a.class_name or "")
     ]
-    assert victims, "no engine actor found"
-    victims[0].kill()
+    assert len(victims) == 1, victims
+    psutil.Process(victims[0]).kill()
     thread.join(timeout=600)
     result = done["result"]
     keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(tmp_path / "out"))
