@@ -197,13 +197,14 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
     thread.start()
     wait_until(lambda: has_commits(tmp_path / "out"), 180, "the first commit")
-    # This job's engine actor: the live one (an earlier job's may linger as a process).
-    from ray.util.state import list_actors
+    # This job's engine actor: the live one (an earlier job's may linger as a process),
+    # from the GCS's actor table (the state API would need the dashboard).
+    from ray._private.state import actors
 
     victims = [
-        a.pid
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-        if "EngineWorker" in (a.class_name or "")
+        a["Pid"]
+        for a in actors().values()
+        if a["State"] == "ALIVE" and "EngineWorker" in a["ActorClassName"]
     ]
     assert len(victims) == 1, victims
     psutil.Process(victims[0]).kill()
