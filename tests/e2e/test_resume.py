@@ -192,6 +192,10 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
         [{"name": "k", "path": str(data)}],
         shard_size=8,
         sampling={"max_tokens": 64, "temperature": 1.0},
+        # One piece at a time: when the first commit lands, eleven pieces are left and
+        # one is on the engine, so the kill always hits work (all twelve at once would
+        # finish together, and a kill after them hits nothing).
+        engine={"kind": "vllm", "max_model_len": 512, "shards_in_flight": 1},
     )
     done = {}
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
