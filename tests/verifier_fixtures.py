@@ -195,3 +195,16 @@ def _shape_problem(body: dict[str, Any]) -> str | None:
     if item["type"] != "message" or item["content"][0]["type"] != "output_text":
         return "output[0] is not an output_text message"
     return None
+
+
+def hold_until_released(record: dict[str, Any]) -> float:
+    """Reward 1. A row carrying `hold: <folder>` first writes `<folder>/waiting`, then
+    waits for `<folder>/release`: a test sees a piece that is surely mid-flight (its
+    rollouts generated, its verification pending) and kills the engine actor then."""
+    folder = record.get("hold")
+    if folder:
+        with open(os.path.join(folder, "waiting"), "a") as f:
+            f.write(f"{os.getpid()}\n")
+        while not os.path.exists(os.path.join(folder, "release")):
+            time.sleep(0.05)
+    return 1.0

@@ -184,27 +184,31 @@ def test_kill_driver_ten_times_s3(ray_session, tmp_path, tiny_model, s3_server):
 def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     import psutil
     import ray
+    from ray._private.state import actors
 
-    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a poem {i}"} for i in range(96)])
+    # Rows 8-15 (the second piece) hold in their verifier until released: when the kill
+    # comes, that piece has begun and surely not committed, so its retry is certain.
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    rows = [
+        {"prompt": f"a poem {i}"} | ({"hold": str(hold)} if 8 <= i < 16 else {}) for i in range(96)
+    ]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    verifier = {"kind": "python", "function": "verifier_fixtures:hold_until_released"}
     config = job_config(
         tiny_model,
         tmp_path / "out",
-        [{"name": "k", "path": str(data)}],
+        [{"name": "k", "path": str(data), "verifier": verifier}],
         shard_size=8,
-        sampling={"max_tokens": 64, "temperature": 1.0},
-        # One piece at a time: when the first commit lands, eleven pieces are left and
-        # one is on the engine, so the kill always hits work (all twelve at once would
-        # finish together, and a kill after them hits nothing).
+        sampling={"max_tokens": 16, "temperature": 1.0},
         engine={"kind": "vllm", "max_model_len": 512, "shards_in_flight": 1},
     )
     done = {}
     thread = threading.Thread(target=lambda: done.update(result=run_job(config)))
     thread.start()
-    wait_until(lambda: has_commits(tmp_path / "out"), 180, "the first commit")
+    wait_until(lambda: (hold / "waiting").exists(), 180, "the second piece to be mid-flight")
     # This job's engine actor: the live one (an earlier job's may linger as a process),
     # from the GCS's actor table (the state API would need the dashboard).
-    from ray._private.state import actors
-
     victims = [
         a["Pid"]
         for a in actors().values()
@@ -212,12 +216,13 @@ def test_engine_actor_killed_mid_job(ray_session, tmp_path, tiny_model):
     ]
     assert len(victims) == 1, victims
     psutil.Process(victims[0]).kill()
+    (hold / "release").touch()
     thread.join(timeout=600)
     result = done["result"]
     keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(tmp_path / "out"))
     assert set(keys) == {(f"in:{i}", 0) for i in range(96)} and max(keys.values()) == 1
     assert result.status == "finished" and result.datasets["k"]["failed"] == 0
-    # The actor was restarted and the pieces it held were tried again.
+    # The actor was restarted and the piece it held was tried again.
     run = result.progress["run"]
     assert run["engine_restarts"] >= 1 and run["retries"]["piece"] >= 1, run
     assert ray.is_initialized()
