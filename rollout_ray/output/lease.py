@@ -159,11 +159,21 @@ class Lease:
     # ------------------------------------------------------------------ internals
 
     def _create(self, generation: int, released: bool = False) -> bool:
+        """Create `generation` as ours; False if it exists or a newer one does.
+
+        The second check matters: holders remove generations far behind the latest, so
+        a holder that stalled long enough could create an old, removed number again.
+        Newer generations exist whenever an old one was removed (the latest never is),
+        so a create followed by a look at the latest tells a real renewal from that.
+        """
         content = {**self.holder, "generation": generation, "written_at": time.time()}
         if released:
             content["released"] = True
         started = time.monotonic()
         if not storage.create_exclusive(self._uri(generation), json.dumps(content).encode()):
+            return False
+        latest = self.latest()
+        if latest is None or latest[0] != generation:
             return False
         self.generation, self.renewed_at = generation, started
         return True
