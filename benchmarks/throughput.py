@@ -154,8 +154,10 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
 
     work = Path(args.workdir)
     data = work / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts)))
-    output = work / f"{args.variant}-out"
+    if not data.exists():  # written once: a rewrite would be a changed input
+        data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts)))
+    # A new output per run: the same one again would be a finished job to resume.
+    output = work / f"{args.variant}-out-{time.time_ns()}"
     # The core in AsyncLLM's own process instead of stepped in the actor: the GPU
     # default, run here to show what the CPU default gains.
     core = ["engine.engine_core=process"] if args.variant == "rollout-ray-async-core" else []
