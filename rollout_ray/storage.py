@@ -103,16 +103,22 @@ def retrying(fn: Callable[[], T], what: str, attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
+def _durable_temp(path: str, data: bytes) -> str:
+    """`data` in a new temporary file beside local `path`, synced to disk; its name."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write `data` so that readers see the old file or the whole new one, never a part."""
     fs, path = split_uri(uri)
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = _durable_temp(path, data)
         os.replace(tmp, path)
         return
     retrying(lambda: fs.pipe_file(path, data), f"write {uri}")
@@ -128,12 +134,7 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     """
     fs, path = split_uri(uri)
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = _durable_temp(path, data)
         try:
             os.link(tmp, path)
             return True
