@@ -21,8 +21,6 @@ from rollout_ray.config.engines import (
     OpenAIEngineConfig,
     SimulatedEngineConfig,
     VLLMEngineConfig,
-    load_engine_plugins,
-    register_engine,
 )
 from rollout_ray.config.job import (
     DEFAULT_MODEL,
@@ -38,6 +36,7 @@ from rollout_ray.config.loading import (
     load_config,
     parse_override,
 )
+from rollout_ray.config.plugins import load_engine_plugins, register_engine
 from rollout_ray.config.verifiers import (
     ExactMatchVerifier,
     HttpVerifier,

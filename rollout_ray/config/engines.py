@@ -12,21 +12,16 @@ which every process (driver and actors) loads on import.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
-from pydantic.fields import FieldInfo
 
 from rollout_ray.config.blocks import RESUME_FREE, _Strict
 
 if TYPE_CHECKING:
     from rollout_ray.config.job import JobConfig
     from rollout_ray.engines.base import Engine
-
-log = logging.getLogger(__name__)
 
 
 class EngineBlock(_Strict):
@@ -165,6 +160,11 @@ class VLLMEngineConfig(EngineBlock):
         "`model_version`.",
         json_schema_extra=RESUME_FREE,
     )
+    tool_parser: str = Field(
+        "hermes",
+        description="vLLM tool parser that reads calls out of the model's text (hermes, "
+        "llama3_json, pythonic, mistral, qwen3_xml, ...: vLLM's names).",
+    )
 
     def create(self, job: JobConfig, device: str) -> Engine:
         from rollout_ray.engines.vllm_engine import VLLMEngine
@@ -239,6 +239,9 @@ class SimulatedEngineConfig(EngineBlock):
     )
     max_model_len: int = Field(
         4096, ge=16, description="Context length prompts are checked against."
+    )
+    tool_turns: int = Field(
+        1, ge=0, description="Agent episodes: turns that call a tool before the answer."
     )
 
     def create(self, job: JobConfig, device: str) -> Engine:
@@ -368,33 +371,3 @@ if TYPE_CHECKING:  # for type checkers, any registered block; for pydantic, the 
     EngineConfig = EngineBlock
 else:
     EngineConfig = engine_union()
-
-
-def register_engine(block: type[EngineBlock]) -> type[EngineBlock]:
-    """Add an engine kind (usable as a class decorator). JobConfig accepts it from now
-    on, in this process; for Ray actors, declare it as a `rollout_ray.engines` entry
-    point so that every process registers it."""
-    kind = block.model_fields["kind"].default
-    if not isinstance(kind, str) or not kind:
-        raise TypeError(f"{block.__name__}: set a default for `kind`, e.g. Literal['name']")
-    ENGINE_CONFIGS[kind] = block
-    from rollout_ray.config.job import JobConfig
-
-    field = JobConfig.model_fields["engine"]
-    JobConfig.model_fields["engine"] = FieldInfo.from_annotated_attribute(
-        engine_union(),
-        Field(default_factory=VLLMEngineConfig, description=field.description),
-    )
-    JobConfig.model_rebuild(force=True)
-    return block
-
-
-def load_engine_plugins() -> None:
-    """Register the engine kinds other installed packages declare."""
-    for entry in entry_points(group="rollout_ray.engines"):
-        if entry.name in ENGINE_CONFIGS:
-            continue
-        try:
-            register_engine(entry.load())
-        except Exception as exc:  # a broken plugin must not stop jobs that don't use it
-            log.warning("engine plugin %s (%s) can't be loaded: %s", entry.name, entry.value, exc)

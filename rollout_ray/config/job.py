@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from rollout_ray.config.agents import AgentConfig
 from rollout_ray.config.blocks import (
     RESUME_FREE,
     CostConfig,
@@ -60,6 +61,16 @@ class DatasetConfig(_Strict):
     verifier: VerifierConfig | None = Field(
         None, description="How each rollout of this dataset gets its reward (see Verifiers)."
     )
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="Function tools offered on every row (Responses API or chat-completions "
+        "shape), besides a row's own `responses_create_params.tools` / `tools`.",
+    )
+    agent: AgentConfig | None = Field(
+        None,
+        description="Run rollouts as multi-turn episodes with tools (see Agents). Rows with "
+        "tools are refused without one.",
+    )
     weight: float | None = Field(
         None,
         gt=0,
@@ -96,6 +107,15 @@ class DatasetConfig(_Strict):
             stem = re.split(r"[/:]", self.path.rstrip("/"))[-1].split(".")[0]
             stem = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem.replace("*", "")).strip("-")
             object.__setattr__(self, "name", stem or "data")
+        return self
+
+    @model_validator(mode="after")
+    def _gym_agent_verifies(self) -> DatasetConfig:
+        if self.agent is not None and self.agent.kind == "gym" and self.verifier is not None:
+            raise ValueError(
+                "a gym agent's reward comes from the resources server's /verify: remove "
+                "`verifier` (or use agent kind python/none with a verifier)"
+            )
         return self
 
 

@@ -21,6 +21,7 @@ from rollout_ray.config import (
     VerifierConfig,
     free_on_resume,
 )
+from rollout_ray.config.agents import AgentConfig
 
 #: Internal fields a user never writes (set by the tool itself).
 _INTERNAL = {"cli_overrides", "sweep_setting", "sweep_origin"}
@@ -42,6 +43,7 @@ def render_reference() -> str:
             (f"verifier (kind: {m.model_fields['kind'].default})", m, "datasets.N.verifier.")
             for m in verifiers
         ],
+        ("agent (datasets[].agent)", AgentConfig, "datasets.N.agent."),
         ("serve", _inner(JobConfig.model_fields["serve"].annotation), "serve."),
         ("cost", _inner(JobConfig.model_fields["cost"].annotation), "cost."),
     ]

@@ -10,7 +10,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollout_ray.errors import EngineFailed
+from rollout_ray.errors import EngineFailed, RowError
 
 
 @dataclass
@@ -37,6 +37,42 @@ class Generation:
     latency_s: float = 0.0
     ttft_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A turn of an episode: the calls the model made (its text without their markup).
+    tool_calls: list[ToolCall] | None = None
+
+
+@dataclass
+class ToolCall:
+    call_id: str
+    name: str
+    #: As the model wrote them: JSON text, perhaps invalid (the agent reports that).
+    arguments: str
+
+
+@dataclass
+class Conversation:
+    """An episode as the engine sees it, turn after turn.
+
+    `messages` are chat-completions messages (assistant `tool_calls`, `tool` replies).
+    Engines that tokenize keep the episode's tokens in `token_ids`, extended each turn
+    and never re-rendered, so the next turn's prompt is exactly what the model saw and
+    wrote (the KV cache of every earlier turn is reused, and RL trains on these ids);
+    `mask` marks the model's own tokens, `logprobs` their log-probabilities (0.0 on
+    tokens it did not generate).
+    """
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
+    token_ids: list[int] | None = None
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    prompt_len: int = 0
+    #: How many of `messages` `token_ids` already holds.
+    rendered: int = 0
+    #: Text the chat template puts after the model's last turn that its tokens lack.
+    glue: str = ""
 
 
 class EngineDead(Exception):
@@ -80,6 +116,16 @@ class Engine(abc.ABC):
             EngineDead: the engine is gone; nothing more will succeed in this actor.
             Exception: anything else fails this rollout only, and may pass on retry.
         """
+
+    async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
+        """One model turn of an episode: the conversation so far in, text and tool
+        calls out (the engine extends `conversation`'s token state, if it keeps one).
+
+        Raises:
+            RowError: this engine can't run tools (stage `generate`), or the episode no
+                longer fits the context.
+        """
+        raise RowError(f"the {self.name} engine does not run agents", "generate")
 
     def checkpoint_changed(self) -> bool:
         """Whether the model's folder now holds another checkpoint (watch_model)."""

@@ -10,6 +10,7 @@ this process: it is not stored in records, manifests, logs or error messages.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -18,7 +19,14 @@ from collections import deque
 from typing import Any
 
 from rollout_ray.config import OpenAIEngineConfig
-from rollout_ray.engines.base import Engine, FatalEngineError, Generation, GenerationRequest
+from rollout_ray.engines.base import (
+    Conversation,
+    Engine,
+    FatalEngineError,
+    Generation,
+    GenerationRequest,
+    ToolCall,
+)
 from rollout_ray.errors import RowError, redact
 
 log = logging.getLogger(__name__)
@@ -113,7 +121,7 @@ class OpenAIEngine(Engine):
         client = self._client_for_loop()
         assert self._slots is not None
         sampling = request.sampling
-        estimate = sum(len(m["content"]) for m in request.messages) // 4 + int(
+        estimate = sum(len(str(m.get("content") or "")) for m in request.messages) // 4 + int(
             sampling.get("max_tokens") or 256
         )
         started = time.monotonic()
@@ -125,6 +133,26 @@ class OpenAIEngine(Engine):
                 self.in_flight -= 1
         generation.latency_s = time.monotonic() - started
         return generation
+
+    async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
+        """An episode's turn through chat completions with `tools`; the server's own
+        parser finds the calls (vLLM: --enable-auto-tool-choice --tool-call-parser)."""
+        conv = conversation
+        choice: Any = conv.tool_choice
+        if choice not in ("auto", "required", "none"):
+            choice = {"type": "function", "function": {"name": choice}}
+        tools = {"tools": conv.tools, "tool_choice": choice}
+        if conv.tools:
+            tools["parallel_tool_calls"] = conv.parallel_tool_calls
+        turn_request = GenerationRequest(
+            request.request_id,
+            [_api_message(m) for m in conv.messages],
+            request.sampling,
+            extra={"chat_tools": tools if conv.tools else None},
+        )
+        gen = await self.generate(turn_request)
+        gen.tool_calls = gen.tool_calls or []
+        return gen
 
     async def _with_retries(self, client, request: GenerationRequest, estimate: int) -> Generation:
         import openai
@@ -194,6 +222,8 @@ class OpenAIEngine(Engine):
             body[name] = s.get(name)
         if s.get("logprobs"):
             body.update(logprobs=True, top_logprobs=0)
+        if request.extra.get("chat_tools"):
+            body.update(request.extra["chat_tools"])
         response = await self._post(client, "/chat/completions", body, s)
         choice = response["choices"][0]
         usage = response.get("usage") or {}
@@ -209,6 +239,14 @@ class OpenAIEngine(Engine):
             prompt_token_ids=response.get("prompt_token_ids") if want_ids else None,
             output_token_ids=choice.get("token_ids") if want_ids else None,
             output_logprobs=logprobs,
+            tool_calls=[
+                ToolCall(
+                    str(c.get("id") or f"call_{i}"),
+                    str((c.get("function") or {}).get("name") or ""),
+                    str((c.get("function") or {}).get("arguments") or "{}"),
+                )
+                for i, c in enumerate((choice.get("message") or {}).get("tool_calls") or [])
+            ],
         )
 
     async def _responses(self, client, request: GenerationRequest) -> Generation:
@@ -299,3 +337,25 @@ def _retry_after(exc: Any) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _api_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A conversation message as the API takes it (tool-call arguments as JSON text)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    return {
+        **message,
+        "tool_calls": [
+            {
+                **c,
+                "function": {
+                    "name": c["function"]["name"],
+                    "arguments": c["function"]["arguments"]
+                    if isinstance(c["function"]["arguments"], str)
+                    else json.dumps(c["function"]["arguments"]),
+                },
+            }
+            for c in calls
+        ],
+    }

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import time
 from typing import Any
 
 from rollout_ray.config import SimulatedEngineConfig
-from rollout_ray.engines.base import Engine, Generation, GenerationRequest
+from rollout_ray.engines.base import Conversation, Engine, Generation, GenerationRequest, ToolCall
 from rollout_ray.errors import RowError
 
 _WORDS = [
@@ -102,8 +103,63 @@ class SimulatedEngine(Engine):
             ttft_s=self.config.latency_s,
         )
 
+    async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
+        """A scripted episode: the first `tool_turns` turns call a tool (cycling through
+        the tools, arguments made from each one's schema), then a plain answer."""
+        conv = conversation
+        if conv.token_ids is None:
+            conv.token_ids = self.prepare(conv.messages, request.sampling)
+            conv.prompt_len, conv.mask = len(conv.token_ids), [0] * len(conv.token_ids)
+            conv.logprobs = [0.0] * len(conv.token_ids)
+        else:
+            new = conv.messages[conv.rendered :]
+            added = sum(len(str(m.get("content") or "").split()) + 4 for m in new)
+            conv.token_ids += [7] * added
+            conv.mask += [0] * added
+            conv.logprobs += [0.0] * added
+        conv.rendered = len(conv.messages)
+        done = sum(1 for m in conv.messages if m.get("role") == "assistant")
+        calls: list[ToolCall] = []
+        if conv.tools and conv.tool_choice != "none" and done < self.config.tool_turns:
+            tool = conv.tools[done % len(conv.tools)]["function"]
+            if conv.tool_choice not in ("auto", "required"):
+                tool = next(
+                    t["function"] for t in conv.tools if t["function"]["name"] == conv.tool_choice
+                )
+            args = json.dumps(example_arguments(tool.get("parameters") or {}))
+            calls = [ToolCall(f"call_{done}_{request.request_id[-6:]}", tool["name"], args)]
+        sampling = {**request.sampling, "return_token_ids": True, "logprobs": True}
+        if calls:
+            sampling["max_tokens"] = min(sampling.get("max_tokens") or 8, 8)
+        gen = await self.generate(
+            GenerationRequest(request.request_id, conv.messages, sampling, conv.token_ids)
+        )
+        ids = gen.output_token_ids or []
+        conv.token_ids += ids
+        conv.mask += [1] * len(ids)
+        conv.logprobs += gen.output_logprobs or [0.0] * len(ids)
+        if calls:
+            gen.text, gen.finish_reason = "", "stop"
+        gen.tool_calls = calls
+        return gen
+
     def stats(self) -> dict[str, float]:
         return {"requests_running": float(self._running)}
+
+
+def example_arguments(schema: dict[str, Any]) -> dict[str, Any]:
+    """Arguments that satisfy a simple object schema: its required properties, each a
+    plain value of its type."""
+    values = {"string": "x", "integer": 1, "number": 1.0, "boolean": True, "array": []}
+    props = schema.get("properties") or {}
+    out: dict[str, Any] = {}
+    for name in schema.get("required") or []:
+        spec = props.get(name) or {}
+        if spec.get("enum"):
+            out[name] = spec["enum"][0]
+        else:
+            out[name] = values.get(spec.get("type"), {})
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

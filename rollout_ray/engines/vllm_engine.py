@@ -17,10 +17,18 @@ import os
 import time
 from typing import Any
 
+from rollout_ray.agents.tools import forced_schema
 from rollout_ray.config import VLLMEngineConfig
-from rollout_ray.engines.base import Engine, EngineDead, Generation, GenerationRequest
+from rollout_ray.engines.base import (
+    Conversation,
+    Engine,
+    EngineDead,
+    Generation,
+    GenerationRequest,
+)
 from rollout_ray.engines.embedded_model import resolve_model
 from rollout_ray.engines.vllm_stepper import SteppedEngine
+from rollout_ray.engines.vllm_turns import TurnRenderer
 from rollout_ray.errors import RowError
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,7 @@ class VLLMEngine(Engine):
         path = resolve_model(model, announce=log.warning)
         self.model_version = checkpoint_version(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.turns = TurnRenderer(self.tokenizer, config.tool_parser)
         kwargs: dict[str, Any] = {
             "model": path,
             "dtype": config.dtype,
@@ -77,6 +86,13 @@ class VLLMEngine(Engine):
         }
         if config.max_num_seqs:
             kwargs["max_num_seqs"] = config.max_num_seqs
+        # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
+        # spent on whitespace, which a weak model can fill its budget with.
+        from vllm.config import StructuredOutputsConfig
+
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(
+            backend="xgrammar", disable_any_whitespace=True
+        )
         if device == "cpu":
             # torch.compile costs 20-45 s at start; chunked prefill with seeded requests
             # kills the CPU engine ("CPU Generator does not use offset").
@@ -132,12 +148,37 @@ class VLLMEngine(Engine):
         return ids
 
     async def generate(self, request: GenerationRequest) -> Generation:
+        prompt_ids = request.prompt_token_ids or []
+        params = self._sampling_params(request.sampling, len(prompt_ids))
+        return await self._run(prompt_ids, params, request)
+
+    async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        conv = conversation
+        prompt_ids = self.turns.prompt_ids(conv, self.max_model_len)
+        # Logprobs are kept for the episode's RL record whenever token ids are.
+        sampling = request.sampling
+        params = self._sampling_params(sampling, len(prompt_ids))
+        schema = forced_schema(conv.tool_choice, conv.tools, conv.parallel_tool_calls)
+        if schema is not None:
+            params.structured_outputs = StructuredOutputsParams(json=schema)
+        turn_request = GenerationRequest(
+            f"{request.request_id}/t{len(conv.messages)}", conv.messages, sampling, prompt_ids
+        )
+        gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
+        self.turns.record_turn(conv, gen.output_token_ids or [], gen.output_logprobs)
+        gen.text, gen.tool_calls = self.turns.calls(gen.text, conv)
+        return gen
+
+    async def _run(
+        self, prompt_ids: list[int], params: Any, request: GenerationRequest, keep_ids=False
+    ) -> Generation:
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        params = self._sampling_params(request.sampling, len(request.prompt_token_ids or ()))
         started = time.monotonic()
-        prompt = TokensPrompt(prompt_token_ids=request.prompt_token_ids)
+        prompt = TokensPrompt(prompt_token_ids=prompt_ids)
         final = None
         try:
             if self.stepped:
@@ -162,7 +203,7 @@ class VLLMEngine(Engine):
             ]
         metrics = getattr(final, "metrics", None)
         ttft = getattr(metrics, "first_token_latency", None)
-        want_ids = bool(request.sampling.get("return_token_ids"))
+        want_ids = keep_ids or bool(request.sampling.get("return_token_ids"))
         return Generation(
             text=completion.text,
             finish_reason=str(completion.finish_reason or "unknown"),

@@ -14,11 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rollout_ray.agents.tools import chat_tools
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
 from rollout_ray.output.schema import to_json
 
 GYM_KEY = "responses_create_params"
+TOOLS_KEY = "tools"
 ROW_SAMPLING_KEY = "sampling"
 ROLES = {"system", "user", "assistant", "developer", "tool"}
 
@@ -43,6 +45,11 @@ class Prompt:
     responses_create_params: str | None = None
     #: Repairs made to the row when it was read (e.g. invalid UTF-8 replaced).
     warnings: list[str] | None = None
+    #: Function tools the row offers (chat-completions shape), and how to use them.
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = None
 
 
 def build_prompt(row: dict[str, Any], dataset: DatasetConfig) -> Prompt:
@@ -58,12 +65,17 @@ def build_prompt(row: dict[str, Any], dataset: DatasetConfig) -> Prompt:
     elif shape == "messages":
         prompt = Prompt(_messages(row.get(dataset.messages_field), dataset.messages_field))
         prompt.carried = {k: v for k, v in row.items() if k != dataset.messages_field}
+        if TOOLS_KEY in prompt.carried:  # chat-completions rows carry their tools beside
+            prompt.tools = chat_tools(prompt.carried.pop(TOOLS_KEY), TOOLS_KEY)
+            prompt.tool_choice = prompt.carried.pop("tool_choice", None)
     else:
         prompt = Prompt([{"role": "user", "content": _prompt_text(row, dataset)}])
         consumed = set() if dataset.prompt_template else {dataset.prompt_field}
         prompt.carried = {k: v for k, v in row.items() if k not in consumed}
     if ROW_SAMPLING_KEY in prompt.carried:
         prompt.sampling.update(_row_sampling(prompt.carried.pop(ROW_SAMPLING_KEY)))
+    if dataset.tools:
+        prompt.tools = _merged_tools(prompt.tools, chat_tools(dataset.tools, "tools"))
     if dataset.system_prompt and prompt.messages[0]["role"] != "system":
         prompt.messages.insert(0, {"role": "system", "content": dataset.system_prompt})
     return prompt
@@ -181,7 +193,22 @@ def _from_gym(row: dict[str, Any]) -> Prompt:
     carried = {k: v for k, v in row.items() if k != GYM_KEY}
     if sampling:
         sampling = _validated(sampling, GYM_KEY)
-    return Prompt(messages, sampling, carried, to_json(params))
+    prompt = Prompt(messages, sampling, carried, to_json(params))
+    prompt.tools = chat_tools(params.get("tools"), f"{GYM_KEY}.tools")
+    prompt.tool_choice = params.get("tool_choice")
+    parallel = params.get("parallel_tool_calls")
+    prompt.parallel_tool_calls = parallel if isinstance(parallel, bool) else None
+    most = params.get("max_tool_calls")
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 0):
+        raise RowError(f"{GYM_KEY}.max_tool_calls must be a whole number >= 0, got {_short(most)}")
+    prompt.max_tool_calls = most
+    return prompt
+
+
+def _merged_tools(own: list[dict[str, Any]], shared: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row's tools, then the dataset's that the row doesn't define itself."""
+    names = {t["function"]["name"] for t in own}
+    return own + [t for t in shared if t["function"]["name"] not in names]
 
 
 def _row_sampling(value: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from rollout_ray.errors import ResumeRefused
 from rollout_ray.inputs import staging
 from rollout_ray.inputs.shards import plan_file, plan_uncovered
 from rollout_ray.inputs.sources import Shard, discover
+from rollout_ray.inputs.tool_rows import refuse_tools_without_agent
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.schema import Commit
@@ -360,6 +361,7 @@ def _write_plan(
     """Write plan.parquet, then job.json: job.json's presence marks a complete plan."""
     started = time.monotonic()
     files, shards = build_plan(config, previous, committed, replan_changed)
+    refuse_tools_without_agent(config, shards)
     storage.write_parquet_atomic(layout.plan, shards_table(shards))
     storage.write_json_atomic(
         layout.job,

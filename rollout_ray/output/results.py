@@ -17,7 +17,7 @@ from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.schema import Commit
+from rollout_ray.output.schema import ROLLOUT_CORE, Commit
 
 
 def committed_pieces(output: str) -> list[Commit]:
@@ -54,8 +54,23 @@ def iter_shards(
         if uri:
             by_shard[piece.shard_id].append(uri)
     for _, uris in sorted(by_shard.items()):
-        tables = [storage.read_parquet(uri, columns=columns) for uri in uris]
-        yield concat(tables)
+        yield concat([_read(uri, columns) for uri in uris])
+
+
+def _read(uri: str, columns: list[str] | None) -> pa.Table:
+    """A data file's columns; ones added to the record schema since it was written
+    (e.g. the agent columns) come back as nulls of their type."""
+    if columns is None:
+        return storage.read_parquet(uri)
+    try:
+        return storage.read_parquet(uri, columns=columns)
+    except (pa.ArrowInvalid, KeyError):
+        table = storage.read_parquet(uri)
+    for name in columns:
+        if name not in table.column_names and name in ROLLOUT_CORE.names:
+            field = ROLLOUT_CORE.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select([c for c in columns if c in table.column_names])
 
 
 def read_rollouts(

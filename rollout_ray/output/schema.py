@@ -65,6 +65,18 @@ ROLLOUT_FIELDS: list[pa.Field] = [
     pa.field("row_warnings", pa.list_(pa.string())),
     # The carried fields whose value in this row is JSON text (see carried_columns).
     pa.field("carried_json", pa.list_(pa.string())),
+    # Agent episodes (null for single-turn rollouts). output_token_ids then hold every
+    # token after the first prompt; output_mask is 1 on the model's own (0 on tool
+    # outputs and template text), output_logprobs 0.0 where the mask is 0.
+    pa.field("output_mask", pa.list_(pa.int8())),
+    # Responses-API output items as JSON: message, function_call, function_call_output.
+    pa.field("episode", pa.string()),
+    # The function tools offered (chat-completions shape), as JSON.
+    pa.field("episode_tools", pa.string()),
+    pa.field("steps", pa.int16()),
+    pa.field("tool_calls", pa.int16()),
+    pa.field("tool_errors", pa.int16()),
+    pa.field("turn_latency_s", pa.list_(pa.float32())),
 ]
 ROLLOUT_CORE = pa.schema(ROLLOUT_FIELDS)
 CORE_NAMES = frozenset(ROLLOUT_CORE.names)

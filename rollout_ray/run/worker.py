@@ -35,6 +35,7 @@ from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import Commit, sampling_record
 from rollout_ray.run.coordinator_client import CoordinatorClient
+from rollout_ray.run.episodes import Episodes
 from rollout_ray.run.outcomes import (
     EngineCrashed,
     Rollout,
@@ -83,6 +84,7 @@ class PieceRunner:
             base = JOB_SAMPLING_DEFAULTS.merged(config.sampling, dataset.sampling)
             pinned = base.model_dump(include=config.pinned_sampling(i), exclude_none=True)
             self.datasets[dataset.name] = (dataset, base.model_dump(exclude_none=True), pinned)
+        self.episodes = Episodes(engine, secrets)
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout-io")
         self._partials: dict[str, list[int]] = {}
         self._reporter: asyncio.Task | None = None
@@ -249,7 +251,11 @@ class PieceRunner:
                 assert row.value is not None
                 prompt = build_prompt(row.value, dataset)
                 sampling = {**base, **prompt.sampling, **pinned} if prompt.sampling else base
-                token_ids = self.engine.prepare(prompt.messages, sampling)
+                if dataset.agent is None:
+                    self.episodes.tools_for(dataset, prompt)  # refuses rows with tools
+                    token_ids = self.engine.prepare(prompt.messages, sampling)
+                else:
+                    token_ids = None  # an episode renders its own turns
             except (EngineDead, JobFault):
                 raise
             except RowError as exc:
@@ -277,9 +283,17 @@ class PieceRunner:
         return rollouts, failures
 
     async def _generate(self, item: WorkItem, rollout: Rollout) -> dict[str, Any]:
+        dataset = self.datasets[item.shard.dataset][0]
         try:
-            generation = await self.engine.generate(rollout.request)
-            record = rollout_record(item, rollout, generation, self.engine)
+            if dataset.agent is not None:
+                record = await self.episodes.rollout(item, rollout, dataset)
+                if "stage" in record:
+                    return record
+                output_tokens = record["output_tokens"]
+            else:
+                generation = await self.engine.generate(rollout.request)
+                record = rollout_record(item, rollout, generation, self.engine)
+                output_tokens = generation.output_tokens
         except (EngineDead, JobFault):
             raise
         except RowError as exc:
@@ -289,7 +303,7 @@ class PieceRunner:
         partial = self._partials.get(item.piece_id)
         if partial is not None:
             partial[0] += 1
-            partial[1] += generation.output_tokens
+            partial[1] += output_tokens
         return record
 
     async def _enter(self, alone: bool = False) -> None:

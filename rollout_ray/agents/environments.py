@@ -1,0 +1,208 @@
+"""Where tool calls run: a NeMo Gym resources server, Python functions, or nowhere.
+
+One environment per engine actor (one HTTP connection pool); one session per episode
+(Gym keeps an episode's state in a signed session cookie, so each session keeps its
+own cookies). A tool's own failure (an exception, a 4xx/500 reply) is the call's
+output, as in Gym: the model sees it and goes on. A server that can't be reached,
+times out or answers 502/503/504 is retried with backoff; then the episode fails
+with stage `tool` (never a reward of 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+from rollout_ray.agents.tools import function_tool
+from rollout_ray.config.agents import AgentConfig
+from rollout_ray.errors import JobFault
+
+RETRY_STATUS = {502, 503, 504}
+
+
+class ToolUnavailable(Exception):
+    """The tool server could not be reached (or timed out) after every retry."""
+
+
+class VerifyFailed(Exception):
+    """The environment's /verify could not judge the episode."""
+
+
+class Session:
+    """One episode's link to its environment."""
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        """Run one call: (output text, whether the tool reported an error)."""
+        raise NotImplementedError
+
+    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any] | None:
+        """The environment's verdict on the episode (None: it has no verifier)."""
+        return None
+
+
+class Environment:
+    def __init__(self) -> None:
+        self.tools: list[dict[str, Any]] = []
+
+    async def session(self, row: dict[str, Any]) -> Session:
+        return Session()
+
+    async def close(self) -> None:
+        pass
+
+
+def open_environment(agent: AgentConfig) -> Environment:
+    if agent.kind == "gym":
+        return GymEnvironment(agent)
+    if agent.kind == "python":
+        return PythonEnvironment(agent)
+    return Environment()
+
+
+# ---------------------------------------------------------------------- NeMo Gym
+
+
+class GymEnvironment(Environment):
+    """A NeMo Gym resources server, spoken to as Gym's simple_agent does."""
+
+    def __init__(self, agent: AgentConfig):
+        import httpx
+
+        super().__init__()
+        self.agent = agent
+        self.url = (agent.url or "").rstrip("/")
+        limits = httpx.Limits(
+            max_connections=agent.max_connections, max_keepalive_connections=agent.max_connections
+        )
+        self.client = httpx.AsyncClient(limits=limits, timeout=agent.tool_timeout_s)
+
+    async def session(self, row: dict[str, Any]) -> Session:
+        session = GymSession(self)
+        await session.post("/seed_session", row, self.agent.tool_timeout_s, "seed_session")
+        return session
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class GymSession(Session):
+    def __init__(self, env: GymEnvironment):
+        self.env = env
+        self.cookies: dict[str, str] = {}
+
+    async def post(self, path: str, body: Any, timeout: float, what: str) -> Any:
+        """POST with this session's cookies, retried on an unreachable server."""
+        import httpx
+
+        env = self.env
+        attempts = env.agent.tool_retries + 1
+        last = ""
+        for attempt in range(attempts):
+            try:
+                reply = await env.client.post(
+                    env.url + path, json=body, cookies=self.cookies, timeout=timeout
+                )
+            except httpx.TimeoutException:
+                last = f"no answer within {timeout:g} s (agent.tool_timeout_s)"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                self.cookies.update(reply.cookies)
+                if reply.status_code not in RETRY_STATUS:
+                    return reply
+                last = f"HTTP {reply.status_code}: {reply.text[:200]}"
+            if attempt + 1 < attempts:
+                await asyncio.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+        raise ToolUnavailable(f"{what} at {env.url}{path} failed {attempts} times; last: {last}")
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        reply = await self.post(f"/{name}", arguments, self.env.agent.tool_timeout_s, name)
+        return reply.text, reply.status_code >= 400
+
+    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply = await self.post(
+                "/verify", {**row, "response": response}, self.env.agent.verify_timeout_s, "verify"
+            )
+        except ToolUnavailable as exc:
+            raise VerifyFailed(str(exc)) from None
+        if reply.status_code >= 400:
+            raise VerifyFailed(f"/verify answered HTTP {reply.status_code}: {reply.text[:500]}")
+        try:
+            verdict = reply.json()
+        except ValueError:
+            raise VerifyFailed(f"/verify answered with no JSON: {reply.text[:200]!r}") from None
+        reward = verdict.get("reward") if isinstance(verdict, dict) else None
+        if isinstance(reward, bool) or not isinstance(reward, int | float):
+            raise VerifyFailed(f"/verify answered without a numeric reward: {reply.text[:200]}")
+        return verdict
+
+
+# ---------------------------------------------------------------------- Python
+
+
+class PythonEnvironment(Environment):
+    """Tools as Python functions; each call runs off the event loop, with a timeout."""
+
+    def __init__(self, agent: AgentConfig):
+        super().__init__()
+        self.agent = agent
+        self.functions = load_functions(agent.tools or "")
+        self.tools = [function_tool(fn) for fn in self.functions.values()]
+
+    async def session(self, row: dict[str, Any]) -> Session:
+        return PythonSession(self)
+
+
+class PythonSession(Session):
+    def __init__(self, env: PythonEnvironment):
+        self.env = env
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        fn = self.env.functions.get(name)
+        if fn is None:
+            return json.dumps({"error": f"unknown tool {name!r}"}), True
+        timeout = self.env.agent.tool_timeout_s
+        try:
+            if asyncio.iscoroutinefunction(fn):
+                result = await asyncio.wait_for(fn(**arguments), timeout)
+            else:
+                # A thread can't be stopped: one that overruns keeps running, unseen.
+                result = await asyncio.wait_for(asyncio.to_thread(fn, **arguments), timeout)
+        except TimeoutError:
+            raise ToolUnavailable(f"tool {name} gave no result within {timeout:g} s") from None
+        except Exception as exc:  # the tool's own error: the model sees it, as in Gym
+            return json.dumps({"error": f"{type(exc).__name__}: {exc}"}), True
+        if isinstance(result, str):
+            return result, False
+        return json.dumps(result, default=str, ensure_ascii=False), False
+
+
+def load_functions(spec: str) -> dict[str, Callable[..., Any]]:
+    """`module:object` to {name: function}; the object is a list, dict or one function.
+
+    Raises:
+        JobFault: the module or object can't be imported (every episode would fail).
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise JobFault(f"agent.tools {spec!r} can't be imported: {reason}") from None
+    if callable(obj) and not isinstance(obj, type):
+        items = [obj]
+    elif isinstance(obj, dict):
+        return {str(k): v for k, v in obj.items() if callable(v)}
+    else:
+        items = list(obj) if isinstance(obj, list | tuple) else []
+    functions = {fn.__name__: fn for fn in items if callable(fn)}
+    if not functions:
+        raise JobFault(f"agent.tools {spec!r} holds no functions (a list, dict or a function)")
+    return functions

@@ -1,0 +1,148 @@
+"""Agent rollouts inside a piece: an episode per rollout, its record or its failure.
+
+The piece runner hands a rollout here when its dataset has an agent. Failures keep
+their stage: a tool server that stays unreachable is `tool` (retried later, never a
+reward of 0), a `/verify` that can't judge is `verify` (the episode's text is kept).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rollout_ray.agents.environments import (
+    Environment,
+    ToolUnavailable,
+    VerifyFailed,
+    open_environment,
+)
+from rollout_ray.agents.episode import Episode, run_episode
+from rollout_ray.agents.tools import normalise_choice
+from rollout_ray.config import DatasetConfig
+from rollout_ray.engines import Engine
+from rollout_ray.engines.base import Conversation
+from rollout_ray.errors import RowError
+from rollout_ray.inputs.prompts import GYM_KEY, Prompt
+from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.schema import to_json
+from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record
+
+#: Fields of Gym's /verify answer that are the request echoed back, not its verdict.
+_ECHOED = {"responses_create_params", "response", "reward"}
+
+
+class Episodes:
+    """The agent side of one engine actor: an environment per dataset, made once."""
+
+    def __init__(self, engine: Engine, secrets: tuple[str, ...] = ()):
+        self.engine = engine
+        self.secrets = secrets
+        self._environments: dict[str, Environment] = {}
+
+    def environment(self, dataset: DatasetConfig) -> Environment:
+        env = self._environments.get(dataset.name)
+        if env is None:
+            assert dataset.agent is not None
+            env = self._environments[dataset.name] = open_environment(dataset.agent)
+        return env
+
+    def tools_for(self, dataset: DatasetConfig, prompt: Prompt) -> list[dict[str, Any]]:
+        """Every tool a row's episodes offer; a row with tools and no agent is refused.
+
+        Raises:
+            RowError: the row has tools but its dataset has no agent to run them.
+        """
+        if dataset.agent is None:
+            if prompt.tools:
+                names = ", ".join(t["function"]["name"] for t in prompt.tools[:5])
+                raise RowError(
+                    f"the row offers tools ({names}) but dataset {dataset.name!r} has no "
+                    "agent: set `agent: {kind: gym, url: ...}` or `{kind: python, tools: "
+                    "...}` to run them, or `{kind: none}` to record calls without running "
+                    "them (see docs/agents.md)",
+                    "prompt",
+                )
+            return []
+        known = {t["function"]["name"] for t in prompt.tools}
+        extra = [t for t in self.environment(dataset).tools if t["function"]["name"] not in known]
+        return prompt.tools + extra
+
+    async def rollout(
+        self, item: WorkItem, rollout: Rollout, dataset: DatasetConfig
+    ) -> dict[str, Any]:
+        """The rollout's record, or its failure record (which has a `stage`)."""
+        agent = dataset.agent
+        assert agent is not None
+        prompt = rollout.prompt
+        tools = self.tools_for(dataset, prompt)
+        where = f"{GYM_KEY}.tool_choice" if prompt.responses_create_params else "tool_choice"
+        choice = agent.tool_choice if agent.tool_choice is not None else prompt.tool_choice
+        parallel = agent.parallel_tool_calls
+        if parallel is None:
+            parallel = (
+                prompt.parallel_tool_calls if prompt.parallel_tool_calls is not None else True
+            )
+        try:
+            conv = Conversation(
+                messages=[dict(m) for m in prompt.messages],
+                tools=tools,
+                tool_choice=normalise_choice(choice, tools, where) if tools else "none",
+                parallel_tool_calls=parallel,
+            )
+            row = gym_row(prompt)
+            session = await self.environment(dataset).session(row)
+            episode = await run_episode(
+                self.engine, rollout.request, conv, agent, session, prompt.max_tool_calls
+            )
+        except RowError as exc:
+            return self._failed(item, rollout, exc.stage, exc, True)
+        except ToolUnavailable as exc:
+            return self._failed(item, rollout, "tool", exc, False)
+        record = rollout_record(item, rollout, episode.generation, self.engine)
+        record.update(episode_columns(episode, tools))
+        if agent.kind == "gym":
+            try:
+                verdict = await session.verify(row, episode.response)
+            except VerifyFailed as exc:
+                return dict(generated_failure(item, record, "verify", exc, False, self.secrets))
+            assert verdict is not None
+            details = {k: v for k, v in verdict.items() if k not in _ECHOED and k not in row}
+            record.update(
+                reward=float(verdict["reward"]), verifier="gym", verifier_details=to_json(details)
+            )
+        return record
+
+    def _failed(
+        self, item: WorkItem, rollout: Rollout, stage: str, exc: BaseException, terminal: bool
+    ) -> dict[str, Any]:
+        return dict(
+            failure_record(item, rollout.row, rollout.index, stage, exc, terminal, self.secrets)
+        )
+
+    async def close(self) -> None:
+        for env in self._environments.values():
+            await env.close()
+        self._environments.clear()
+
+
+def gym_row(prompt: Prompt) -> dict[str, Any]:
+    """The row as Gym's /seed_session and /verify take it: its fields, with
+    `responses_create_params` (built from the messages for rows of other shapes)."""
+    params = (
+        json.loads(prompt.responses_create_params)
+        if prompt.responses_create_params
+        else {"input": prompt.messages}
+    )
+    return {**prompt.carried, GYM_KEY: params}
+
+
+def episode_columns(episode: Episode, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "output_mask": episode.mask,
+        "episode": to_json(episode.items),
+        "episode_tools": to_json(tools) if tools else None,
+        "steps": episode.steps,
+        "tool_calls": episode.tool_calls,
+        "tool_errors": episode.tool_errors,
+        "turn_latency_s": episode.turn_latency_s,
+    }
