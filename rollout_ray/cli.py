@@ -183,7 +183,7 @@ def verify(
 @app.command()
 def export(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="sft, dpo, rl, eval or mix (see export-kinds).")],
+    kind: Annotated[str, typer.Argument(help="sft, dpo, rl, eval, mix or gym (see export-kinds).")],
     output: Annotated[str, typer.Argument(help="A job's output.")],
     dest: Annotated[str, typer.Argument(help="File to write: .jsonl or .parquet (.json: eval).")],
     weights: Annotated[

@@ -9,6 +9,7 @@ from typing import Any
 
 from rollout_ray.exports.dpo import export_dpo
 from rollout_ray.exports.evaluation import default_ks, eval_table, export_eval, pass_at_k
+from rollout_ray.exports.gym import export_gym
 from rollout_ray.exports.mix import export_mix
 from rollout_ray.exports.rl import export_rl
 from rollout_ray.exports.sft import export_sft
@@ -21,6 +22,7 @@ EXPORTERS: dict[str, Callable[..., ExportReport]] = {
     "rl": export_rl,
     "eval": export_eval,
     "mix": export_mix,
+    "gym": export_gym,
 }
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "export",
     "export_dpo",
     "export_eval",
+    "export_gym",
     "export_mix",
     "export_rl",
     "export_sft",

@@ -5,6 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from rollout_ray.exports.episodes import (
+    EPISODE_COLUMNS,
+    TOOL_MESSAGES,
+    completion_lists,
+    is_agent_job,
+    prompt_lists,
+)
 from rollout_ray.exports.sft import assistant_lists
 from rollout_ray.exports.writer import (
     MESSAGES,
@@ -33,6 +40,14 @@ SCHEMA = pa.schema(
         ("rejected_rollout_index", pa.int32()),
     ]
 )
+#: The same for agent jobs: whole episodes (TRL's tool-calling format) and the tools.
+TOOL_SCHEMA = pa.schema(
+    [
+        (f.name, TOOL_MESSAGES if f.name in ("prompt", "chosen", "rejected") else f.type)
+        for f in SCHEMA
+    ]
+    + [("tools", pa.string())]
+)
 
 
 def export_dpo(
@@ -53,8 +68,12 @@ def export_dpo(
     min_gap = check_number("min_gap", min_gap, minimum=0.0)
     datasets = check_datasets(output, datasets)
     tasks = fewer = equal = small = 0
-    with TableWriter(dest, SCHEMA) as writer:
-        for shard in shards(output, datasets, SCORED_COLUMNS):
+    agents = is_agent_job(output)
+    schema, columns = (
+        (TOOL_SCHEMA, SCORED_COLUMNS + EPISODE_COLUMNS) if agents else (SCHEMA, SCORED_COLUMNS)
+    )
+    with TableWriter(dest, schema) as writer:
+        for shard in shards(output, datasets, columns):
             groups = group_by_task(shard)
             tasks += groups.count
             reward = rewards(groups.table)
@@ -76,7 +95,7 @@ def export_dpo(
             # Both cover every group with a scored rollout, in group order: align by mask.
             chosen = chosen[paired[chosen_groups]]
             rejected = rejected[paired[rejected_groups]]
-            writer.write(_pairs(groups.table, chosen, rejected))
+            writer.write(_pairs(groups.table, chosen, rejected, agents))
     pairs = writer.rows
     return ExportReport(
         kind="dpo",
@@ -95,20 +114,32 @@ def export_dpo(
     )
 
 
-def _pairs(table: pa.Table, chosen: np.ndarray, rejected: np.ndarray) -> pa.Table:
-    """Preference rows in SCHEMA from the row positions of chosen and rejected rollouts."""
+def _pairs(
+    table: pa.Table, chosen: np.ndarray, rejected: np.ndarray, agents: bool = False
+) -> pa.Table:
+    """Preference rows in SCHEMA (TOOL_SCHEMA for agent jobs: whole episodes) from the
+    row positions of chosen and rejected rollouts."""
     best = table.take(pa.array(chosen))
     worst = table.take(pa.array(rejected))
+    extra = {}
+    if agents:
+        prompt = prompt_lists(best)
+        good, bad = completion_lists(best), completion_lists(worst)
+        extra["tools"] = best["episode_tools"]
+    else:
+        prompt = best["prompt_messages"]
+        good, bad = assistant_lists(best["response_text"]), assistant_lists(worst["response_text"])
     return pa.table(
         {
-            "prompt": best["prompt_messages"],
-            "chosen": assistant_lists(best["response_text"]),
-            "rejected": assistant_lists(worst["response_text"]),
+            "prompt": prompt,
+            "chosen": good,
+            "rejected": bad,
             "reward_chosen": best["reward"],
             "reward_rejected": worst["reward"],
             "task_id": best["task_id"],
             "dataset": best["dataset"],
             "chosen_rollout_index": best["rollout_index"],
             "rejected_rollout_index": worst["rollout_index"],
+            **extra,
         }
     )

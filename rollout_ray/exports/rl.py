@@ -27,6 +27,7 @@ COLUMNS = [
     "task_id",
     "rollout_index",
     *TOKEN_COLUMNS,
+    "output_mask",
     "reward",
     "model",
     "sampling",
@@ -41,6 +42,9 @@ SCHEMA = pa.schema(
         ("prompt_token_ids", pa.list_(pa.int32())),
         ("response_token_ids", pa.list_(pa.int32())),
         ("response_logprobs", pa.list_(pa.float32())),
+        # 1 on the model's own tokens, 0 on tool outputs and template text between the
+        # turns of an agent episode (all 1 for a single turn): the loss mask.
+        ("response_mask", pa.list_(pa.int8())),
         ("reward", pa.float64()),
         ("advantage", pa.float64()),
         ("group_size", pa.int32()),
@@ -123,6 +127,14 @@ def _require_tokens(shard: pa.Table, output: str) -> None:
         )
 
 
+def _loss_mask(rows: pa.Table) -> pa.Array:
+    """The episode's mask, or all ones for a single-turn rollout (no mask stored)."""
+    masks = rows["output_mask"].to_pylist()
+    lengths = pc.list_value_length(rows["output_token_ids"]).to_pylist()
+    filled = [m if m is not None else [1] * (n or 0) for m, n in zip(masks, lengths, strict=True)]
+    return pa.array(filled, pa.list_(pa.int8()))
+
+
 def _rows(rows: pa.Table, advantage: np.ndarray, size: np.ndarray) -> pa.Table:
     return pa.table(
         {
@@ -132,6 +144,7 @@ def _rows(rows: pa.Table, advantage: np.ndarray, size: np.ndarray) -> pa.Table:
             "prompt_token_ids": rows["prompt_token_ids"],
             "response_token_ids": rows["output_token_ids"],
             "response_logprobs": rows["output_logprobs"],
+            "response_mask": _loss_mask(rows),
             "reward": rows["reward"],
             "advantage": pa.array(advantage, pa.float64()),
             "group_size": pa.array(size.astype(np.int32), pa.int32()),

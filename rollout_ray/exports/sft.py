@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from rollout_ray.exports.episodes import (
+    EPISODE_COLUMNS,
+    TOOL_MESSAGES,
+    completion_lists,
+    conversation_lists,
+    is_agent_job,
+    prompt_lists,
+)
 from rollout_ray.exports.writer import (
     MESSAGES,
     SCORED_COLUMNS,
@@ -34,6 +42,14 @@ SCHEMA = pa.schema(
         ("reward", pa.float64()),
     ]
 )
+#: The same for agent jobs: multi-turn messages with tool calls, and the tools offered.
+TOOL_SCHEMA = pa.schema(
+    [
+        (f.name, TOOL_MESSAGES if f.name in ("messages", "prompt", "completion") else f.type)
+        for f in SCHEMA
+    ]
+    + [("tools", pa.string())]
+)
 
 
 def export_sft(
@@ -60,8 +76,12 @@ def export_sft(
     datasets = check_datasets(output, datasets)
     filtered = threshold is not None or best_of_n
     tasks = rollouts = unscored = below = 0
-    with TableWriter(dest, SCHEMA) as writer:
-        for shard in shards(output, datasets, SCORED_COLUMNS):
+    agents = is_agent_job(output)
+    schema, columns = (
+        (TOOL_SCHEMA, SCORED_COLUMNS + EPISODE_COLUMNS) if agents else (SCHEMA, SCORED_COLUMNS)
+    )
+    with TableWriter(dest, schema) as writer:
+        for shard in shards(output, datasets, columns):
             groups = group_by_task(shard)
             tasks += groups.count
             rollouts += shard.num_rows
@@ -80,7 +100,8 @@ def export_sft(
                 _, rows = groups.first_where(keep & (candidate == best[groups.gid]))
             else:
                 rows = np.flatnonzero(keep)
-            writer.write(_examples(groups.table.take(pa.array(rows))))
+            selected = groups.table.take(pa.array(rows))
+            writer.write(_episodes(selected) if agents else _examples(selected))
     return ExportReport(
         kind="sft",
         dest=dest,
@@ -107,6 +128,23 @@ def _examples(rows: pa.Table) -> pa.Table:
             "rollout_index": rows["rollout_index"],
             "dataset": rows["dataset"],
             "reward": rows["reward"],
+        }
+    )
+
+
+def _episodes(rows: pa.Table) -> pa.Table:
+    """SFT rows in TOOL_SCHEMA: the prompt, then every turn of the episode."""
+    prompt, completion = prompt_lists(rows), completion_lists(rows)
+    return pa.table(
+        {
+            "messages": conversation_lists(prompt, completion),
+            "prompt": prompt,
+            "completion": completion,
+            "task_id": rows["task_id"],
+            "rollout_index": rows["rollout_index"],
+            "dataset": rows["dataset"],
+            "reward": rows["reward"],
+            "tools": rows["episode_tools"],
         }
     )
 

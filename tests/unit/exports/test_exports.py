@@ -410,7 +410,7 @@ def test_eval_without_extracted_answers_skips_majority(tmp_path):
 def test_export_rejects_bad_kinds_options_and_destinations(tmp_path):
     out = fake_output(tmp_path, group("a", [1.0, 0.0]))
     dest = str(tmp_path / "x.jsonl")
-    assert set(EXPORTERS) == {"sft", "dpo", "rl", "eval", "mix"}
+    assert set(EXPORTERS) == {"sft", "dpo", "rl", "eval", "mix", "gym"}
     assert options("dpo") == {"min_gap": 0.0, "datasets": None}
     bad = [
         (("kto", out, dest), {}, "unknown export kind"),
