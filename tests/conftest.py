@@ -85,3 +85,23 @@ def s3_server():
         else:
             os.environ[key] = value
     storage.filesystem.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def gym_server(tmp_path_factory):
+    """start(name, **settings) -> a running real NeMo Gym resources server (one per
+    name and settings; settings override the server's own config, e.g. grading_mode)."""
+    from gym_servers import GymServer
+
+    servers: dict[tuple, GymServer] = {}
+    workdir = tmp_path_factory.mktemp("gym")
+
+    def start(name: str, **settings: str) -> GymServer:
+        key = (name, *sorted(settings.items()))
+        if key not in servers:
+            servers[key] = GymServer(name, workdir, settings)
+        return servers[key]
+
+    yield start
+    for server in servers.values():
+        server.stop()

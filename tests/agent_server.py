@@ -1,0 +1,119 @@
+"""A resources server speaking NeMo Gym's protocol that misbehaves on purpose, and counts.
+
+POST /seed_session takes the row and sets a session cookie; POST /add {"n": int} adds
+to the session's total; POST /verify rewards 1.0 when the total equals the row's
+`expected_total`. The row's `fault` picks what goes wrong in its sessions:
+`flaky`: /add answers 503 twice, then works; `slow`: the first /add takes `slow_s`;
+`error`: /add answers 500 with an error body (a tool error the model sees);
+`down`: /add always 503; `verify_down`: /verify answers 500;
+`verify_bad`: /verify answers without a reward.
+Calls without the session cookie get 400, as Gym's servers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections import Counter
+
+from aiohttp import web
+
+COOKIE = "session"
+
+
+class AgentServer:
+    def __init__(self, slow_s: float = 3.0):
+        self.slow_s = slow_s
+        self.sessions: dict[str, dict] = {}
+        self.hits: Counter[str] = Counter()
+        self.no_cookie = 0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int = 0) -> AgentServer:
+        self._ready.clear()
+        self.port = port
+        threading.Thread(target=self._serve, daemon=True).start()
+        assert self._ready.wait(10), "agent server did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_get("/", lambda _: web.json_response({"status": "ok"}))
+        app.router.add_post("/seed_session", self._seed)
+        app.router.add_post("/add", self._add)
+        app.router.add_post("/verify", self._verify)
+
+        async def up() -> None:
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        self._loop.run_until_complete(up())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def _session(self, request: web.Request) -> dict | None:
+        state = self.sessions.get(request.cookies.get(COOKIE, ""))
+        if state is None:
+            self.no_cookie += 1
+        return state
+
+    async def _seed(self, request: web.Request) -> web.Response:
+        row = await request.json()
+        sid = uuid.uuid4().hex
+        self.sessions[sid] = {"row": row, "total": 0, "adds": 0}
+        self.hits["seed"] += 1
+        reply = web.json_response({})
+        reply.set_cookie(COOKIE, sid)
+        return reply
+
+    async def _add(self, request: web.Request) -> web.Response:
+        state = self._session(request)
+        if state is None:
+            return web.json_response({"detail": "session not seeded"}, status=400)
+        fault = state["row"].get("fault")
+        state["adds"] += 1
+        self.hits[f"add:{fault}"] += 1
+        if fault == "down" or (fault == "flaky" and state["adds"] <= 2):
+            return web.json_response({"detail": "unavailable"}, status=503)
+        if fault == "slow" and state["adds"] == 1:
+            await asyncio.sleep(self.slow_s)
+        if fault == "error":
+            return web.json_response({"error": "the adder broke"}, status=500)
+        body = await request.json()
+        if not isinstance(body.get("n"), int):
+            return web.json_response({"detail": "n must be an integer"}, status=422)
+        state["total"] += body["n"]
+        return web.json_response({"total": state["total"]})
+
+    async def _verify(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        state = self._session(request)
+        fault = (state or {}).get("row", {}).get("fault")
+        self.hits[f"verify:{fault}"] += 1
+        if fault == "verify_down":
+            return web.json_response({"detail": "verifier crashed"}, status=500)
+        if fault == "verify_bad":
+            return web.json_response({"verdict": "fine"})
+        total = state["total"] if state else None
+        reward = 1.0 if total is not None and total == body.get("expected_total") else 0.0
+        outputs = [i for i in body["response"]["output"] if i["type"] == "function_call_output"]
+        return web.json_response(
+            {**body, "reward": reward, "total": total, "outputs": len(outputs)}
+        )
