@@ -56,17 +56,27 @@ class ExactMatchVerifier(_VerifierBase):
 
 
 class MCQAVerifier(_VerifierBase):
-    """Multiple choice, graded as NeMo Gym's MCQA environment does: the choice letter
-    (e.g. inside the last \\boxed{}) against `answer_field`."""
+    """Multiple choice, graded as NeMo Gym's mcqa server does (same text, same reward):
+    the choice letter (e.g. in the first \\boxed{}) against `answer_field`."""
 
-    implementation: ClassVar[str] = "rollout_ray.verifiers.builtin:MCQA"
+    implementation: ClassVar[str] = "rollout_ray.verifiers.mcqa:MCQA"
 
     kind: Literal["mcqa"] = Field("mcqa", description="Selects this block.")
     options_field: str = Field(
         "options", description="Row field with the options: [{'A': text}, ...] or {'A': text}."
     )
-    grading_mode: Literal["strict_single_letter_boxed", "lenient_boxed", "lenient_answer_colon"] = (
-        Field("strict_single_letter_boxed", description="How the letter is found.")
+    grading_mode: (
+        Literal[
+            "strict_single_letter_boxed",
+            "lenient_boxed",
+            "lenient_answer_colon",
+            "lenient_answer_colon_md",
+        ]
+        | None
+    ) = Field(
+        None,
+        description="How the letter is found (Gym's modes); default: the row's "
+        "`grading_mode`, else strict_single_letter_boxed, as Gym's server decides.",
     )
 
 

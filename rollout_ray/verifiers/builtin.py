@@ -1,10 +1,9 @@
-"""The cheap, in-process verifiers: exact_match, mcqa (NeMo Gym's grading), regex, json_schema."""
+"""The cheap, in-process verifiers: exact_match, regex, json_schema (mcqa: mcqa.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from functools import lru_cache
 from typing import Any
 
@@ -13,7 +12,6 @@ import regex
 from rollout_ray.config import (
     ExactMatchVerifier,
     JsonSchemaVerifier,
-    MCQAVerifier,
     RegexVerifier,
 )
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
@@ -127,121 +125,6 @@ class ExactMatch(Verifier):
         cs = self.config.case_sensitive
         ok = normalize(got, cs) in {normalize(r, cs) for r in refs}
         return Verdict(1.0 if ok else 0.0, {"extracted_answer": got.strip()})
-
-
-# ----------------------------------------------------------------------------- mcqa
-
-_BARE_LETTER = re.compile(r"^[^A-Za-z]*([A-Z])[^A-Za-z]*$")
-_LABELLED_LETTER = re.compile(r"^\s*([A-Z])\s*[:).\-]")
-_MCQA_ANSWER_COLON = re.compile(r"(?i)answer\s*:\s*(.+)")
-_ANY_LETTER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def _options(raw: Any) -> list[tuple[str, str]]:
-    """(LETTER, text) pairs from [{'A': text}, ...] or {'A': text}; other keys are ignored."""
-    items: list[tuple[Any, Any]] = []
-    if isinstance(raw, dict):
-        items = list(raw.items())
-    elif isinstance(raw, (list, tuple)):
-        items = [kv for entry in raw if isinstance(entry, dict) for kv in entry.items()]
-    return [
-        (k.upper(), str(v))
-        for k, v in items
-        if isinstance(k, str) and len(k) == 1 and k.isalpha() and v is not None
-    ]
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def _strict_boxed(text: str, allowed: frozenset[str]) -> str | None:
-    boxed = last_boxed(text)
-    if boxed is None:
-        return None
-    inner = strip_text_wrappers(boxed)
-    match = _BARE_LETTER.match(inner) or _LABELLED_LETTER.match(inner)
-    return match.group(1) if match and match.group(1) in allowed else None
-
-
-def _boxed_option_text(text: str, options: list[tuple[str, str]]) -> str | None:
-    """The one option whose text is inside the last box; None when zero or several are."""
-    boxed = last_boxed(text)
-    if boxed is None:
-        return None
-    candidates = {_squash(boxed), _squash(strip_text_wrappers(boxed))}
-    hits = {
-        letter for letter, opt in options for c in candidates if _squash(opt) and _squash(opt) in c
-    }
-    return hits.pop() if len(hits) == 1 else None
-
-
-def _answer_colon(text: str, options: list[tuple[str, str]], allowed: frozenset[str]) -> str | None:
-    match = _MCQA_ANSWER_COLON.search(text)
-    if not match:
-        return None
-    candidate = strip_text_wrappers(match.group(1)).strip()
-    if len(candidate) == 1 and candidate.isalpha() and candidate.upper() in allowed:
-        return candidate.upper()
-    wanted = _squash(candidate)
-    return next((letter for letter, opt in options if _squash(opt) == wanted), None)
-
-
-class MCQA(Verifier):
-    """The choice letter found as NeMo Gym's mcqa server finds it, against the gold letter.
-
-    Rewards match Gym's for the same text so results are comparable; with no options in
-    the row any single capital letter is allowed.
-    """
-
-    name = "mcqa"
-
-    def __init__(self, config: MCQAVerifier):
-        self.config = config
-
-    async def verify(self, record: dict[str, Any]) -> Verdict:
-        gold = str(reference(record, self.config.answer_field)).strip().upper()
-        options = _options(record.get(self.config.options_field))
-        allowed = frozenset(letter for letter, _ in options) or _ANY_LETTER
-        text = response_text(record).strip()
-        mode = self.config.grading_mode
-        # As in Gym: a row's own template_metadata.output_regex is tried first.
-        pred: str | None = _row_regex(text, record.get("template_metadata"))
-        if pred is not None:
-            pass
-        elif mode in ("strict_single_letter_boxed", "lenient_boxed"):
-            pred = _strict_boxed(text, allowed)
-            if pred is None and mode == "lenient_boxed":
-                pred = _boxed_option_text(text, options)
-        elif mode == "lenient_answer_colon":
-            pred = _answer_colon(text, options, allowed)
-        reward = 1.0 if pred is not None and gold and pred == gold else 0.0
-        return Verdict(reward, {"extracted_answer": pred, "expected_answer": gold})
-
-
-def _row_regex(text: str, metadata: Any) -> str | None:
-    """The letter from the LAST match of the row's output_regex (str or list), if any."""
-    if not isinstance(metadata, dict) or not metadata.get("output_regex"):
-        return None
-    patterns = metadata["output_regex"]
-    for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
-        try:
-            matches = regex.findall(pattern, text, regex.IGNORECASE, timeout=ROW_PATTERN_TIMEOUT_S)
-        except (regex.error, TypeError):
-            continue
-        except TimeoutError:
-            raise VerifierError(
-                f"the row's output_regex {str(pattern)[:100]!r} took over "
-                f"{ROW_PATTERN_TIMEOUT_S:g}s on this response",
-                terminal=True,
-            ) from None
-        if matches:
-            last = matches[-1]
-            last = next((g for g in last if g), "") if isinstance(last, tuple) else last
-            candidate = unicodedata.normalize("NFKC", str(last)).strip().upper()
-            if len(candidate) == 1 and candidate.isalpha():
-                return candidate
-    return None
 
 
 # ----------------------------------------------------------------------------- regex

@@ -94,6 +94,8 @@ def test_missing_reference_field_is_a_terminal_error():
 
 
 # ----------------------------------------------------------------------------- mcqa
+# Gym's own mcqa server gives these same results (e2e/test_gym_parity.py checks ours
+# against it over a larger corpus).
 
 OPTIONS = [{"A": "London"}, {"B": "Paris"}, {"C": "Berlin"}, {"D": "Madrid"}]
 
@@ -102,11 +104,11 @@ OPTIONS = [{"A": "London"}, {"B": "Paris"}, {"C": "Berlin"}, {"D": "Madrid"}]
     ("response", "extracted"),
     [
         ("The capital of France is Paris, so the answer is \\boxed{B}", "B"),
-        ("\\boxed{\\text{C}}", "C"),
+        ("\\boxed{\\text{C}}", None),  # strict: letters other than the answer's
         ("\\boxed{(D)}", "D"),
         ("\\boxed{[C]}", "C"),
-        ("\\boxed{B: Paris}", "B"),
-        ("\\boxed{A} no wait, \\boxed{B}", "B"),  # the last box counts
+        ("\\boxed{B: Paris}", None),
+        ("\\boxed{A} no wait, \\boxed{B}", "A"),  # the first box counts
         ("\\boxed{E}", None),  # not an option
         ("(D)", None),  # strict needs a box
         ("\\boxed{Paris}", None),  # option text is for lenient mode
@@ -118,16 +120,24 @@ def test_mcqa_strict(response, extracted):
     assert got.reward == (1.0 if extracted == "B" else 0.0)
 
 
-def test_mcqa_options_as_dict_and_without_options():
+def test_mcqa_options_and_the_rows_grading_mode():
     assert reward({"kind": "mcqa"}, "\\boxed{D}", options=dict(a=1, D="x"), expected_answer="D")
-    assert reward({"kind": "mcqa"}, "\\boxed{Q}", expected_answer="Q") == 1.0
+    # No options: no letter is allowed (as in Gym), so nothing can be right.
+    assert reward({"kind": "mcqa"}, "\\boxed{Q}", expected_answer="Q") == 0.0
     assert reward({"kind": "mcqa"}, "\\boxed{B}", options={"A": "x"}, expected_answer="B") == 0
+    # The row's grading_mode applies unless the config sets one.
+    row = {"options": OPTIONS, "expected_answer": "B", "grading_mode": "lenient_boxed"}
+    assert reward({"kind": "mcqa"}, "\\boxed{paris}", **row) == 1.0
+    strict = {"kind": "mcqa", "grading_mode": "strict_single_letter_boxed"}
+    assert reward(strict, "\\boxed{paris}", **row) == 0.0
+    with pytest.raises(VerifierError, match="grading_mode 'loose'"):
+        judge({"kind": "mcqa"}, "x", expected_answer="B", grading_mode="loose")
 
 
 def test_mcqa_lenient_modes():
     lenient = {"kind": "mcqa", "grading_mode": "lenient_boxed"}
     assert judge(lenient, "\\boxed{paris}", options=OPTIONS, expected_answer="B").reward == 1.0
-    assert judge(lenient, "\\boxed{\\text{C}}", options=OPTIONS, expected_answer="C").reward
+    assert judge(lenient, "\\boxed{\\text{Berlin}}", options=OPTIONS, expected_answer="C").reward
     both = judge(lenient, "\\boxed{Paris or Berlin}", options=OPTIONS, expected_answer="B")
     assert both.details["extracted_answer"] is None  # ambiguous: no answer
 
@@ -136,6 +146,8 @@ def test_mcqa_lenient_modes():
     by_text = judge(colon, "answer:  madrid", options=OPTIONS, expected_answer="D")
     assert by_text.details["extracted_answer"] == "D"
     assert judge(colon, "\\boxed{C}", options=OPTIONS, expected_answer="C").reward == 0.0
+    md = {"kind": "mcqa", "grading_mode": "lenient_answer_colon_md"}
+    assert judge(md, "**Answer: D**", options=OPTIONS, expected_answer="D").reward == 1.0
 
 
 # ----------------------------------------------------------------------------- regex
