@@ -123,7 +123,9 @@ def smallest(
     overrides = [f"output={tmp_path / 'out'}", "metrics_port=0", *(extra or [])]
     config = load_config(CONFIGS / name, overrides, limit=limit)
     if config.engine.kind == "vllm":
-        overrides += [f"model={tiny_model}", "engine.max_model_len=512"]
+        # Agent episodes carry their tools' descriptions: the tiny model's whole context.
+        context = 1024 if any(d.agent for d in config.datasets) else 512
+        overrides += [f"model={tiny_model}", f"engine.max_model_len={context}"]
         if config.engine.device != "cpu":
             overrides += ["engine.device=cpu", "engine.num_gpus=0", "engine.concurrency=1"]
     return load_config(CONFIGS / name, overrides, limit=limit)
@@ -131,11 +133,12 @@ def smallest(
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_config_example_runs_in_its_smallest_form(
-    name, ray_session, tiny_model, tmp_path, monkeypatch
+    name, ray_session, tiny_model, tmp_path, monkeypatch, gym_server
 ):
     """Each configs/ example runs, at 2 rows per dataset: on the tiny model where it uses
     the embedded one (the embedded model itself is exercised by test_smollm2), against
-    a real local HTTP endpoint where it calls an API, on a Serve app where it serves."""
+    a real local HTTP endpoint where it calls an API, on a Serve app where it serves,
+    against NeMo Gym's own resources server where it runs Gym agents."""
     from fault_server import FaultServer
 
     from rollout_ray.run.pipeline import run_pilot
@@ -146,6 +149,9 @@ def test_every_config_example_runs_in_its_smallest_form(
         write_jsonl(tmp_path / "inbox" / "a.jsonl", [{"prompt": f"hello {i}"} for i in range(3)])
         extra.append(f"datasets.0.path={tmp_path / 'inbox' / '*.jsonl'}")
     raw = load_config(CONFIGS / name, [f"output={tmp_path / 'out'}"])
+    for i, dataset in enumerate(raw.datasets):
+        if dataset.agent is not None and dataset.agent.kind == "gym":
+            extra.append(f"datasets.{i}.agent.url={gym_server('example_session_state_mgmt').url}")
     if raw.engine.kind == "openai" and raw.serve is None:
         server = FaultServer(api_key="sk-config-test").start()
         monkeypatch.setenv(raw.engine.api_key_env or "UNUSED_KEY", "sk-config-test")

@@ -8,6 +8,8 @@ rounding; jobs keep the faster bf16 default.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import read_output, write_jsonl
 
@@ -41,3 +43,34 @@ def test_embedded_model_knows_the_capital_of_france(ray_session, smollm2, tmp_pa
     assert len(records) == 2
     for record in records:
         assert record["expected_answer"] in record["response_text"], record["response_text"]
+
+
+def test_embedded_model_runs_a_multi_step_gym_episode(ray_session, smollm2, tmp_path, gym_server):
+    """configs/agent-gym.yaml as shipped, on NeMo Gym's own session-state server: the
+    model adds to the counter through tool calls, reads it, then answers; Gym's /verify
+    judges the counter the episode left behind."""
+    server = gym_server("example_session_state_mgmt")
+    config = load_config(
+        "configs/agent-gym.yaml",
+        [
+            f"output={tmp_path / 'out'}",
+            "metrics_port=0",
+            f"datasets.0.agent.url={server.url}",
+            "datasets.0.num_repeats=2",
+            "sampling.temperature=0",
+        ],
+        limit=4,
+    )
+    assert run_job(config).status == "finished"
+    records = read_output(tmp_path / "out")
+    assert len(records) == 8
+    for record in records:
+        items = json.loads(record["episode"])
+        calls = [i for i in items if i["type"] == "function_call"]
+        outputs = [json.loads(i["output"]) for i in items if i["type"] == "function_call_output"]
+        assert len(calls) == 3 and record["steps"] == 4  # three calls, then the answer
+        assert all("detail" not in o for o in outputs), outputs  # every call was valid
+        assert items[-1]["type"] == "message"
+        assert record["reward"] in (0.0, 1.0) and record["verifier"] == "gym"
+    # Greedy, the model does add through the tools: some episodes leave the right count.
+    print("rewards:", [r["reward"] for r in records])
