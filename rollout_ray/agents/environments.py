@@ -11,10 +11,12 @@ with stage `tool` (never a reward of 0).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rollout_ray.agents.tools import function_tool
@@ -103,8 +105,12 @@ class GymSession(Session):
         last = ""
         for attempt in range(attempts):
             try:
+                # The session's own cookies, always as a header (empty before the first
+                # reply): httpx then never sends its client-wide jar, which every
+                # session's replies fill, so no episode joins another's session.
+                headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
                 reply = await env.client.post(
-                    env.url + path, json=body, cookies=self.cookies, timeout=timeout
+                    env.url + path, json=body, headers=headers, timeout=timeout
                 )
             except httpx.TimeoutException:
                 last = f"no answer within {timeout:g} s (agent.tool_timeout_s)"
@@ -153,9 +159,15 @@ class PythonEnvironment(Environment):
         self.agent = agent
         self.functions = load_functions(agent.tools or "")
         self.tools = [function_tool(fn) for fn in self.functions.values()]
+        # Tools mostly wait (I/O, subprocesses): asyncio's default pool (cores + 4
+        # threads) would queue hundreds of episodes' calls behind a few slow ones.
+        self.pool = ThreadPoolExecutor(max_workers=agent.max_connections, thread_name_prefix="tool")
 
     async def session(self, row: dict[str, Any]) -> Session:
         return PythonSession(self)
+
+    async def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class PythonSession(Session):
@@ -172,7 +184,9 @@ class PythonSession(Session):
                 result = await asyncio.wait_for(fn(**arguments), timeout)
             else:
                 # A thread can't be stopped: one that overruns keeps running, unseen.
-                result = await asyncio.wait_for(asyncio.to_thread(fn, **arguments), timeout)
+                call = functools.partial(fn, **arguments)
+                running = asyncio.get_running_loop().run_in_executor(self.env.pool, call)
+                result = await asyncio.wait_for(running, timeout)
         except TimeoutError:
             raise ToolUnavailable(f"tool {name} gave no result within {timeout:g} s") from None
         except Exception as exc:  # the tool's own error: the model sees it, as in Gym

@@ -66,7 +66,8 @@ class AgentConfig(_Strict):
     max_connections: int = Field(
         256,
         ge=1,
-        description="gym: HTTP connections per engine actor to the resources server.",
+        description="gym: HTTP connections per engine actor to the resources server; "
+        "python: threads running tool calls at once.",
         json_schema_extra=RESUME_FREE,
     )
 
