@@ -132,9 +132,10 @@ class VLLMEngineConfig(EngineBlock):
         json_schema_extra=RESUME_FREE,
     )
     cpu_kvcache_gib: int = Field(
-        1,
+        4,
         ge=1,
-        description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE).",
+        description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE). 1 GiB "
+        "holds ~46k SmolLM2 tokens: 256 agent episodes outgrew it and ran 0.7x as fast.",
         json_schema_extra=RESUME_FREE,
     )
     cpu_threads: int | None = Field(
