@@ -6,6 +6,7 @@ documented once, in its `Field(description=...)`, and `rollout-ray config-refere
 renders those descriptions, so the README and the code cannot drift apart.
 """
 
+from rollout_ray.config.agents import AgentConfig
 from rollout_ray.config.blocks import (
     JOB_SAMPLING_DEFAULTS,
     RESUME_FREE,
@@ -55,6 +56,7 @@ __all__ = [
     "JOB_SAMPLING_DEFAULTS",
     "RESUME_FREE",
     "SHARD_ROLLOUTS",
+    "AgentConfig",
     "CostConfig",
     "DatasetConfig",
     "EngineBlock",

@@ -217,9 +217,13 @@ def _examples(examples: list[Example]) -> str:
             f"<b>extracted</b> {_e(x.extracted_answer)} &nbsp; "
             f"<b>expected</b> {_e(x.expected_answer)}"
         )
+        parts = [("prompt (last user message)", x.prompt)]
+        if x.turns:
+            parts.append(("episode, turn by turn", "\n".join(x.turns)))
+        parts.append(("response", x.response))
         texts = "".join(
             f"<details open><summary>{label}</summary><pre>{_e(text)}</pre></details>"
-            for label, text in (("prompt (last user message)", x.prompt), ("response", x.response))
+            for label, text in parts
         )
         head = f'<div class="exhead">{head}</div><div class="kv">{answers}</div>'
         cards.append(f'<div class="ex">{head}{texts}</div>')

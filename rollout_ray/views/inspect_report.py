@@ -26,6 +26,7 @@ KEEP_CHARS = 4000
 SCATTER_POINTS = 1000
 DATA_COLUMNS = ["dataset", "task_id", "rollout_index", "reward", "finish_reason"]
 DATA_COLUMNS += ["output_tokens", "prompt_messages", "response_text", "verifier_details"]
+DATA_COLUMNS += ["episode"]
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Example:
     expected_answer: str | None
     finish_reason: str | None
     output_tokens: int | None
+    #: An agent episode, item by item: "call add {...}", "tool -> ...", "answer ...".
+    turns: list[str] | None = None
 
 
 @dataclass
@@ -294,7 +297,8 @@ class _Accumulator:
         texts += [_text(details.get("extracted_answer"), 200), expected]
         reward = row["reward"] if row["reward"] == row["reward"] else None  # NaN: unscored
         key = [row["dataset"], row["task_id"], row["rollout_index"], reward]
-        return Example(*key, *texts, row["finish_reason"], row["output_tokens"])
+        turns = episode_lines(row.get("episode"))
+        return Example(*key, *texts, row["finish_reason"], row["output_tokens"], turns)
 
     def _lowest(self, t: pa.Table, rows: np.ndarray) -> None:
         """Keep the `lowest` lowest rewards; ties go by task id, rollout index, dataset."""
@@ -365,3 +369,24 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 def _new_totals() -> dict[str, Any]:
     counts = dict.fromkeys(["rollouts", "tasks", "scored", "reward", "tokens", "with_tokens"], 0)
     return {**counts, "finish": defaultdict(int)}
+
+
+def episode_lines(episode: str | None) -> list[str] | None:
+    """An agent episode's items as one short line each, in order."""
+    if not episode:
+        return None
+    try:
+        items = json.loads(episode)
+    except ValueError:
+        return None
+    lines = []
+    for item in items if isinstance(items, list) else []:
+        kind = item.get("type")
+        if kind == "function_call":
+            lines.append(f"call {item.get('name')} {_text(item.get('arguments'), 200)}")
+        elif kind == "function_call_output":
+            lines.append(f"tool -> {_text(item.get('output'), 200)}")
+        elif kind == "message":
+            text = "".join(p.get("text", "") for p in item.get("content") or [])
+            lines.append(f"answer {_text(text, 300)}")
+    return lines

@@ -79,8 +79,10 @@ def _bars(console: Console, title: str, histogram: dict[str, int], width: int = 
 
 def _panel(e: Example) -> Panel:
     body = Text()
-    for label, value in (("prompt", e.prompt), ("response", e.response)):
-        body.append(f"{label}: ", style="bold cyan").append(_cut(value) + "\n")
+    body.append("prompt: ", style="bold cyan").append(_cut(e.prompt) + "\n")
+    for i, line in enumerate(e.turns or []):
+        body.append(f"  {i + 1}. ", style="bold magenta").append(_cut(line, 200) + "\n")
+    body.append("response: ", style="bold cyan").append(_cut(e.response) + "\n")
     meta = [("extracted", e.extracted_answer), ("expected", e.expected_answer)]
     meta += [("finish", e.finish_reason), ("tokens", e.output_tokens)]
     for label, value in meta:
