@@ -5,7 +5,8 @@ The prompt's first word picks the behaviour of a request's first attempts:
 `slow` answers after `slow_s` once; `drop` closes the connection mid-body once;
 `dead` always gets 503; `leak` gets 400 with the caller's bearer token in the body;
 `huge` answers with a token count no int32 holds; `surrogate` answers with a lone
-surrogate escape in its text.
+surrogate escape in its text. A request with `tools` gets a call to the first tool
+(arguments {"n": 1}) on its first two assistant turns, then an answer.
 It records the most requests in flight, when each request started, and attempts per
 prompt, so tests can check limits from the server's side.
 """
@@ -31,6 +32,7 @@ class FaultServer:
         self.attempts: Counter[str] = Counter()
         self.times: dict[str, list[float]] = defaultdict(list)
         self.bad_auth = 0
+        self.tool_requests: list = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -68,8 +70,8 @@ class FaultServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        prompt = body["messages"][-1]["content"]
-        kind = prompt.split()[0]
+        prompt = str(body["messages"][-1].get("content") or "")
+        kind = (prompt.split() or [""])[0]
         self.starts.append(time.monotonic())
         self.attempts[prompt] += 1
         self.times[prompt].append(time.monotonic())
@@ -104,7 +106,30 @@ class FaultServer:
                 await response.write(b'{"id": "cmpl-1", "choices": [')
                 request.transport.close()
                 return response
-            words = len(prompt.split())
+            assistant_turns = sum(m.get("role") == "assistant" for m in body["messages"])
+            if body.get("tools") and body.get("tool_choice") != "none" and assistant_turns < 2:
+                # An agent's turn: call the first tool, as a model would, twice.
+                self.tool_requests.append(body.get("tool_choice"))
+                name = body["tools"][0]["function"]["name"]
+                call = {
+                    "id": f"call_{assistant_turns}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": '{"n": 1}'},
+                }
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                return web.json_response(
+                    {
+                        "id": f"cmpl-{attempt}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "tool_calls", "message": message}
+                        ],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+                    }
+                )
+            words = len(str(prompt).split())
             if kind == "huge":
                 words = 5_000_000_000
             content = f"echo: {prompt}" + (" \ud800" if kind == "surrogate" else "")

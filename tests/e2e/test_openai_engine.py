@@ -139,6 +139,61 @@ def test_vllm_server_same_record_as_in_process(ray_session, vllm_server, tiny_mo
         assert ours.field(field.name).type == theirs.field(field.name).type == field.type
 
 
+def test_agent_episodes_through_an_openai_endpoint(ray_session, tmp_path):
+    """The openai engine runs the same episodes: chat completions with `tools` and
+    `tool_choice`, the endpoint's tool calls run on a resources server, the results sent
+    back as `tool` messages (arguments as JSON text, as the API wants them)."""
+    from agent_server import AgentServer
+
+    tool = {
+        "type": "function",
+        "name": "add",
+        "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}},
+    }
+    rows = [
+        {
+            "responses_create_params": {"input": f"ok add to the total {i}", "tools": [tool]},
+            "expected_total": 2,
+        }
+        for i in range(4)
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    endpoint = FaultServer(api_key=SECRET).start()
+    tools = AgentServer().start()
+    agent = {"kind": "gym", "url": tools.url, "tool_choice": "required"}
+    try:
+        config = load_config(
+            {
+                "model": "m",
+                "engine": {
+                    "kind": "openai",
+                    "base_url": endpoint.url,
+                    "api_key_env": "FAULT_KEY",
+                    "allow_insecure_http": True,
+                },
+                "datasets": [{"path": str(data), "num_repeats": 2, "agent": agent}],
+                "output": str(tmp_path / "out"),
+                "metrics_port": 0,
+            }
+        )
+        os.environ["FAULT_KEY"] = SECRET
+        assert run_job(config).status == "finished"
+    finally:
+        tools.stop()
+        os.environ.pop("FAULT_KEY", None)
+    records = read_output(tmp_path / "out")
+    assert len(records) == 8, read_output(tmp_path / "out", "failures")
+    for record in records:
+        assert record["engine"] == "openai" and record["tool_calls"] == 2
+        assert record["steps"] == 3 and record["response_text"].startswith("echo:")
+        items = json.loads(record["episode"])
+        outputs = [json.loads(i["output"]) for i in items if i["type"] == "function_call_output"]
+        assert [o["total"] for o in outputs] == [1, 2]  # the calls reached the server, in order
+        assert record["reward"] == 1.0
+    assert endpoint.tool_requests and set(endpoint.tool_requests) == {"required"}
+    assert tools.no_cookie == 0
+
+
 def test_faults_limits_and_secrets(tmp_path):
     # `slow` answers only after a minute: the client's 5 s timeout is what ends it.
     server = FaultServer(api_key=SECRET, slow_s=60.0).start()
