@@ -1,0 +1,436 @@
+"""Agent episodes: is the engine kept full while episodes wait on their tools?
+
+Three sides on the same prompts, model (SmolLM2 unless --model-path), engine settings
+and tool server (a Gym-protocol server in this process whose tools answer after
+--tool-delay seconds, 0.1 by default):
+
+  agent        rollout-ray, agent kind gym: tool_choice required, no parallel calls,
+               2 tool calls then an answer (3 turns), --max-tokens per turn
+  single-turn  rollout-ray, the same prompts (the tools described in a system message,
+               as the agent side's first turn has them) in one turn, forced to the
+               agent's mean episode length (min_tokens = max_tokens): the same tokens
+  gym-way      what NeMo Gym does: `vllm serve` (same engine settings, hermes parser)
+               and an async HTTP agent loop (seed_session, chat completions with tools,
+               POST /{tool}, /verify) with every episode in flight at once, and the
+               same system message (SmolLM2's template drops `tools`, so the server
+               would not show them to the model)
+
+rollout-ray sides are fresh processes timed end to end, start-up included; the gym-way
+side is timed warm (its server already up, as Gym users run it), and its server's
+start-up is printed too. Sides alternate (agent, single, gym, gym, single, agent, ...).
+
+    python benchmarks/agents.py              # 128 episodes, 2 rounds
+    python benchmarks/agents.py --quick      # 32 episodes, 1 round: a smoke run
+
+Targets (issue 15): agent >= 0.9x single-turn; agent >= 1.5x gym-way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from compare import Comparison, schedule
+from throughput import cpu_env
+
+from rollout_ray.agents.tools import chat_tools, hermes_system_text
+
+ADD = {
+    "type": "function",
+    "name": "add",
+    "description": "Add n to the running total.",
+    "parameters": {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 99}},
+        "required": ["n"],
+        "additionalProperties": False,
+    },
+}
+TOTAL = {
+    "type": "function",
+    "name": "get_total",
+    "description": "Read the running total.",
+    "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+}
+MAX_TOOL_CALLS = 2
+SYSTEM = {"role": "system", "content": hermes_system_text(chat_tools([ADD, TOTAL], "tools"))}
+
+
+def rows(n: int) -> list[dict]:
+    return [
+        {
+            "responses_create_params": {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": f"Add {i % 9 + 1} and then {i % 7 + 2} to the "
+                        "total with the tools, then say the total.",
+                    }
+                ],
+                "tools": [ADD, TOTAL],
+            },
+            "expected_total": i % 9 + 1 + i % 7 + 2,
+        }
+        for i in range(n)
+    ]
+
+
+# ----------------------------------------------------------------------------- tool server
+
+
+class ToolServer:
+    """A Gym-protocol resources server whose tools take `delay_s` (aiohttp, own thread)."""
+
+    def __init__(self, delay_s: float):
+        from aiohttp import web
+
+        self.delay_s = delay_s
+        self.sessions: dict[str, int] = {}
+        self.calls = 0
+        app = web.Application()
+        app.router.add_post("/seed_session", self._seed)
+        app.router.add_post("/add", self._add)
+        app.router.add_post("/get_total", self._total)
+        app.router.add_post("/verify", self._verify)
+        self.port = free_port()
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+            ready.set()
+            loop.run_forever()
+
+        threading.Thread(target=serve, daemon=True).start()
+        ready.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _seed(self, request):
+        from aiohttp import web
+
+        sid = uuid.uuid4().hex
+        self.sessions[sid] = 0
+        reply = web.json_response({})
+        reply.set_cookie("sid", sid)
+        return reply
+
+    async def _add(self, request):
+        from aiohttp import web
+
+        await asyncio.sleep(self.delay_s)
+        self.calls += 1
+        sid = request.cookies.get("sid", "")
+        if sid not in self.sessions:
+            return web.json_response({"detail": "no session"}, status=400)
+        self.sessions[sid] += int((await request.json()).get("n") or 0)
+        return web.json_response({"total": self.sessions[sid]})
+
+    async def _total(self, request):
+        from aiohttp import web
+
+        await asyncio.sleep(self.delay_s)
+        self.calls += 1
+        return web.json_response({"total": self.sessions.get(request.cookies.get("sid", ""))})
+
+    async def _verify(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        total = self.sessions.get(request.cookies.get("sid", ""))
+        return web.json_response({**body, "reward": float(total == body.get("expected_total"))})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- sides
+
+
+def run_rollout_ray(args, work: Path, data: Path, agent_url: str | None, tokens: int) -> dict:
+    output = work / f"out-{time.time_ns()}"
+    dataset = {"path": str(data), "name": "bench"}
+    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens}
+    if agent_url:
+        dataset["agent"] = {
+            "kind": "gym",
+            "url": agent_url,
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+            "max_tool_calls": MAX_TOOL_CALLS,
+            "max_steps": MAX_TOOL_CALLS + 1,
+        }
+    else:  # the same work as one long turn
+        sampling.update(max_tokens=tokens, min_tokens=tokens)
+    config = {
+        "model": args.model_path,
+        "datasets": [dataset],
+        "sampling": sampling,
+        "engine": {"kind": "vllm", "max_model_len": args.max_model_len},
+        "output": str(output),
+        "metrics_port": 0,
+    }
+    path = work / f"job-{time.time_ns()}.json"
+    path.write_text(json.dumps(config))
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **cpu_env()},
+    )
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"rollout-ray failed:\n{done.stderr[-4000:]}")
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(output / "data", format="parquet").to_table()
+    out = table.column("output_tokens").to_pylist()
+    result = {"output_tokens": sum(out), "episodes": table.num_rows, "wall_s": wall}
+    if agent_url:
+        result["tool_calls"] = sum(table.column("tool_calls").to_pylist())
+        result["mean_reward"] = sum(table.column("reward").to_pylist()) / max(1, table.num_rows)
+    return result
+
+
+def start_vllm_server(args) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    started = time.monotonic()
+    structured = json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            args.model_path,
+            "--served-model-name",
+            "bench",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(args.max_model_len),
+            "--enforce-eager",
+            "--no-enable-chunked-prefill",
+            "--max-num-seqs",
+            "256",
+            "--max-num-batched-tokens",
+            "4096",
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
+            "--structured-outputs-config",
+            structured,
+            "--disable-log-stats",
+        ],
+        env={**os.environ, **cpu_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"vllm serve failed:\n{proc.stderr.read()[-4000:]}") from None
+            time.sleep(0.5)
+    return proc, url, time.monotonic() - started
+
+
+async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args) -> dict:
+    """The Gym way: one HTTP agent loop per row, all in flight at once."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
+    retried = {"n": 0}
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+
+        async def episode(row: dict) -> tuple[int, int]:
+            seeded = await client.post(f"{tool_url}/seed_session", json=row)
+            cookies = dict(seeded.cookies)
+            params = row["responses_create_params"]
+            messages = [SYSTEM, *params["input"]]
+            tools = [
+                {
+                    "type": "function",
+                    "function": {k: t[k] for k in ("name", "description", "parameters")},
+                }
+                for t in params["tools"]
+            ]
+            tokens = calls = 0
+            for _ in range(MAX_TOOL_CALLS + 1):
+                choice = "required" if calls < MAX_TOOL_CALLS else "none"
+                request = {
+                    "model": "bench",
+                    "messages": messages,
+                    "tools": tools,
+                    "tool_choice": choice,
+                    "parallel_tool_calls": False,
+                    "max_tokens": args.max_tokens,
+                    "temperature": args.temperature,
+                }
+                for attempt in range(4):  # a dropped connection is retried, and counted
+                    try:
+                        reply = await client.post(f"{vllm_url}/v1/chat/completions", json=request)
+                        break
+                    except httpx.TransportError:
+                        retried["n"] += 1
+                        if attempt == 3:
+                            raise
+                        await asyncio.sleep(1)
+                reply.raise_for_status()
+                body = reply.json()
+                tokens += body["usage"]["completion_tokens"]
+                message = body["choices"][0]["message"]
+                found = message.get("tool_calls") or []
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": message.get("content") or "",
+                        "tool_calls": found,
+                    }
+                    if found
+                    else {"role": "assistant", "content": message.get("content") or ""}
+                )
+                if not found or body["choices"][0]["finish_reason"] == "length":
+                    break
+                for call in found[: MAX_TOOL_CALLS - calls]:
+                    calls += 1
+                    try:
+                        arguments = json.loads(call["function"]["arguments"])
+                    except ValueError:
+                        arguments = None
+                    if isinstance(arguments, dict):  # as Gym's agent: else an error output
+                        out = await client.post(
+                            f"{tool_url}/{call['function']['name']}",
+                            json=arguments,
+                            cookies=cookies,
+                        )
+                        text = out.text
+                    else:
+                        text = json.dumps({"error": "Invalid tool call arguments"})
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
+            await client.post(f"{tool_url}/verify", json={**row, "response": {}}, cookies=cookies)
+            return tokens, calls
+
+        results = await asyncio.gather(*(episode(r) for r in data))
+    return {
+        "output_tokens": sum(t for t, _ in results),
+        "tool_calls": sum(c for _, c in results),
+        "episodes": len(results),
+        "retried_requests": retried["n"],
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=64, help="per turn")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--tool-delay", type=float, default=0.1)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.episodes, args.rounds = 32, 1
+    if args.model_path is None:
+        from rollout_ray.engines.embedded_model import resolve_model
+
+        args.model_path = resolve_model("smollm2-135m-instruct")
+    work = Path(tempfile.mkdtemp(prefix="agents-bench-"))
+    data = rows(args.episodes)
+    path = work / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in data))
+    tools = ToolServer(args.tool_delay)
+    print(
+        f"{args.episodes} episodes ({MAX_TOOL_CALLS} tool calls, then an answer), "
+        f"{args.max_tokens} tokens per turn, tools answer after {args.tool_delay:g} s, "
+        f"{args.model_path}",
+        flush=True,
+    )
+    vllm, vllm_url, vllm_start = start_vllm_server(args)
+    print(f"  vllm serve ready in {vllm_start:.1f} s (not counted in gym-way)", flush=True)
+    mean = {"tokens": args.max_tokens}
+    details: list[dict] = []
+
+    def agent() -> float:
+        result = run_rollout_ray(args, work, path, tools.url, 0)
+        mean["tokens"] = max(1, round(result["output_tokens"] / result["episodes"]))
+        details.append({"side": "agent", **result})
+        return result["output_tokens"] / result["wall_s"]
+
+    def single() -> float:
+        result = run_rollout_ray(args, work, path.with_name("plain.jsonl"), None, mean["tokens"])
+        details.append({"side": "single-turn", **result})
+        return result["output_tokens"] / result["wall_s"]
+
+    def gym_way() -> float:
+        started = time.monotonic()
+        result = asyncio.run(gym_way_episodes(vllm_url, tools.url, data, args))
+        result["wall_s"] = time.monotonic() - started
+        details.append({"side": "gym-way", **result})
+        return result["output_tokens"] / result["wall_s"]
+
+    # The same model input on every side: SmolLM2's template ignores `tools`, so
+    # rollout-ray puts them in a system message (Hermes style); the single-turn side and
+    # the gym-way requests get that same system message.
+    plain = [{"messages": [SYSTEM, *r["responses_create_params"]["input"]]} for r in data]
+    path.with_name("plain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
+    rates = Comparison("agents", "output tok/s")
+    sides = {"agent": agent, "single-turn": single, "gym-way": gym_way}
+    try:
+        for side in schedule(list(sides), args.rounds):
+            value = sides[side]()
+            rates.runs.setdefault(side, []).append(value)
+            last = details[-1]
+            print(
+                f"  {side:>11}: {last['episodes']} episodes, {last['output_tokens']} output "
+                f"tokens, {last.get('tool_calls', '-')} tool calls in {last['wall_s']:.1f} s "
+                f"= {value:,.0f} tok/s",
+                flush=True,
+            )
+    finally:
+        vllm.terminate()
+        vllm.wait(30)
+    rates.report("agent", "single-turn", at_least=0.9)
+    rates.report("agent", "gym-way", at_least=1.5)
+    # The gym-way with its server's start-up counted once per run, as rollout-ray's is.
+    cold = [
+        d["output_tokens"] / (d["wall_s"] + vllm_start) for d in details if d["side"] == "gym-way"
+    ]
+    rates.runs["gym-way-cold"] = cold
+    rates.report("agent", "gym-way-cold", at_least=1.0)
+    print(json.dumps(details))
+
+
+if __name__ == "__main__":
+    main()
