@@ -28,6 +28,7 @@ class TurnRenderer:
         self.parser_name = tool_parser
         self._parser_cls: Any = None
         self._renders_tools: dict[str, bool] = {}
+        self._tail: str | None = None
         special = getattr(tokenizer, "all_special_ids", None) or []
         self.special_ids = set(special)
 
@@ -114,12 +115,14 @@ class TurnRenderer:
         """The template's text after an assistant turn's end token (e.g. "\\n" after
         ChatML's <|im_end|>), or its whole end-of-turn when the model stopped without one
         (a stop string)."""
-        probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
-        try:
-            rendered = self.tokenizer.apply_chat_template(probe, tokenize=False)
-        except Exception:
-            return ""
-        tail = rendered[rendered.rfind("y") + 1 :]
+        if self._tail is None:  # the same for every turn: rendered once
+            probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+            try:
+                rendered = self.tokenizer.apply_chat_template(probe, tokenize=False)
+                self._tail = rendered[rendered.rfind("y") + 1 :]
+            except Exception:
+                self._tail = ""
+        tail = self._tail
         if ids and ids[-1] in self.special_ids:
             end = self.tokenizer.decode([ids[-1]])
             at = tail.find(end)
