@@ -18,15 +18,23 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rollout_ray.errors import RolloutRayError, redact
+from rollout_ray.errors import JobFault, RolloutRayError, redact
 
+#: -h as well as --help, on every command.
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="Collect LLM rollouts on Ray Data + vLLM, resumable, from a laptop to a cluster.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP,
+    epilog="Exit codes: 0 done; 1 the job stopped on a fault (storage, engine, an input "
+    "changed, an unexpected error); 2 a usage or config error, or a refused output "
+    "(nothing ran); 130 interrupted (committed work is kept).",
 )
-model_app = typer.Typer(help="The embedded default model.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="The embedded default model.", no_args_is_help=True, context_settings=HELP
+)
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
@@ -351,12 +359,26 @@ def stop_on_ctrl_c() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def _version(value: bool) -> None:
+    if value:
+        from rollout_ray import __version__
+
+        print(f"rollout-ray {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def options(
     debug: Annotated[
         bool,
         typer.Option(
             "--debug", envvar="ROLLOUT_RAY_DEBUG", help="Show tracebacks of unexpected errors."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
 ) -> None:
@@ -371,7 +393,10 @@ def main() -> None:
         app()
     except RolloutRayError as exc:
         console.print(f"[red]error:[/red] {escape(redact(str(exc)))}", soft_wrap=True)
-        sys.exit(2)
+        # A job that stopped on a fault of its own (storage, engine, an input changed): 1;
+        # refused before anything ran (a bad config or argument, an output that is
+        # another job's, no job where one was named): the usage-error code, 2.
+        sys.exit(1 if isinstance(exc, JobFault) else 2)
     except Exception as exc:
         if os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
             raise

@@ -29,6 +29,18 @@ def test_config_error_is_a_message_not_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_version_help_and_exit_codes(tmp_path):
+    from rollout_ray import __version__
+
+    version = rollout_ray("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"rollout-ray {__version__}"
+    for args in (["-h"], ["run", "-h"], ["export", "-h"]):
+        shown = rollout_ray(*args)
+        assert shown.returncode == 0 and "Usage" in shown.stdout, args
+    assert rollout_ray("run", "--no-such-flag").returncode == 2  # usage error
+    assert "130 interrupted" in " ".join(rollout_ray("-h").stdout.split())
+
+
 def test_status_of_nothing(tmp_path):
     result = rollout_ray("status", str(tmp_path))
     assert result.returncode == 2
