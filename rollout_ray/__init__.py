@@ -1,8 +1,24 @@
-"""rollout-ray: collect LLM rollouts on Ray Data + vLLM, resumable, at any scale."""
+"""rollout-ray: collect LLM rollouts on Ray Data + vLLM, resumable, at any scale.
+
+The Python API (docs/python-api.md): `run`, `read_rollouts`, `read_failures`, `export`;
+`load_config` and `run_job` for finer control.
+"""
 
 __version__ = "0.1.0"
 
+from rollout_ray.api import read_failures, read_rollouts, run
 from rollout_ray.config import JobConfig, load_config
+from rollout_ray.exports import export
 from rollout_ray.run.pipeline import JobResult, run_job
 
-__all__ = ["JobConfig", "JobResult", "__version__", "load_config", "run_job"]
+__all__ = [
+    "JobConfig",
+    "JobResult",
+    "__version__",
+    "export",
+    "load_config",
+    "read_failures",
+    "read_rollouts",
+    "run",
+    "run_job",
+]

@@ -86,6 +86,10 @@ class VLLMEngine(Engine):
         }
         if config.max_num_seqs:
             kwargs["max_num_seqs"] = config.max_num_seqs
+        # vLLM seeds its sampler with 0 at every start: unseeded requests would then
+        # sample the same rollouts in every run. Each start draws its own seed instead
+        # (sampling.seed still makes rollouts reproducible, request by request).
+        kwargs["seed"] = int.from_bytes(os.urandom(4), "big") >> 1
         # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
         # spent on whitespace, which a weak model can fill its budget with.
         from vllm.config import StructuredOutputsConfig

@@ -195,6 +195,22 @@ def test_engine_core_in_its_own_process_gives_the_same_rollouts(
         assert {k: again.datasets[name][k] for k in counts} == {k: totals[k] for k in counts}
 
 
+def test_unseeded_runs_sample_afresh(ray_session, tiny_model, tmp_path):
+    """Without sampling.seed, a second run over the same rows samples new rollouts (the
+    engine's own seed is drawn at each start, not vLLM's fixed 0)."""
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"tell me {i}"} for i in range(8)])
+    texts = []
+    for name in ("a", "b"):
+        config = job_config(tiny_model, tmp_path / name, [{"path": str(data)}])
+        assert config.sampling.seed is None
+        run_job(config)
+        rows = sorted(read_output(tmp_path / name), key=lambda r: r["task_id"])
+        texts.append([r["output_token_ids"] or r["response_text"] for r in rows])
+    assert len(texts[0]) == 8
+    same = sum(a == b for a, b in zip(*texts, strict=True))
+    assert same < 4, f"{same} of 8 rollouts repeated the first run's"
+
+
 def test_limit_and_command_line_beats_row(ray_session, tiny_model, tmp_path):
     rows = [
         {"prompt": f"the sea {i}", "sampling": {"max_tokens": 6, "temperature": 0.1}}
