@@ -375,6 +375,14 @@ def options(
             "--debug", envvar="ROLLOUT_RAY_DEBUG", help="Show tracebacks of unexpected errors."
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            envvar="ROLLOUT_RAY_VERBOSE",
+            help="Show Ray's, vLLM's and torch's own start-up messages and INFO logs.",
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -385,6 +393,8 @@ def options(
     """Collect LLM rollouts on Ray Data + vLLM, resumable, from a laptop to a cluster."""
     if debug:
         os.environ["ROLLOUT_RAY_DEBUG"] = "1"
+    if verbose:
+        os.environ["ROLLOUT_RAY_VERBOSE"] = "1"
 
 
 def main() -> None:

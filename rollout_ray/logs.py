@@ -21,12 +21,28 @@ _NOISY = (
 )
 
 
+#: Loggers whose warnings are start-up notices, hidden unless --verbose or --debug.
+_NOTICES = (
+    "ray._private.authentication.authentication_token_setup",
+    "ray.data._internal.progress",
+    "torch._library.triton",
+)
+
+
 def quiet_libraries(level: int = logging.WARNING) -> None:
-    """Keep third-party INFO chatter out of the console (and out of job logs)."""
+    """Keep third-party INFO chatter out of the console (and out of job logs); with
+    `--verbose` or `--debug` (ROLLOUT_RAY_VERBOSE / ROLLOUT_RAY_DEBUG) everything shows."""
+    if os.environ.get("ROLLOUT_RAY_VERBOSE") == "1" or os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
+        return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", logging.getLevelName(level))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in _NOISY:
         logging.getLogger(name).setLevel(level)
+    # Start-up notices that say nothing a user acts on: Ray's "token authentication is
+    # enabled" (it stays enabled), Ray Data's "progress bars disabled" (ours are
+    # shown), torch's "Triton not available" (no Triton on CPU, by design).
+    for name in _NOTICES:
+        logging.getLogger(name).setLevel(max(level, logging.ERROR))
     # When Ray ends an actor, vLLM's output handler sees its engine core go and logs
     # an error; a real engine death reaches us as EngineDeadError and is logged there.
     logging.getLogger("vllm.v1.engine.async_llm").addFilter(_DropShutdownNoise())
