@@ -192,13 +192,27 @@ def verify(
 def export(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="sft, dpo, rl, eval, mix or gym (see export-kinds).")],
-    output: Annotated[str, typer.Argument(help="A job's output.")],
+    outputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="A job's output, or several exported as one (not mix).", metavar="OUTPUT..."
+        ),
+    ],
     dest: Annotated[str, typer.Argument(help="File to write: .jsonl or .parquet (.json: eval).")],
     weights: Annotated[
         str | None, typer.Option(help="mix: shares per dataset, e.g. math=0.6,code=0.4.")
     ] = None,
     total: Annotated[int | None, typer.Option(help="mix: rows in the mix.")] = None,
-    seed: Annotated[int, typer.Option(help="mix: seed of the sampling and shuffle.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="mix, --shuffle, --val-fraction: the seed of the draw.")
+    ] = 0,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="sft/dpo/rl: this share of tasks to DEST's .val sibling."),
+    ] = None,
+    shuffle: Annotated[
+        bool, typer.Option(help="sft/dpo/rl: rows in a seeded random order.")
+    ] = False,
     threshold: Annotated[float | None, typer.Option(help="sft: keep reward >= this.")] = None,
     best_of_n: Annotated[bool, typer.Option(help="sft: keep the best rollout per task.")] = False,
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
@@ -225,6 +239,8 @@ def export(
         "best_of_n": best_of_n,
         "min_gap": min_gap,
         "scale": scale,
+        "val_fraction": val_fraction,
+        "shuffle": shuffle,
     }
     given = {
         name: value
@@ -233,7 +249,8 @@ def export(
     }
     given.update(_key_values(option or []))
     try:  # the kind's own signature says which options it takes (exports.EXPORTERS)
-        report = run_export(kind, output, dest, datasets=dataset, **given)
+        source = outputs[0] if len(outputs) == 1 else outputs
+        report = run_export(kind, source, dest, datasets=dataset, **given)
     except ValueError as exc:
         raise RolloutRayError(str(exc)) from None
     print_export(Console(), report)

@@ -49,8 +49,8 @@ def options(kind: str) -> dict[str, Any]:
     return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def export(kind: str, output: str, dest: str, **options_: Any) -> ExportReport:
-    """Export the committed rollouts of the job at `output` to `dest`.
+def export(kind: str, output: str | list[str], dest: str, **options_: Any) -> ExportReport:
+    """Export the committed rollouts of the job at `output` (or of several outputs) to `dest`.
 
     kind is one of EXPORTERS; options are that kind's keyword options. Unknown kinds or
     options raise ValueError naming what is allowed, before anything is read.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rollout_ray.exports.episodes import (
     EPISODE_COLUMNS,
@@ -13,11 +14,12 @@ from rollout_ray.exports.episodes import (
     prompt_lists,
 )
 from rollout_ray.exports.sft import assistant_lists
+from rollout_ray.exports.splits import SplitWriter
 from rollout_ray.exports.writer import (
     MESSAGES,
     SCORED_COLUMNS,
     ExportReport,
-    TableWriter,
+    Outputs,
     check_datasets,
     check_number,
     group_by_task,
@@ -34,6 +36,7 @@ SCHEMA = pa.schema(
         ("rejected", MESSAGES),
         ("reward_chosen", pa.float64()),
         ("reward_rejected", pa.float64()),
+        ("reward_gap", pa.float64()),
         ("task_id", pa.string()),
         ("dataset", pa.string()),
         ("chosen_rollout_index", pa.int32()),
@@ -51,11 +54,14 @@ TOOL_SCHEMA = pa.schema(
 
 
 def export_dpo(
-    output: str,
+    output: Outputs,
     dest: str,
     *,
     min_gap: float = 0.0,
     datasets: list[str] | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    shuffle: bool = False,
 ) -> ExportReport:
     """Write one preference pair per task whose scored rollouts differ enough.
 
@@ -63,6 +69,11 @@ def export_dpo(
     rollout_index is taken for each, so a rerun builds the same pairs. Unscored (null)
     rollouts are ignored. A task makes a pair only when it has >= 2 scored rollouts and
     reward_chosen - reward_rejected > 0 and >= min_gap: equal rewards carry no preference.
+    Each pair has its reward_gap; the report gives the pairs' mean chosen, rejected and
+    gap rewards.
+    Split and order (see exports/splits.py): val_fraction sends that share of tasks
+    (by a hash of seed, dataset, task id: no task on both sides) to DEST's `.val`
+    sibling; shuffle writes rows in a seeded random order.
     """
     output_format(dest)
     min_gap = check_number("min_gap", min_gap, minimum=0.0)
@@ -72,7 +83,8 @@ def export_dpo(
     schema, columns = (
         (TOOL_SCHEMA, SCORED_COLUMNS + EPISODE_COLUMNS) if agents else (SCHEMA, SCORED_COLUMNS)
     )
-    with TableWriter(dest, schema) as writer:
+    sums = np.zeros(3)  # chosen, rejected, gap
+    with SplitWriter(dest, schema, val_fraction, seed, shuffle) as writer:
         for shard in shards(output, datasets, columns):
             groups = group_by_task(shard)
             tasks += groups.count
@@ -95,8 +107,12 @@ def export_dpo(
             # Both cover every group with a scored rollout, in group order: align by mask.
             chosen = chosen[paired[chosen_groups]]
             rejected = rejected[paired[rejected_groups]]
-            writer.write(_pairs(groups.table, chosen, rejected, agents))
-    pairs = writer.rows
+            made = _pairs(groups.table, chosen, rejected, agents)
+            for i, name in enumerate(("reward_chosen", "reward_rejected", "reward_gap")):
+                sums[i] += float(np.nansum(made[name].to_numpy(zero_copy_only=False)))
+            writer.write(made)
+    pairs = writer.rows + writer.val_rows
+    means = sums / pairs if pairs else [None] * 3
     return ExportReport(
         kind="dpo",
         dest=dest,
@@ -110,6 +126,10 @@ def export_dpo(
             "skipped_gap_below_min": small,
             "skipped_fewer_than_2_scored": fewer,
             "min_gap": min_gap,
+            "mean_reward_chosen": means[0],
+            "mean_reward_rejected": means[1],
+            "mean_reward_gap": means[2],
+            **writer.report(),
         },
     )
 
@@ -136,6 +156,7 @@ def _pairs(
             "rejected": bad,
             "reward_chosen": best["reward"],
             "reward_rejected": worst["reward"],
+            "reward_gap": pc.subtract(best["reward"], worst["reward"]),
             "task_id": best["task_id"],
             "dataset": best["dataset"],
             "chosen_rollout_index": best["rollout_index"],

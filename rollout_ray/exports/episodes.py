@@ -40,13 +40,16 @@ TOOL_MESSAGES = pa.list_(TOOL_MESSAGE)
 EPISODE_COLUMNS = ["episode", "episode_tools"]
 
 
-def is_agent_job(output: str) -> bool:
-    """Whether any dataset of the job at `output` ran with an agent."""
-    layout = Layout(output)
-    if not storage.exists(layout.job):
-        return False
-    config = storage.read_json(layout.job).get("config") or {}
-    return any(d.get("agent") for d in config.get("datasets") or [])
+def is_agent_job(output: str | list[str]) -> bool:
+    """Whether any dataset of the job(s) at `output` ran with an agent."""
+    for one in [output] if isinstance(output, str) else output:
+        layout = Layout(one)
+        if not storage.exists(layout.job):
+            continue
+        config = storage.read_json(layout.job).get("config") or {}
+        if any(d.get("agent") for d in config.get("datasets") or []):
+            return True
+    return False
 
 
 def _message(m: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from rollout_ray import storage
 from rollout_ray.exports.writer import (
     ExportReport,
     Groups,
+    Outputs,
     check_datasets,
     check_number,
     group_by_task,
@@ -62,7 +63,7 @@ class _Dataset:
 
 
 def export_eval(
-    output: str,
+    output: Outputs,
     dest: str,
     *,
     datasets: list[str] | None = None,

@@ -15,21 +15,20 @@ from typing import Any
 
 from rollout_ray import storage
 from rollout_ray.agents.tools import responses_tools
-from rollout_ray.exports.writer import ExportReport, check_datasets
-from rollout_ray.output import results
+from rollout_ray.exports.writer import ExportReport, Outputs, check_datasets, shards
 from rollout_ray.output.schema import decode_rows, record_from_row
 
 TASK_INDEX, ROLLOUT_INDEX = "_ng_task_index", "_ng_rollout_index"
 
 
-def export_gym(output: str, dest: str, *, datasets: list[str] | None = None) -> ExportReport:
+def export_gym(output: Outputs, dest: str, *, datasets: list[str] | None = None) -> ExportReport:
     """Write one Gym rollout record per committed rollout to a .jsonl file."""
     if not dest.endswith(".jsonl"):
         raise ValueError(f"the gym export writes JSONL: name the file .jsonl, got {dest!r}")
     datasets = check_datasets(output, datasets)
     rows = tasks = 0
     lines: list[str] = []
-    for table in results.iter_shards(output, datasets):
+    for table in shards(output, datasets, None):
         decoded = decode_rows(table)
         tasks += len({(r["dataset"], r["task_id"]) for r in decoded})
         for row in decoded:

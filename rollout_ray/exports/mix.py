@@ -54,6 +54,8 @@ def export_mix(
     output_format(dest)
     if threshold is not None:
         threshold = check_number("threshold", threshold)
+    if not isinstance(output, str):
+        raise ValueError("the mix export takes one output (its weights come from its config)")
     weights = _weights(output, check_datasets(output, datasets) or None, weights)
     rng = random.Random(seed)
     pools = {name: _Reservoir(rng) for name in weights}

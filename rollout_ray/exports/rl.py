@@ -6,10 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rollout_ray.exports.splits import SplitWriter
 from rollout_ray.exports.writer import (
     ExportReport,
     Groups,
-    TableWriter,
+    Outputs,
     check_datasets,
     group_by_task,
     output_format,
@@ -56,11 +57,14 @@ SCHEMA = pa.schema(
 
 
 def export_rl(
-    output: str,
+    output: Outputs,
     dest: str,
     *,
     scale: str = "group",
     datasets: list[str] | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    shuffle: bool = False,
 ) -> ExportReport:
     """Write one row per scored rollout with its group-relative advantage.
 
@@ -77,7 +81,7 @@ def export_rl(
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     datasets = check_datasets(output, datasets)
     tasks = unscored = 0
-    with TableWriter(dest, SCHEMA) as writer:
+    with SplitWriter(dest, SCHEMA, val_fraction, seed, shuffle) as writer:
         for shard in shards(output, datasets, COLUMNS):
             _require_tokens(shard, output)
             groups = group_by_task(shard)
@@ -93,7 +97,7 @@ def export_rl(
         dest=dest,
         rows_written=writer.rows,
         tasks_seen=tasks,
-        extra={"skipped_unscored": unscored, "scale": scale, "eps": EPS},
+        extra={"skipped_unscored": unscored, "scale": scale, "eps": EPS, **writer.report()},
     )
 
 

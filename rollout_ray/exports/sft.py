@@ -13,11 +13,12 @@ from rollout_ray.exports.episodes import (
     is_agent_job,
     prompt_lists,
 )
+from rollout_ray.exports.splits import SplitWriter
 from rollout_ray.exports.writer import (
     MESSAGES,
     SCORED_COLUMNS,
     ExportReport,
-    TableWriter,
+    Outputs,
     check_datasets,
     check_number,
     group_by_task,
@@ -53,12 +54,15 @@ TOOL_SCHEMA = pa.schema(
 
 
 def export_sft(
-    output: str,
+    output: Outputs,
     dest: str,
     *,
     threshold: float | None = None,
     best_of_n: bool = False,
     datasets: list[str] | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    shuffle: bool = False,
 ) -> ExportReport:
     """Write SFT examples from committed rollouts.
 
@@ -67,6 +71,9 @@ def export_sft(
       best_of_n: keep one rollout per task, the highest reward; among equal rewards the
         lowest rollout_index, so reruns pick the same one. With a threshold, the best
         rollout must also pass it.
+    Split and order (see exports/splits.py): val_fraction sends that share of tasks
+    (by a hash of seed, dataset, task id: no task on both sides) to DEST's `.val`
+    sibling; shuffle writes rows in a seeded random order.
     """
     output_format(dest)
     if threshold is not None:
@@ -80,7 +87,7 @@ def export_sft(
     schema, columns = (
         (TOOL_SCHEMA, SCORED_COLUMNS + EPISODE_COLUMNS) if agents else (SCHEMA, SCORED_COLUMNS)
     )
-    with TableWriter(dest, schema) as writer:
+    with SplitWriter(dest, schema, val_fraction, seed, shuffle) as writer:
         for shard in shards(output, datasets, columns):
             groups = group_by_task(shard)
             tasks += groups.count
@@ -113,6 +120,7 @@ def export_sft(
             "below_threshold": below,
             "threshold": threshold,
             "best_of_n": best_of_n,
+            **writer.report(),
         },
     )
 

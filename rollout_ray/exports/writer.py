@@ -70,20 +70,23 @@ def output_format(dest: str) -> str:
     raise ValueError(f"export destination {dest!r} must end in .jsonl or .parquet")
 
 
-def check_datasets(output: str, datasets: list[str] | None) -> list[str] | None:
+def check_datasets(output: Outputs, datasets: list[str] | None) -> list[str] | None:
     """Reject unknown dataset names up front: a typo would otherwise export nothing."""
+    outputs = outputs_of(output)
     if datasets is None:
+        for one in outputs:
+            results.committed_pieces(one)  # no job there: say so now
         return None
     if isinstance(datasets, str) or not datasets or not all(isinstance(d, str) for d in datasets):
         raise ValueError(
             f"datasets must be a non-empty list of dataset names (or None for all), "
             f"got {datasets!r}"
         )
-    known = {piece.dataset for piece in results.committed_pieces(output)}
+    known = {piece.dataset for one in outputs for piece in results.committed_pieces(one)}
     unknown = sorted(set(datasets) - known)
     if unknown:
         raise ValueError(
-            f"no committed rollouts for dataset(s) {', '.join(unknown)} in {output}; "
+            f"no committed rollouts for dataset(s) {', '.join(unknown)} in {', '.join(outputs)}; "
             f"it has: {', '.join(sorted(known)) or 'none'}"
         )
     return list(datasets)
@@ -101,11 +104,37 @@ def check_number(name: str, value: Any, minimum: float | None = None) -> float:
 # ---------------------------------------------------------------------------- reading
 
 
-def shards(output: str, datasets: list[str] | None, columns: list[str]) -> Iterator[pa.Table]:
-    """Each non-empty shard's committed rollouts (all rounds), with only `columns`."""
-    for table in results.iter_shards(output, datasets, columns):
-        if table.num_rows:
-            yield table
+#: One job's output, or several exported as one (tasks are grouped within each output).
+Outputs = str | list[str]
+
+
+def outputs_of(output: Outputs) -> list[str]:
+    """The outputs an export reads, in order.
+
+    Raises:
+        ValueError: an empty list, or something that is not an output's URI.
+    """
+    found = [output] if isinstance(output, str) else output
+    if (
+        not isinstance(found, list | tuple)
+        or not found
+        or not all(isinstance(o, str) for o in found)
+    ):
+        raise ValueError(
+            f"output must be a job's output or a non-empty list of them, got {output!r}"
+        )
+    return list(found)
+
+
+def shards(
+    output: Outputs, datasets: list[str] | None, columns: list[str] | None
+) -> Iterator[pa.Table]:
+    """Each non-empty shard's committed rollouts (all rounds), with only `columns`, of
+    every output in turn."""
+    for one in outputs_of(output):
+        for table in results.iter_shards(one, datasets, columns):
+            if table.num_rows:
+                yield table
 
 
 @dataclass

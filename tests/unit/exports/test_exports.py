@@ -411,7 +411,13 @@ def test_export_rejects_bad_kinds_options_and_destinations(tmp_path):
     out = fake_output(tmp_path, group("a", [1.0, 0.0]))
     dest = str(tmp_path / "x.jsonl")
     assert set(EXPORTERS) == {"sft", "dpo", "rl", "eval", "mix", "gym"}
-    assert options("dpo") == {"min_gap": 0.0, "datasets": None}
+    assert options("dpo") == {
+        "min_gap": 0.0,
+        "datasets": None,
+        "val_fraction": None,
+        "seed": 0,
+        "shuffle": False,
+    }
     bad = [
         (("kto", out, dest), {}, "unknown export kind"),
         (("sft", out, dest), {"treshold": 1}, "unknown option.*treshold"),
@@ -428,6 +434,41 @@ def test_export_rejects_bad_kinds_options_and_destinations(tmp_path):
         with pytest.raises(ValueError, match=message):
             export(*args, **kwargs)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_split_by_task_shuffle_several_outputs_and_dpo_gaps(tmp_path):
+    records = []
+    for t in range(40):
+        records += group(f"t{t}", [1.0, 0.0, 0.5])
+    out = fake_output(tmp_path / "a", records)
+    # A validation share by task: no task on both sides, the same split every time.
+    dest = tmp_path / "sft.jsonl"
+    report = export("sft", out, str(dest), val_fraction=0.25, seed=3)
+    train, val = read(dest), read(tmp_path / "sft.val.jsonl")
+    assert len(train) + len(val) == 120 and report.extra["val_rows"] == len(val)
+    assert {r["task_id"] for r in train}.isdisjoint({r["task_id"] for r in val})
+    assert 10 <= len({r["task_id"] for r in val}) <= 20  # about a quarter of 40 tasks
+    export("sft", out, str(tmp_path / "again.jsonl"), val_fraction=0.25, seed=3)
+    assert read(tmp_path / "again.val.jsonl") == val
+    # Shuffled: the same rows, in another order, the same order for the same seed.
+    export("sft", out, str(tmp_path / "s1.jsonl"), shuffle=True, seed=7)
+    export("sft", out, str(tmp_path / "s2.jsonl"), shuffle=True, seed=7)
+    shuffled = read(tmp_path / "s1.jsonl")
+    assert shuffled == read(tmp_path / "s2.jsonl") and shuffled != read(tmp_path / "again.jsonl")
+    key = lambda r: (r["task_id"], r["rollout_index"])  # noqa: E731
+    assert sorted(map(key, shuffled)) == sorted(map(key, train + val))
+    # Two outputs in one export; DPO pairs carry their gap and the report its means.
+    other = fake_output(tmp_path / "b", group("x", [0.2, 0.9]))
+    report = export("dpo", [out, other], str(tmp_path / "pairs.jsonl"))
+    pairs = read(tmp_path / "pairs.jsonl")
+    assert len(pairs) == 41 and report.rows_written == 41
+    assert sorted(round(p["reward_gap"], 6) for p in pairs) == [0.7] + [1.0] * 40
+    assert report.extra["mean_reward_gap"] == pytest.approx((40 * 1.0 + 0.7) / 41)
+    assert report.extra["mean_reward_chosen"] == pytest.approx((40 * 1.0 + 0.9) / 41)
+    with pytest.raises(ValueError, match="mix export takes one output"):
+        export("mix", [out, other], str(tmp_path / "m.jsonl"))
+    with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+        export("rl", out, str(tmp_path / "r.parquet"), val_fraction=1.5)
 
 
 def test_export_to_fsspec_uri(tmp_path):
