@@ -148,20 +148,28 @@ def inspect(
     lowest: Annotated[int, typer.Option(help="How many lowest-reward examples.")] = 5,
     sample: Annotated[int, typer.Option(help="How many sampled examples.")] = 5,
     html: Annotated[str | None, typer.Option(help="Also write a self-contained page.")] = None,
+    write: Annotated[
+        str | None,
+        typer.Option(help="Also write every matching rollout to this .jsonl file."),
+    ] = None,
 ) -> None:
     """Look at a job's rollouts: rewards per task, lowest examples, a histogram."""
     from rollout_ray.views.inspect_html import write_html
     from rollout_ray.views.inspect_report import build_report
     from rollout_ray.views.inspect_terminal import render_report
+    from rollout_ray.views.selection import write_selection
 
     try:
         report = build_report(output, dataset, task, min_reward, max_reward, lowest, sample)
+        render_report(Console(), report)
+        if html:
+            write_html(report, html)
+            console.print(f"report: {html}")
+        if write:
+            count = write_selection(output, write, dataset, task, min_reward, max_reward)
+            console.print(f"{count:,} matching rollouts written to {write}")
     except ValueError as exc:
         raise RolloutRayError(str(exc)) from None
-    render_report(Console(), report)
-    if html:
-        write_html(report, html)
-        console.print(f"report: {html}")
 
 
 @app.command()

@@ -301,3 +301,26 @@ def test_html_to_fsspec_uri(output):
     uri = "memory://inspect-test/report.html"
     write_html(build_report(output), uri)
     assert storage.read_bytes(uri).startswith(b"<!DOCTYPE html>")
+
+
+def test_write_the_selection_to_jsonl(output, tmp_path):
+    from rollout_ray.views.selection import write_selection
+
+    dest = tmp_path / "low.jsonl"
+    count = write_selection(output, str(dest), ["math"], max_reward=0.3)
+    rows = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert count == len(rows) == 6  # m-2 x4, m-3 #0, m-10 #0; unscored m-3 #3 left out
+    assert {(r["task_id"], r["rollout_index"]) for r in rows} == {
+        ("m-2", 0),
+        ("m-2", 1),
+        ("m-2", 2),
+        ("m-2", 3),
+        ("m-3", 0),
+        ("m-10", 0),
+    }
+    assert all(r["expected_answer"] == "42" for r in rows)  # the row's own fields
+    assert write_selection(output, str(tmp_path / "t.jsonl"), task="c-2") == 2
+    assert write_selection(output, str(tmp_path / "none.jsonl"), min_reward=5) == 0
+    assert (tmp_path / "none.jsonl").read_text() == ""
+    with pytest.raises(ValueError, match=r"\.jsonl"):
+        write_selection(output, str(tmp_path / "x.csv"))
