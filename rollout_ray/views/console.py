@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from rollout_ray.output.schema import Commit
@@ -119,6 +120,19 @@ def print_summary(console: Console, result: Any) -> None:
             _num(reward.get("max")),
         )
     console.print(table)
+    for name, counts in result.datasets.items():
+        # Numeric fields the verifier reports beside the reward (e.g. Gym's accuracy).
+        fields = {
+            key.split(".", 1)[1]: value
+            for key, value in (counts.get("stats") or {}).items()
+            if key.startswith("verifier.") and value.get("count")
+        }
+        if fields:
+            shown = ", ".join(
+                f"{field} {_num(value['mean'])} (n={value['count']:,})"
+                for field, value in sorted(fields.items())[:8]
+            )
+            console.print(Text(f"{name}: verifier field means: {shown}"))
     for name, counts in result.datasets.items():
         histogram = ((counts.get("stats") or {}).get("reward") or {}).get("histogram")
         if histogram and len(result.datasets) <= 8:
