@@ -37,8 +37,10 @@ class DatasetConfig(_Strict):
         description="File, glob or URI (local, s3://, any fsspec URI) of JSONL or Parquet "
         "rows; `sample:NAME` names a dataset bundled with rollout-ray.",
     )
-    format: Literal["auto", "jsonl", "parquet"] = Field(
-        "auto", description="Input format; auto goes by the file extension."
+    format: Literal["auto", "jsonl", "json", "parquet", "arrow"] = Field(
+        "auto",
+        description="Input format; auto goes by the file extension (.arrow: Arrow IPC, "
+        "as Hugging Face `save_to_disk` writes; point `path` at the folder).",
     )
     shape: Literal["auto", "prompt", "messages", "responses_create_params"] = Field(
         "auto",

@@ -32,7 +32,7 @@ SAMPLE_SCHEME = "sample:"
 class InputFile:
     uri: str
     key: str  # stable, readable name of the file within its dataset
-    format: str  # jsonl, json (a top-level array) or parquet
+    format: str  # jsonl, json (a top-level array), parquet or arrow (staged as parquet)
     size: int
     version: str  # mtime or ETag: changes when the file's content does
     compression: str | None = None  # fsspec's name (gzip, zstd, ...), from the extension
@@ -40,7 +40,7 @@ class InputFile:
     @property
     def needs_staging(self) -> bool:
         """Whether byte ranges of this file are not rows (see `staging`)."""
-        return self.compression is not None or self.format == "json"
+        return self.compression is not None or self.format in ("json", "arrow")
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,11 @@ def discover(dataset: DatasetConfig) -> list[InputFile]:
         matches = sorted(fs.glob(inner))
         base = _glob_base(inner)
     elif storage.retrying(lambda: fs.isdir(inner), f"stat {path}"):
-        matches = sorted(p for p in fs.find(inner) if _format_of(p, "auto") is not None)
+        matches = sorted(
+            p
+            for p in fs.find(inner)
+            if _format_of(p, "auto") is not None and p.rsplit("/", 1)[-1] not in HF_METADATA
+        )
         base = inner
     else:
         matches = [inner] if storage.retrying(lambda: fs.exists(inner), f"stat {path}") else []
@@ -151,10 +155,11 @@ def discover(dataset: DatasetConfig) -> list[InputFile]:
         if fmt is None:
             raise ConfigError(
                 f"dataset {dataset.name!r}: can't tell the format of {match!r}; use .jsonl, "
-                ".json or .parquet (optionally compressed, e.g. .jsonl.gz) or set `format:`"
+                ".json, .parquet or .arrow (JSON optionally compressed, e.g. .jsonl.gz) or "
+                "set `format:`"
             )
         compression = _compression_of(match)
-        if compression and fmt == "parquet":
+        if compression and fmt in ("parquet", "arrow"):
             raise ConfigError(
                 f"dataset {dataset.name!r}: {match!r} is a compressed Parquet file; Parquet "
                 "compresses its own pages: decompress it (e.g. `gunzip`) and point at the "
@@ -203,8 +208,14 @@ def _compression_of(path: str) -> str | None:
     return next((codec for ext, codec in COMPRESSIONS.items() if name.endswith(ext)), None)
 
 
+#: A Hugging Face `save_to_disk` folder's own metadata, not rows: its rows are the
+#: folder's .arrow files.
+HF_METADATA = {"state.json", "dataset_info.json", "dataset_dict.json"}
+
+
 def _format_of(path: str, declared: str) -> str | None:
-    """jsonl, json (sniffed when planned: a top-level array, or JSON Lines), parquet."""
+    """jsonl, json (sniffed when planned: a top-level array, or JSON Lines), parquet,
+    arrow (Arrow IPC stream or file, as Hugging Face `datasets` saves them)."""
     if declared != "auto":
         return declared
     name = path.lower()
@@ -218,6 +229,8 @@ def _format_of(path: str, declared: str) -> str | None:
         return "json"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
+    if name.endswith((".arrow", ".feather", ".ipc")):
+        return "arrow"
     return None
 
 
@@ -228,7 +241,7 @@ def _file_key(path: str, base: str, taken: set[str]) -> str:
         if rel.lower().endswith(ext):
             rel = rel[: -len(ext)]
             break
-    stem = re.sub(r"\.(jsonl|ndjson|json|parquet|pq)$", "", rel, flags=re.I)
+    stem = re.sub(r"\.(jsonl|ndjson|json|parquet|pq|arrow|feather|ipc)$", "", rel, flags=re.I)
     key = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-.") or "file"
     if key in taken:
         key = f"{key}-{hashlib.sha1(path.encode()).hexdigest()[:6]}"

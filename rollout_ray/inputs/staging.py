@@ -9,7 +9,8 @@ of the user's file the copy was made from, so a resume reuses it and a changed f
 staged again. Costs: one pass over the file and its uncompressed size in the output.
 
 A `.json` file that is not an array is taken as JSON Lines (as Hugging Face often
-names them) and read in place when uncompressed.
+names them) and read in place when uncompressed. Arrow IPC files (`.arrow`, what
+Hugging Face `datasets` writes with `save_to_disk`) are staged as Parquet.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from rollout_ray.inputs.sources import InputFile
 log = logging.getLogger(__name__)
 
 COPY_BLOCK = 16 << 20
+#: Rows per row group of a staged Arrow file: shards are cut at row groups.
+ARROW_ROW_GROUP = 4096
 
 
 def prepare(
@@ -40,6 +43,8 @@ def prepare(
         ConfigError: a `.json` file that is neither a JSON array nor JSON Lines.
     """
     kind = file.format
+    if kind == "arrow":
+        return _prepare_arrow(dataset, file, output, restage)
     if kind == "json":
         kind = "array" if _starts_with_bracket(file) else "jsonl"
         if kind == "jsonl" and file.compression is None:
@@ -115,3 +120,50 @@ def _stage_array(file: InputFile, dest: str) -> None:
         for row in rows:
             # ASCII escapes keep any lone surrogate as an escape, repaired when read.
             out.write(json.dumps(row).encode() + b"\n")
+
+
+def _prepare_arrow(
+    dataset: str, file: InputFile, output: str, restage: bool
+) -> tuple[InputFile | None, str | None]:
+    """An Arrow IPC file (stream or file format: Hugging Face's `.arrow` files are
+    streams) copied once to Parquet, which is planned by row groups like any Parquet
+    input. Batch by batch: memory stays at one record batch."""
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    dest = storage.join(output, "_staged", dataset, f"{file.key}.parquet")
+    marker = dest + ".source.json"
+    wanted = {"uri": file.uri, "size": file.size, "version": file.version}
+    exists = storage.exists(dest)
+    current = exists and _read_marker(marker) == wanted
+    if exists and not current and not restage:
+        return None, None
+    if not current:
+        log.info("staging %s as Parquet at %s", file.uri, dest)
+        fs, path = storage.split_uri(file.uri)
+        with fs.open(path, "rb") as src:
+            try:
+                reader = ipc.open_stream(src)
+            except Exception:
+                src.seek(0)
+                try:
+                    reader = ipc.open_file(src)
+                except Exception as exc:
+                    raise ConfigError(f"{file.uri} is not an Arrow IPC file: {exc}") from None
+            batches = (
+                (reader.get_batch(i) for i in range(reader.num_record_batches))
+                if isinstance(reader, ipc.RecordBatchFileReader)
+                else reader
+            )
+            with storage.open_atomic(dest) as out:
+                writer = pq.ParquetWriter(out, reader.schema, compression="zstd")
+                for batch in batches:
+                    writer.write_batch(batch, row_group_size=ARROW_ROW_GROUP)
+                writer.close()
+        storage.write_json_atomic(marker, wanted)
+    fs, path = storage.split_uri(dest)
+    info = storage.retrying(lambda: fs.info(path), f"stat {dest}")
+    staged = InputFile(
+        dest, file.key, "parquet", int(info["size"]), storage.version_stamp(info), None
+    )
+    return staged, file.uri

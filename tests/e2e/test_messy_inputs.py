@@ -166,6 +166,29 @@ def test_prompt_template_that_raises_is_the_rows_failure(ray_session, tmp_path):
     assert sorted(r["row_index"] for r in read_output(tmp_path / "out")) == [0, 0, 2, 2]
 
 
+def test_hugging_face_save_to_disk_and_arrow_files_are_read_as_rows(ray_session, tmp_path):
+    """A `datasets` folder from save_to_disk (its .arrow files are Arrow IPC streams, its
+    state.json and dataset_info.json metadata) and a lone Arrow IPC file."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    rows = [{"prompt": f"row {i}", "expected_answer": str(i), "n": i} for i in range(30)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
+    table = pa.Table.from_pylist(rows[:12])
+    with ipc.new_file(str(tmp_path / "one.arrow"), table.schema) as writer:  # file format
+        writer.write_table(table)
+    for path, count in ((tmp_path / "hf", 30), (tmp_path / "one.arrow", 12)):
+        config = simulated_job(path, tmp_path / f"out-{path.name}", shard_size=7)
+        result = run_job(config)
+        assert result.status == "finished" and result.datasets["messy"]["failed"] == 0
+        records = read_output(tmp_path / f"out-{path.name}")
+        found = {(r["row_index"], r["prompt_messages"][-1]["content"], r["n"]) for r in records}
+        assert found == {(i, f"row {i}", str(i)) for i in range(count)}
+        assert len(records) == count * REPEATS
+        assert run_job(config).progress["run"]["todo"] == 0  # the staged copy is reused
+
+
 def test_compressed_and_json_array_inputs_are_read_as_rows(ray_session, tmp_path):
     rows = [{"prompt": f"row {i}", "expected_answer": str(i)} for i in range(40)]
     text = "".join(json.dumps(r) + "\n" for r in rows).encode()
