@@ -221,6 +221,9 @@ def export(
     shuffle: Annotated[
         bool, typer.Option(help="sft/dpo/rl: rows in a seeded random order.")
     ] = False,
+    keep_reasoning: Annotated[
+        bool, typer.Option(help="sft/dpo: keep the thinking (as <think>...</think>).")
+    ] = False,
     threshold: Annotated[float | None, typer.Option(help="sft: keep reward >= this.")] = None,
     best_of_n: Annotated[bool, typer.Option(help="sft: keep the best rollout per task.")] = False,
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
@@ -249,6 +252,7 @@ def export(
         "scale": scale,
         "val_fraction": val_fraction,
         "shuffle": shuffle,
+        "keep_reasoning": keep_reasoning,
     }
     given = {
         name: value

@@ -27,6 +27,14 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def thinking_model(tmp_path_factory) -> str:
+    """The tiny model with <think> tokens and a reasoning model's chat template."""
+    from tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("thinking-model"), thinking=True))
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> str:
     from rollout_ray.engines.embedded_model import resolve_model
 

@@ -11,6 +11,16 @@ CHATML = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+#: A reasoning model's template (Qwen3's shape): the answer starts inside a <think>
+#: block, or after an empty one when `enable_thinking` is false.
+THINKING = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+
 _CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "what is two plus two? the answer is four",
@@ -19,9 +29,12 @@ _CORPUS = [
 ] * 50
 
 
-def build_tiny_model(folder: Path, vocab_size: int = 512, seed: int = 0) -> Path:
+def build_tiny_model(
+    folder: Path, vocab_size: int = 512, seed: int = 0, thinking: bool = False
+) -> Path:
     """Write a tokenizer (byte-level BPE, ChatML template) and a tiny random Llama
-    (weights drawn with `seed`: another seed is another checkpoint of the same model)."""
+    (weights drawn with `seed`: another seed is another checkpoint of the same model).
+    `thinking`: <think> and </think> tokens and a reasoning model's template."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -45,6 +58,9 @@ def build_tiny_model(folder: Path, vocab_size: int = 512, seed: int = 0) -> Path
         unk_token="<|endoftext|>",
     )
     fast.chat_template = CHATML
+    if thinking:
+        fast.add_tokens(["<think>", "</think>"])  # plain added tokens, kept in the text
+        fast.chat_template = THINKING
     fast.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(fast),

@@ -46,6 +46,7 @@ async def run_episode(
     """Raises ToolUnavailable (stage tool) or RowError (the first turn doesn't fit)."""
     items: list[dict[str, Any]] = []
     latencies: list[float] = []
+    thoughts: list[str] = []
     sampling = request.sampling
     budget = agent.max_total_tokens
     calls_left = max_tool_calls if max_tool_calls is not None else agent.max_tool_calls
@@ -79,6 +80,15 @@ async def run_episode(
         calls = list(gen.tool_calls or [])
         if calls_left is not None:
             calls = calls[: max(0, calls_left - calls_made)]
+        if gen.reasoning_text:
+            thoughts.append(gen.reasoning_text)
+            items.append(
+                {
+                    "type": "reasoning",
+                    "id": f"rs_{os.urandom(12).hex()}",
+                    "summary": [{"type": "summary_text", "text": gen.reasoning_text}],
+                }
+            )
         if gen.text or not calls:
             items.append(_message_item(gen.text))
         conv.messages.append(_assistant_message(gen.text, calls))
@@ -127,6 +137,7 @@ async def run_episode(
         output_tokens=output_tokens,
         latency_s=time.monotonic() - started,
         ttft_s=first.ttft_s,
+        reasoning_text="\n\n".join(thoughts) or None,
     )
     if conv.token_ids is not None:
         generation.prompt_token_ids = conv.token_ids[: conv.prompt_len]

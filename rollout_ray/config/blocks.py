@@ -63,6 +63,11 @@ class SamplingConfig(_Strict):
     return_token_ids: bool | None = Field(
         None, description="Store prompt and response token ids (for RL)."
     )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="Extra arguments of the model's chat template, e.g. {enable_thinking: "
+        "false} (vLLM in-process and vLLM servers).",
+    )
 
     def merged(self, *others: SamplingConfig | dict[str, Any] | None) -> SamplingConfig:
         """This config with the set fields of `others` laid on top, in order."""

@@ -161,6 +161,12 @@ class VLLMEngineConfig(EngineBlock):
         "`model_version`.",
         json_schema_extra=RESUME_FREE,
     )
+    reasoning_parser: str | None = Field(
+        None,
+        description="vLLM reasoning parser (deepseek_r1, granite, ...: vLLM's names) that "
+        "splits thinking from the answer: records keep it in `reasoning_text`, verifiers "
+        "see the answer.",
+    )
     tool_parser: str = Field(
         "hermes",
         description="vLLM tool parser that reads calls out of the model's text (hermes, "

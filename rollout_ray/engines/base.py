@@ -39,6 +39,8 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
     #: A turn of an episode: the calls the model made (its text without their markup).
     tool_calls: list[ToolCall] | None = None
+    #: Thinking split from the answer by a reasoning parser (`text` is the answer).
+    reasoning_text: str | None = None
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Conversation:
     rendered: int = 0
     #: Text the chat template puts after the model's last turn that its tokens lack.
     glue: str = ""
+    #: Extra chat-template arguments (sampling.chat_template_kwargs).
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class EngineDead(Exception):

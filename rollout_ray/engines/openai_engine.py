@@ -206,6 +206,8 @@ class OpenAIEngine(Engine):
                 extra[name] = sampling[name]
         if sampling.get("return_token_ids"):
             extra["return_token_ids"] = True  # vLLM servers return prompt/output ids
+        if sampling.get("chat_template_kwargs"):
+            extra["chat_template_kwargs"] = sampling["chat_template_kwargs"]  # vLLM, SGLang
         return extra
 
     async def _chat(self, client, request: GenerationRequest) -> Generation:
@@ -231,7 +233,11 @@ class OpenAIEngine(Engine):
         if (choice.get("logprobs") or {}).get("content") is not None:
             logprobs = [float(t["logprob"]) for t in choice["logprobs"]["content"]]
         want_ids = bool(s.get("return_token_ids"))
+        message = choice.get("message") or {}
+        # Servers that split thinking from the answer (vLLM's --reasoning-parser, ...).
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
         return Generation(
+            reasoning_text=reasoning if isinstance(reasoning, str) and reasoning else None,
             text=(choice.get("message") or {}).get("content") or "",
             finish_reason=str(choice.get("finish_reason") or "unknown"),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),

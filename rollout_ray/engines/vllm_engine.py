@@ -27,6 +27,7 @@ from rollout_ray.engines.base import (
     GenerationRequest,
 )
 from rollout_ray.engines.embedded_model import resolve_model
+from rollout_ray.engines.reasoning import ReasoningSplitter
 from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.engines.vllm_turns import TurnRenderer
 from rollout_ray.errors import RowError
@@ -74,6 +75,11 @@ class VLLMEngine(Engine):
         self.model_version = checkpoint_version(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.turns = TurnRenderer(self.tokenizer, config.tool_parser)
+        self.reasoning = (
+            ReasoningSplitter(self.tokenizer, config.reasoning_parser)
+            if config.reasoning_parser
+            else None
+        )
         kwargs: dict[str, Any] = {
             "model": path,
             "dtype": config.dtype,
@@ -136,7 +142,10 @@ class VLLMEngine(Engine):
     def prepare(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> list[int]:
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                **(sampling.get("chat_template_kwargs") or {}),
             )
         except Exception as exc:  # a template may reject a role order, for instance
             raise RowError(
@@ -154,7 +163,13 @@ class VLLMEngine(Engine):
     async def generate(self, request: GenerationRequest) -> Generation:
         prompt_ids = request.prompt_token_ids or []
         params = self._sampling_params(request.sampling, len(prompt_ids))
-        return await self._run(prompt_ids, params, request)
+        gen = await self._run(prompt_ids, params, request)
+        self._split_reasoning(gen, request.sampling.get("chat_template_kwargs") or {})
+        return gen
+
+    def _split_reasoning(self, gen: Generation, template_kwargs: dict[str, Any]) -> None:
+        if self.reasoning is not None:
+            gen.reasoning_text, gen.text = self.reasoning.split(gen.text, template_kwargs)
 
     async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
         from vllm.sampling_params import StructuredOutputsParams
@@ -172,6 +187,7 @@ class VLLMEngine(Engine):
         )
         gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
         self.turns.record_turn(conv, gen.output_token_ids or [], gen.output_logprobs)
+        self._split_reasoning(gen, conv.template_kwargs)
         gen.text, gen.tool_calls = self.turns.calls(gen.text, conv)
         return gen
 

@@ -41,7 +41,11 @@ class TurnRenderer:
             tools = None
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tools=tools, tokenize=False, add_generation_prompt=generation
+                messages,
+                tools=tools,
+                tokenize=False,
+                add_generation_prompt=generation,
+                **conv.template_kwargs,
             )
         except Exception:
             # Templates without a `tool` role (or assistant tool_calls) get them as text.
@@ -50,6 +54,7 @@ class TurnRenderer:
                 tools=tools,
                 tokenize=False,
                 add_generation_prompt=generation,
+                **conv.template_kwargs,
             )
 
     def _template_renders_tools(self, tools: list[dict]) -> bool:

@@ -20,6 +20,7 @@ from rollout_ray.exports.writer import (
     SCORED_COLUMNS,
     ExportReport,
     Outputs,
+    answer_texts,
     check_datasets,
     check_number,
     group_by_task,
@@ -62,6 +63,7 @@ def export_dpo(
     val_fraction: float | None = None,
     seed: int = 0,
     shuffle: bool = False,
+    keep_reasoning: bool = False,
 ) -> ExportReport:
     """Write one preference pair per task whose scored rollouts differ enough.
 
@@ -73,7 +75,8 @@ def export_dpo(
     gap rewards.
     Split and order (see exports/splits.py): val_fraction sends that share of tasks
     (by a hash of seed, dataset, task id: no task on both sides) to DEST's `.val`
-    sibling; shuffle writes rows in a seeded random order.
+    sibling; shuffle writes rows in a seeded random order. keep_reasoning puts a
+    reasoning parser's thinking back before each answer (default: the answer only).
     """
     output_format(dest)
     min_gap = check_number("min_gap", min_gap, minimum=0.0)
@@ -107,7 +110,7 @@ def export_dpo(
             # Both cover every group with a scored rollout, in group order: align by mask.
             chosen = chosen[paired[chosen_groups]]
             rejected = rejected[paired[rejected_groups]]
-            made = _pairs(groups.table, chosen, rejected, agents)
+            made = _pairs(groups.table, chosen, rejected, agents, keep_reasoning)
             for i, name in enumerate(("reward_chosen", "reward_rejected", "reward_gap")):
                 sums[i] += float(np.nansum(made[name].to_numpy(zero_copy_only=False)))
             writer.write(made)
@@ -135,7 +138,11 @@ def export_dpo(
 
 
 def _pairs(
-    table: pa.Table, chosen: np.ndarray, rejected: np.ndarray, agents: bool = False
+    table: pa.Table,
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    agents: bool = False,
+    keep_reasoning: bool = False,
 ) -> pa.Table:
     """Preference rows in SCHEMA (TOOL_SCHEMA for agent jobs: whole episodes) from the
     row positions of chosen and rejected rollouts."""
@@ -148,7 +155,8 @@ def _pairs(
         extra["tools"] = best["episode_tools"]
     else:
         prompt = best["prompt_messages"]
-        good, bad = assistant_lists(best["response_text"]), assistant_lists(worst["response_text"])
+        good = assistant_lists(answer_texts(best, keep_reasoning))
+        bad = assistant_lists(answer_texts(worst, keep_reasoning))
     return pa.table(
         {
             "prompt": prompt,

@@ -19,6 +19,7 @@ from rollout_ray.exports.writer import (
     SCORED_COLUMNS,
     ExportReport,
     Outputs,
+    answer_texts,
     check_datasets,
     check_number,
     group_by_task,
@@ -63,6 +64,7 @@ def export_sft(
     val_fraction: float | None = None,
     seed: int = 0,
     shuffle: bool = False,
+    keep_reasoning: bool = False,
 ) -> ExportReport:
     """Write SFT examples from committed rollouts.
 
@@ -73,7 +75,8 @@ def export_sft(
         rollout must also pass it.
     Split and order (see exports/splits.py): val_fraction sends that share of tasks
     (by a hash of seed, dataset, task id: no task on both sides) to DEST's `.val`
-    sibling; shuffle writes rows in a seeded random order.
+    sibling; shuffle writes rows in a seeded random order. keep_reasoning puts a
+    reasoning parser's thinking back before each answer (default: the answer only).
     """
     output_format(dest)
     if threshold is not None:
@@ -108,7 +111,8 @@ def export_sft(
             else:
                 rows = np.flatnonzero(keep)
             selected = groups.table.take(pa.array(rows))
-            writer.write(_episodes(selected) if agents else _examples(selected))
+            answers = answer_texts(selected, keep_reasoning)
+            writer.write(_episodes(selected) if agents else _examples(selected, answers))
     return ExportReport(
         kind="sft",
         dest=dest,
@@ -125,13 +129,13 @@ def export_sft(
     )
 
 
-def _examples(rows: pa.Table) -> pa.Table:
+def _examples(rows: pa.Table, answers: pa.Array | pa.ChunkedArray) -> pa.Table:
     """SFT rows in SCHEMA for selected rollouts."""
     return pa.table(
         {
-            "messages": append_assistant(rows["prompt_messages"], rows["response_text"]),
+            "messages": append_assistant(rows["prompt_messages"], answers),
             "prompt": rows["prompt_messages"],
-            "completion": assistant_lists(rows["response_text"]),
+            "completion": assistant_lists(answers),
             "task_id": rows["task_id"],
             "rollout_index": rows["rollout_index"],
             "dataset": rows["dataset"],

@@ -31,8 +31,29 @@ SCORED_COLUMNS = [
     "rollout_index",
     "prompt_messages",
     "response_text",
+    "reasoning_text",
     "reward",
 ]
+
+
+def answer_texts(rows: pa.Table, keep_reasoning: bool) -> pa.Array | pa.ChunkedArray:
+    """The assistant's text per row: the answer, or with `keep_reasoning` the thinking
+    a reasoning parser split off put back before it as `<think>...</think>` (the form
+    most reasoning models' chat templates take it back in)."""
+    if not isinstance(keep_reasoning, bool):
+        raise ValueError(f"keep_reasoning must be true or false, got {keep_reasoning!r}")
+    if not keep_reasoning:
+        return rows["response_text"]
+    return pa.array(
+        [
+            f"<think>\n{r}\n</think>\n\n{t or ''}" if r else t
+            for r, t in zip(
+                rows["reasoning_text"].to_pylist(), rows["response_text"].to_pylist(), strict=True
+            )
+        ],
+        pa.string(),
+    )
+
 
 #: Rows (or Arrow bytes) buffered before a write: small shards still make decent row
 #: groups, and long conversations don't pile up in memory.

@@ -43,6 +43,8 @@ ROLLOUT_FIELDS: list[pa.Field] = [
     pa.field("row_index", pa.int64()),
     pa.field("prompt_messages", pa.list_(MESSAGE)),
     pa.field("response_text", pa.string()),
+    # The thinking a reasoning parser split from the answer (engine.reasoning_parser).
+    pa.field("reasoning_text", pa.string()),
     pa.field("finish_reason", pa.string()),
     pa.field("prompt_tokens", pa.int32()),
     pa.field("output_tokens", pa.int32()),

@@ -88,6 +88,7 @@ class Episodes:
                 tools=tools,
                 tool_choice=normalise_choice(choice, tools, where) if tools else "none",
                 parallel_tool_calls=parallel,
+                template_kwargs=dict(rollout.request.sampling.get("chat_template_kwargs") or {}),
             )
             row = gym_row(prompt)
             session = await self.environment(dataset).session(row)

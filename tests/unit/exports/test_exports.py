@@ -417,6 +417,7 @@ def test_export_rejects_bad_kinds_options_and_destinations(tmp_path):
         "val_fraction": None,
         "seed": 0,
         "shuffle": False,
+        "keep_reasoning": False,
     }
     bad = [
         (("kto", out, dest), {}, "unknown export kind"),
@@ -469,6 +470,25 @@ def test_split_by_task_shuffle_several_outputs_and_dpo_gaps(tmp_path):
         export("mix", [out, other], str(tmp_path / "m.jsonl"))
     with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
         export("rl", out, str(tmp_path / "r.parquet"), val_fraction=1.5)
+
+
+def test_reasoning_is_left_out_unless_kept(tmp_path):
+    records = [
+        rollout("t", 0, 1.0, response_text="42", reasoning_text="six times seven"),
+        rollout("t", 1, 0.0, response_text="41", reasoning_text=None),
+    ]
+    out = fake_output(tmp_path, records)
+    export("sft", out, str(tmp_path / "a.jsonl"))
+    assert [r["completion"][0]["content"] for r in read(tmp_path / "a.jsonl")] == ["42", "41"]
+    export("sft", out, str(tmp_path / "b.jsonl"), keep_reasoning=True)
+    kept = [r["completion"][0]["content"] for r in read(tmp_path / "b.jsonl")]
+    assert kept == ["<think>\nsix times seven\n</think>\n\n42", "41"]
+    export("dpo", out, str(tmp_path / "p.jsonl"), keep_reasoning=True)
+    pair = read(tmp_path / "p.jsonl")[0]
+    assert (
+        pair["chosen"][0]["content"].startswith("<think>\nsix")
+        and pair["rejected"][0]["content"] == "41"
+    )
 
 
 def test_export_to_fsspec_uri(tmp_path):
