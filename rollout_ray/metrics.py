@@ -45,21 +45,25 @@ class ProgressCollector:
         rollouts = CounterMetricFamily(
             "rollout_ray_rollouts",
             "Rollouts settled, by outcome.",
-            labels=["job", "dataset", "status"],
+            labels=["rollout_job", "dataset", "status"],
         )
         output = CounterMetricFamily(
-            "rollout_ray_output_tokens", "Output tokens generated.", labels=["job", "dataset"]
+            "rollout_ray_output_tokens",
+            "Output tokens generated.",
+            labels=["rollout_job", "dataset"],
         )
         prompt = CounterMetricFamily(
-            "rollout_ray_prompt_tokens", "Prompt tokens sent.", labels=["job", "dataset"]
+            "rollout_ray_prompt_tokens", "Prompt tokens sent.", labels=["rollout_job", "dataset"]
         )
         done = GaugeMetricFamily(
-            "rollout_ray_shards_done", "Shards committed.", labels=["job", "dataset"]
+            "rollout_ray_shards_done", "Shards committed.", labels=["rollout_job", "dataset"]
         )
         total = GaugeMetricFamily(
-            "rollout_ray_shards_total", "Shards planned.", labels=["job", "dataset"]
+            "rollout_ray_shards_planned", "Shards planned.", labels=["rollout_job", "dataset"]
         )
-        reward = HistogramMetricFamily("rollout_ray_reward", "Rewards.", labels=["job", "dataset"])
+        reward = HistogramMetricFamily(
+            "rollout_ray_reward", "Rewards.", labels=["rollout_job", "dataset"]
+        )
         for name, counts in progress.get("datasets", {}).items():
             rollouts.add_metric([job, name, "ok"], counts["ok"])
             rollouts.add_metric([job, name, "failed"], counts["failed"])
@@ -91,15 +95,17 @@ class ProgressCollector:
         }
         yield from (rollouts, output, prompt, done, total, reward)
         for metric, (text, value) in gauges.items():
-            gauge = GaugeMetricFamily(metric, text, labels=["job"])
+            gauge = GaugeMetricFamily(metric, text, labels=["rollout_job"])
             gauge.add_metric([job], value)
             yield gauge
-        retries = CounterMetricFamily("rollout_ray_retries", "Retries.", labels=["job", "reason"])
+        retries = CounterMetricFamily(
+            "rollout_ray_retries", "Retries.", labels=["rollout_job", "reason"]
+        )
         for reason, value in (run.get("retries") or {}).items():
             retries.add_metric([job, reason], value)
         yield retries
         restarts = CounterMetricFamily(
-            "rollout_ray_engine_restarts", "Engine actors started again.", labels=["job"]
+            "rollout_ray_engine_restarts", "Engine actors started again.", labels=["rollout_job"]
         )
         restarts.add_metric([job], run.get("engine_restarts", 0))
         yield restarts
@@ -138,15 +144,19 @@ class RayMetrics:
         from ray.util.metrics import Counter, Gauge
 
         self.job = job
-        tags = ("job", "dataset")
+        tags = ("rollout_job", "dataset")
         self.rollouts = Counter("rollout_ray_rollouts", "Rollouts committed.", (*tags, "status"))
         self.tokens = Counter("rollout_ray_output_tokens", "Output tokens.", tags)
-        self.rate = Gauge("rollout_ray_output_tokens_per_second", "Output tokens/s.", ("job",))
-        self.eta = Gauge("rollout_ray_eta_seconds", "ETA of this run.", ("job",))
-        self.in_flight = Gauge("rollout_ray_in_flight_requests", "Requests in engines.", ("job",))
+        self.rate = Gauge(
+            "rollout_ray_output_tokens_per_second", "Output tokens/s.", ("rollout_job",)
+        )
+        self.eta = Gauge("rollout_ray_eta_seconds", "ETA of this run.", ("rollout_job",))
+        self.in_flight = Gauge(
+            "rollout_ray_in_flight_requests", "Requests in engines.", ("rollout_job",)
+        )
 
     def on_commit(self, record: Commit) -> None:
-        tags = {"job": self.job, "dataset": record.dataset}
+        tags = {"rollout_job": self.job, "dataset": record.dataset}
         if record.n_ok:
             self.rollouts.inc(record.n_ok, {**tags, "status": "ok"})
         if record.n_failed:
@@ -155,7 +165,7 @@ class RayMetrics:
             self.tokens.inc(record.output_tokens, tags)
 
     def on_progress(self, run: dict[str, Any]) -> None:
-        tags = {"job": self.job}
+        tags = {"rollout_job": self.job}
         self.rate.set(run.get("output_tokens_per_s") or 0, tags)
         self.eta.set(run.get("eta_s") or 0, tags)
         self.in_flight.set(run.get("in_flight_requests") or 0, tags)

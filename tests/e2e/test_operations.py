@@ -88,7 +88,7 @@ def test_metrics_endpoint_moves_and_matches_output(ray_session, tiny_model, tmp_
     )
     assert (
         value(final, "rollout_ray_shards_done", dataset="m")
-        == value(final, "rollout_ray_shards_total", dataset="m")
+        == value(final, "rollout_ray_shards_planned", dataset="m")
         == 16
     )
     rewards = [r["reward"] for r in records]

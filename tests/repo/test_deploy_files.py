@@ -88,6 +88,41 @@ def test_the_expected_dockerfiles_exist():
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_images_install_dependencies_before_the_code_and_run_as_a_user(path):
+    instructions = dockerfile_instructions(path)
+    copies = [args for word, args in instructions if word == "COPY"]
+    code = next(i for i, (w, a) in enumerate(instructions) if w == "COPY" and "rollout_ray" in a)
+    deps = next(i for i, (w, a) in enumerate(instructions) if w == "RUN" and "/app[" in a)
+    assert copies[0].startswith("pyproject.toml") and deps < code
+    users = [args for word, args in instructions if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv/", ".gym-venv/", "outputs/", ".git/"} <= set(ignored)
+
+
+@pytest.mark.parametrize("path", KUBERAY_FILES, ids=lambda p: p.name)
+def test_ray_pods_request_what_they_are_limited_to(path):
+    import yaml
+
+    text = path.read_text()
+    for doc in yaml.safe_load_all(text):
+        for resources in _find(doc, "resources"):
+            if "requests" in resources and "limits" in resources:
+                assert resources["requests"] == resources["limits"], resources
+
+
+def _find(node, key):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from _find(v, key)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _find(item, key)
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_is_well_formed_and_copies_files_that_exist(path):
     instructions = dockerfile_instructions(path)
     known = {
@@ -716,8 +751,9 @@ def test_prometheus_scrapes_ray_and_the_driver():
     assert [t.rsplit(":", 1)[1] for sc in driver["static_configs"] for t in sc["targets"]] == [
         str(DRIVER_METRICS_PORT)
     ]
-    # Our metrics have their own `job` label; keep it rather than exported_job.
-    assert driver["honor_labels"] is True
+    # Our metrics name the rollout job in `rollout_job`: Prometheus's own `job` label
+    # stays the scrape job's, and no honor_labels is needed to keep ours.
+    assert "honor_labels" not in driver
 
 
 def test_ray_writes_the_service_discovery_file_we_read():
@@ -747,7 +783,7 @@ OUR_METRICS = {
     "rollout_ray_retries_total",
     "rollout_ray_engine_restarts_total",
     "rollout_ray_shards_done",
-    "rollout_ray_shards_total",
+    "rollout_ray_shards_planned",
     "rollout_ray_in_flight_requests",
     "rollout_ray_eta_seconds",
     "rollout_ray_output_tokens_per_second",
