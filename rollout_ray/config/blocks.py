@@ -131,6 +131,28 @@ class ServeConfig(_Strict):
     max_n: int = Field(16, ge=1, description="Most samples one request may ask for (`n`).")
 
 
+class TrackingConfig(_Strict):
+    """Send a run's config, progress, final figures, reward histograms and a sample of
+    its rollouts to an experiment tracker (the package must be installed: `wandb` or
+    `mlflow`/`mlflow-skinny`; neither is a dependency of rollout-ray)."""
+
+    kind: Literal["wandb", "mlflow"] = Field(..., description="The tracker.")
+    project: str = Field("rollout-ray", description="W&B project, or MLflow experiment name.")
+    run_name: str | None = Field(None, description="Default: the output's last folder name.")
+    uri: str | None = Field(
+        None,
+        description="mlflow: the tracking URI (default: MLflow's, e.g. MLFLOW_TRACKING_URI); "
+        "wandb: the folder its run files go to.",
+    )
+    mode: Literal["online", "offline"] = Field(
+        "online", description="wandb: offline writes the run locally (`wandb sync` later)."
+    )
+    every_s: float = Field(10.0, gt=0, description="Seconds between progress logs.")
+    sample_rows: int = Field(
+        20, ge=0, description="Rollouts in the sample table logged at the end."
+    )
+
+
 class CostConfig(_Strict):
     """Prices, so that summaries and `--pilot` show what a job costs."""
 

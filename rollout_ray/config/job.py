@@ -16,6 +16,7 @@ from rollout_ray.config.blocks import (
     CostConfig,
     SamplingConfig,
     ServeConfig,
+    TrackingConfig,
     _Strict,
 )
 from rollout_ray.config.engines import EngineConfig, VLLMEngineConfig
@@ -195,6 +196,11 @@ class JobConfig(_Strict):
     )
     cost: CostConfig | None = Field(
         None, description="Prices for cost figures.", json_schema_extra=RESUME_FREE
+    )
+    tracking: TrackingConfig | None = Field(
+        None,
+        description="Log the run to W&B or MLflow (see docs/python-api.md#tracking).",
+        json_schema_extra=RESUME_FREE,
     )
     cli_overrides: list[str] = Field(
         default_factory=list,

@@ -33,6 +33,7 @@ from rollout_ray.run.placement import (
     passthrough_env,
     resolve_device,
 )
+from rollout_ray.tracking import open_tracker
 from rollout_ray.verifiers.remote import check_verifiers
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,9 @@ def run_job(
             notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
         port = config.metrics_port if config.metrics else 0
         collector = prometheus_collector(port, name, config.metrics_host)
+        tracker = open_tracker(config)
         sinks = [s for s in (on_progress, collector and collector.update) if s]
+        sinks += [tracker.progress] if tracker else []
         poll = _Poller(lambda: ray.get(coordinator.progress.remote()), sinks)
         try:
             if pending or watch_s:
@@ -276,6 +279,10 @@ def run_job(
             progress = _finish(coordinator, status)
             for sink in sinks:
                 sink(progress)
+            if tracker:
+                tracker.finish(
+                    JobResult(config.output, status, time.monotonic() - started, progress)
+                )
         wall = time.monotonic() - started
         metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3)}
         metrics.update(progress)
