@@ -24,13 +24,14 @@ SAMPLE_CHARS = 2000
 
 
 class Tracker:
-    """One run in one tracker; `backend` is W&B's run or the mlflow module."""
+    """One run in one tracker; `backend` is W&B's run or an MlflowClient."""
 
     def __init__(self, settings: TrackingConfig, config: JobConfig):
         self.settings = settings
         self.config = config
         self.kind = settings.kind
         self.backend: Any = None
+        self.run_id = ""
         self.step = 0
         self._last = 0.0
 
@@ -53,14 +54,23 @@ class Tracker:
                 reinit="finish_previous",
             )
         else:
-            import mlflow
+            # The client with an explicit run id, not mlflow's fluent API: that keeps the
+            # active run per thread, and progress comes from the driver's poller thread.
+            from mlflow.entities import Param
+            from mlflow.tracking import MlflowClient
 
-            if self.settings.uri:
-                mlflow.set_tracking_uri(self.settings.uri)
-            mlflow.set_experiment(self.settings.project)
-            mlflow.start_run(run_name=name)
-            mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()})
-            self.backend = mlflow
+            client = MlflowClient(tracking_uri=self.settings.uri)
+            experiment = client.get_experiment_by_name(self.settings.project)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else client.create_experiment(self.settings.project)
+            )
+            self.run_id = client.create_run(experiment_id, run_name=name).info.run_id
+            flat = [Param(k, str(v)[:500]) for k, v in _flat(params).items()]
+            for i in range(0, len(flat), 100):  # mlflow takes at most 100 params a batch
+                client.log_batch(self.run_id, params=flat[i : i + 100])
+            self.backend = client
 
     def progress(self, report: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -82,7 +92,11 @@ class Tracker:
         if self.kind == "wandb":
             self.backend.log(figures, step=self.step)
         else:
-            self.backend.log_metrics(figures, step=self.step)
+            from mlflow.entities import Metric
+
+            stamp = int(time.time() * 1000)
+            metrics = [Metric(k, v, stamp, self.step) for k, v in figures.items()]
+            self.backend.log_batch(self.run_id, metrics=metrics)
 
     def _final(self, result: Any) -> None:
         figures = _figures(result.progress)
@@ -104,19 +118,19 @@ class Tracker:
                     table = wandb.Table(columns=["reward", "count"], data=list(hist.items()))
                     self.backend.log({f"{name}/reward_histogram": table})
         else:
-            self.backend.set_tag("status", result.status)
+            self.backend.set_tag(self.run_id, "status", result.status)
             if rows:
                 data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
-                self.backend.log_table(data=data, artifact_file="samples.json")
+                self.backend.log_table(self.run_id, data=data, artifact_file="samples.json")
             for name, hist in hists.items():
                 if hist:
-                    self.backend.log_dict(hist, f"reward_histogram/{name}.json")
+                    self.backend.log_dict(self.run_id, hist, f"reward_histogram/{name}.json")
 
     def _close(self) -> None:
         if self.kind == "wandb":
             self.backend.finish()
         else:
-            self.backend.end_run()
+            self.backend.set_terminated(self.run_id)
         self.backend = None
 
     def _guarded(self, fn: Any, *args: Any) -> None:

@@ -33,12 +33,18 @@ def test_thinking_apart_from_the_answer(ray_session, thinking_model, tmp_path):
     for record in records:
         prompt = tokenizer.decode(record["prompt_token_ids"])
         assert prompt.endswith("<|im_start|>assistant\n<think>\n")
-        generated = tokenizer.decode(record["output_token_ids"])
+        # (vLLM holds back a last incomplete UTF-8 character that decode shows as U+FFFD)
+        generated = tokenizer.decode(record["output_token_ids"]).rstrip("\ufffd")
+        # The parser drops a <think> the model writes itself (the template opened one).
+        if "<think>" in generated:
+            generated = generated.partition("<think>")[2]
         if end in record["output_token_ids"]:  # closed its thinking: the rest answers
             thought, _, answer = generated.partition("</think>")
-            assert record["reasoning_text"] == thought and record["response_text"] == answer
+            assert record["reasoning_text"] == thought
+            assert record["response_text"].rstrip("\ufffd") == answer
         else:  # never closed it: all thinking, no answer
-            assert record["reasoning_text"] == generated and record["response_text"] == ""
+            assert (record["reasoning_text"] or "").rstrip("\ufffd") == generated
+            assert record["response_text"] == ""
             # The verifier judged the (empty) answer, not the thinking.
             assert record["reward"] == 1.0
     # chat_template_kwargs reach the template: thinking off closes the block up front.
