@@ -119,7 +119,7 @@ def export_dpo(
     return ExportReport(
         kind="dpo",
         dest=dest,
-        rows_written=pairs,
+        rows_written=writer.rows,  # in DEST; the validation file's are val_rows
         tasks_seen=tasks,
         extra={
             "tasks_seen": tasks,
