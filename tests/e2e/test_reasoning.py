@@ -34,7 +34,8 @@ def test_thinking_apart_from_the_answer(ray_session, thinking_model, tmp_path):
         prompt = tokenizer.decode(record["prompt_token_ids"])
         assert prompt.endswith("<|im_start|>assistant\n<think>\n")
         # (vLLM holds back a last incomplete UTF-8 character that decode shows as U+FFFD)
-        generated = tokenizer.decode(record["output_token_ids"]).rstrip("\ufffd")
+        ids = record["output_token_ids"]
+        generated = tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
         # The parser drops a <think> the model writes itself (the template opened one).
         if "<think>" in generated:
             generated = generated.partition("<think>")[2]
