@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 from rollout_ray import storage
 from rollout_ray.errors import ConfigError
@@ -43,15 +44,15 @@ def prepare(
         ConfigError: a `.json` file that is neither a JSON array nor JSON Lines.
     """
     kind = file.format
-    if kind == "arrow":
-        return _prepare_arrow(dataset, file, output, restage)
     if kind == "json":
         kind = "array" if _starts_with_bracket(file) else "jsonl"
         if kind == "jsonl" and file.compression is None:
             return _as(file, file.uri, file.size, file.version), None
-    elif file.compression is None:
+    elif kind != "arrow" and file.compression is None:
         return file, None
-    dest = storage.join(output, "_staged", dataset, f"{file.key}.jsonl")
+    fmt = "parquet" if kind == "arrow" else "jsonl"
+    stage = {"arrow": _stage_arrow, "array": _stage_array}.get(kind, _stage_lines)
+    dest = storage.join(output, "_staged", dataset, f"{file.key}.{fmt}")
     marker = dest + ".source.json"
     wanted = {"uri": file.uri, "size": file.size, "version": file.version}
     exists = storage.exists(dest)
@@ -59,15 +60,13 @@ def prepare(
     if exists and not current and not restage:
         return None, None
     if not current:
-        log.info("staging %s as plain JSONL at %s", file.uri, dest)
-        if kind == "array":
-            _stage_array(file, dest)
-        else:
-            _stage_lines(file, dest)
+        log.info("staging %s as %s at %s", file.uri, fmt, dest)
+        stage(file, dest)
         storage.write_json_atomic(marker, wanted)
     fs, path = storage.split_uri(dest)
     info = storage.retrying(lambda: fs.info(path), f"stat {dest}")
-    return _as(file, dest, int(info["size"]), storage.version_stamp(info)), file.uri
+    staged = _as(file, dest, int(info["size"]), storage.version_stamp(info))
+    return (replace(staged, format=fmt), file.uri)
 
 
 def _as(file: InputFile, uri: str, size: int, version: str) -> InputFile:
@@ -122,48 +121,30 @@ def _stage_array(file: InputFile, dest: str) -> None:
             out.write(json.dumps(row).encode() + b"\n")
 
 
-def _prepare_arrow(
-    dataset: str, file: InputFile, output: str, restage: bool
-) -> tuple[InputFile | None, str | None]:
+def _stage_arrow(file: InputFile, dest: str) -> None:
     """An Arrow IPC file (stream or file format: Hugging Face's `.arrow` files are
-    streams) copied once to Parquet, which is planned by row groups like any Parquet
-    input. Batch by batch: memory stays at one record batch."""
+    streams) copied to Parquet, planned by row groups like any Parquet input. Batch by
+    batch: memory stays at one record batch."""
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
 
-    dest = storage.join(output, "_staged", dataset, f"{file.key}.parquet")
-    marker = dest + ".source.json"
-    wanted = {"uri": file.uri, "size": file.size, "version": file.version}
-    exists = storage.exists(dest)
-    current = exists and _read_marker(marker) == wanted
-    if exists and not current and not restage:
-        return None, None
-    if not current:
-        log.info("staging %s as Parquet at %s", file.uri, dest)
-        fs, path = storage.split_uri(file.uri)
-        with fs.open(path, "rb") as src:
+    fs, path = storage.split_uri(file.uri)
+    with fs.open(path, "rb") as src:
+        try:
+            reader = ipc.open_stream(src)
+        except Exception:
+            src.seek(0)
             try:
-                reader = ipc.open_stream(src)
-            except Exception:
-                src.seek(0)
-                try:
-                    reader = ipc.open_file(src)
-                except Exception as exc:
-                    raise ConfigError(f"{file.uri} is not an Arrow IPC file: {exc}") from None
-            batches = (
-                (reader.get_batch(i) for i in range(reader.num_record_batches))
-                if isinstance(reader, ipc.RecordBatchFileReader)
-                else reader
-            )
-            with storage.open_atomic(dest) as out:
-                writer = pq.ParquetWriter(out, reader.schema, compression="zstd")
-                for batch in batches:
-                    writer.write_batch(batch, row_group_size=ARROW_ROW_GROUP)
-                writer.close()
-        storage.write_json_atomic(marker, wanted)
-    fs, path = storage.split_uri(dest)
-    info = storage.retrying(lambda: fs.info(path), f"stat {dest}")
-    staged = InputFile(
-        dest, file.key, "parquet", int(info["size"]), storage.version_stamp(info), None
-    )
-    return staged, file.uri
+                reader = ipc.open_file(src)
+            except Exception as exc:
+                raise ConfigError(f"{file.uri} is not an Arrow IPC file: {exc}") from None
+        batches = (
+            (reader.get_batch(i) for i in range(reader.num_record_batches))
+            if isinstance(reader, ipc.RecordBatchFileReader)
+            else reader
+        )
+        with storage.open_atomic(dest) as out:
+            writer = pq.ParquetWriter(out, reader.schema, compression="zstd")
+            for batch in batches:
+                writer.write_batch(batch, row_group_size=ARROW_ROW_GROUP)
+            writer.close()
