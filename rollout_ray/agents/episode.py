@@ -197,11 +197,41 @@ def response_object(
     sampling: dict[str, Any],
 ) -> dict[str, Any]:
     """The episode as a Responses-API `response`, with every field Gym validates."""
-    incomplete = gen.finish_reason == "length"
+    choice: Any = conv.tool_choice
+    if choice not in ("auto", "required", "none"):
+        choice = {"type": "function", "name": choice}
+    return responses_response(
+        model=engine.model_label,
+        items=items,
+        finish_reason=gen.finish_reason,
+        prompt_tokens=gen.prompt_tokens,
+        output_tokens=gen.output_tokens,
+        sampling=sampling,
+        tools=responses_tools(conv.tools),
+        tool_choice=choice,
+        parallel_tool_calls=conv.parallel_tool_calls,
+    )
+
+
+def responses_response(
+    *,
+    model: str | None,
+    items: list[dict[str, Any]],
+    finish_reason: str | None,
+    prompt_tokens: int,
+    output_tokens: int,
+    sampling: dict[str, Any],
+    tools: list[dict[str, Any]],
+    tool_choice: Any,
+    parallel_tool_calls: bool,
+    created_at: float | None = None,
+) -> dict[str, Any]:
+    """A Responses-API `response` object (what Gym's /verify and rollout files hold)."""
+    incomplete = finish_reason == "length"
     return {
         "id": f"resp_{os.urandom(12).hex()}",
-        "created_at": float(int(time.time())),
-        "model": engine.model_label,
+        "created_at": float(int(time.time())) if created_at is None else created_at,
+        "model": model,
         "object": "response",
         "status": "incomplete" if incomplete else "completed",
         "error": None,
@@ -209,19 +239,17 @@ def response_object(
         "instructions": None,
         "metadata": {},
         "output": items,
-        "parallel_tool_calls": conv.parallel_tool_calls,
+        "parallel_tool_calls": parallel_tool_calls,
         "temperature": sampling.get("temperature"),
         "top_p": sampling.get("top_p"),
-        "tool_choice": conv.tool_choice
-        if conv.tool_choice in ("auto", "required", "none")
-        else {"type": "function", "name": conv.tool_choice},
-        "tools": responses_tools(conv.tools),
+        "tool_choice": tool_choice,
+        "tools": tools,
         "usage": {
-            "input_tokens": gen.prompt_tokens,
+            "input_tokens": prompt_tokens,
             "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": gen.output_tokens,
+            "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": gen.prompt_tokens + gen.output_tokens,
+            "total_tokens": prompt_tokens + output_tokens,
         },
     }
 

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from rollout_ray import storage
+from rollout_ray.agents.episode import responses_response
 from rollout_ray.agents.tools import responses_tools
 from rollout_ray.exports.writer import ExportReport, Outputs, check_datasets, shards
 from rollout_ray.output.schema import decode_rows, record_from_row
@@ -43,33 +44,19 @@ def gym_record(row: dict[str, Any]) -> dict[str, Any]:
     params = _params(record)
     items = json.loads(record["episode"]) if record.get("episode") else [_message(record)]
     tools = json.loads(record["episode_tools"]) if record.get("episode_tools") else []
-    incomplete = record.get("finish_reason") == "length"
-    sampling = record.get("sampling") or {}
     created = record.get("created_at")
-    response = {
-        "id": f"resp_{os.urandom(12).hex()}",
-        "created_at": float(created.timestamp()) if created is not None else 0.0,
-        "model": record.get("model"),
-        "object": "response",
-        "status": "incomplete" if incomplete else "completed",
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-        "instructions": None,
-        "metadata": {},
-        "output": items,
-        "parallel_tool_calls": params.get("parallel_tool_calls", True),
-        "temperature": sampling.get("temperature"),
-        "top_p": sampling.get("top_p"),
-        "tool_choice": params.get("tool_choice", "auto"),
-        "tools": params.get("tools") or responses_tools(tools),
-        "usage": {
-            "input_tokens": record.get("prompt_tokens") or 0,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": record.get("output_tokens") or 0,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": (record.get("prompt_tokens") or 0) + (record.get("output_tokens") or 0),
-        },
-    }
+    response = responses_response(
+        model=record.get("model"),
+        items=items,
+        finish_reason=record.get("finish_reason"),
+        prompt_tokens=record.get("prompt_tokens") or 0,
+        output_tokens=record.get("output_tokens") or 0,
+        sampling=record.get("sampling") or {},
+        tools=params.get("tools") or responses_tools(tools),
+        tool_choice=params.get("tool_choice", "auto"),
+        parallel_tool_calls=params.get("parallel_tool_calls", True),
+        created_at=float(created.timestamp()) if created is not None else 0.0,
+    )
     out: dict[str, Any] = {**record["input"], "responses_create_params": params}
     details = record.get("verifier_details")
     if details:
