@@ -102,12 +102,15 @@ class LocalCluster:
 
     def kill_node(self, node_port: int) -> int:
         """kill -9 a worker node's raylet and everything it started; returns how many."""
-        marker = f"--node_manager_port={node_port}"
+        # The raylet says --node_manager_port, its workers --node-manager-port: a
+        # worker missed would go on serving its actor's calls for a while (the driver
+        # reaches actors directly), and the node would not be gone.
+        markers = (f"--node_manager_port={node_port}", f"--node-manager-port={node_port}")
         return _kill(
             [
                 p
                 for p in psutil.process_iter(["cmdline"])
-                if marker in " ".join(p.info["cmdline"] or [])
+                if any(m in " ".join(p.info["cmdline"] or []) for m in markers)
             ]
         )
 
