@@ -298,11 +298,11 @@ def ray_stat_loggers() -> list | None:
     """vLLM's own metrics (vllm:*) through Ray's metrics API when inside a Ray worker,
     as ray.data.llm does: the dashboard and Ray's Prometheus endpoint show them as
     ray_vllm_*. Outside Ray, vLLM's default loggers."""
-    try:
-        import ray
+    from rollout_ray.run.ray_facts import in_ray
 
-        if not ray.is_initialized():
-            return None
+    if not in_ray():
+        return None
+    try:
         from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
     except ImportError:
         return None

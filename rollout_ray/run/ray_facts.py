@@ -4,14 +4,24 @@ Ray's metrics API, this process's peak memory. Each answers sensibly outside Ray
 from __future__ import annotations
 
 import logging
+import sys
 
 log = logging.getLogger(__name__)
+
+
+def in_ray() -> bool:
+    """Whether this process is connected to Ray, without importing it (an import costs
+    about a second, and asking Ray anything before ray.init starts a local Ray)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
 
 
 def reconstructed() -> bool:
     import warnings
 
     try:
+        if not in_ray():  # asking would start a Ray
+            return False
         import ray
 
         with warnings.catch_warnings():  # Ray's own property uses a deprecated one
@@ -24,6 +34,8 @@ def reconstructed() -> bool:
 def node_alive(node: str) -> bool:
     """Whether a Ray node is alive (asked only when a piece is started again)."""
     try:
+        if not in_ray():
+            return True
         import ray
 
         return any(n["NodeID"] == node and n["Alive"] for n in ray.nodes())
@@ -34,9 +46,7 @@ def node_alive(node: str) -> bool:
 def ray_metrics(job: str):
     """Ray's metrics API inside a Ray actor (the dashboard's view); None elsewhere."""
     try:
-        import ray
-
-        if not ray.is_initialized():
+        if not in_ray():
             return None
         from rollout_ray.metrics import RayMetrics
 
