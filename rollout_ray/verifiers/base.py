@@ -43,5 +43,9 @@ class Verifier(abc.ABC):
             VerifierError: it can't be judged; `terminal=False` if a retry may succeed.
         """
 
+    async def warm(self) -> None:  # noqa: B027 - most verifiers start instantly
+        """Start now what the first `verify` would (worker processes), so that the
+        first rollouts don't wait for it; called while the engine loads."""
+
     async def close(self) -> None:  # noqa: B027 - most verifiers hold nothing
         """Release connections and pools."""

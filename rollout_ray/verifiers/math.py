@@ -211,6 +211,14 @@ class MathVerify(Verifier):
             )
         return Verdict(1.0 if ok else 0.0, {"extracted_answer": extracted})
 
+    async def warm(self) -> None:
+        loop = asyncio.get_running_loop()
+        threads = self._thread_pool()
+        starts = [loop.run_in_executor(threads, self._take) for _ in range(self.workers)]
+        for worker in await asyncio.gather(*starts, return_exceptions=True):
+            if isinstance(worker, _Worker):
+                self._give_back(worker)
+
     async def close(self) -> None:
         with self._lock:
             workers = [*self._idle, *self._busy]

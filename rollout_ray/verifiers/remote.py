@@ -75,6 +75,15 @@ class LocalVerification:
                 outcomes.append(self._outcome(result))
         return outcomes
 
+    async def warm(self) -> None:
+        """Build each verifier and start its workers ahead of the first piece."""
+        for dataset, config in self.configs.items():
+            try:
+                self._built.setdefault(dataset, build_verifier_now(config))
+                await self._built[dataset].warm()
+            except Exception as exc:  # the first verify reports it, per rollout
+                log.debug("verifier %s not warmed: %s", dataset, exc)
+
     def _outcome(self, verdict: Any) -> Outcome:
         """A verdict whose reward is a finite number and whose details are JSON."""
         try:
@@ -225,6 +234,12 @@ class RemoteVerification:
 
     async def close(self) -> None:
         pass
+
+
+def build_verifier_now(config: VerifierConfig) -> Any:
+    from rollout_ray.verifiers import build_verifier
+
+    return build_verifier(config)
 
 
 def dataset_verifiers(config: JobConfig) -> dict[str, VerifierConfig]:
