@@ -93,7 +93,13 @@ def run(
     """Run a job, or resume it: the same command finishes an interrupted job."""
     from rollout_ray.logs import quiet_libraries
     from rollout_ray.run.pipeline import run_job, run_pilot
-    from rollout_ray.views.console import ProgressView, print_projection, print_summary, show_piece
+    from rollout_ray.views.console import (
+        ProgressView,
+        print_phases,
+        print_projection,
+        print_summary,
+        show_piece,
+    )
 
     stop_on_ctrl_c()
     quiet_libraries()
@@ -120,6 +126,8 @@ def run(
         )
         raise typer.Exit(130) from None
     print_summary(Console(), result)
+    if os.environ.get("ROLLOUT_RAY_VERBOSE") == "1":
+        print_phases(Console(), result.metrics)
     if pilot:
         print_projection(Console(), projection)
 
@@ -274,6 +282,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
+    except SystemExit as done:
+        _leave(done.code)
+        raise
     except RolloutRayError as exc:
         console.print(f"[red]error:[/red] {escape(redact(str(exc)))}", soft_wrap=True)
         # A job that stopped on a fault of its own (storage, engine, an input changed): 1;
@@ -291,6 +302,17 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+
+
+def _leave(code: object) -> None:
+    """Exit at once when this process ran an engine (the local executor): Python's
+    teardown of torch and vLLM takes seconds and has nothing left to save (commits,
+    metrics and the lease are done before run_job returns)."""
+    if "vllm" not in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":

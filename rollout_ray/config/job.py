@@ -147,6 +147,21 @@ class JobConfig(_Strict):
         f"about {SHARD_ROLLOUTS} rollouts' worth (rows x num_repeats). Smaller loses less "
         "on a crash; larger writes fewer files.",
     )
+    executor: Literal["auto", "ray", "local"] = Field(
+        "auto",
+        description="Where pieces run: `ray` (Ray Data through engine actors), `local` "
+        "(the same pieces, coordinator and engine in this process, no Ray), `auto`: "
+        "local for a small job (at most `local_max_rollouts`) with one engine on this "
+        "machine (no cluster, no watch, no python verifier), else ray.",
+        json_schema_extra=RESUME_FREE,
+    )
+    local_max_rollouts: int = Field(
+        64,
+        ge=0,
+        description="Largest run `executor: auto` keeps in process: debug runs "
+        "(`--limit`) skip Ray's start-up; larger ones get Ray's isolation and scale.",
+        json_schema_extra=RESUME_FREE,
+    )
     verifier_cpus: float = Field(
         0.5,
         ge=0,

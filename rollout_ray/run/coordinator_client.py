@@ -65,3 +65,27 @@ class RayCoordinatorClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         raise AssertionError("unreachable")
+
+
+class LocalCoordinatorClient:
+    """The coordinator in this process, on the same event loop (the local executor)."""
+
+    def __init__(self, coordinator: Any):
+        self.coordinator = coordinator
+
+    async def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
+        return self.coordinator.begin(piece_id, node)
+
+    async def running(self, piece_id: str, row_index: int | None) -> None:
+        self.coordinator.running(piece_id, row_index)
+
+    async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
+        await self.coordinator.commit(record, engine_stats)
+
+    def report(
+        self,
+        partials: dict[str, tuple[int, int]],
+        actor: str = "",
+        engine_stats: dict[str, float] | None = None,
+    ) -> None:
+        self.coordinator.report(partials, actor, engine_stats)

@@ -1,21 +1,19 @@
 """run_job: the orchestration, in the order the data goes.
 
 take the output's lease -> plan (or check the plan of a job being resumed) -> start
-the coordinator -> stream pending pieces through the engine actor pool -> finish.
-The Ray Data wiring lives here and nowhere else.
+the coordinator -> stream pending pieces through the engines -> finish. Where the
+pieces run is the executor's business: Ray (ray_executor.py) or, for a small job on
+one machine, this process (local.py); the steps and the output are the same.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rollout_ray import secrets, storage
 from rollout_ray.config import JobConfig
@@ -24,22 +22,47 @@ from rollout_ray.output.cost import Projection, cost_of, project
 from rollout_ray.output.lease import Lease
 from rollout_ray.output.lease import owner as lease_owner
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import build_plan, fingerprint, prepare_output
+from rollout_ray.output.plan import build_plan, prepare_output
 from rollout_ray.output.schema import Commit
-from rollout_ray.run.placement import (
-    NAMESPACE,
-    actor_options,
-    init_ray,
-    passthrough_env,
-    resolve_device,
-)
+from rollout_ray.run.local import LocalExecutor, local_device, wants_local
+from rollout_ray.run.ray_executor import RayCluster
 from rollout_ray.tracking import open_tracker
 from rollout_ray.verifiers.remote import check_verifiers
 
 log = logging.getLogger(__name__)
 
-#: How long the piece feed waits for a restarting coordinator before giving up.
-COORDINATOR_GRACE_S = 120.0
+
+class Executor(Protocol):
+    """Where a job's pieces run (RayCluster, LocalExecutor)."""
+
+    name: str
+    timings: dict[str, float]
+
+    def start(self) -> None: ...
+    def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any: ...
+    def call(self, method: Any, *args: Any, timeout: float | None = None) -> Any: ...
+    def stream(self, coordinator: Any, pending: int) -> Iterator[Commit]: ...
+    def stop(self) -> None: ...
+    def finish(self, coordinator: Any, status: str) -> dict[str, Any]: ...
+
+
+class Phases:
+    """Seconds from the start of run_job to the end of each phase (metrics.json's
+    `phases`, printed with --verbose): where a job's wall time goes."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.ends: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.ends[name] = round(time.monotonic() - self.started, 3)
+
+    def first(self, name: str) -> None:
+        if name not in self.ends:
+            self.mark(name)
+
+    def table(self, extra: dict[str, float]) -> dict[str, float]:
+        return {**self.ends, **extra}
 
 
 @dataclass
@@ -55,148 +78,6 @@ class JobResult:
     @property
     def datasets(self) -> dict[str, dict[str, Any]]:
         return self.progress.get("datasets", {})
-
-
-# ---------------------------------------------------------------------------- Ray
-
-
-def start_coordinator(
-    layout: Layout,
-    config: JobConfig,
-    owner: dict[str, Any],
-    watch_s: float = 0.0,
-    secret_env: dict[str, str] | None = None,
-):
-    import ray
-
-    from rollout_ray.run.coordinator import Coordinator
-
-    name = coordinator_name(layout)
-    actor = (
-        ray.remote(Coordinator)
-        .options(
-            name=name,
-            namespace=NAMESPACE,
-            num_cpus=0,
-            max_restarts=-1,
-            max_concurrency=1000,
-            # On the head node, never on a preemptible worker (as Ray Train places its
-            # state actor): the head's lifetime is the cluster's.
-            resources={"node:__internal_head__": 0.001},
-            runtime_env={"env_vars": passthrough_env()},
-        )
-        .remote(config.model_dump_json(), owner, name, watch_s, secret_env or {})
-    )
-    return name, actor
-
-
-def coordinator_name(layout: Layout) -> str:
-    return "coordinator-" + fingerprint(
-        os.path.abspath(layout.output) if "://" not in layout.output else layout.output
-    )
-
-
-def shards_in_flight(config: JobConfig, device: str) -> int:
-    """Shards per actor so that, while one shard finishes its slowest rollouts, the
-    others still queue at least two full engine batches: the engine never idles at a
-    shard boundary."""
-    engine = config.engine
-    if engine.shards_in_flight:
-        return engine.shards_in_flight
-    batch = engine.batch_size() or (512 if device == "cuda" else 256)
-    per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
-    return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
-
-
-def pending_pieces(coordinator_name: str, batch: int):
-    """A Ray Data datasource that streams pending pieces from the coordinator.
-
-    Its one read task asks the coordinator for a few pieces at a time and yields each
-    as a one-row block, so the object store only ever holds the descriptors of pieces
-    about to run, the driver holds none, and in watch mode pieces planned later flow
-    into the same running pipeline (the engines stay up).
-    """
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    def read():
-        import pyarrow as pa
-        import ray
-
-        coordinator = ray.get_actor(coordinator_name, namespace=NAMESPACE)
-        lost_since = None
-        while True:
-            try:
-                items = ray.get(coordinator.next_items.remote(batch))
-            except ray.exceptions.RayActorError:
-                # Restarting (Ray brings it back, with the plan and commits): ask again.
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > COORDINATOR_GRACE_S:
-                    raise
-                time.sleep(0.5)
-                continue
-            lost_since = None
-            if items is None:
-                return
-            for item in items:
-                yield pa.table({"item": [item]})
-
-    class PendingPieces(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return None
-
-        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            metadata = BlockMetadata(
-                num_rows=None, size_bytes=None, input_files=None, exec_stats=None
-            )
-            return [ReadTask(read, metadata)]
-
-        def get_name(self) -> str:
-            return "PendingPieces"
-
-        @property
-        def supports_distributed_reads(self) -> bool:
-            return False
-
-    return PendingPieces()
-
-
-def stream_pieces(
-    pending: int, config: JobConfig, name: str, device: str, secret_env: dict[str, str]
-):
-    """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
-    import ray
-
-    from rollout_ray.run.engine_actor import EngineWorker
-
-    engine = config.engine
-    in_flight = shards_in_flight(config, device)
-    options = actor_options(config, device)
-    dataset = ray.data.read_datasource(
-        pending_pieces(name, batch=in_flight), num_cpus=0, override_num_blocks=1
-    )
-    dataset = dataset.map_batches(
-        EngineWorker,
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(
-            size=max(1, min(engine.concurrency, pending)),
-            max_tasks_in_flight_per_actor=in_flight,
-            max_concurrent_calls_per_actor=in_flight,
-        ),
-        fn_constructor_kwargs={
-            "config_json": config.model_dump_json(),
-            "coordinator_name": name,
-            "namespace": NAMESPACE,
-            "device": device,
-            # Constructor arguments, not runtime_env: Ray logs runtime environments.
-            "secret_env": secret_env,
-        },
-        **options,
-    )
-    for row in dataset.iter_rows():
-        landed = json.loads(row["commit"])
-        if landed:
-            yield Commit.from_row(landed)
 
 
 # ---------------------------------------------------------------------------- the job
@@ -225,9 +106,8 @@ def run_job(
         ResumeRefused: the output belongs to another config, or another job holds it.
         KeyboardInterrupt: the run was stopped; everything committed stays committed.
     """
-    import ray
-
     notify = on_message or log.info
+    phases = Phases()
     secret_env = secrets.prepare(config)
     config.engine.check(config, secret_env)  # before anything starts, not in each actor
     secrets.install_log_filter()
@@ -239,28 +119,40 @@ def run_job(
     lease.acquire(notice=notify)
     progress: dict[str, Any] = {}
     status = "failed"
+    local: LocalExecutor | None = None
     try:
+        if wants_local(config, watch_s):
+            # The engine loads in a thread while this thread plans.
+            local = LocalExecutor(config, local_device(config), secret_env, notify)
+            if not storage.exists(Layout(config.output).plan):
+                local.start_engine()  # a new output: there is work, start loading now
+        phases.mark("checks")
         layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
         plan_s = time.monotonic() - started
-        local = init_ray()
-        device = resolve_device(config)
-        config.engine.prepare(config, local, notify)
-        name, coordinator = start_coordinator(layout, config, owner, watch_s, secret_env)
-        pending = ray.get(coordinator.start_run.remote())
+        phases.mark("plan")
+        executor: Executor = local or RayCluster(config, secret_env, notify)
+        if local is None:
+            executor.start()
+            phases.mark("ray_start")
+        coordinator = executor.start_coordinator(layout, owner, watch_s)
+        pending = executor.call(coordinator.start_run)
+        phases.mark("coordinator")
+        if local is not None and (pending or watch_s):
+            local.start_engine()  # resumed with work left: now (a no-op if loading)
         if resumed:
             notify(f"Resuming {config.output}: {pending} pieces left")
         if watch_s:
             notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
         port = config.metrics_port if config.metrics else 0
-        collector = prometheus_collector(port, name, config.metrics_host)
+        collector = prometheus_collector(port, executor.name, config.metrics_host)
         tracker = open_tracker(config)
         sinks = [s for s in (on_progress, collector and collector.update) if s]
         sinks += [tracker.progress] if tracker else []
-        poll = _Poller(lambda: ray.get(coordinator.progress.remote()), sinks)
+        poll = _Poller(lambda: executor.call(coordinator.progress), sinks)
         try:
             if pending or watch_s:
-                pieces = stream_pieces(max(pending, 1), config, name, device, secret_env)
-                for commit in pieces:
+                for commit in executor.stream(coordinator, max(pending, 1)):
+                    phases.first("first_commit")
                     if on_commit:
                         on_commit(commit)
             status = "finished"
@@ -275,8 +167,11 @@ def run_job(
                 raise fault from None
             raise
         finally:
+            phases.mark("generate")
             poll.stop()
-            progress = _finish(coordinator, status)
+            executor.stop()
+            progress = executor.finish(coordinator, status)
+            phases.mark("finish")
             for sink in sinks:
                 sink(progress)
             if tracker:
@@ -285,6 +180,8 @@ def run_job(
                 )
         wall = time.monotonic() - started
         metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3)}
+        metrics["executor"] = "local" if local is not None else "ray"
+        metrics["phases"] = phases.table(executor.timings)
         metrics.update(progress)
         if config.cost is not None:
             metrics["cost"] = cost_of(config, progress.get("datasets", {}), wall)
@@ -294,22 +191,10 @@ def run_job(
             metrics["sweep"] = comparison(config, progress)
         storage.write_json_atomic(layout.metrics, metrics)
     finally:
+        if local is not None:
+            local.close()
         lease.release()
     return JobResult(config.output, status, wall, progress, metrics)
-
-
-def _finish(coordinator: Any, status: str) -> dict[str, Any]:
-    """The coordinator's final progress, waiting out a restart of it."""
-    import ray
-
-    deadline = time.monotonic() + COORDINATOR_GRACE_S
-    while True:
-        try:
-            return ray.get(coordinator.finish.remote(status), timeout=120)
-        except ray.exceptions.RayActorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult, Projection]:

@@ -12,6 +12,16 @@ from rollout_ray.secrets import SECRET_NAME
 
 NAMESPACE = "rollout-ray"
 
+#: What every engine process gets: vLLM's warnings about CPU settings and tqdm bars
+#: would flood the driver's console.
+ENGINE_ENV = {
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TQDM_DISABLE": "1",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONWARNINGS": "ignore",
+}
+
 
 def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to the cluster this process belongs to, or start a local one.
@@ -75,15 +85,7 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
     import ray
 
     engine = config.engine
-    # vLLM's warnings about CPU settings and tqdm bars would flood the driver's console.
-    env = {
-        "VLLM_LOGGING_LEVEL": "ERROR",
-        "TQDM_DISABLE": "1",
-        "TORCH_CPP_LOG_LEVEL": "ERROR",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONWARNINGS": "ignore",
-        **passthrough_env(),
-    }
+    env = {**ENGINE_ENV, **passthrough_env()}
     options: dict[str, Any] = {"num_cpus": engine.num_cpus}
     if engine.resources:
         options["resources"] = dict(engine.resources)

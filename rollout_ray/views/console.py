@@ -92,6 +92,15 @@ class ProgressView:
         )
 
 
+def print_phases(console: Console, metrics: dict[str, Any]) -> None:
+    """Where the run's wall time went (`--verbose`): seconds from the job's start to
+    the end of each phase, and the engine's own start where this process saw it."""
+    phases = metrics.get("phases") or {}
+    if phases:
+        steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())
+        console.print(f"phases ({metrics.get('executor', '?')} executor), s: {steps}")
+
+
 def print_summary(console: Console, result: Any) -> None:
     """The end-of-job summary: per-dataset counts, tokens, rate and where output is."""
     table = Table(title=f"rollout-ray: {result.status} in {_duration(result.wall_s)}")

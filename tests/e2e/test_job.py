@@ -4,12 +4,16 @@ in the output folder after `rollout-ray run`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from helpers import job_config, read_output, write_jsonl
 
 from rollout_ray import run_job
@@ -193,6 +197,40 @@ def test_engine_core_in_its_own_process_gives_the_same_rollouts(
     counts = ("expected", "ok", "failed", "retryable")
     for name, totals in result.datasets.items():
         assert {k: again.datasets[name][k] for k in counts} == {k: totals[k] for k in counts}
+
+
+def test_local_executor_writes_what_ray_writes(first_run, tiny_model, inputs, tmp_path):
+    """The same config through the local executor (`rollout-ray run`, in process, no
+    Ray) and through Ray Data's actor pool: the same records, failures and totals."""
+    output, _ = first_run
+    config = mixed_job(tiny_model, inputs, tmp_path / "local", executor="local")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    assert metrics["executor"] == "local" and metrics["run"]["engine_starts"] == 1
+    on_ray = {(r["task_id"], r["rollout_index"]): r for r in read_output(output)}
+    local = {(r["task_id"], r["rollout_index"]): r for r in read_output(tmp_path / "local")}
+    assert on_ray.keys() == local.keys()
+    fields = ("response_text", "output_token_ids", "output_logprobs", "finish_reason")
+    for key, record in on_ray.items():
+        for field in (*fields, "prompt_token_ids", "sampling", "reward"):
+            assert local[key][field] == record[field], (key, field)
+    failures = {(f["task_id"], f["stage"], f["error"]) for f in read_output(output, "failures")}
+    assert failures == {
+        (f["task_id"], f["stage"], f["error"]) for f in read_output(tmp_path / "local", "failures")
+    }
+    totals = json.loads((output / "metrics.json").read_text())["datasets"]
+    assert metrics["datasets"].keys() == totals.keys()
+    for name, figures in totals.items():
+        for count in ("expected", "ok", "failed", "retryable", "output_tokens"):
+            assert metrics["datasets"][name][count] == figures[count], (name, count)
 
 
 def test_unseeded_runs_sample_afresh(ray_session, tiny_model, tmp_path):

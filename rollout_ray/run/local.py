@@ -1,0 +1,279 @@
+"""The local executor: the same coordinator, piece runner and engine as on Ray, in this
+process, for small jobs on one machine.
+
+A debug run (`run --limit 5`) on Ray pays Ray's start, Ray Data's executor, an actor
+process and its imports, one after another, before the first token: about twice what
+a plain vLLM script takes. Here the engine starts in a thread the moment the job is
+known (while the driver plans the output), pieces run as coroutines on one event
+loop, and nothing is left to shut down but the engine. Pieces, commits, failures and
+resume are the coordinator's and the piece runner's, exactly as on Ray, so the output
+is the same either way.
+
+What Ray adds and this does not: several engines, other machines, and process
+isolation (an engine that dies is started again here, in this process; a verifier
+runs in this process too, which is why `executor: auto` keeps jobs with a `python`
+verifier on Ray).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import glob
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rollout_ray import secrets
+from rollout_ray.config import JobConfig
+from rollout_ray.engines import EngineDead
+from rollout_ray.errors import EngineFailed
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.schema import Commit
+
+log = logging.getLogger(__name__)
+
+#: Engine starts in a row with no commit between them before the job stops: an engine
+#: that can't get through a piece.
+MAX_ENGINE_STARTS = 3
+
+_DONE = object()
+
+
+def wants_local(config: JobConfig, watch_s: float = 0.0) -> bool:
+    """Whether this job runs in process: `executor: local`, or `auto` for a job that is
+    small by its config alone (every dataset limited, at most `local_max_rollouts`),
+    with one engine on this machine and no Ray already connected."""
+    if config.executor != "auto":
+        return config.executor == "local"
+    from rollout_ray.run.ray_facts import in_ray
+
+    # On a cluster, or in a process already connected to Ray (a notebook that called
+    # ray.init): Ray is there to be used.
+    on_cluster = bool(os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID")) or in_ray()
+    engine = config.engine
+    if on_cluster or watch_s or engine.concurrency != 1 or getattr(engine, "resources", None):
+        return False
+    if getattr(engine, "tensor_parallel_size", 1) != 1:
+        return False
+    if any(d.verifier is not None and d.verifier.kind == "python" for d in config.datasets):
+        return False
+    bound = 0
+    for dataset in config.datasets:
+        rows = dataset.limit if dataset.limit is not None else dataset.target_rollouts
+        if rows is None:
+            return False
+        bound += rows * (dataset.num_repeats if dataset.limit is not None else 1)
+    return bound <= config.local_max_rollouts
+
+
+def local_device(config: JobConfig) -> str:
+    """The engine's device here, without importing torch: a GPU is one /dev/nvidiaN
+    this process may use."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = 0 if visible == "" else len(glob.glob("/dev/nvidia[0-9]*"))
+    return config.engine.resolve_device(gpus)
+
+
+def engine_env(config: JobConfig, device: str) -> dict[str, str]:
+    """The environment an engine actor gets (placement.actor_options), for this process."""
+    from rollout_ray.run.placement import ENGINE_ENV
+
+    cores = os.cpu_count() or 1
+    _, own = config.engine.placement(device, cores)
+    env = {**ENGINE_ENV, **own}
+    env.update({k: v for k, v in config.engine.env.items() if not secrets.SECRET_NAME.search(k)})
+    return env
+
+
+class LocalExecutor:
+    """An event loop in a thread holding the coordinator and the pieces; the engine
+    starts in another thread as soon as this is built."""
+
+    def __init__(
+        self,
+        config: JobConfig,
+        device: str,
+        secret_env: dict[str, str],
+        notify: Callable[[str], None] = log.info,
+    ):
+        self.config = config
+        self.device = device
+        self.secret_env = secret_env
+        self.notify = notify
+        self.name = ""
+        self.engine_starts = 0
+        self.timings: dict[str, float] = {}
+        os.environ.update(engine_env(config, device))
+        self._starter = concurrent.futures.ThreadPoolExecutor(1, "rollout-engine-start")
+        self._engine: concurrent.futures.Future | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="rollout-local")
+        self._thread.daemon = True
+        self._thread.start()
+        self._feed: concurrent.futures.Future | None = None
+
+    def start_engine(self) -> None:
+        """Start the engine in a thread (once): as soon as there is work for it."""
+        if self._engine is None:
+            self._engine = self._start_engine()
+
+    def _start_engine(self) -> concurrent.futures.Future:
+        self.engine_starts += 1
+
+        def start():
+            from rollout_ray.engines import create_engine
+
+            started = time.monotonic()
+            self.config.engine.prepare(self.config, True, self.notify)  # the embedded model
+            engine = create_engine(self.config, self.device)
+            self.timings["engine_start_s"] = round(time.monotonic() - started, 3)
+            return engine
+
+        return self._starter.submit(start)
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        """Run `fn(*args)` (a coroutine function or a plain one) on the loop; its result."""
+
+        async def run() -> Any:
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def start(self) -> None:
+        """Nothing to start: the engine started with this executor."""
+
+    def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
+        from rollout_ray.run.coordinator import Coordinator
+        from rollout_ray.run.ray_executor import coordinator_name
+
+        self.name = coordinator_name(layout)
+        config = self.config.model_dump_json()
+        return self.call(Coordinator, config, owner, self.name, watch_s, self.secret_env)
+
+    def finish(self, coordinator: Any, status: str) -> dict[str, Any]:
+        return self.call(coordinator.finish, status, timeout=300)
+
+    def stream(self, coordinator: Any, pending: int) -> Iterator[Commit]:
+        """Run every pending piece, as many at once as an engine actor would; yields
+        commits as they land."""
+        from rollout_ray.run.ray_executor import shards_in_flight
+
+        in_flight = shards_in_flight(self.config, self.device)
+        landed: queue.Queue = queue.Queue()
+        self._feed = asyncio.run_coroutine_threadsafe(
+            self._run_all(coordinator, in_flight, landed), self.loop
+        )
+        self._feed.add_done_callback(lambda _: landed.put(_DONE))
+        while True:
+            try:
+                commit = landed.get(timeout=0.5)  # a timeout keeps Ctrl-C deliverable
+            except queue.Empty:
+                continue
+            if commit is _DONE:
+                break
+            yield commit
+        self._feed.result()  # the job's fault, if it stopped on one
+
+    async def _run_all(self, coordinator: Any, in_flight: int, landed: queue.Queue) -> None:
+        from rollout_ray.run.coordinator_client import LocalCoordinatorClient
+        from rollout_ray.run.worker import PieceRunner
+        from rollout_ray.verifiers.remote import LocalVerification, dataset_verifiers
+
+        client = LocalCoordinatorClient(coordinator)
+        layout = Layout(self.config.output)
+        failed_starts = 0
+        verification = LocalVerification(dataset_verifiers(self.config), secrets.known())
+        warming = asyncio.ensure_future(verification.warm())  # while the engine loads
+
+        self.start_engine()
+
+        async def make_runner() -> PieceRunner:
+            assert self._engine is not None
+            try:
+                engine = await asyncio.wrap_future(self._engine)
+            except Exception as exc:
+                raise EngineFailed(f"the engine did not start: {exc}") from None
+            await warming
+            runner = PieceRunner(self.config, engine, client, layout, secrets.known(), verification)
+            runner.actor_id = f"local-{os.getpid()}-{self.engine_starts}"
+            coordinator.register_actor(runner.actor_id)
+            return runner
+
+        current: asyncio.Task = asyncio.ensure_future(make_runner())
+        restart = asyncio.Lock()
+
+        async def replace(dead: asyncio.Task) -> None:
+            nonlocal current, failed_starts
+            async with restart:
+                if current is not dead:
+                    return  # another piece saw the same death and replaced the engine
+                failed_starts += 1
+                if failed_starts >= MAX_ENGINE_STARTS:
+                    raise EngineFailed("the engine died again after each of its restarts")
+                await asyncio.to_thread(close_runner_engine, dead.result())
+                self._engine = self._start_engine()  # a fresh engine, counted as a start
+                current = asyncio.ensure_future(make_runner())
+
+        async def worker() -> None:
+            nonlocal failed_starts
+            while (items := await coordinator.next_items(1)) is not None:
+                for text in items:
+                    item = WorkItem.from_json(text)
+                    while True:
+                        holder = current
+                        try:
+                            commit = await (await holder).run(item)
+                            break
+                        except EngineDead as exc:
+                            # As on Ray (the actor exits and the piece is begun again):
+                            # the next try counts, and a row that keeps killing engines
+                            # is found by running its piece row by row.
+                            log.error("engine died (%s); starting it again", exc)
+                            await replace(holder)
+                    failed_starts = 0
+                    if commit is not None:
+                        landed.put(commit)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(max(1, in_flight))]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # a fault (or Ctrl-C) in one piece stops the others
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            warming.cancel()
+            await asyncio.gather(warming, verification.close(), return_exceptions=True)
+
+    def stop(self) -> None:
+        """Cancel the pieces still running (an interrupted run); their work is redone."""
+        if self._feed is not None and not self._feed.done():
+            self._feed.cancel()  # cancels the task on the loop, and its pieces with it
+
+    def close(self) -> None:
+        """Stop the engine (waiting for a start under way) and the loop."""
+        try:
+            engine = self._engine.result() if self._engine is not None else None
+        except BaseException:  # an engine that never started needs no close
+            engine = None
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception as exc:
+                log.debug("engine close: %s", exc)
+        self._starter.shutdown(wait=False)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+
+def close_runner_engine(runner: Any) -> None:
+    try:
+        runner.engine.close()
+    except Exception as exc:  # a dead engine may not close cleanly
+        log.debug("closing a dead engine: %s", exc)

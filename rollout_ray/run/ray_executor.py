@@ -1,0 +1,219 @@
+"""The Ray executor: the job's pieces streamed by Ray Data through a pool of engine
+actors, the coordinator a named actor on the head node. The Ray Data wiring lives here
+and nowhere else; run_job (pipeline.py) drives it, or the local executor (local.py)
+for a small job on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+from rollout_ray.config import JobConfig
+from rollout_ray.output.manifest import Layout
+from rollout_ray.output.plan import fingerprint
+from rollout_ray.output.schema import Commit
+from rollout_ray.run.placement import (
+    NAMESPACE,
+    actor_options,
+    init_ray,
+    passthrough_env,
+    resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+#: How long the piece feed waits for a restarting coordinator before giving up.
+COORDINATOR_GRACE_S = 120.0
+
+
+class RayCluster:
+    """run_job's executor on Ray: connect (or start a local Ray), then the coordinator
+    actor and the Ray Data pipeline."""
+
+    def __init__(self, config: JobConfig, secret_env: dict[str, str], notify: Any):
+        self.config = config
+        self.secret_env = secret_env
+        self.notify = notify
+        self.name = ""
+        self.device = "cpu"
+        self.timings: dict[str, float] = {}
+
+    def start(self) -> None:
+        started = time.monotonic()
+        local = init_ray()
+        self.timings["ray_start_s"] = round(time.monotonic() - started, 3)
+        self.device = resolve_device(self.config)
+        self.config.engine.prepare(self.config, local, self.notify)
+
+    def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
+        self.name, actor = start_coordinator(layout, self.config, owner, watch_s, self.secret_env)
+        return actor
+
+    def call(self, method: Any, *args: Any, timeout: float | None = None) -> Any:
+        """An actor method's result (`method` is `actor.name`)."""
+        import ray
+
+        return ray.get(method.remote(*args), timeout=timeout)
+
+    def stream(self, coordinator: Any, pending: int):
+        return stream_pieces(pending, self.config, self.name, self.device, self.secret_env)
+
+    def stop(self) -> None:
+        """Nothing to do: Ray Data stops its pipeline when the driver stops iterating."""
+
+    def finish(self, coordinator: Any, status: str) -> dict[str, Any]:
+        """The coordinator's final progress, waiting out a restart of it."""
+        import ray
+
+        deadline = time.monotonic() + COORDINATOR_GRACE_S
+        while True:
+            try:
+                return ray.get(coordinator.finish.remote(status), timeout=120)
+            except ray.exceptions.RayActorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def start_coordinator(
+    layout: Layout,
+    config: JobConfig,
+    owner: dict[str, Any],
+    watch_s: float = 0.0,
+    secret_env: dict[str, str] | None = None,
+):
+    import ray
+
+    from rollout_ray.run.coordinator import Coordinator
+
+    name = coordinator_name(layout)
+    actor = (
+        ray.remote(Coordinator)
+        .options(
+            name=name,
+            namespace=NAMESPACE,
+            num_cpus=0,
+            max_restarts=-1,
+            max_concurrency=1000,
+            # On the head node, never on a preemptible worker (as Ray Train places its
+            # state actor): the head's lifetime is the cluster's.
+            resources={"node:__internal_head__": 0.001},
+            runtime_env={"env_vars": passthrough_env()},
+        )
+        .remote(config.model_dump_json(), owner, name, watch_s, secret_env or {})
+    )
+    return name, actor
+
+
+def coordinator_name(layout: Layout) -> str:
+    return "coordinator-" + fingerprint(
+        os.path.abspath(layout.output) if "://" not in layout.output else layout.output
+    )
+
+
+def shards_in_flight(config: JobConfig, device: str) -> int:
+    """Shards per actor so that, while one shard finishes its slowest rollouts, the
+    others still queue at least two full engine batches: the engine never idles at a
+    shard boundary."""
+    engine = config.engine
+    if engine.shards_in_flight:
+        return engine.shards_in_flight
+    batch = engine.batch_size() or (512 if device == "cuda" else 256)
+    per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
+    return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
+
+
+def pending_pieces(coordinator_name: str, batch: int):
+    """A Ray Data datasource that streams pending pieces from the coordinator.
+
+    Its one read task asks the coordinator for a few pieces at a time and yields each
+    as a one-row block, so the object store only ever holds the descriptors of pieces
+    about to run, the driver holds none, and in watch mode pieces planned later flow
+    into the same running pipeline (the engines stay up).
+    """
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    def read():
+        import pyarrow as pa
+        import ray
+
+        coordinator = ray.get_actor(coordinator_name, namespace=NAMESPACE)
+        lost_since = None
+        while True:
+            try:
+                items = ray.get(coordinator.next_items.remote(batch))
+            except ray.exceptions.RayActorError:
+                # Restarting (Ray brings it back, with the plan and commits): ask again.
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > COORDINATOR_GRACE_S:
+                    raise
+                time.sleep(0.5)
+                continue
+            lost_since = None
+            if items is None:
+                return
+            for item in items:
+                yield pa.table({"item": [item]})
+
+    class PendingPieces(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            metadata = BlockMetadata(
+                num_rows=None, size_bytes=None, input_files=None, exec_stats=None
+            )
+            return [ReadTask(read, metadata)]
+
+        def get_name(self) -> str:
+            return "PendingPieces"
+
+        @property
+        def supports_distributed_reads(self) -> bool:
+            return False
+
+    return PendingPieces()
+
+
+def stream_pieces(
+    pending: int, config: JobConfig, name: str, device: str, secret_env: dict[str, str]
+):
+    """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
+    import ray
+
+    from rollout_ray.run.engine_actor import EngineWorker
+
+    engine = config.engine
+    in_flight = shards_in_flight(config, device)
+    options = actor_options(config, device)
+    dataset = ray.data.read_datasource(
+        pending_pieces(name, batch=in_flight), num_cpus=0, override_num_blocks=1
+    )
+    dataset = dataset.map_batches(
+        EngineWorker,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(
+            size=max(1, min(engine.concurrency, pending)),
+            max_tasks_in_flight_per_actor=in_flight,
+            max_concurrent_calls_per_actor=in_flight,
+        ),
+        fn_constructor_kwargs={
+            "config_json": config.model_dump_json(),
+            "coordinator_name": name,
+            "namespace": NAMESPACE,
+            "device": device,
+            # Constructor arguments, not runtime_env: Ray logs runtime environments.
+            "secret_env": secret_env,
+        },
+        **options,
+    )
+    for row in dataset.iter_rows():
+        landed = json.loads(row["commit"])
+        if landed:
+            yield Commit.from_row(landed)
