@@ -72,6 +72,7 @@ class Coordinator:
         self.suspects: dict[str, set[int]] = {}
         self.piece_nodes: dict[str, str] = {}
         self.actor_starts: Counter[str] = Counter()
+        self.engine_start_s = 0.0  # the slowest engine actor's start, for phases
         self.engine_stats: dict[str, dict[str, float]] = {}
         self.ray_metrics = ray_facts.ray_metrics(job_name) if self.config.metrics else None
         self.partials: dict[str, tuple[int, int]] = {}
@@ -178,6 +179,7 @@ class Coordinator:
                 "pieces_redone_after_preemption": len(self.preempted),
                 "coordinator_restarted": self.restarted,
                 "engine_starts": sum(self.actor_starts.values()),
+                "engine_start_s": self.engine_start_s,
                 "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
                 "manifest_s": round(self.manifest_s, 3),
                 "coordinator_peak_rss_mb": round(ray_facts.peak_rss_mb(), 1),
@@ -246,9 +248,12 @@ class Coordinator:
         if engine_stats is not None:
             self.engine_stats[actor] = engine_stats
 
-    def register_actor(self, actor: str) -> None:
-        """Called when an engine actor starts; a second call is a restart."""
+    def register_actor(self, actor: str, start_s: float | None = None) -> None:
+        """Called when an engine actor starts (`start_s`: its imports and engine load);
+        a second call is a restart."""
         self.actor_starts[actor] += 1
+        if start_s is not None:
+            self.engine_start_s = max(self.engine_start_s, start_s)
 
     async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         """Acknowledge a piece once its commit record is durable. The engine's counters

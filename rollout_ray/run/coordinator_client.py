@@ -49,8 +49,8 @@ class RayCoordinatorClient:
     ) -> None:
         self.handle.report.remote(partials, actor, engine_stats)
 
-    def register_actor(self, actor: str) -> None:
-        self.handle.register_actor.remote(actor)
+    def register_actor(self, actor: str, start_s: float | None = None) -> None:
+        self.handle.register_actor.remote(actor, start_s)
 
     async def _call(self, method: str, *args: Any) -> Any:
         import ray

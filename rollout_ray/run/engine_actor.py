@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 from rollout_ray.config import JobConfig
@@ -31,6 +32,7 @@ class EngineWorker:
         device: str,
         secret_env: dict[str, str] | None = None,
     ):
+        started = time.monotonic()
         import ray
 
         from rollout_ray import secrets
@@ -44,16 +46,19 @@ class EngineWorker:
         secrets.apply(secret_env)  # the API key, the cloud credentials: set, and masked
         config = JobConfig.model_validate_json(config_json)
         secrets.register(*secrets.config_values(config))
+        # The verifier actor starts (imports, worker processes) while the engine loads.
+        verification = RemoteVerification(config, config.verifier_cpus, secret_env)
+        verification.warm()
         engine = create_engine(config, device)
         client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
-        verification = RemoteVerification(config, config.verifier_cpus, secret_env)
         self.runner = PieceRunner(
             config, engine, client, Layout(config.output), secrets.known(), verification
         )
         context = ray.get_runtime_context()
         self.runner.actor_id = context.get_actor_id() or ""
         self.runner.node_id = context.get_node_id() or ""
-        client.register_actor(self.runner.actor_id)
+        # Import and engine load, for the run's phase table (metrics.json `phases`).
+        client.register_actor(self.runner.actor_id, round(time.monotonic() - started, 3))
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         item = WorkItem.from_json(str(batch["item"][0]))

@@ -203,7 +203,7 @@ class LocalExecutor:
             await warming
             runner = PieceRunner(self.config, engine, client, layout, secrets.known(), verification)
             runner.actor_id = f"local-{os.getpid()}-{self.engine_starts}"
-            coordinator.register_actor(runner.actor_id)
+            coordinator.register_actor(runner.actor_id, self.timings.get("engine_start_s"))
             return runner
 
         current: asyncio.Task = asyncio.ensure_future(make_runner())

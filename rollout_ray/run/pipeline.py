@@ -181,7 +181,9 @@ def run_job(
         wall = time.monotonic() - started
         metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3)}
         metrics["executor"] = "local" if local is not None else "ray"
-        metrics["phases"] = phases.table(executor.timings)
+        engine_start = progress.get("run", {}).get("engine_start_s")
+        timings = {**executor.timings, **({"engine_start_s": engine_start} if engine_start else {})}
+        metrics["phases"] = phases.table(timings)
         metrics.update(progress)
         if config.cost is not None:
             metrics["cost"] = cost_of(config, progress.get("datasets", {}), wall)

@@ -121,6 +121,9 @@ class VerifierActor:
     async def verify(self, dataset: str, records: list[dict[str, Any]]) -> list[Outcome]:
         return await self.local.verify(dataset, records)
 
+    async def warm(self) -> None:
+        await self.local.warm()
+
 
 class RemoteVerification:
     """The engine actor's handle on its verifier actor, started on first use and
@@ -142,6 +145,15 @@ class RemoteVerification:
 
     async def verify(self, dataset: str, records: list[dict[str, Any]]) -> list[Outcome]:
         return await self._verify(dataset, records, alone=False, retried=False)
+
+    def warm(self) -> None:
+        """Start the verifier actor and its workers now (the engine actor calls this
+        before loading its engine): its process start and imports then overlap the
+        engine's load instead of delaying the first piece. Fire and forget: a failure
+        here shows again, per rollout, on the first verify."""
+        if self.deadlines:
+            with contextlib.suppress(Exception):
+                self._handle().warm.remote()
 
     async def _verify(
         self, dataset: str, records: list[dict[str, Any]], alone: bool, retried: bool
