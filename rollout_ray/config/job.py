@@ -150,16 +150,17 @@ class JobConfig(_Strict):
     executor: Literal["auto", "ray", "local"] = Field(
         "auto",
         description="Where pieces run: `ray` (Ray Data through engine actors), `local` "
-        "(the same pieces, coordinator and engine in this process, no Ray), `auto`: "
-        "local for a small job (at most `local_max_rollouts`) with one engine on this "
-        "machine (no cluster, no watch, no python verifier), else ray.",
+        "(the same pieces, coordinator and engine in this process, no Ray), `auto`: local "
+        "for a job of at most `local_max_rollouts` rollouts with one engine on this "
+        "machine (no cluster, no Ray already connected, no --watch, no python verifier), "
+        "else ray.",
         json_schema_extra=RESUME_FREE,
     )
     local_max_rollouts: int = Field(
-        64,
+        2000,
         ge=0,
-        description="Largest run `executor: auto` keeps in process: debug runs "
-        "(`--limit`) skip Ray's start-up; larger ones get Ray's isolation and scale.",
+        description="Largest job (rollouts in its plan, or allowed by its limits) that "
+        "`executor: auto` runs in process; larger jobs get Ray's actor isolation.",
         json_schema_extra=RESUME_FREE,
     )
     verifier_cpus: float = Field(

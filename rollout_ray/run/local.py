@@ -45,31 +45,62 @@ MAX_ENGINE_STARTS = 3
 _DONE = object()
 
 
-def wants_local(config: JobConfig, watch_s: float = 0.0) -> bool:
-    """Whether this job runs in process: `executor: local`, or `auto` for a job that is
-    small by its config alone (every dataset limited, at most `local_max_rollouts`),
-    with one engine on this machine and no Ray already connected."""
+def choose_executor(config: JobConfig, watch_s: float = 0.0, layout: Any = None) -> str:
+    """`local` or `ray` for this job; "" when that depends on the size of its plan (ask
+    again with the output's `layout` once it is planned).
+
+    `executor: auto` runs a job in process when its rollouts (bounded by the config's
+    limits, else counted in its plan) are at most `local_max_rollouts` and it runs one
+    engine on this machine: no cluster, no Ray already connected in this process (a
+    notebook that called ray.init), no tensor parallelism or custom resources, no
+    --watch, no `python` verifier (verifiers run in the driver here). A job keeps its
+    executor across resumes: the plan, not what is left of it, decides.
+    """
     if config.executor != "auto":
-        return config.executor == "local"
+        return config.executor
     from rollout_ray.run.ray_facts import in_ray
 
-    # On a cluster, or in a process already connected to Ray (a notebook that called
-    # ray.init): Ray is there to be used.
-    on_cluster = bool(os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID")) or in_ray()
     engine = config.engine
-    if on_cluster or watch_s or engine.concurrency != 1 or getattr(engine, "resources", None):
-        return False
-    if getattr(engine, "tensor_parallel_size", 1) != 1:
-        return False
-    if any(d.verifier is not None and d.verifier.kind == "python" for d in config.datasets):
-        return False
+    if (
+        os.environ.get("RAY_ADDRESS")
+        or os.environ.get("RAY_JOB_ID")
+        or in_ray()
+        or watch_s
+        or engine.concurrency != 1
+        or getattr(engine, "resources", None)
+        or getattr(engine, "tensor_parallel_size", 1) != 1
+        or any(d.verifier is not None and d.verifier.kind == "python" for d in config.datasets)
+    ):
+        return "ray"
+    bound = config_bound(config)
+    if bound is None and layout is not None:
+        bound = planned_rollouts(layout)
+    if bound is None:
+        return ""
+    return "local" if bound <= config.local_max_rollouts else "ray"
+
+
+def config_bound(config: JobConfig) -> int | None:
+    """The most rollouts the config allows (every dataset limited), or None."""
     bound = 0
     for dataset in config.datasets:
-        rows = dataset.limit if dataset.limit is not None else dataset.target_rollouts
-        if rows is None:
-            return False
-        bound += rows * (dataset.num_repeats if dataset.limit is not None else 1)
-    return bound <= config.local_max_rollouts
+        if dataset.limit is not None:
+            bound += dataset.limit * dataset.num_repeats
+        elif dataset.target_rollouts is not None:
+            bound += dataset.target_rollouts
+        else:
+            return None
+    return bound
+
+
+def planned_rollouts(layout: Any) -> int:
+    """Rollouts in an output's plan (the shard table: a row per shard)."""
+    from rollout_ray import storage
+
+    plan = storage.read_parquet(layout.plan, ["num_rows", "num_repeats"])
+    rows = plan.column("num_rows").to_pylist()
+    repeats = plan.column("num_repeats").to_pylist()
+    return sum(r * k for r, k in zip(rows, repeats, strict=True))
 
 
 def local_device(config: JobConfig) -> str:

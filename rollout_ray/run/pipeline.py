@@ -24,7 +24,7 @@ from rollout_ray.output.lease import owner as lease_owner
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import build_plan, prepare_output
 from rollout_ray.output.schema import Commit
-from rollout_ray.run.local import LocalExecutor, local_device, wants_local
+from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
 from rollout_ray.run.ray_executor import RayCluster
 from rollout_ray.tracking import open_tracker
 from rollout_ray.verifiers.remote import check_verifiers
@@ -121,7 +121,8 @@ def run_job(
     status = "failed"
     local: LocalExecutor | None = None
     try:
-        if wants_local(config, watch_s):
+        choice = choose_executor(config, watch_s)
+        if choice == "local":
             # The engine loads in a thread while this thread plans.
             local = LocalExecutor(config, local_device(config), secret_env, notify)
             if not storage.exists(Layout(config.output).plan):
@@ -130,6 +131,10 @@ def run_job(
         layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
         plan_s = time.monotonic() - started
         phases.mark("plan")
+        if not choice and choose_executor(config, watch_s, layout) == "local":
+            local = LocalExecutor(config, local_device(config), secret_env, notify)
+            if not resumed:
+                local.start_engine()
         executor: Executor = local or RayCluster(config, secret_env, notify)
         if local is None:
             executor.start()
@@ -212,7 +217,12 @@ def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult
     output = config.output.rstrip("/") + "-pilot"
     storage.remove_tree(output)
     datasets = [d.model_copy(update={"limit": min(rows, d.limit or rows)}) for d in config.datasets]
-    pilot = config.model_copy(update={"output": output, "datasets": datasets})
+    # Where the full job would run, not where a job this small would: the projection
+    # is of the full job.
+    executor = choose_executor(config) or (
+        "local" if sum(full.values()) <= config.local_max_rollouts else "ray"
+    )
+    pilot = config.model_copy(update={"output": output, "datasets": datasets, "executor": executor})
     launched = time.time()
     result = run_job(pilot, **callbacks)
     return result, project(config, result.metrics, full, launched)
