@@ -89,6 +89,11 @@ class VLLMEngine(Engine):
             # vLLM's own metrics (vllm:*), exported through Ray when inside Ray.
             "disable_log_stats": not self.metrics,
             "use_tqdm_on_load": False,
+            # A row's repeats are submitted together and share its prompt: the prompt's
+            # KV blocks, cached as the first repeat is scheduled, serve the others in
+            # the same step (vLLM's own `n` fans out into such requests, seeds seed + i,
+            # as ours are). vLLM's default; set so a repeat's prefill is never redone.
+            "enable_prefix_caching": True,
         }
         if config.max_num_seqs:
             kwargs["max_num_seqs"] = config.max_num_seqs
