@@ -39,9 +39,15 @@ SIMULATED = {"kind": "simulated", "latency_s": 0.5, "output_tokens": 16, "shards
 
 
 def job_yaml(
-    tmp_path: Path, tiny_model: str, data: str, output: str, engine: dict | None = None
+    tmp_path: Path,
+    tiny_model: str,
+    data: str,
+    output: str,
+    engine: dict | None = None,
+    executor: str = "auto",
 ) -> Path:
     config = {
+        "executor": executor,
         "model": tiny_model if engine is None else "sim",
         "engine": engine or {"kind": "vllm", "max_model_len": 256, "shards_in_flight": 2},
         "datasets": [{"name": "kill", "path": data, "num_repeats": REPEATS}],
@@ -118,9 +124,16 @@ def all_output_keys(output: str) -> Counter:
 
 
 def kill_and_resume(
-    tmp_path, tiny_model, data: str, output: str, kills: int, seed: int, engine=None
+    tmp_path,
+    tiny_model,
+    data: str,
+    output: str,
+    kills: int,
+    seed: int,
+    engine=None,
+    executor: str = "auto",
 ):
-    config = job_yaml(tmp_path, tiny_model, data, output, engine)
+    config = job_yaml(tmp_path, tiny_model, data, output, engine, executor)
     log = tmp_path / "runs.log"
     rng = random.Random(seed)
     snapshots, progress = {}, []
@@ -160,7 +173,10 @@ def test_kill_driver_repeatedly_local(ray_session, tmp_path, tiny_model):
     data = write_jsonl(
         tmp_path / "in.jsonl", [{"prompt": f"the quick brown fox {i}"} for i in range(ROWS)]
     )
-    progress = kill_and_resume(tmp_path, tiny_model, str(data), str(tmp_path / "out"), KILLS, 7)
+    # In process (the local executor): the same manifest and resume as on Ray, which the
+    # S3 variant below runs.
+    output = str(tmp_path / "out")
+    progress = kill_and_resume(tmp_path, tiny_model, str(data), output, KILLS, 7, executor="local")
     assert len(progress) == KILLS
     assert any(0 < p < ROWS * REPEATS for p in progress), progress  # killed mid-job
 
@@ -178,6 +194,7 @@ def test_kill_driver_repeatedly_s3(ray_session, tmp_path, tiny_model, s3_server)
         KILLS,
         11,
         engine=SIMULATED,
+        executor="ray",
     )
     assert len(progress) == KILLS
     assert any(0 < p < ROWS * REPEATS for p in progress), progress

@@ -113,8 +113,10 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
         "headers": {"X-Api-Key": CANARY["header"]},
         "max_retries": 0,
     }
-    # 1. vLLM engine, an engine.env secret, S3 input and output, the echoing verifier.
+    # 1. vLLM engine, an engine.env secret, S3 input and output, the echoing verifier;
+    # on Ray (actors, their logs, runtime environments). The second job runs in process.
     vllm_job = {
+        "executor": "ray",
         "model": tiny_model,
         "engine": {
             "kind": "vllm",
