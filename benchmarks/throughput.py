@@ -1,8 +1,11 @@
 """Output tokens/s, end to end with start-up, of several ways to run the same prompts.
 
     (a) raw vLLM: `LLM.chat` with every prompt submitted at once
-    (b) rollout-ray: `rollout-ray run` (local Ray, engine actor, Parquet output)
+    (b) rollout-ray: `rollout-ray run` with its defaults (`executor: auto`: in process
+        for a job of up to 2,000 rollouts on one machine, else local Ray and an engine
+        actor), Parquet output
     (b') the same with the engine core in AsyncLLM's own process (the GPU default)
+    (b'') the same through Ray (`executor=ray`: local Ray, Ray Data, an engine actor)
     (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
         the same CPU settings as (a) and (b) and the same engine batch: vLLM's offline
         defaults (256 sequences, 4,096 batched tokens on CPU), which (a) and (b) get
@@ -20,6 +23,19 @@ variant's run-to-run spread. Compare ratios, not absolute figures across runs.
     python benchmarks/throughput.py                 # 1,000 prompts, SmolLM2, 128 tokens, 2 rounds
     python benchmarks/throughput.py --quick         # 100 prompts, 32 tokens: a smoke run
     python benchmarks/throughput.py --only raw-vllm rollout-ray --rounds 3
+
+Repeats (`--repeats K --prompt-tokens T`): each of --prompts rows is a T-token prompt
+sampled K times (DPO, RL and eval jobs' num_repeats). raw vLLM gets each prompt K
+times in its list; rollout-ray gets the rows with `num_repeats: K`; the side
+`rollout-ray-no-prefix-cache` is the same job with vLLM's prefix caching off, i.e. every
+repeat prefilled on its own. Targets (issue 17): rollout-ray >= 1.3x that side, and
+>= 1.0x raw.
+
+    python benchmarks/throughput.py --repeats 8 --prompt-tokens 1000 --prompts 32 \
+        --max-tokens 64 --only raw-vllm rollout-ray rollout-ray-no-prefix-cache --rounds 3
+
+rollout-ray's phase table (metrics.json `phases`: seconds from the start of the job to
+the end of each phase, and the engine's own start) is printed for every run.
 """
 
 from __future__ import annotations
@@ -62,11 +78,28 @@ ASKS = [
 OFFLINE_BATCH = {"max_num_seqs": 256, "max_num_batched_tokens": 4096}
 
 
-def prompts(n: int) -> list[str]:
-    return [
+def prompts(n: int, tokens: int = 0, model_path: str = "") -> list[str]:
+    """`n` distinct prompts; with `tokens`, each a document of about that many tokens
+    (the model's tokenizer counts) followed by the question."""
+    asks = [
         ASKS[i % len(ASKS)].format(TOPICS[(i // len(ASKS)) % len(TOPICS)]) + f" ({i})"
         for i in range(n)
     ]
+    if not tokens:
+        return asks
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    words = [w for topic in TOPICS for w in topic.split()] + ["and", "then", "slowly", "again"]
+    out = []
+    for i, ask in enumerate(asks):
+        text = [f"Notes {i}:"]
+        k = i
+        while len(tokenizer.encode(" ".join(text))) < tokens:
+            text += [words[(k * 7 + j) % len(words)] for j in range(40)]
+            k += 1
+        out.append(" ".join(text) + "\n\n" + ask)
+    return out
 
 
 def cpu_env() -> dict[str, str]:
@@ -95,7 +128,8 @@ def run_raw(args: argparse.Namespace) -> dict:
         max_model_len=args.max_model_len,
         use_tqdm_on_load=False,
     )
-    conversations = [[{"role": "user", "content": p}] for p in prompts(args.prompts)]
+    texts = prompts(args.prompts, args.prompt_tokens, args.model_path)
+    conversations = [[{"role": "user", "content": p}] for p in texts for _ in range(args.repeats)]
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
     outputs = llm.chat(conversations, params, use_tqdm=False)
     return {
@@ -155,19 +189,24 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     work = Path(args.workdir)
     data = work / "prompts.jsonl"
     if not data.exists():  # written once: a rewrite would be a changed input
-        data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.prompts)))
+        texts = prompts(args.prompts, args.prompt_tokens, args.model_path)
+        data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in texts))
     # A new output per run: the same one again would be a finished job to resume.
     output = work / f"{args.variant}-out-{time.time_ns()}"
     # The core in AsyncLLM's own process instead of stepped in the actor: the GPU
     # default, run here to show what the CPU default gains.
     core = ["engine.engine_core=process"] if args.variant == "rollout-ray-async-core" else []
+    if args.variant == "rollout-ray-no-prefix-cache":
+        core = ["engine.engine_kwargs={enable_prefix_caching: false}"]
+    if args.variant == "rollout-ray-on-ray":  # the same job through Ray's engine actors
+        core = ["executor=ray"]
     command = [
         sys.executable,
         "-m",
         "rollout_ray.cli",
         "run",
         f"model={args.model_path}",
-        f"datasets=[{{path: {data}, name: bench}}]",
+        f"datasets=[{{path: {data}, name: bench, num_repeats: {args.repeats}}}]",
         f"output={output}",
         f"sampling.temperature={args.temperature}",
         f"sampling.max_tokens={args.max_tokens}",
@@ -177,8 +216,11 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     table = pads.dataset(output / "data", format="parquet").to_table(columns=["output_tokens"])
-    run = json.loads((output / "metrics.json").read_text())["run"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    run = metrics["run"]
     return {
+        "phases": metrics.get("phases", {}),
+        "executor": metrics.get("executor"),
         "output_tokens": int(sum(table.column("output_tokens").to_pylist())),
         "rollouts": table.num_rows,
         # the coordinator's time writing commits and progress, against the run's wall time
@@ -190,6 +232,8 @@ VARIANTS = {
     "raw-vllm": run_raw,
     "rollout-ray": run_rollout_ray,
     "rollout-ray-async-core": run_rollout_ray,
+    "rollout-ray-no-prefix-cache": run_rollout_ray,
+    "rollout-ray-on-ray": run_rollout_ray,
     "ray-data-llm": run_ray_data_llm,
     "ray-data-llm-defaults": run_ray_data_llm,
 }
@@ -217,6 +261,10 @@ def measure(name: str, args: argparse.Namespace, workdir: str) -> dict:
         str(args.temperature),
         "--max-model-len",
         str(args.max_model_len),
+        "--repeats",
+        str(args.repeats),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
     ]
     for override in args.rollout_ray_overrides:
         command += ["--rollout-ray-override", override]
@@ -243,6 +291,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=1, help="samples per prompt")
+    parser.add_argument("--prompt-tokens", type=int, default=0, help="prompt length (0: short)")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these only")
@@ -266,10 +316,11 @@ def main() -> None:
 
     args.model_path = resolve_model(args.model, announce=print)
     print(
-        f"{args.prompts} prompts, max_tokens {args.max_tokens}, temperature "
-        f"{args.temperature}, model {args.model}, {os.cpu_count()} cores"
+        f"{args.prompts} prompts x {args.repeats}, prompt tokens {args.prompt_tokens or 'short'}, "
+        f"max_tokens {args.max_tokens}, temperature {args.temperature}, model {args.model}, "
+        f"{os.cpu_count()} cores"
     )
-    names = args.only or list(VARIANTS)
+    names = args.only or [v for v in VARIANTS if v != "rollout-ray-no-prefix-cache"]
     runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="rollout-ray-bench-") as workdir:
         for name in schedule(names, args.rounds):
@@ -277,10 +328,18 @@ def main() -> None:
     rates = Comparison("throughput", "output tok/s")
     rates.runs = {name: [r["tok_per_s"] for r in results] for name, results in runs.items()}
     if "rollout-ray" in runs:
-        shares = [r["manifest_share"] for r in runs["rollout-ray"]]
+        shares = [round(r["manifest_share"], 4) for r in runs["rollout-ray"]]
         print(f"manifest work (commits, progress) / rollout-ray wall time: {shares}")
+    for name, results in runs.items():
+        for r in results:
+            if r.get("phases"):
+                table = "  ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
+                print(f"phases {name} ({r['executor']}, wall {r['wall_s']:.1f} s): {table}")
+    repeats = args.repeats > 1
     pairs = [
-        ("rollout-ray", "raw-vllm", 0.95),
+        ("rollout-ray", "rollout-ray-no-prefix-cache", 1.3),
+        ("rollout-ray", "raw-vllm", 1.0 if repeats else (0.97 if args.prompts >= 1000 else 0.95)),
+        ("rollout-ray-on-ray", "raw-vllm", None),
         ("rollout-ray-async-core", "raw-vllm", None),
         ("rollout-ray", "ray-data-llm", 2.5),
         ("rollout-ray", "ray-data-llm-defaults", None),
