@@ -288,19 +288,22 @@ class LocalExecutor:
             self._feed.cancel()  # cancels the task on the loop, and its pieces with it
 
     def close(self) -> None:
-        """Stop the engine (waiting for a start under way) and the loop."""
-        try:
-            engine = self._engine.result() if self._engine is not None else None
-        except BaseException:  # an engine that never started needs no close
-            engine = None
-        if engine is not None:
-            try:
-                engine.close()
-            except Exception as exc:
-                log.debug("engine close: %s", exc)
+        """Stop the engine and the loop. An engine still loading (a run stopped early,
+        by Ctrl-C or a refusal) is closed when its load ends; nobody waits for it."""
+        if self._engine is not None:
+            self._engine.add_done_callback(_close_started)  # now, if it has started
         self._starter.shutdown(wait=False)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+
+
+def _close_started(start: concurrent.futures.Future) -> None:
+    if start.cancelled() or start.exception() is not None:
+        return  # an engine that never started needs no close
+    try:
+        start.result().close()
+    except Exception as exc:
+        log.debug("engine close: %s", exc)
 
 
 def close_runner_engine(runner: Any) -> None:
