@@ -287,7 +287,8 @@ class Coordinator:
                 self.manifest_s += time.monotonic() - started
             except Exception as exc:
                 for _, future in batch:
-                    future.set_exception(exc)
+                    if not future.done():  # a caller may have given up (cancelled)
+                        future.set_exception(exc)
                 continue
             for record, future in batch:
                 if self.state.apply(record):
@@ -298,7 +299,8 @@ class Coordinator:
                     await self._queue_retry(record)
                 self.partials.pop(record.piece_id, None)
                 self.outstanding.discard(record.piece_id)
-                future.set_result(None)
+                if not future.done():  # in process, a cancelled piece's commit still lands
+                    future.set_result(None)
 
     async def _queue_retry(self, record: Commit) -> None:
         """A committed piece's retryable rollouts, queued again in this run while

@@ -293,8 +293,19 @@ class LocalExecutor:
         if self._engine is not None:
             self._engine.add_done_callback(_close_started)  # now, if it has started
         self._starter.shutdown(wait=False)
+        try:  # the coordinator's ticker, the runner's reporter: ended, not abandoned
+            self.call(_cancel_other_tasks, timeout=10)
+        except Exception as exc:
+            log.debug("stopping the loop's tasks: %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+
+
+async def _cancel_other_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _close_started(start: concurrent.futures.Future) -> None:
