@@ -10,6 +10,7 @@ from rollout_ray import storage
 from rollout_ray.config import load_config
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import build_plan, shards_table
+from rollout_ray.run import ray_facts
 from rollout_ray.run.local import choose_executor
 
 
@@ -23,8 +24,11 @@ def config_for(tmp_path, rows=10, repeats=2, **fields):
 
 @pytest.fixture(autouse=True)
 def no_cluster(monkeypatch):
+    """As a fresh process: no cluster address, no Ray connected (the suite's own Ray
+    session may be up in this process)."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_JOB_ID", raising=False)
+    monkeypatch.setattr(ray_facts, "in_ray", lambda: False)
 
 
 def planned(config):
@@ -63,7 +67,7 @@ def test_what_needs_ray_goes_to_ray(tmp_path, fields):
     assert choose_executor(config_for(tmp_path, **fields)) == "ray"
 
 
-def test_watch_a_cluster_and_the_users_choice(tmp_path, monkeypatch):
+def test_watch_a_cluster_a_connected_ray_and_the_users_choice(tmp_path, monkeypatch):
     config = config_for(tmp_path, dataset={"limit": 2})
     assert choose_executor(config, watch_s=5) == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
@@ -72,3 +76,5 @@ def test_watch_a_cluster_and_the_users_choice(tmp_path, monkeypatch):
     assert choose_executor(forced) == "local"  # the user's word, even on a cluster
     monkeypatch.delenv("RAY_ADDRESS")
     assert choose_executor(config_for(tmp_path, rows=3, executor="ray")) == "ray"
+    monkeypatch.setattr(ray_facts, "in_ray", lambda: True)  # ray.init() was called
+    assert choose_executor(config) == "ray"
