@@ -112,19 +112,15 @@ def local_device(config: JobConfig) -> str:
 
 
 def engine_env(config: JobConfig, device: str) -> dict[str, str]:
-    """The environment an engine actor gets (placement.actor_options), for this process."""
-    from rollout_ray.run.placement import ENGINE_ENV
+    """The environment an engine actor gets, for this process."""
+    from rollout_ray.run.placement import engine_env as actor_engine_env
 
-    cores = os.cpu_count() or 1
-    _, own = config.engine.placement(device, cores)
-    env = {**ENGINE_ENV, **own}
-    env.update({k: v for k, v in config.engine.env.items() if not secrets.SECRET_NAME.search(k)})
-    return env
+    return actor_engine_env(config, device, os.cpu_count() or 1)[1]
 
 
 class LocalExecutor:
     """An event loop in a thread holding the coordinator and the pieces; the engine
-    starts in another thread as soon as this is built."""
+    loads in another thread from when there is work for it (`start_engine`)."""
 
     def __init__(
         self,
@@ -132,6 +128,7 @@ class LocalExecutor:
         device: str,
         secret_env: dict[str, str],
         notify: Callable[[str], None] = log.info,
+        start_engine: bool = False,
     ):
         self.config = config
         self.device = device
@@ -148,6 +145,8 @@ class LocalExecutor:
         self._thread.daemon = True
         self._thread.start()
         self._feed: concurrent.futures.Future | None = None
+        if start_engine:
+            self.start_engine()
 
     def start_engine(self) -> None:
         """Start the engine in a thread (once): as soon as there is work for it."""
@@ -178,7 +177,7 @@ class LocalExecutor:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def start(self) -> None:
-        """Nothing to start: the engine started with this executor."""
+        """Nothing to start: the engine starts when there is work (start_engine)."""
 
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
         from rollout_ray.run.coordinator import Coordinator
@@ -248,7 +247,7 @@ class LocalExecutor:
                 failed_starts += 1
                 if failed_starts >= MAX_ENGINE_STARTS:
                     raise EngineFailed("the engine died again after each of its restarts")
-                await asyncio.to_thread(close_runner_engine, dead.result())
+                await asyncio.to_thread(_close_engine, dead.result().engine)
                 self._engine = self._start_engine()  # a fresh engine, counted as a start
                 current = asyncio.ensure_future(make_runner())
 
@@ -309,16 +308,12 @@ async def _cancel_other_tasks() -> None:
 
 
 def _close_started(start: concurrent.futures.Future) -> None:
-    if start.cancelled() or start.exception() is not None:
-        return  # an engine that never started needs no close
-    try:
-        start.result().close()
-    except Exception as exc:
-        log.debug("engine close: %s", exc)
+    if not start.cancelled() and start.exception() is None:
+        _close_engine(start.result())  # an engine that never started needs no close
 
 
-def close_runner_engine(runner: Any) -> None:
+def _close_engine(engine: Any) -> None:
     try:
-        runner.engine.close()
+        engine.close()
     except Exception as exc:  # a dead engine may not close cleanly
-        log.debug("closing a dead engine: %s", exc)
+        log.debug("closing an engine: %s", exc)

@@ -121,23 +121,20 @@ def run_job(
     status = "failed"
     local: LocalExecutor | None = None
     try:
-        choice = choose_executor(config, watch_s)
+        choice = choose_executor(config, watch_s)  # "" until the plan says how big
         if choice == "local":
-            # The engine loads in a thread while this thread plans.
-            local = LocalExecutor(config, local_device(config), secret_env, notify)
-            if not storage.exists(Layout(config.output).plan):
-                local.start_engine()  # a new output: there is work, start loading now
+            # The engine loads in a thread while this thread plans (a new output has work).
+            fresh = not storage.exists(Layout(config.output).plan)
+            local = LocalExecutor(config, local_device(config), secret_env, notify, fresh)
         phases.mark("checks")
         layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
         plan_s = time.monotonic() - started
         phases.mark("plan")
         if not choice and choose_executor(config, watch_s, layout) == "local":
-            local = LocalExecutor(config, local_device(config), secret_env, notify)
-            if not resumed:
-                local.start_engine()
+            local = LocalExecutor(config, local_device(config), secret_env, notify, not resumed)
         executor: Executor = local or RayCluster(config, secret_env, notify)
+        executor.start()
         if local is None:
-            executor.start()
             phases.mark("ray_start")
         coordinator = executor.start_coordinator(layout, owner, watch_s)
         pending = executor.call(coordinator.start_run)

@@ -85,17 +85,24 @@ def actor_options(config: JobConfig, device: str) -> dict[str, Any]:
     import ray
 
     engine = config.engine
-    env = {**ENGINE_ENV, **passthrough_env()}
     options: dict[str, Any] = {"num_cpus": engine.num_cpus}
     if engine.resources:
         options["resources"] = dict(engine.resources)
     cores = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    own_options, own_env = engine.placement(device, min(cores, os.cpu_count() or cores))
+    own_options, env = engine_env(config, device, min(cores, os.cpu_count() or cores))
     options.update(own_options)
-    env.update(own_env)
-    env.update({k: v for k, v in engine.env.items() if not SECRET_NAME.search(k)})
-    options["runtime_env"] = {"env_vars": env}
+    options["runtime_env"] = {"env_vars": {**passthrough_env(), **env}}
     return options
+
+
+def engine_env(config: JobConfig, device: str, cores: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """An engine's own Ray options and the environment its process needs (an actor's
+    runtime_env, or this process's for the local executor); never a secret."""
+    engine = config.engine
+    own_options, own_env = engine.placement(device, cores)
+    env = {**ENGINE_ENV, **own_env}
+    env.update({k: v for k, v in engine.env.items() if not SECRET_NAME.search(k)})
+    return own_options, env
 
 
 def passthrough_env() -> dict[str, str]:

@@ -57,16 +57,23 @@ class LocalVerification:
         self.secrets = secrets
         self._built: dict[str, Any] = {}
 
-    async def verify(self, dataset: str, records: list[dict[str, Any]]) -> list[Outcome]:
-        from rollout_ray.verifiers import VerifierError, build_verifier, verify_all
+    def _verifier(self, dataset: str) -> Any:
+        """The dataset's verifier, built on first use."""
+        from rollout_ray.verifiers import build_verifier
 
         if dataset not in self._built:
-            try:
-                self._built[dataset] = build_verifier(self.configs[dataset])
-            except Exception as exc:
-                message = redact(f"the verifier can't start: {exc}", self.secrets)
-                return [(None, None, message, True)] * len(records)
-        results = await verify_all(self._built[dataset], records)
+            self._built[dataset] = build_verifier(self.configs[dataset])
+        return self._built[dataset]
+
+    async def verify(self, dataset: str, records: list[dict[str, Any]]) -> list[Outcome]:
+        from rollout_ray.verifiers import VerifierError, verify_all
+
+        try:
+            verifier = self._verifier(dataset)
+        except Exception as exc:
+            message = redact(f"the verifier can't start: {exc}", self.secrets)
+            return [(None, None, message, True)] * len(records)
+        results = await verify_all(verifier, records)
         outcomes: list[Outcome] = []
         for result in results:
             if isinstance(result, VerifierError):
@@ -77,10 +84,9 @@ class LocalVerification:
 
     async def warm(self) -> None:
         """Build each verifier and start its workers ahead of the first piece."""
-        for dataset, config in self.configs.items():
+        for dataset in self.configs:
             try:
-                self._built.setdefault(dataset, build_verifier_now(config))
-                await self._built[dataset].warm()
+                await self._verifier(dataset).warm()
             except Exception as exc:  # the first verify reports it, per rollout
                 log.debug("verifier %s not warmed: %s", dataset, exc)
 
@@ -246,12 +252,6 @@ class RemoteVerification:
 
     async def close(self) -> None:
         pass
-
-
-def build_verifier_now(config: VerifierConfig) -> Any:
-    from rollout_ray.verifiers import build_verifier
-
-    return build_verifier(config)
 
 
 def dataset_verifiers(config: JobConfig) -> dict[str, VerifierConfig]:
