@@ -32,13 +32,42 @@ T = TypeVar("T")
 _TRANSIENT = (ConnectionError, TimeoutError, OSError)
 
 
+def canonical(uri: str) -> str:
+    """The one spelling of a location, whatever form the user gave it.
+
+    Local paths (relative, `./`, `~`, `file://`, a trailing `/`) become absolute paths;
+    `s3a://` becomes `s3://`; a trailing `/` goes. Every name the project stores or
+    compares (commit records, listings, sweeps, the coordinator's name) is in this
+    form, so two spellings of one file are never taken for two files, and a path
+    handed to another process (an actor with another working directory) still means
+    the same file.
+    """
+    protocol, path = _protocol(uri)
+    if protocol == "file":
+        return _local(path)
+    return f"{protocol}://{path.rstrip('/')}"
+
+
 def split_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for `uri` and the path inside it."""
+    """The filesystem for `uri` and the path inside it (canonical, see `canonical`)."""
     protocol, path = _protocol(uri)
     fs = filesystem(protocol)
-    if protocol == "file":
-        path = os.path.abspath(os.path.expanduser(path))
-    return fs, path
+    return fs, _local(path) if protocol == "file" else path.rstrip("/")
+
+
+def shown(uri: str) -> str:
+    """`uri` as a person would type it here: a local path under the working directory
+    relative to it (`outputs/x`), anything else canonical."""
+    uri = canonical(uri)
+    if "://" not in uri:
+        here = os.getcwd()
+        if uri == here or uri.startswith(here.rstrip("/") + "/"):
+            return os.path.relpath(uri, here)
+    return uri
+
+
+def _local(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def join(base: str, *parts: str) -> str:
@@ -47,16 +76,19 @@ def join(base: str, *parts: str) -> str:
 
 
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """A URI that `split_uri` maps back to (fs, path)."""
+    """The canonical URI of `path` on `fs` (what `split_uri` maps back to (fs, path))."""
     if isinstance(fs, LocalFileSystem):
-        return path
+        return _local(path)
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
-    return f"{protocol}://{path}"
+    return canonical(f"{protocol}://{path}")
 
 
 def _protocol(uri: str) -> tuple[str, str]:
     if "://" in uri:
         protocol, rest = uri.split("://", 1)
+        protocol = protocol.lower()
+        if protocol in {"file", "local"}:
+            return "file", rest
         return ("s3" if protocol in {"s3", "s3a"} else protocol), rest
     return "file", uri
 
@@ -215,12 +247,33 @@ def read_json(uri: str) -> Any:
     return json.loads(read_bytes(uri))
 
 
-def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(
+    uri: str,
+    columns: list[str] | None = None,
+    row_group: int | None = None,
+    present_only: bool = False,
+) -> pa.Table:
+    """A Parquet file's table (or one row group of it); `present_only`: of `columns`,
+    those the file has.
+
+    Local files are opened by path. A remote one is read through its fsspec file
+    without pyarrow's threads: pyarrow 26 threads that read a Python file object can
+    abort the interpreter at exit ("terminate called without an active exception").
+    """
     fs, path = split_uri(uri)
+    local = isinstance(fs, LocalFileSystem)
 
     def read() -> pa.Table:
-        with fs.open(path, "rb") as f:
-            return pq.read_table(f, columns=columns)
+        with contextlib.ExitStack() as stack:
+            source = path if local else stack.enter_context(fs.open(path, "rb"))
+            parquet = stack.enter_context(pq.ParquetFile(source))
+            names = columns
+            if columns is not None and present_only:
+                have = set(parquet.schema_arrow.names)
+                names = [c for c in dict.fromkeys(columns) if c in have]
+            if row_group is not None:
+                return parquet.read_row_group(row_group, columns=names, use_threads=local)
+            return parquet.read(columns=names, use_threads=local)
 
     return retrying(read, f"read {uri}")
 
@@ -244,6 +297,17 @@ def remove_tree(uri: str) -> None:
     fs, path = split_uri(uri)
     if retrying(lambda: fs.exists(path), f"stat {uri}"):
         retrying(lambda: fs.rm(path, recursive=True), f"remove {uri}")
+
+
+def remove_empty_dirs(uri: str) -> None:
+    """Remove the local folder `uri` and the folders under it if they hold no file (a
+    no-op on object stores, which have no folders)."""
+    fs, path = split_uri(uri)
+    if not isinstance(fs, LocalFileSystem) or not os.path.isdir(path):
+        return
+    for folder, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def remove(uri: str) -> None:

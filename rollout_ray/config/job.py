@@ -225,6 +225,17 @@ class JobConfig(_Strict):
         json_schema_extra=RESUME_FREE,
     )
 
+    @field_validator("output")
+    @classmethod
+    def _one_spelling_of_the_output(cls, value: str) -> str:
+        """Canonical here, in the process that read the config: an actor whose working
+        directory is another one then still writes where the user meant."""
+        from rollout_ray import storage
+
+        if not value.strip():
+            raise ValueError("must name a folder or URI")
+        return storage.canonical(value)
+
     @model_validator(mode="before")
     @classmethod
     def _engine_kind_defaults_to_vllm(cls, data: Any) -> Any:

@@ -13,8 +13,6 @@ import re
 import sys
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from rollout_ray import storage
 from rollout_ray.errors import InputChanged, RowError
 from rollout_ray.inputs.sources import Shard, SourceRow
@@ -168,12 +166,6 @@ def _repair_text(value: Any) -> tuple[Any, bool]:
 
 
 def _read_parquet(shard: Shard) -> list[SourceRow]:
-    fs, path = storage.split_uri(shard.file_uri)
-
-    def read():
-        with fs.open(path, "rb") as f:
-            return pq.ParquetFile(f).read_row_group(shard.row_group)
-
-    table = storage.retrying(read, f"read {shard.file_uri}")
+    table = storage.read_parquet(shard.file_uri, row_group=shard.row_group)
     table = table.slice(shard.row_group_offset or 0, shard.num_rows)
     return [SourceRow(shard.first_row + i, row) for i, row in enumerate(table.to_pylist())]

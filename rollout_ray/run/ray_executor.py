@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from typing import Any
 
@@ -111,9 +110,7 @@ def start_coordinator(
 
 
 def coordinator_name(layout: Layout) -> str:
-    return "coordinator-" + fingerprint(
-        os.path.abspath(layout.output) if "://" not in layout.output else layout.output
-    )
+    return "coordinator-" + fingerprint(layout.output)  # canonical: one name per output
 
 
 def shards_in_flight(config: JobConfig, device: str) -> int:

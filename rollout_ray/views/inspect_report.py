@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from rollout_ray import storage
 from rollout_ray.exports.writer import check_datasets, group_by_task, rewards
@@ -152,15 +151,7 @@ def _answer_fields(output: str) -> list[str]:
 
 def _read(uri: str, wanted: list[str]) -> pa.Table:
     """A file's `wanted` columns that it has (carried input fields vary by dataset)."""
-    fs, path = storage.split_uri(uri)
-
-    def read() -> pa.Table:
-        with fs.open(path, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            names = set(parquet.schema_arrow.names)
-            return parquet.read(columns=[c for c in dict.fromkeys(wanted) if c in names])
-
-    return storage.retrying(read, f"read {uri}")
+    return storage.read_parquet(uri, wanted, present_only=True)
 
 
 def _shard_pieces(pieces: list[Commit], datasets: list[str] | None) -> dict[str, list[Commit]]:
