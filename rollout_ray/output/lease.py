@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -53,6 +54,13 @@ class Lease:
         self.ttl_s = ttl_s
         self.generation = 0
         self.renewed_at = 0.0  # time.monotonic() of the last successful create
+        #: Set once this process learns, however, that another job took the output:
+        #: from then on it writes nothing there (see `guard`).
+        self.lost: LeaseLost | None = None
+        # One renewal at a time in this process (the upkeep ticker and a commit's guard
+        # may both find the lease due): two would race for one generation, and the
+        # loser would take itself for a holder that lost the lease.
+        self._renewing = threading.Lock()
 
     # ------------------------------------------------------------------ reading
 
@@ -124,7 +132,7 @@ class Lease:
             or found[1].get("token") != self.holder["token"]
             or found[1].get("released")
         ):
-            raise LeaseLost(
+            raise self._lose(
                 f"this job no longer holds the output's lease ({self.folder}); another job "
                 "took it: this run stops here, everything it committed is kept"
             )
@@ -132,8 +140,14 @@ class Lease:
 
     def renew(self) -> None:
         """Create the next generation; raise LeaseLost if another job took the lease."""
+        with self._renewing:
+            self._renew()
+
+    def _renew(self) -> None:
+        if self.lost is not None:
+            raise self.lost
         if not self._create(self.generation + 1):
-            raise LeaseLost(
+            raise self._lose(
                 f"another job took the output's lease ({self.folder}); this run stops here, "
                 "everything it committed is kept"
             )
@@ -144,17 +158,40 @@ class Lease:
         """Whether commits may be written now: renewed within half the TTL."""
         return time.monotonic() - self.renewed_at < self.ttl_s / 2
 
-    def ensure_fresh(self) -> None:
-        """Renew first if the last renewal is getting old (a stalled process)."""
-        if not self.fresh():
-            self.renew()
+    def guard(self) -> None:
+        """Call before every write to the output: raises LeaseLost once the lease is
+        lost, and renews first if the last renewal is getting old (a stalled process).
 
-    def release(self) -> None:
+        A write that follows within half the TTL can't meet a takeover: another job
+        takes over only after watching a full TTL with no renewal.
+        """
+        if self.lost is not None:
+            raise self.lost
+        if not self.fresh():
+            with self._renewing:
+                if not self.fresh():  # not renewed by another thread meanwhile
+                    self._renew()
+
+    def release(self, forget: bool = False) -> None:
         """Hand the output back at once, if we still hold it: the next job needn't wait
-        out the TTL. (The coordinator may have renewed since the driver acquired.)"""
+        out the TTL. (The coordinator may have renewed since the driver acquired.)
+
+        Older generations are removed, so runs that come and go (refused ones too)
+        leave one lease file. `forget`: the job wrote nothing else under the output (it
+        was refused before planning): remove the lease files too, leaving nothing.
+        """
         found = self.latest()
         if found and found[1].get("token") == self.holder["token"] and not found[1].get("released"):
-            self._create(found[0] + 1, released=True)
+            if not self._create(found[0] + 1, released=True):
+                return
+            for name in storage.list_files(self.folder, ".json"):
+                if _is_gen(name) and int(os.path.basename(name)[:-5]) < self.generation:
+                    storage.remove(name)
+            if forget:
+                # Another job that read our released generation and creates the next
+                # one holds the lease whether or not this file is still there.
+                storage.remove(self._uri(self.generation))
+                storage.remove_empty_dirs(os.path.dirname(os.path.dirname(self.folder)))
 
     # ------------------------------------------------------------------ internals
 
@@ -177,6 +214,10 @@ class Lease:
             return False
         self.generation, self.renewed_at = generation, started
         return True
+
+    def _lose(self, message: str) -> LeaseLost:
+        self.lost = LeaseLost(message)
+        return self.lost
 
     def _newer_within(self, generation: int, seconds: float) -> tuple[int, dict[str, Any]] | None:
         """The first generation after `generation` to appear within `seconds`, if any."""

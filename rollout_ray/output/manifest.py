@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -36,9 +37,29 @@ def _safe(text: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each file of a job lives under its output URI."""
+    """Where each file of a job lives under its output URI (kept in canonical form:
+    `outputs/x`, `./outputs/x/` and `file:///abs/outputs/x` are one output)."""
 
     output: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", storage.canonical(self.output))
+
+    def name_of(self, uri: str) -> str:
+        """How a commit record names a file: relative to the output's root when it lies
+        under it, so an output copied or moved elsewhere (another folder, a bucket)
+        still reads (as Delta Lake's log names its files)."""
+        uri = storage.canonical(uri)
+        root = self.output.rstrip("/") + "/"
+        return uri[len(root) :] if uri.startswith(root) else uri
+
+    def resolve(self, name: str) -> str:
+        """The canonical URI of a file a commit record names (see `name_of`). Records of
+        older versions named files by absolute path or URI, or relative to the working
+        directory the job ran from; all read back."""
+        if name.startswith(("data/", "failures/")):
+            return storage.join(self.output, name)
+        return storage.canonical(name)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.output, *parts)
@@ -91,16 +112,20 @@ def now_utc() -> datetime:
 # ---------------------------------------------------------------------------- commits
 
 
-def sweep_orphans(layout: Layout, committed: set[str]) -> int:
+def sweep_orphans(layout: Layout, committed: set[str], guard: Callable[[], None]) -> int:
     """Remove data and failure files that no commit names; returns how many.
 
     Call only when no attempt of this job is running (before a run hands out work, or
-    after it ended): an attempt's files exist before its commit does.
+    after it ended): an attempt's files exist before its commit does. `guard` runs
+    before each removal and raises if this process no longer holds the output's lease
+    (another job's files in flight are never ours to remove).
     """
+    keep = {storage.canonical(uri) for uri in committed}
     removed = 0
     for folder in ("data", "failures"):
         for uri in storage.list_files(layout.path(folder), ".parquet"):
-            if uri not in committed:
+            if uri not in keep:
+                guard()
                 storage.remove(uri)
                 removed += 1
     return removed
@@ -111,11 +136,21 @@ def committed_files(records: list[Commit]) -> set[str]:
 
 
 def write_commits(layout: Layout, records: list[Commit]) -> str:
-    """Write commit records as one new file; returns its URI."""
+    """Write commit records as one new file; returns its URI. Files are named relative
+    to the output (see Layout.name_of)."""
     name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
     uri = storage.join(layout.commits, name)
-    storage.write_parquet_atomic(uri, commits_table(records))
+    stored = [_renamed(r, layout.name_of) for r in records]
+    storage.write_parquet_atomic(uri, commits_table(stored))
     return uri
+
+
+def _renamed(record: Commit, name: Callable[[str], str]) -> Commit:
+    return replace(
+        record,
+        data_file=name(record.data_file) if record.data_file else None,
+        failures_file=name(record.failures_file) if record.failures_file else None,
+    )
 
 
 def read_commits(layout: Layout) -> list[Commit]:
@@ -126,40 +161,57 @@ def read_commits(layout: Layout) -> list[Commit]:
     """
     for attempt in range(5):
         try:
-            tables = [
-                storage.read_parquet(u) for u in storage.list_files(layout.commits, ".parquet")
-            ]
-            break
+            files = storage.list_files(layout.commits, ".parquet")
+            return list(_records(layout, files).values())
         except FileNotFoundError:
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _records(layout: Layout, files: list[str]) -> dict[str, Commit]:
+    """The records of commit files by piece (later files win), naming canonical URIs."""
     records: dict[str, Commit] = {}
-    for table in tables:
-        for record in commits_from_table(table):
-            records[record.piece_id] = record
-    return list(records.values())
+    for uri in files:
+        for record in commits_from_table(storage.read_parquet(uri)):
+            records[record.piece_id] = _renamed(record, layout.resolve)
+    return records
 
 
-def compact_commits(layout: Layout, records: list[Commit]) -> None:
+def compact_commits(layout: Layout, guard: Callable[[], None]) -> None:
     """Fold many small commit files into one, so resuming stays one read away.
 
-    The compacted file is written before the small ones are removed; a crash in
-    between leaves duplicates, which `read_commits` folds.
+    Only the files listed are folded and removed, so a commit file that appears
+    meanwhile is kept. The compacted file is written before the small ones are
+    removed; a crash in between leaves duplicates, which `read_commits` folds. `guard`
+    runs before each write and raises if this process no longer holds the lease.
     """
     files = storage.list_files(layout.commits, ".parquet")
     if len(files) < 16:
         return
-    write_commits(layout, records)
+    records = _records(layout, files)
+    guard()
+    write_commits(layout, list(records.values()))
     for uri in files:
+        guard()
         storage.remove(uri)
 
 
-def retryable_keys(failures_uri: str) -> list[tuple[int, int]]:
-    """(row_index, rollout_index) of the non-terminal failures in a failures file."""
-    table = storage.read_parquet(failures_uri, ["row_index", "rollout_index", "terminal"])
+#: The failure stage of a rollout a stopped run did not finish (not a failure: the
+#: next round does it).
+INTERRUPTED = "interrupted"
+
+
+def redo_keys(failures_uri: str, interrupted_only: bool = False) -> list[tuple[int, int]]:
+    """(row_index, rollout_index) of what a failures file leaves to redo: its
+    non-terminal failures, or only the rollouts a stop cut short."""
+    names = ["row_index", "rollout_index", "terminal", "stage"]
+    table = storage.read_parquet(failures_uri, names)
     keys = set()
     for row in table.to_pylist():
+        if interrupted_only and row["stage"] != INTERRUPTED:
+            continue
         if not row["terminal"]:
             keys.add((row["row_index"], row["rollout_index"]))
     # A whole-row failure (-1) covers that row's single-rollout keys.

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rollout_ray import storage
@@ -21,6 +22,8 @@ from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import manifest
 from rollout_ray.output.aggregates import piece_stats
 from rollout_ray.output.job_state import JobState
+from rollout_ray.output.lease import Lease
+from rollout_ray.output.lease import owner as lease_owner
 from rollout_ray.output.manifest import Layout, now_utc
 from rollout_ray.output.results import committed_pieces
 from rollout_ray.output.schema import (
@@ -52,9 +55,26 @@ def reverify(
         Per-dataset counts and statistics of the re-scored output.
     """
     source, target = Layout(output), Layout(dest)
+    # Like a job, one writer per output: a second `verify` into `dest` is refused.
+    lease = Lease(target.lease_dir, lease_owner())
+    lease.acquire()
+    try:
+        return _reverify(source, target, verifiers, lease.guard, on_piece)
+    finally:
+        lease.release()
+
+
+def _reverify(
+    source: Layout,
+    target: Layout,
+    verifiers: dict[str, VerifierConfig],
+    guard: Callable[[], None],
+    on_piece: Any,
+) -> dict[str, Any]:
+    output, dest = source.output, target.output
     if storage.exists(target.job):
         job = storage.read_json(target.job)
-        if job.get("reverified_from") != output:
+        if storage.canonical(job.get("reverified_from") or "") != output:
             raise RolloutRayError(f"{dest} already holds another job; choose a new output")
     else:
         job = storage.read_json(source.job)
@@ -78,6 +98,7 @@ def reverify(
         for i, piece in enumerate(pieces):
             if piece.piece_id not in done:
                 record = await _reverify_piece(piece, source, target, local, verifiers)
+                guard()
                 manifest.write_commits(target, [record])
             if on_piece:
                 on_piece(i + 1, len(pieces))
@@ -86,12 +107,13 @@ def reverify(
     asyncio.run(run())
     shards = [Shard.from_dict(r) for r in storage.read_parquet(target.plan).to_pylist()]
     state = JobState(target, shards, manifest.read_commits(target))
-    manifest.compact_commits(target, manifest.read_commits(target))
+    manifest.compact_commits(target, guard)
     result = {
         "output": dest,
         "seconds": round(time.monotonic() - started, 3),
         "datasets": state.totals(),
     }
+    guard()
     storage.write_json_atomic(target.metrics, {"status": "finished", **result})
     return result
 
