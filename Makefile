@@ -42,9 +42,13 @@ test: install gym
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:randomly
 
-# The kill-and-resume tests at length: the driver killed 10 times per job (2 in `make test`).
+# The kill-and-resume tests at length: the driver killed 10 times per job (2 in `make test`),
+# Ctrl-C 10 times per executor (1 in `make test`), 50 lease takeover rounds (6).
 soak: install
-	KILLS=10 $(PY) -m pytest -p no:randomly tests/e2e/test_resume.py -k repeatedly
+	KILLS=10 INTERRUPTS=10 $(PY) -m pytest -p no:randomly tests/e2e/test_resume.py \
+		-k "repeatedly or keeps_every"
+	LEASE_RACE_ROUNDS=50 $(PY) -m pytest -p no:randomly tests/unit/output/test_lease.py \
+		tests/unit/run/test_fencing.py
 
 # The fast part of the suite (no engine, no Ray) five times, each in a new random order
 # (pytest-randomly): a test that passes only after another, or only by luck, shows here.

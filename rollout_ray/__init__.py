@@ -9,11 +9,12 @@ __version__ = "0.1.0"
 from rollout_ray.api import read_failures, read_rollouts, run
 from rollout_ray.config import JobConfig, load_config
 from rollout_ray.exports import export
-from rollout_ray.run.pipeline import JobResult, run_job
+from rollout_ray.run.pipeline import JobResult, RunInterrupted, run_job
 
 __all__ = [
     "JobConfig",
     "JobResult",
+    "RunInterrupted",
     "__version__",
     "export",
     "load_config",

@@ -10,6 +10,7 @@ training loop (collect, train, collect again), with the same config as the CLI.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ def run(
     *overrides: str,
     limit: int | None = None,
     force_new_config: bool = False,
+    stop: threading.Event | None = None,
     **fields: Any,
 ) -> JobResult:
     """Run (or resume) a job to its end and return what it reports.
@@ -35,6 +37,8 @@ def run(
         overrides: dotted overrides as on the command line, e.g. "sampling.temperature=0.2".
         limit: use only the first `limit` rows of every dataset.
         force_new_config: go on in an output planned with another config.
+        stop: set it (from another thread) to stop the run as Ctrl-C does: the pieces
+            running commit what they finished, then RunInterrupted is raised.
         fields: more overrides as keywords, `__` for a dot: `sampling__temperature=0.2`,
             `output="outputs/x"`; values are Python values (lists, dicts welcome).
 
@@ -42,6 +46,8 @@ def run(
         ConfigError: a key or value is not allowed (the message names it).
         ResumeRefused: the output belongs to another job.
         JobFault: the job stopped on a fault of its own; committed work is kept.
+        RunInterrupted: stopped by Ctrl-C or `stop` (a KeyboardInterrupt); `.result`
+            says what the output holds.
     """
     dotted = list(overrides)
     dotted += [f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in fields.items()]
@@ -50,7 +56,7 @@ def run(
             config = load_config(config.model_dump(exclude_none=True), dotted, limit)
     else:
         config = load_config(config, dotted, limit)
-    return run_job(config, force_new_config=force_new_config)
+    return run_job(config, force_new_config=force_new_config, stop=stop)
 
 
 def read_rollouts(

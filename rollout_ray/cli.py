@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -92,16 +91,18 @@ def run(
 ) -> None:
     """Run a job, or resume it: the same command finishes an interrupted job."""
     from rollout_ray.logs import quiet_libraries
-    from rollout_ray.run.pipeline import run_job, run_pilot
+    from rollout_ray.run import interrupts
+    from rollout_ray.run.pipeline import RunInterrupted, run_job, run_pilot
     from rollout_ray.views.console import (
         ProgressView,
+        kept_line,
         print_phases,
         print_projection,
         print_summary,
         show_piece,
     )
 
-    stop_on_ctrl_c()
+    interrupts.install_for_process()
     quiet_libraries()
     os.environ["ROLLOUT_RAY_DASHBOARD"] = "1" if dashboard else "0"
     job = _load(config, overrides, limit)
@@ -119,6 +120,10 @@ def run(
                     watch_s=watch_interval if watch else 0.0,
                     **callbacks,
                 )
+    except RunInterrupted as stopped:
+        print_summary(Console(), stopped.result)
+        console.print(f"[yellow]interrupted[/yellow]: {kept_line(stopped.result)}")
+        raise typer.Exit(130) from None
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/yellow]: committed rollouts are kept; run the same command "
@@ -136,15 +141,29 @@ def run(
 def status(
     output: Annotated[str, typer.Argument(help="The job's output folder or URI.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Also check the output against its commit records (exit 1 if it fails).",
+        ),
+    ] = False,
 ) -> None:
     """How far a job is, read from its manifest alone (works while it runs)."""
-    from rollout_ray.views.status import job_status, render_status
+    from rollout_ray.views.status import job_status, render_check, render_status
 
     report = job_status(output)
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
         render_status(Console(), report)
+    if check:
+        from rollout_ray.output.integrity import check_output
+
+        found = check_output(output)
+        render_check(Console(), found)
+        if not found.ok:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -213,27 +232,6 @@ def model_prepare(
 
     path = resolve_model(name, announce=console.print)
     print(path)
-
-
-def stop_on_ctrl_c() -> None:
-    """Ctrl-C stops a run, keeping what is committed; a second Ctrl-C exits at once.
-
-    Set here rather than trusted from the environment: a process started by one that
-    ignores SIGINT (a shell's background job, some test runners and supervisors)
-    inherits SIG_IGN through exec, and Python then never raises KeyboardInterrupt.
-    """
-    pressed = []
-
-    def on_interrupt(signum: int, frame: object) -> None:
-        pressed.append(signum)
-        if len(pressed) > 1:
-            os.write(2, b"\ninterrupted again: exiting now\n")
-            os._exit(130)
-        os.write(2, b"\nstopping: keeping what is committed (Ctrl-C again to exit now)\n")
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _version(value: bool) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import aggregates, manifest
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem, pending_work
+from rollout_ray.output.plan import WorkItem, pending_work, retries_left
 from rollout_ray.output.schema import Commit
 
 
@@ -79,8 +79,13 @@ class JobState:
         self.committed.add(record.piece_id)
         counts = self.datasets.setdefault(record.dataset, DatasetCounts())
         previous = self.latest.get(record.shard_id)
-        if previous is not None and record.round > previous.round:
-            # A retry piece redoes exactly the previous round's retryable rollouts.
+        if (
+            previous is not None
+            and record.round > previous.round
+            and retries_left(previous, self.max_attempts)
+        ):
+            # A later round redoes exactly the previous round's retryable rollouts
+            # (and the ones a stop cut short, which were never counted as failed).
             counts.failed -= previous.n_retryable
         if previous is None:
             counts.shards_done += 1
@@ -102,14 +107,14 @@ class JobState:
     def _count_retryable(self, counts: DatasetCounts, latest: Commit, sign: int) -> None:
         """A shard's latest round's retryable failures: waiting for a retry, or not."""
         n = latest.n_retryable
-        waiting = latest.round + 1 < self.max_attempts and latest.shard_id not in self.retired
+        waiting = retries_left(latest, self.max_attempts) and latest.shard_id not in self.retired
         if waiting:
             counts.retryable += sign * n
         else:
             counts.exhausted += sign * n
 
     def pending(self, max_attempts: int) -> list[WorkItem]:
-        return pending_work(self.shards, self.latest, max_attempts, manifest.retryable_keys)
+        return pending_work(self.shards, self.latest, max_attempts, manifest.redo_keys)
 
     def settled(self) -> bool:
         """Whether every planned rollout has its final outcome for this config: a run of

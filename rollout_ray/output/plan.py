@@ -48,6 +48,9 @@ class WorkItem:
     round: int = 0
     keys: list[tuple[int, int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which try of its rollouts this is (1 = first): a round after one cut short by
+    #: a stop keeps its number (see next_round).
+    attempt: int = 1
 
     @property
     def piece_id(self) -> str:
@@ -66,6 +69,7 @@ class WorkItem:
                 "round": self.round,
                 "keys": self.keys,
                 "extra": self.extra,
+                "attempt": self.attempt,
             }
         )
 
@@ -73,7 +77,13 @@ class WorkItem:
     def from_json(cls, text: str) -> WorkItem:
         data = json.loads(text)
         keys = [tuple(k) for k in data["keys"]] if data["keys"] is not None else None
-        return cls(Shard.from_dict(data["shard"]), data["round"], keys, data.get("extra") or {})
+        return cls(
+            Shard.from_dict(data["shard"]),
+            data["round"],
+            keys,
+            data.get("extra") or {},
+            data.get("attempt") or data["round"] + 1,
+        )
 
 
 def semantic_config(config: JobConfig) -> dict[str, Any]:
@@ -237,32 +247,53 @@ def shards_table(shards: Iterable[Shard]) -> pa.Table:
     return pa.Table.from_pylist([s.to_dict() for s in shards], schema=PLAN_SCHEMA)
 
 
+KeysOf = Callable[[str, bool], list[tuple[int, int]]]
+
+
 def pending_work(
-    shards: Iterable[Shard],
-    latest: dict[str, Commit],
-    max_attempts: int,
-    retryable_keys: Callable[[str], list[tuple[int, int]]],
+    shards: Iterable[Shard], latest: dict[str, Commit], max_attempts: int, keys_of: KeysOf
 ) -> list[WorkItem]:
-    """What is left: shards without a commit, and retry pieces for retryable failures.
+    """What is left: shards without a commit, and the next round of the others.
 
     Args:
         shards: the plan.
         latest: each shard's latest commit record (by round), keyed by shard id.
-        max_attempts: a rollout is tried at most this many times (round r = attempt r+1).
-        retryable_keys: reads a failures file and returns its retryable (row, rollout) keys.
+        max_attempts: a rollout is tried at most this many times.
+        keys_of: reads a failures file and returns the (row, rollout) keys to redo
+            (see manifest.redo_keys).
     """
     items = []
     for shard in shards:
-        if shard.retired:
-            continue
         last = latest.get(shard.shard_id)
-        if last is None:
-            items.append(WorkItem(shard))
-        elif last.n_retryable and last.failures_file and last.round + 1 < max_attempts:
-            keys = retryable_keys(last.failures_file)
-            if keys:
-                items.append(WorkItem(shard, last.round + 1, sorted(keys)))
+        item = WorkItem(shard) if last is None else next_round(shard, last, max_attempts, keys_of)
+        if item is not None and not shard.retired:
+            items.append(item)
     return items
+
+
+def retries_left(last: Commit, max_attempts: int) -> bool:
+    """Whether the retryable failures of a shard's latest round are tried again."""
+    return last.attempt < max_attempts
+
+
+def next_round(shard: Shard, last: Commit, max_attempts: int, keys_of: KeysOf) -> WorkItem | None:
+    """The piece that redoes what a shard's latest round left, if anything: its
+    retryable failures while tries are left, and always the rollouts a stop cut short.
+
+    A round cut short by a stop (Ctrl-C) is not a try: the next one keeps its attempt
+    number, so a rollout is never refused a try because a run was interrupted (its
+    retryable failures ride along with that number too, one extra try at most).
+    """
+    if shard.retired or not last.failures_file:
+        return None
+    retry = last.n_retryable > 0 and retries_left(last, max_attempts)
+    if not retry and not last.n_interrupted:
+        return None
+    keys = keys_of(last.failures_file, not retry)
+    if not keys:
+        return None
+    attempt = last.attempt if last.n_interrupted else last.attempt + 1
+    return WorkItem(shard, last.round + 1, sorted(keys), attempt=attempt)
 
 
 # ---------------------------------------------------------------------------- the output

@@ -150,6 +150,11 @@ COMMIT_SCHEMA = pa.schema(
         pa.field("actor", pa.string()),
         pa.field("node", pa.string()),
         pa.field("committed_at", pa.timestamp("ms", tz="UTC")),
+        # Rollouts a stopped run (Ctrl-C) did not finish: redone next run, not failed.
+        pa.field("n_interrupted", pa.int64()),
+        # Which try of its rollouts this piece was (1 = first); a round cut short by a
+        # stop is not a try (files of older versions: round + 1).
+        pa.field("attempt", pa.int32()),
     ]
 )
 
@@ -159,8 +164,9 @@ class Commit:
     """One piece's commit record: the files it wrote and what they hold. A row of
     COMMIT_SCHEMA; every module that writes or reads commits uses this type.
 
-    Counts cover the piece's expected rollouts: n_ok + n_failed == n_expected, and
-    n_retryable of the failures may pass on another try (a retry piece redoes them).
+    Counts cover the piece's expected rollouts: n_ok + n_failed + n_interrupted ==
+    n_expected; n_retryable of the failures may pass on another try, and n_interrupted
+    rollouts were never finished because the run was stopped; the next round redoes both.
     """
 
     piece_id: str
@@ -182,6 +188,13 @@ class Commit:
     actor: str = ""
     node: str = ""
     committed_at: datetime | str | None = None
+    n_interrupted: int = 0
+    attempt: int = 0
+
+    @property
+    def settled(self) -> int:
+        """The rollouts this piece gave an outcome (done or failed): not interrupted."""
+        return self.n_expected - self.n_interrupted
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -203,6 +216,7 @@ class Commit:
             values[name] = values[name] or 0
         values["actor"] = values["actor"] or ""
         values["node"] = values["node"] or ""
+        values["attempt"] = values["attempt"] or values["round"] + 1
         return cls(**values)
 
 

@@ -22,7 +22,7 @@ from rollout_ray.output import manifest
 from rollout_ray.output.job_state import JobState
 from rollout_ray.output.lease import RENEW_EVERY_S, Lease, LeaseLost
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.plan import WorkItem, next_round
 from rollout_ray.output.schema import Commit
 from rollout_ray.run import ray_facts
 
@@ -48,7 +48,6 @@ class Coordinator:
         # The driver took the lease; this actor keeps it (and, restarted, takes it up).
         self.lease = Lease(self.layout.lease_dir, owner)
         self.lease.adopt()
-        self.lease_lost: LeaseLost | None = None
         self.max_attempts = self.config.max_attempts
         self.owner = owner
         self.job_name = job_name
@@ -61,6 +60,7 @@ class Coordinator:
         self.state = JobState(self.layout, shards, commits, self.max_attempts)
         self._committed_files: set[str] | None = manifest.committed_files(commits)
         self.closed = False  # the run has ended: late commits are refused
+        self.stopping = False  # asked to stop: running pieces commit what is finished
         self.shards = {shard.shard_id: shard for shard in shards}
         #: Pieces handed out and not committed yet.
         self.outstanding: set[str] = set()
@@ -103,7 +103,7 @@ class Coordinator:
             # Before any attempt of this run writes: files no commit names are left by
             # attempts of earlier runs that were lost, and are removed.
             removed = await asyncio.to_thread(
-                manifest.sweep_orphans, self.layout, self._committed_files
+                manifest.sweep_orphans, self.layout, self._committed_files, self.lease.guard
             )
             if removed:
                 log.info("removed %d files no commit names (lost attempts)", removed)
@@ -129,6 +129,8 @@ class Coordinator:
         if self._resume_on_first_call:
             self._resume_on_first_call = False
             await self.start_run()
+        if self.stopping:
+            return None
         deadline = time.monotonic() + 2.0
         while not self.queue:
             # Pieces still running may leave retryable failures, retried in this run.
@@ -143,6 +145,22 @@ class Coordinator:
             self.outstanding.add(item.piece_id)
             out.append(item.to_json())
         return out
+
+    def stop(self) -> None:
+        """Stop the run (the first Ctrl-C): nothing more is handed out, and each running
+        piece, told through `report`, commits the rollouts it finished (see
+        PieceRunner); the run ends when they have. What they had not finished is
+        redone next run."""
+        if not self.stopping:
+            self.stopping = True
+            self.queue.clear()
+            log.info("stopping: %d pieces running commit what they finished", len(self.outstanding))
+
+    def abandon(self, piece_id: str) -> None:
+        """A piece that stopped before finishing any rollout: nothing to commit; it is
+        pending again next run, as if never handed out."""
+        self.outstanding.discard(piece_id)
+        self.partials.pop(piece_id, None)
 
     def progress(self) -> dict[str, Any]:
         partial_done = sum(n for n, _ in self.partials.values())
@@ -159,6 +177,9 @@ class Coordinator:
             "run": {
                 "todo": self.run_todo,
                 "done": done,
+                # Of `done`: committed (kept whatever happens next) and in flight.
+                "committed": self.run_done,
+                "in_flight": partial_done,
                 "output_tokens": tokens,
                 "elapsed_s": round(elapsed, 3),
                 "rollouts_per_s": round(rate, 3),
@@ -198,7 +219,18 @@ class Coordinator:
                 task.cancel()
         progress = self.progress()
         await asyncio.to_thread(self._write_final, progress)
+        if self.lease.lost is not None:
+            progress["lease_lost"] = str(self.lease.lost)
         return progress
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """The job's last file, written here under the lease like every other.
+
+        Raises:
+            LeaseLost: another job holds the output now; nothing was written.
+        """
+        self.lease.guard()
+        storage.write_json_atomic(self.layout.metrics, metrics)
 
     # ------------------------------------------------------------ worker calls
 
@@ -213,6 +245,9 @@ class Coordinator:
         if piece_id in self.state.committed:
             self.outstanding.discard(piece_id)
             return {"committed": True}
+        if self.stopping:  # handed out before the stop, not started: left for next run
+            self.abandon(piece_id)
+            return {"committed": None, "stop": True}
         previous = self.piece_nodes.get(piece_id)
         running = self.running_rows.pop(piece_id, None)
         if previous is not None and previous != node and not ray_facts.node_alive(previous):
@@ -239,14 +274,20 @@ class Coordinator:
         partials: dict[str, tuple[int, int]],
         actor: str = "",
         engine_stats: dict[str, float] | None = None,
-    ) -> None:
+    ) -> bool:
         """Live figures from an engine actor: rollouts done in its unfinished pieces,
-        and its engine's own counters (requests running, request retries)."""
+        and its engine's own counters (requests running, request retries).
+
+        Returns:
+            Whether the run is stopping (the actor's running pieces then wrap up).
+        """
         for piece_id, value in partials.items():
-            if piece_id not in self.state.committed:
+            known = piece_id in self.outstanding or self.restarted  # not abandoned
+            if piece_id not in self.state.committed and known:
                 self.partials[piece_id] = (int(value[0]), int(value[1]))
         if engine_stats is not None:
             self.engine_stats[actor] = engine_stats
+        return self.stopping
 
     def register_actor(self, actor: str, start_s: float | None = None) -> None:
         """Called when an engine actor starts (`start_s`: its imports and engine load);
@@ -278,21 +319,21 @@ class Coordinator:
             records = [r for r, _ in batch]
             try:
                 started = time.monotonic()
-                if self.lease_lost is not None:
-                    raise self.lease_lost
-                # A commit is written only while the lease is fresh (renewed first if
-                # this process stalled): a job that took the output over writes alone.
-                await asyncio.to_thread(self.lease.ensure_fresh)
+                # A commit is written only while the lease is held and fresh (renewed
+                # first if this process stalled): a job that took over writes alone.
+                await asyncio.to_thread(self.lease.guard)
                 await asyncio.to_thread(manifest.write_commits, self.layout, records)
                 self.manifest_s += time.monotonic() - started
             except Exception as exc:
+                if isinstance(exc, LeaseLost):
+                    self.queue.clear()  # nothing more is handed out
                 for _, future in batch:
                     if not future.done():  # a caller may have given up (cancelled)
                         future.set_exception(exc)
                 continue
             for record, future in batch:
                 if self.state.apply(record):
-                    self.run_done += record.n_expected
+                    self.run_done += record.settled
                     self.run_tokens += record.output_tokens
                     if self.ray_metrics is not None:
                         self.ray_metrics.on_commit(record)
@@ -303,20 +344,19 @@ class Coordinator:
                     future.set_result(None)
 
     async def _queue_retry(self, record: Commit) -> None:
-        """A committed piece's retryable rollouts, queued again in this run while
-        attempts are left (after the pieces already queued)."""
-        if not record.n_retryable or record.round + 1 >= self.max_attempts:
-            return
+        """A committed piece's next round (its retryable rollouts while tries are
+        left), queued in this run after the pieces already queued."""
         shard = self.shards.get(record.shard_id)
-        if shard is None or shard.retired or not record.failures_file:
+        if shard is None or self.stopping or not (record.n_retryable or record.n_interrupted):
             return
         try:
-            keys = await asyncio.to_thread(manifest.retryable_keys, record.failures_file)
+            item = await asyncio.to_thread(
+                next_round, shard, record, self.max_attempts, manifest.redo_keys
+            )
         except Exception as exc:  # the next run retries it (plan minus commits)
             log.warning("can't queue the retry of %s: %s", record.piece_id, exc)
             return
-        if keys:
-            item = WorkItem(shard, record.round + 1, sorted(keys))
+        if item is not None:
             self.queue.append(item)
             self.run_todo += item.num_rollouts
 
@@ -346,34 +386,45 @@ class Coordinator:
 
     async def _tick(self) -> None:
         while True:
-            try:
-                if self.lease_lost is None and not self._renewed_recently():
-                    try:
-                        await asyncio.to_thread(self.lease.renew)
-                    except LeaseLost as lost:
-                        # Stop handing out work; commits now fail with this reason, and
-                        # the job ends with it (everything committed is kept).
-                        self.lease_lost = lost
-                        self.queue.clear()
-                        log.error("%s", lost)
-                started = time.monotonic()
-                progress = self.progress()
-                await asyncio.to_thread(storage.write_json_atomic, self.layout.progress, progress)
-                self.manifest_s += time.monotonic() - started
-                if self.ray_metrics is not None:
-                    self.ray_metrics.on_progress(progress["run"])
-            except Exception as exc:  # progress and renewal are retried next tick
-                log.warning("progress/lease upkeep failed: %s", exc)
+            await self.upkeep()
             await asyncio.sleep(PROGRESS_EVERY_S)
+
+    async def upkeep(self) -> None:
+        """Renew the lease when due, and write progress (while the lease is held)."""
+        try:
+            if self.lease.lost is None and not self._renewed_recently():
+                try:
+                    await asyncio.to_thread(self.lease.renew)
+                except LeaseLost as lost:
+                    # Stop handing out work; commits now fail with this reason, and
+                    # the job ends with it (everything committed is kept).
+                    self.queue.clear()
+                    log.error("%s", lost)
+            started = time.monotonic()
+            progress = self.progress()
+            if self.lease.lost is None:
+                await asyncio.to_thread(self._write_progress, progress)
+            self.manifest_s += time.monotonic() - started
+            if self.ray_metrics is not None:
+                self.ray_metrics.on_progress(progress["run"])
+        except Exception as exc:  # progress and renewal are retried next tick
+            log.warning("progress/lease upkeep failed: %s", exc)
 
     def _renewed_recently(self) -> bool:
         return time.monotonic() - self.lease.renewed_at < RENEW_EVERY_S
 
-    def _write_final(self, progress: dict[str, Any]) -> None:
-        """The last writes of the run, under the lease (the driver releases it after)."""
-        if self.lease_lost is not None:
-            return
+    def _write_progress(self, progress: dict[str, Any]) -> None:
+        self.lease.guard()
         storage.write_json_atomic(self.layout.progress, progress)
-        commits = manifest.read_commits(self.layout)
-        manifest.compact_commits(self.layout, commits)
-        manifest.sweep_orphans(self.layout, manifest.committed_files(commits))
+
+    def _write_final(self, progress: dict[str, Any]) -> None:
+        """The last writes of the run, each under the lease (the driver releases it
+        after). A holder that lost the lease writes none of them: the files under the
+        output, in flight ones included, are the new holder's."""
+        try:
+            self._write_progress(progress)
+            manifest.compact_commits(self.layout, self.lease.guard)
+            commits = manifest.read_commits(self.layout)
+            manifest.sweep_orphans(self.layout, manifest.committed_files(commits), self.lease.guard)
+        except LeaseLost as lost:
+            log.error("%s", lost)

@@ -18,12 +18,13 @@ class CoordinatorClient(Protocol):
     async def commit(
         self, record: Commit, engine_stats: dict[str, float] | None = None
     ) -> None: ...
-    def report(
+    async def abandon(self, piece_id: str) -> None: ...
+    async def report(
         self,
         partials: dict[str, tuple[int, int]],
         actor: str = "",
         engine_stats: dict[str, float] | None = None,
-    ) -> None: ...
+    ) -> bool: ...
 
 
 class RayCoordinatorClient:
@@ -41,13 +42,16 @@ class RayCoordinatorClient:
     async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         await self._call("commit", record, engine_stats)
 
-    def report(
+    async def abandon(self, piece_id: str) -> None:
+        await self._call("abandon", piece_id)
+
+    async def report(
         self,
         partials: dict[str, tuple[int, int]],
         actor: str = "",
         engine_stats: dict[str, float] | None = None,
-    ) -> None:
-        self.handle.report.remote(partials, actor, engine_stats)
+    ) -> bool:
+        return bool(await self.handle.report.remote(partials, actor, engine_stats))
 
     def register_actor(self, actor: str, start_s: float | None = None) -> None:
         self.handle.register_actor.remote(actor, start_s)
@@ -82,10 +86,13 @@ class LocalCoordinatorClient:
     async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         await self.coordinator.commit(record, engine_stats)
 
-    def report(
+    async def abandon(self, piece_id: str) -> None:
+        self.coordinator.abandon(piece_id)
+
+    async def report(
         self,
         partials: dict[str, tuple[int, int]],
         actor: str = "",
         engine_stats: dict[str, float] | None = None,
-    ) -> None:
-        self.coordinator.report(partials, actor, engine_stats)
+    ) -> bool:
+        return self.coordinator.report(partials, actor, engine_stats)

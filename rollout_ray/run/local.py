@@ -259,7 +259,12 @@ class LocalExecutor:
                     while True:
                         holder = current
                         try:
-                            commit = await (await holder).run(item)
+                            runner = await _unless_stopped(holder, coordinator)
+                            if runner is None:  # stopped while the engine loaded
+                                coordinator.abandon(item.piece_id)
+                                commit = None
+                                break
+                            commit = await runner.run(item)
                             break
                         except EngineDead as exc:
                             # As on Ray (the actor exits and the piece is begun again):
@@ -298,6 +303,16 @@ class LocalExecutor:
             log.debug("stopping the loop's tasks: %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+
+
+async def _unless_stopped(starting: asyncio.Task, coordinator: Any) -> Any:
+    """The runner `starting` gives once the engine is up; None if the run stops first
+    (a Ctrl-C during the engine's load needn't wait for it)."""
+    while not coordinator.stopping:
+        done, _ = await asyncio.wait({starting}, timeout=0.5)
+        if done:
+            return starting.result()
+    return None
 
 
 async def _cancel_other_tasks() -> None:

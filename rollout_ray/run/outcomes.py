@@ -37,6 +37,14 @@ class EngineCrashed(Exception):
     """The engine's process died while this row ran alone on it."""
 
 
+class RunStopped(Exception):
+    """The run was stopped (Ctrl-C) before this rollout finished: not a failure; the
+    next run does it (stage `interrupted`)."""
+
+    def __init__(self) -> None:
+        super().__init__("the run was stopped before this rollout finished; the next run does it")
+
+
 @dataclass(slots=True)
 class Rollout:
     """One rollout to generate: where it comes from and what to ask."""
@@ -72,7 +80,7 @@ def rollout_record(
         "model_version": engine.model_version,
         "engine": engine.name,
         "sampling": rollout.sampling,
-        "attempt": item.round + 1,
+        "attempt": item.attempt,
         "latency_s": gen.latency_s,
         "ttft_s": gen.ttft_s,
         "created_at": now_utc(),
@@ -104,7 +112,7 @@ def failure_record(
         "stage": stage,
         "error_class": type(exc).__name__,
         "error": message[:10_000],
-        "attempt": item.round + 1,
+        "attempt": item.attempt,
         "terminal": terminal,
         "raw_row": redact(row.raw, secrets)[:2000] if row.raw else None,
         "response_text": None,

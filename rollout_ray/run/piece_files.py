@@ -28,7 +28,7 @@ from rollout_ray import storage
 from rollout_ray.errors import StorageFailed
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.aggregates import piece_stats
-from rollout_ray.output.manifest import Layout, now_utc
+from rollout_ray.output.manifest import INTERRUPTED, Layout, now_utc
 from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import ROLLOUT_FIELDS, Commit, failures_table, rollouts_table
 from rollout_ray.run.outcomes import (
@@ -115,6 +115,8 @@ class Accounting:
     failed: int
     retryable: int
     missing: list[Key]
+    #: Not finished because the run stopped: neither ok nor failed (redone next run).
+    interrupted: int = 0
 
 
 def account(
@@ -124,23 +126,25 @@ def account(
     failures: Iterable[dict[str, Any]],
 ) -> Accounting:
     """Count a piece: each expected rollout is ok, failed (retryable unless a terminal
-    failure covers it), or missing. A whole-row failure (rollout -1) covers the row's
-    expected rollouts."""
+    failure covers it), interrupted (its only record says the run stopped first), or
+    missing. A whole-row failure (rollout -1) covers the row's expected rollouts."""
     ok_keys = {(r["row_index"], r["rollout_index"]) for r in ok} & expected
     terminal: set[Key] = set()
     covered: set[Key] = set()
+    stopped: set[Key] = set()
     for f in failures:
         row, index = f["row_index"], f["rollout_index"]
         keys = [(row, i) for i in range(num_repeats)] if index < 0 else [(row, index)]
         for key in keys:
             if key in expected:
-                covered.add(key)
+                (stopped if f["stage"] == INTERRUPTED else covered).add(key)
                 if f["terminal"]:
                     terminal.add(key)
-    failed = expected - ok_keys
+    interrupted = stopped - covered - ok_keys
+    failed = expected - ok_keys - interrupted
     missing = sorted(failed - covered)
     retryable = len(failed - terminal)
-    return Accounting(expected, len(ok_keys), len(failed), retryable, missing)
+    return Accounting(expected, len(ok_keys), len(failed), retryable, missing, len(interrupted))
 
 
 def write_piece(
@@ -193,6 +197,8 @@ def write_piece(
         n_ok=counts.ok,
         n_failed=counts.failed,
         n_retryable=counts.retryable,
+        n_interrupted=counts.interrupted,
+        attempt=item.attempt,
         prompt_tokens=sum(r["prompt_tokens"] or 0 for r in ok),
         output_tokens=sum(r["output_tokens"] or 0 for r in ok),
         reward_sum=float(sum(rewards)),

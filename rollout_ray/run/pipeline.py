@@ -19,11 +19,12 @@ from rollout_ray import secrets, storage
 from rollout_ray.config import JobConfig
 from rollout_ray.errors import EngineFailed, find_job_fault
 from rollout_ray.output.cost import Projection, cost_of, project
-from rollout_ray.output.lease import Lease
+from rollout_ray.output.lease import Lease, LeaseLost
 from rollout_ray.output.lease import owner as lease_owner
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import build_plan, prepare_output
 from rollout_ray.output.schema import Commit
+from rollout_ray.run import interrupts
 from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
 from rollout_ray.run.ray_executor import RayCluster
 from rollout_ray.tracking import open_tracker
@@ -91,6 +92,7 @@ def run_job(
     on_message: Callable[[str], None] | None = None,
     on_commit: Callable[[Commit], None] | None = None,
     watch_s: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> JobResult:
     """Run (or resume) a job to the end.
 
@@ -101,10 +103,15 @@ def run_job(
         on_message: called with one-line notices (model preparation, resume).
         on_commit: called with each piece's commit record as it lands (for --show).
         watch_s: keep running, planning new input files every `watch_s` seconds (0: off).
+        stop: set it (from another thread) to stop the run as Ctrl-C does: running
+            pieces commit what they finished, the rest is left for the next run.
 
     Raises:
         ResumeRefused: the output belongs to another config, or another job holds it.
-        KeyboardInterrupt: the run was stopped; everything committed stays committed.
+        RunInterrupted: Ctrl-C (or `stop` set): the run committed what its pieces had
+            finished, then stopped; `.result` says what the output holds.
+        KeyboardInterrupt: stopped at once (a second Ctrl-C); committed work is kept.
+        LeaseLost: another job took the output; this run wrote nothing after noticing.
     """
     notify = on_message or log.info
     phases = Phases()
@@ -117,69 +124,48 @@ def run_job(
     owner = lease_owner()
     lease = Lease(Layout(config.output).lease_dir, owner)
     lease.acquire(notice=notify)
-    progress: dict[str, Any] = {}
-    status = "failed"
+    stop = stop or threading.Event()
     local: LocalExecutor | None = None
     try:
-        choice = choose_executor(config, watch_s)  # "" until the plan says how big
-        if choice == "local":
-            # The engine loads in a thread while this thread plans (a new output has work).
-            fresh = not storage.exists(Layout(config.output).plan)
-            local = LocalExecutor(config, local_device(config), secret_env, notify, fresh)
-        phases.mark("checks")
-        layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
-        plan_s = time.monotonic() - started
-        phases.mark("plan")
-        if not choice and choose_executor(config, watch_s, layout) == "local":
-            local = LocalExecutor(config, local_device(config), secret_env, notify, not resumed)
-        executor: Executor = local or RayCluster(config, secret_env, notify)
-        executor.start()
-        if local is None:
-            phases.mark("ray_start")
-        coordinator = executor.start_coordinator(layout, owner, watch_s)
-        pending = executor.call(coordinator.start_run)
-        phases.mark("coordinator")
-        if local is not None and (pending or watch_s):
-            local.start_engine()  # resumed with work left: now (a no-op if loading)
-        if resumed:
-            notify(f"Resuming {config.output}: {pending} pieces left")
-        if watch_s:
-            notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
-        port = config.metrics_port if config.metrics else 0
-        collector = prometheus_collector(port, executor.name, config.metrics_host)
-        tracker = open_tracker(config)
-        sinks = [s for s in (on_progress, collector and collector.update) if s]
-        sinks += [tracker.progress] if tracker else []
-        poll = _Poller(lambda: executor.call(coordinator.progress), sinks)
-        try:
-            if pending or watch_s:
-                for commit in executor.stream(coordinator, max(pending, 1)):
-                    phases.first("first_commit")
-                    if on_commit:
-                        on_commit(commit)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except Exception as exc:
-            fault = find_job_fault(exc)
-            if isinstance(fault, EngineFailed):
-                raise EngineFailed(f"the engine cannot go on: {fault}") from None
-            if fault is not None:
-                raise fault from None
-            raise
-        finally:
-            phases.mark("generate")
-            poll.stop()
-            executor.stop()
-            progress = executor.finish(coordinator, status)
-            phases.mark("finish")
-            for sink in sinks:
-                sink(progress)
-            if tracker:
-                tracker.finish(
-                    JobResult(config.output, status, time.monotonic() - started, progress)
-                )
+        with interrupts.graceful(stop):
+            choice = choose_executor(config, watch_s)  # "" until the plan says how big
+            if choice == "local":
+                # The engine loads in a thread while this thread plans (a new output).
+                fresh = not storage.exists(Layout(config.output).plan)
+                local = LocalExecutor(config, local_device(config), secret_env, notify, fresh)
+            phases.mark("checks")
+            layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
+            plan_s = time.monotonic() - started
+            phases.mark("plan")
+            if not choice and choose_executor(config, watch_s, layout) == "local":
+                local = LocalExecutor(config, local_device(config), secret_env, notify, not resumed)
+            _stop_early(stop)
+            executor: Executor = local or RayCluster(config, secret_env, notify)
+            executor.start()
+            _stop_early(stop)
+            if local is None:
+                phases.mark("ray_start")
+            coordinator = executor.start_coordinator(layout, owner, watch_s)
+            pending = executor.call(coordinator.start_run)
+            phases.mark("coordinator")
+            if local is not None and (pending or watch_s):
+                local.start_engine()  # resumed with work left: now (a no-op if loading)
+            if resumed:
+                notify(f"Resuming {storage.shown(config.output)}: {pending} pieces left")
+            if watch_s:
+                notify(f"Watching the inputs every {watch_s:g} s for new rows; Ctrl-C to stop")
+            progress = _generate(
+                config,
+                executor,
+                coordinator,
+                pending,
+                watch_s,
+                stop,
+                phases,
+                on_progress,
+                on_commit,
+            )
+        status = progress["status"]
         wall = time.monotonic() - started
         metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3)}
         metrics["executor"] = "local" if local is not None else "ray"
@@ -193,12 +179,123 @@ def run_job(
             from rollout_ray.run.sweep import comparison
 
             metrics["sweep"] = comparison(config, progress)
-        storage.write_json_atomic(layout.metrics, metrics)
+        # Written by the coordinator, under the lease like every file of the output.
+        executor.call(coordinator.write_metrics, metrics)
     finally:
         if local is not None:
             local.close()
-        lease.release()
-    return JobResult(config.output, status, wall, progress, metrics)
+        # A job refused before it planned anything leaves nothing behind, lease included.
+        lease.release(forget=not storage.exists(Layout(config.output).job))
+    result = JobResult(config.output, status, wall, progress, metrics)
+    if status == "interrupted":
+        raise RunInterrupted(result)
+    return result
+
+
+def _stop_early(stop: threading.Event) -> None:
+    """A stop asked for before any piece runs (while planning, or Ray starting): there is
+    nothing to commit, so stop now rather than start what would only be stopped."""
+    if stop.is_set():
+        raise KeyboardInterrupt
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped (Ctrl-C) after committing what its pieces had finished;
+    `result` says what the output holds now."""
+
+    def __init__(self, result: JobResult):
+        super().__init__("interrupted")
+        self.result = result
+
+
+def _generate(
+    config: JobConfig,
+    executor: Executor,
+    coordinator: Any,
+    pending: int,
+    watch_s: float,
+    stop: threading.Event,
+    phases: Phases,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    on_commit: Callable[[Commit], None] | None,
+) -> dict[str, Any]:
+    """Stream the pending pieces through the executor until they are done or the run is
+    stopped; returns the coordinator's final progress (its `status` says which).
+
+    Raises:
+        LeaseLost: another job took the output (this run wrote nothing after noticing).
+        JobFault: the job stopped on a fault of its own.
+        KeyboardInterrupt: stopped at once (a second Ctrl-C); committed work is kept.
+    """
+    port = config.metrics_port if config.metrics else 0
+    collector = prometheus_collector(port, executor.name, config.metrics_host)
+    tracker = open_tracker(config)
+    sinks = [s for s in (on_progress, collector and collector.update) if s]
+    sinks += [tracker.progress] if tracker else []
+    poll = _Poller(lambda: executor.call(coordinator.progress), sinks)
+    stopper = _Stopper(stop, lambda: executor.call(coordinator.stop))
+    status = "failed"
+    try:
+        if pending or watch_s:
+            for commit in executor.stream(coordinator, max(pending, 1)):
+                phases.first("first_commit")
+                if on_commit:
+                    on_commit(commit)
+        status = "interrupted" if stop.is_set() else "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except Exception as exc:
+        fault = find_job_fault(exc)
+        if isinstance(fault, EngineFailed):
+            raise EngineFailed(f"the engine cannot go on: {fault}") from None
+        if fault is not None:
+            raise fault from None
+        raise
+    finally:
+        stopper.close()
+        phases.mark("generate")
+        poll.stop()
+        executor.stop()
+        progress = executor.finish(coordinator, status)
+        phases.mark("finish")
+        for sink in sinks:
+            sink(progress)
+        if tracker:
+            wall = time.monotonic() - phases.started
+            tracker.finish(JobResult(config.output, status, wall, progress))
+    if progress.get("lease_lost"):
+        raise LeaseLost(progress["lease_lost"])
+    return progress
+
+
+class _Stopper:
+    """Turns a set `stop` into the coordinator's stop (pieces commit what they
+    finished, then the stream ends), and stops at once if that outlives its grace."""
+
+    def __init__(self, stop: threading.Event, stop_run: Callable[[], Any]):
+        self._stop, self._stop_run = stop, stop_run
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rollout-stop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            if self._done.is_set():
+                return
+        try:
+            self._stop_run()
+        except Exception as exc:  # the coordinator is gone: nothing can be kept
+            log.warning("stopping the run: %s", exc)
+            interrupts.stop_at_once()
+            return
+        if not self._done.wait(interrupts.STOP_GRACE_S):
+            log.warning("the run did not stop in %.0f s; stopping at once", interrupts.STOP_GRACE_S)
+            interrupts.stop_at_once()
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=1)
 
 
 def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult, Projection]:

@@ -18,6 +18,7 @@ again and again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -31,7 +32,7 @@ from rollout_ray.errors import JobFault, RowError, redact
 from rollout_ray.inputs.prompts import build_prompt
 from rollout_ray.inputs.reading import read_shard
 from rollout_ray.inputs.sources import SourceRow
-from rollout_ray.output.manifest import Layout
+from rollout_ray.output.manifest import INTERRUPTED, Layout
 from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import Commit, sampling_record
 from rollout_ray.run.coordinator_client import CoordinatorClient
@@ -39,6 +40,7 @@ from rollout_ray.run.episodes import Episodes
 from rollout_ray.run.outcomes import (
     EngineCrashed,
     Rollout,
+    RunStopped,
     VerifierFailed,
     failure_record,
     generated_failure,
@@ -94,6 +96,7 @@ class PieceRunner:
         self._active = 0
         self._reloading = False
         self._alone = False
+        self._stopping: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ the piece
 
@@ -107,8 +110,8 @@ class PieceRunner:
         """
         started = time.monotonic()
         begun = await self.coordinator.begin(item.piece_id, self.node_id)
-        if begun.get("committed"):
-            return None  # a retried task whose piece already landed
+        if begun.get("committed") or begun.get("stop"):
+            return None  # a retried task whose piece already landed, or the run stopped
         self._ensure_reporter()
         crashes = begun.get("tries", 1) - 1
         try:
@@ -121,6 +124,11 @@ class PieceRunner:
             raise
         except Exception as exc:
             ok, failures = await self._after_bug(item, exc)
+        if not ok and failures and all(f["stage"] == INTERRUPTED for f in failures):
+            # Stopped before anything finished: nothing to keep; pending next run.
+            self._partials.pop(item.piece_id, None)
+            await self.coordinator.abandon(item.piece_id)
+            return None
         loop = asyncio.get_running_loop()
         write = functools.partial(
             write_piece, self.layout, item, ok, failures, actor=self.actor_id, node=self.node_id
@@ -154,7 +162,7 @@ class PieceRunner:
         self._partials[item.piece_id] = [0, 0]
         await self._enter()
         try:
-            outcomes = await asyncio.gather(*(self._generate(item, r) for r in rollouts))
+            outcomes = await self._generate_all(item, rollouts)
         finally:
             await self._leave()
         ok = [o for o in outcomes if "stage" not in o]
@@ -183,6 +191,9 @@ class PieceRunner:
         await self._enter(alone=True)
         try:
             for row_index, group in by_row.items():
+                if self.stopping.is_set():
+                    failures += [self._interrupted(item, r) for r in group]
+                    continue
                 if row_index in suspects:
                     crashed = EngineCrashed(
                         f"the engine actor died while this row ran alone on it "
@@ -192,7 +203,7 @@ class PieceRunner:
                     continue
                 await self.coordinator.running(item.piece_id, row_index)
                 try:
-                    outcomes = await asyncio.gather(*(self._generate(item, r) for r in group))
+                    outcomes = await self._generate_all(item, group)
                     row_ok = [o for o in outcomes if "stage" not in o]
                     failures += [o for o in outcomes if "stage" in o]
                     if row_ok and self.datasets[item.shard.dataset][0].verifier is not None:
@@ -281,6 +292,53 @@ class PieceRunner:
                 record_sampling = stored if seed is None else {**stored, "seed": seed + index}
                 rollouts.append(Rollout(row, prompt, index, request, record_sampling))
         return rollouts, failures
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the run stops (the coordinator says so through `report`)."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    async def _generate_all(self, item: WorkItem, rollouts: list[Rollout]) -> list[dict[str, Any]]:
+        """Every rollout's outcome (its record or its failure), all on the engine at once.
+
+        If the run stops meanwhile, the rollouts not finished yet are cancelled (the
+        engine drops their requests) and come back as `interrupted`: the piece then
+        commits what did finish, and the next run does the rest.
+        """
+        tasks = [asyncio.ensure_future(self._generate(item, r)) for r in rollouts]
+        if not tasks:
+            return []
+        everything = asyncio.gather(*tasks)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({everything, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            everything.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if everything.done():
+            return everything.result()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        everything.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await everything
+        outcomes = []
+        for task, rollout in zip(tasks, rollouts, strict=True):
+            if task.cancelled():
+                outcomes.append(self._interrupted(item, rollout))
+            elif (exc := task.exception()) is not None:
+                raise exc  # EngineDead or a JobFault: _generate keeps every other error
+            else:
+                outcomes.append(task.result())
+        return outcomes
+
+    def _interrupted(self, item: WorkItem, rollout: Rollout) -> dict[str, Any]:
+        return self._failed(item, rollout, INTERRUPTED, RunStopped(), False)
 
     async def _generate(self, item: WorkItem, rollout: Rollout) -> dict[str, Any]:
         dataset = self.datasets[item.shard.dataset][0]
@@ -383,6 +441,7 @@ class PieceRunner:
             await asyncio.sleep(REPORT_EVERY_S)
             try:
                 partials = {k: (v[0], v[1]) for k, v in self._partials.items()}
-                self.coordinator.report(partials, self.actor_id, self.engine.stats())
+                if await self.coordinator.report(partials, self.actor_id, self.engine.stats()):
+                    self.stopping.set()
             except Exception as exc:  # progress is best effort
                 log.debug("progress report failed: %s", exc)

@@ -49,6 +49,7 @@ class ProgressView:
                 BarColumn(),
                 TaskProgressColumn(),
                 TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                TextColumn("[dim]{task.fields[committed]}"),
                 TextColumn("{task.fields[rate]}"),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
@@ -56,7 +57,7 @@ class ProgressView:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("run", total=None, rate="")
+            self._task = self._progress.add_task("run", total=None, rate="", committed="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -72,9 +73,16 @@ class ProgressView:
     def update(self, progress: dict[str, Any]) -> None:
         run = progress.get("run", {})
         rate = f"{run.get('output_tokens_per_s', 0):,.0f} tok/s"
+        # Done includes rollouts of pieces still running; only committed ones are kept
+        # whatever happens next (a Ctrl-C commits the finished ones of running pieces).
+        committed = f"{run.get('committed', run.get('done', 0)):,} committed"
         if self._progress is not None:
             self._progress.update(
-                self._task, total=run.get("todo") or 0, completed=run.get("done", 0), rate=rate
+                self._task,
+                total=run.get("todo") or 0,
+                completed=run.get("done", 0),
+                rate=rate,
+                committed=committed,
             )
             return
         now = time.monotonic()
@@ -85,7 +93,7 @@ class ProgressView:
         todo, done = run.get("todo") or 0, run.get("done", 0)
         share = f"{100 * done / todo:.0f}%" if todo else "-"
         print(
-            f"[rollout-ray] {done:,}/{todo:,} rollouts ({share}), {rate}, "
+            f"[rollout-ray] {done:,}/{todo:,} rollouts ({share}, {committed}), {rate}, "
             f"{run.get('rollouts_per_s', 0):,.1f} rollouts/s, ETA {_duration(run.get('eta_s'))}",
             file=sys.stderr,
             flush=True,
@@ -99,6 +107,17 @@ def print_phases(console: Console, metrics: dict[str, Any]) -> None:
     if phases:
         steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())
         console.print(f"phases ({metrics.get('executor', '?')} executor), s: {steps}")
+
+
+def kept_line(result: Any) -> str:
+    """What an interrupted run kept, for the line after its summary."""
+    run = result.progress.get("run", {})
+    total = sum(c.get("ok", 0) for c in result.datasets.values())
+    expected = sum(c.get("expected", 0) for c in result.datasets.values())
+    return (
+        f"{run.get('committed', 0):,} rollouts committed by this run; the output holds "
+        f"{total:,} of {expected:,}: run the same command again to resume."
+    )
 
 
 def print_summary(console: Console, result: Any) -> None:
@@ -162,11 +181,14 @@ def print_summary(console: Console, result: Any) -> None:
             f"cost: {cost['total']:,.4f} {cost['currency']} (tokens {cost['tokens']:,.4f}, "
             f"hardware {cost['hardware']:,.4f} for {cost['gpu_hours']:,.3f} GPU-hours)"
         )
-    console.print(f"output: {result.output}")
+    from rollout_ray import storage
+
+    shown = storage.shown(result.output)
+    console.print(f"output: {shown}")
     failed = sum(c["failed"] for c in result.datasets.values())
     if failed:
         console.print(
-            f"[yellow]{failed:,} rollouts failed; reasons in {result.output}/failures "
+            f"[yellow]{failed:,} rollouts failed; reasons in {shown}/failures "
             "(`rollout-ray status` groups them)[/yellow]"
         )
 

@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
 from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import manifest
+from rollout_ray.output.integrity import Check
 from rollout_ray.output.job_state import JobState
 from rollout_ray.output.manifest import Layout
 
@@ -119,3 +121,16 @@ def _verdict(report: dict[str, Any]) -> str:
         f"after max_attempts={report['max_attempts']} tries. To try them again, run the job "
         f"with max_attempts={report['max_attempts'] + 1}."
     )
+
+
+def render_check(console: Console, found: Check) -> None:
+    """What `status --check` found (rollout_ray.output.integrity)."""
+    if found.ok:
+        console.print(
+            f"check: ok: {found.committed:,} committed rollouts, every file their commits "
+            f"name is there and reads back ({found.read:,})"
+        )
+    for problem in found.problems:
+        console.print(f"[red]check: {escape(problem)}[/red]")
+    for note in found.notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")

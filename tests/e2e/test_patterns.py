@@ -4,6 +4,12 @@ multi-dataset mixes, and every example in configs/ in its smallest form."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +20,8 @@ from rollout_ray import load_config, run_job
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
 
 
 def test_sweep_shares_the_engine_and_compares_settings(ray_session, tiny_model, tmp_path):
@@ -112,43 +119,57 @@ def test_mix_by_weights_then_export_the_mix(ray_session, tiny_model, tmp_path):
     assert all(m["messages"][-1]["role"] == "assistant" for m in mixed)
 
 
-def smallest(
-    name: str,
-    tmp_path: Path,
-    tiny_model: str,
-    extra: list[str] | None = None,
-    limit: int | None = 2,
-):
-    """A configs/ example as a user loads it, shrunk: 2 rows, the tiny model, a tmp output."""
-    overrides = [f"output={tmp_path / 'out'}", "metrics_port=0", *(extra or [])]
-    config = load_config(CONFIGS / name, overrides, limit=limit)
+def smallest(name: str, tiny_model: str, extra: list[str] | None = None, limit: int | None = 2):
+    """A configs/ example as a user loads it from the repository root (its own relative
+    output), shrunk: 2 rows, the tiny model."""
+    path = Path("configs") / name
+    overrides = ["metrics_port=0", *(extra or [])]
+    config = load_config(path, overrides, limit=limit)
     if config.engine.kind == "vllm":
         # Agent episodes carry their tools' descriptions: the tiny model's whole context.
         context = 1024 if any(d.agent for d in config.datasets) else 512
         overrides += [f"model={tiny_model}", f"engine.max_model_len={context}"]
         if config.engine.device != "cpu":
             overrides += ["engine.device=cpu", "engine.num_gpus=0", "engine.concurrency=1"]
-    return load_config(CONFIGS / name, overrides, limit=limit)
+    return load_config(path, overrides, limit=limit)
+
+
+def readme_commands(output: str) -> list[str]:
+    """The README's commands that read the output `output` (export, inspect, verify),
+    from its tables, as written."""
+    found = []
+    for line in (REPO / "README.md").read_text().splitlines():
+        if line.startswith("|"):
+            for command in re.findall(r"`(rollout-ray [^`]+)`", line):
+                reads = command.split()[1] in ("export", "inspect", "verify")
+                if reads and output in shlex.split(command)[2:]:
+                    found.append(command)
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_config_example_runs_in_its_smallest_form(
     name, ray_session, tiny_model, tmp_path, monkeypatch, gym_server
 ):
-    """Each configs/ example runs, at 2 rows per dataset: on the tiny model where it uses
-    the embedded one (the embedded model itself is exercised by test_smollm2), against
-    a real local HTTP endpoint where it calls an API, on a Serve app where it serves,
-    against NeMo Gym's own resources server where it runs Gym agents."""
+    """Each configs/ example runs as a user runs it from the repository root (relative
+    paths, its own relative output), at 2 rows per dataset: on the tiny model where it
+    uses the embedded one (the embedded model itself is exercised by test_smollm2),
+    against a real local HTTP endpoint where it calls an API, on a Serve app where it
+    serves, against NeMo Gym's own resources server where it runs Gym agents. Then the
+    README's commands that read that output run as written, and the output reads back
+    whole (tests/e2e/conftest.py checks every output against its commits)."""
     from fault_server import FaultServer
 
+    from rollout_ray import read_rollouts
     from rollout_ray.run.pipeline import run_pilot
     from rollout_ray.serve import deploy as serving
 
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
     extra: list[str] = []
     if name == "continuous.yaml":
-        write_jsonl(tmp_path / "inbox" / "a.jsonl", [{"prompt": f"hello {i}"} for i in range(3)])
-        extra.append(f"datasets.0.path={tmp_path / 'inbox' / '*.jsonl'}")
-    raw = load_config(CONFIGS / name, [f"output={tmp_path / 'out'}"])
+        write_jsonl(Path("inbox") / "a.jsonl", [{"prompt": f"hello {i}"} for i in range(3)])
+    raw = load_config(Path("configs") / name)
     for i, dataset in enumerate(raw.datasets):
         if dataset.agent is not None and dataset.agent.kind == "gym":
             extra.append(f"datasets.{i}.agent.url={gym_server('example_session_state_mgmt').url}")
@@ -156,6 +177,8 @@ def test_every_config_example_runs_in_its_smallest_form(
         server = FaultServer(api_key="sk-config-test").start()
         monkeypatch.setenv(raw.engine.api_key_env or "UNUSED_KEY", "sk-config-test")
         extra.append(f"engine.base_url={server.url}")
+    if raw.output.startswith("s3://"):
+        extra.append("output=outputs/cluster")  # a bucket of the user's (marked CHANGE)
     if raw.serve is not None:
         from ray import serve
 
@@ -169,7 +192,8 @@ def test_every_config_example_runs_in_its_smallest_form(
         ]
     # The pilot runs 2 rows of the full job: that is its smallest form.
     limit = None if name == "cost-pilot.yaml" else 2
-    config = smallest(name, tmp_path, tiny_model, extra, limit)
+    config = smallest(name, tiny_model, extra, limit)
+    assert config.output == str(tmp_path / "outputs" / config.output.rsplit("/", 1)[-1])
     if config.serve is not None:
         serving.deploy(config)
     try:
@@ -188,6 +212,18 @@ def test_every_config_example_runs_in_its_smallest_form(
     assert result.status == "finished"
     done = sum(d["ok"] for d in result.datasets.values())
     assert done > 0 and sum(d["failed"] for d in result.datasets.values()) == 0
+    relative = os.path.relpath(result.output, tmp_path)
+    assert read_rollouts(relative).num_rows == done
+    for command in readme_commands(relative):
+        argv = shlex.split(command)[1:]
+        ran = subprocess.run(
+            [sys.executable, "-m", "rollout_ray.cli", *argv], capture_output=True, text=True
+        )
+        # An export of the tiny model's rollouts may hold no rows (no reward reaches its
+        # threshold): then it must say so and exit non-zero, never write an empty file.
+        said = ran.stdout + ran.stderr
+        empty = (ran.returncode != 0 and "0 rows" in said) or "no rows" in said
+        assert ran.returncode == 0 or empty, f"{command}: {said[-2000:]}"
 
 
 def free_port() -> int:

@@ -41,3 +41,46 @@ def test_collect_read_export_collect_again(ray_session, tmp_path):
     # Keywords with __ for dots, and the same refusals as the CLI.
     with pytest.raises(ConfigError, match="temprature"):
         rollout_ray.run(base, output=str(tmp_path / "x"), sampling__temprature=0.2)
+
+
+def test_a_run_stopped_from_python_commits_what_it_finished(tmp_path):
+    """`stop` (as a notebook's interrupt or a training loop would): the running piece
+    commits the rollouts it finished, RunInterrupted says what the output holds, and
+    the next call does exactly the rest. One piece of 300 slow rollouts, in process."""
+    import threading
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"q {i}"} for i in range(100)])
+    config = {
+        "model": "sim",
+        # 8 at a time, 0.3 s each: about 11 s for the piece.
+        "engine": {"kind": "simulated", "latency_s": 0.3, "max_num_seqs": 8},
+        "datasets": [{"path": str(data), "num_repeats": 3}],
+        "shard_size": 100,
+        "output": str(tmp_path / "out"),
+        "metrics_port": 0,
+    }
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def stop_midway(progress):
+        seen.append(progress["run"]["done"])
+        if progress["run"]["done"] >= 30:
+            stop.set()
+
+    from rollout_ray.run.pipeline import run_job
+
+    job = rollout_ray.load_config(config)
+    with pytest.raises(rollout_ray.RunInterrupted) as stopped:
+        run_job(job, on_progress=stop_midway, stop=stop)
+    kept = rollout_ray.read_rollouts(tmp_path / "out").num_rows
+    result = stopped.value.result
+    assert result.status == "interrupted"
+    assert kept == result.datasets["in"]["ok"] >= 30
+    assert kept < 300  # stopped midway, not at the end
+    assert rollout_ray.read_failures(tmp_path / "out").num_rows == 300 - kept  # interrupted
+    finished = rollout_ray.run(config)
+    assert finished.status == "finished"
+    assert finished.progress["run"]["todo"] == 300 - kept  # exactly the rest
+    table = rollout_ray.read_rollouts(tmp_path / "out", columns=["task_id", "rollout_index"])
+    keys = list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    assert len(keys) == len(set(keys)) == 300

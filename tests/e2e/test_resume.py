@@ -420,3 +420,72 @@ def test_ctrl_c_stops_a_driver_that_inherited_an_ignored_sigint(tmp_path):
     os.killpg(second.pid, signal.SIGINT)
     assert second.wait(timeout=60) == 130
     assert "exiting now" in (tmp_path / "b.log").read_text()
+
+
+#: Ctrl-C rounds per executor (`make soak`: 10).
+INTERRUPTS = int(os.environ.get("INTERRUPTS", "1"))
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_ctrl_c_keeps_every_rollout_finished_before_it(executor, tmp_path, tiny_model):
+    """A 400-rollout job in one piece, Ctrl-C at a random moment: the rollouts that
+    piece had finished are committed (the old way kept none of them while the progress
+    line counted them), the summary says how many the output holds, and the resume
+    does exactly the rest."""
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"tell me {i}"} for i in range(100)])
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "executor": executor,
+                "model": tiny_model,
+                # A small batch, so that the piece takes seconds, not a blink.
+                "engine": {"kind": "vllm", "max_model_len": 256, "max_num_seqs": 4},
+                "datasets": [{"name": "stop", "path": str(data), "num_repeats": 4}],
+                "sampling": {"max_tokens": 64, "temperature": 1.0, "seed": 5},
+                "shard_size": 100,
+                "output": str(tmp_path / "out"),
+                "metrics_port": 0,
+            }
+        )
+    )
+    out = str(tmp_path / "out")
+    progress_file = Path(out, "_manifest", "progress.json")
+
+    def done_so_far() -> int:
+        try:
+            return json.loads(progress_file.read_text())["run"]["done"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    rng = random.Random(executor)
+    for round_ in range(INTERRUPTS):
+        log = tmp_path / f"run-{round_}.log"
+        proc = start(config, log)
+        before = len(all_output_keys(out)) if storage.exists(Layout(out).job) else 0
+        # Somewhere in the first half of what is left: a signal that lands after the
+        # last rollout has nothing to keep, and says so in its own words.
+        target = before + rng.randint(1, max(1, (400 - before) // 2))
+        wait_until(lambda t=target, p=proc: done_so_far() >= t or p.poll() is not None, 300, "work")
+        if proc.poll() is not None:
+            break  # it finished first: nothing to interrupt
+        at_signal = done_so_far()
+        os.killpg(proc.pid, signal.SIGINT)
+        if proc.wait(timeout=120) == 0:
+            break  # it finished just before the signal landed
+        assert proc.returncode == 130, log.read_text()[-3000:]
+        kept = rollout_ray_read(out)
+        assert kept >= at_signal, (kept, at_signal)
+        text = " ".join(log.read_text().split())  # as printed, wrapped or not
+        assert f"the output holds {kept:,} of 400" in text, text[-2000:]
+        assert "run the same command again to resume" in text
+    final = start(config, tmp_path / "final.log")
+    assert final.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-3000:]
+    assert rollout_ray_read(out) == 400
+    assert set(all_output_keys(out).values()) == {1}
+
+
+def rollout_ray_read(output: str) -> int:
+    from rollout_ray import read_rollouts
+
+    return read_rollouts(output).num_rows

@@ -63,7 +63,7 @@ def test_run_prints_summary_then_status_reports_it(tmp_path, tiny_model):
     assert "quickstart" in result.stdout and "5/5" in result.stdout
     assert f"output: {output}" in result.stdout
     # Not a terminal: progress comes as plain lines that ray job logs keep readable.
-    assert "[rollout-ray] 5/5 rollouts (100%)" in result.stderr
+    assert "[rollout-ray] 5/5 rollouts (100%, 5 committed)" in result.stderr
     status = rollout_ray("status", str(output), "--json")
     report = json.loads(status.stdout)
     assert report["complete"] is True and report["status"] == "finished"

@@ -38,8 +38,11 @@ class LocalCoordinator:
     async def commit(self, record, engine_stats=None):
         write_commits(self.layout, [record])
 
-    def report(self, partials, actor="", engine_stats=None):
+    async def abandon(self, piece_id):
         pass
+
+    async def report(self, partials, actor="", engine_stats=None):
+        return False
 
 
 def make_job(tmp_path, max_attempts=3, verifier=None):
@@ -185,8 +188,11 @@ def test_a_late_attempt_never_changes_a_committed_piece(tmp_path):
         async def commit(self, record, engine_stats=None):
             await actor.commit(record, engine_stats)
 
-        def report(self, *args):
-            actor.report(*args)
+        async def abandon(self, piece_id):
+            actor.abandon(piece_id)
+
+        async def report(self, *args):
+            return actor.report(*args)
 
     coordinator = Client()
 
