@@ -209,3 +209,31 @@ def test_no_two_writers_in_randomized_takeover_races(where, tmp_path, request):
     ]
     assert not overlaps, overlaps[:5]
     assert takeovers >= RACE_ROUNDS  # a takeover in every round, at least
+
+
+def test_refused_runs_leave_no_lease_files_behind(tmp_path):
+    """21 refusals once left 45 lease files: a run refused before it planned leaves
+    nothing at all, and runs that come and go leave one generation."""
+    from rollout_ray import run_job
+    from rollout_ray.config import load_config
+    from rollout_ray.errors import ConfigError
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p {i}"} for i in range(4)])
+    base = {
+        "model": "sim",
+        "engine": {"kind": "simulated"},
+        "datasets": [{"name": "d", "path": str(data)}],
+        "output": str(tmp_path / "out"),
+        "metrics": False,
+    }
+    missing = {**base, "datasets": [{"name": "d", "path": str(tmp_path / "nowhere.jsonl")}]}
+    for _ in range(3):
+        with pytest.raises(ConfigError, match="no input files match"):
+            run_job(load_config(missing))
+    assert not (tmp_path / "out").exists()
+    run_job(load_config(base))
+    changed = load_config(base, ["sampling.temperature=0.1"])
+    for _ in range(5):
+        with pytest.raises(ResumeRefused, match="differs"):
+            run_job(changed)
+    assert len(list((tmp_path / "out" / "_manifest" / "lease").iterdir())) == 1
