@@ -23,6 +23,9 @@ variant's run-to-run spread. Compare ratios, not absolute figures across runs.
     python benchmarks/throughput.py                 # 1,000 prompts, SmolLM2, 128 tokens, 2 rounds
     python benchmarks/throughput.py --quick         # 100 prompts, 32 tokens: a smoke run
     python benchmarks/throughput.py --only raw-vllm rollout-ray --rounds 3
+    git worktree add /tmp/base <ref>    # before/after a change, alternated:
+    python benchmarks/throughput.py --only rollout-ray rollout-ray-baseline \
+        --baseline-src /tmp/base --rounds 3
 
 Repeats (`--repeats K --prompt-tokens T`): each of --prompts rows is a T-token prompt
 sampled K times (DPO, RL and eval jobs' num_repeats). raw vLLM gets each prompt K
@@ -214,7 +217,11 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
         *core,
         *args.rollout_ray_overrides,
     ]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    env = dict(os.environ)
+    if args.variant == "rollout-ray-baseline":  # the same job on another checkout's code
+        paths = [args.baseline_src, env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     table = pads.dataset(output / "data", format="parquet").to_table(columns=["output_tokens"])
     metrics = json.loads((output / "metrics.json").read_text())
     run = metrics["run"]
@@ -234,6 +241,7 @@ VARIANTS = {
     "rollout-ray-async-core": run_rollout_ray,
     "rollout-ray-no-prefix-cache": run_rollout_ray,
     "rollout-ray-on-ray": run_rollout_ray,
+    "rollout-ray-baseline": run_rollout_ray,
     "ray-data-llm": run_ray_data_llm,
     "ray-data-llm-defaults": run_ray_data_llm,
 }
@@ -268,6 +276,8 @@ def measure(name: str, args: argparse.Namespace, workdir: str) -> dict:
     ]
     for override in args.rollout_ray_overrides:
         command += ["--rollout-ray-override", override]
+    if args.baseline_src:
+        command += ["--baseline-src", args.baseline_src]
     started = time.monotonic()
     env = {**os.environ, **(cpu_env() if name != "ray-data-llm-defaults" else {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -304,6 +314,12 @@ def main() -> None:
         default=[],
         help="extra dotted override for rollout-ray's run",
     )
+    parser.add_argument(
+        "--baseline-src",
+        default="",
+        help="a checkout of earlier code (git worktree add DIR REF): the side "
+        "rollout-ray-baseline runs the same job with it, for a before/after ratio",
+    )
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -320,7 +336,10 @@ def main() -> None:
         f"max_tokens {args.max_tokens}, temperature {args.temperature}, model {args.model}, "
         f"{os.cpu_count()} cores"
     )
-    names = args.only or [v for v in VARIANTS if v != "rollout-ray-no-prefix-cache"]
+    optional = ("rollout-ray-no-prefix-cache", "rollout-ray-baseline")
+    names = args.only or [v for v in VARIANTS if v not in optional]
+    if "rollout-ray-baseline" in names and not args.baseline_src:
+        raise SystemExit("rollout-ray-baseline needs --baseline-src DIR")
     runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="rollout-ray-bench-") as workdir:
         for name in schedule(names, args.rounds):
@@ -337,6 +356,8 @@ def main() -> None:
                 print(f"phases {name} ({r['executor']}, wall {r['wall_s']:.1f} s): {table}")
     repeats = args.repeats > 1
     pairs = [
+        # Before/after a change: no change beyond noise is the usual target.
+        ("rollout-ray", "rollout-ray-baseline", None),
         ("rollout-ray", "rollout-ray-no-prefix-cache", 1.3),
         ("rollout-ray", "raw-vllm", 1.0 if repeats else (0.97 if args.prompts >= 1000 else 0.95)),
         ("rollout-ray-on-ray", "raw-vllm", None),
