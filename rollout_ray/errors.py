@@ -48,6 +48,14 @@ class RowError(Exception):
         self.stage = stage
 
 
+class UnreadableInput(RowError):
+    """The rest of an input file can't be read (compressed data cut short or corrupt):
+    the failure of the first row not read, standing for every row after it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, stage="read")
+
+
 def find_job_fault(exc: BaseException) -> JobFault | None:
     """The JobFault behind `exc`, however Ray wrapped it on the way from an actor.
 

@@ -16,13 +16,17 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from rollout_ray import storage
-from rollout_ray.errors import InputChanged, RowError
+from rollout_ray.errors import InputChanged, RowError, UnreadableInput
 from rollout_ray.inputs.sources import Shard, SourceRow
 
 #: Python parses and pickles JSON recursively: at the default limit rows nested more
 #: than about 500 levels could not cross to a verifier actor. Processes that handle
 #: rows raise it to this (`allow_deep_rows`).
 RECURSION_LIMIT = 20_000
+
+#: Starts the line a staged copy ends with when the rest of its source could not be
+#: read (see `staging`): JSON text never starts with a NUL byte.
+UNREADABLE = b"\x00rollout-ray: unreadable input\x00"
 
 
 def allow_deep_rows() -> None:
@@ -95,10 +99,26 @@ def _read_jsonl(shard: Shard) -> list[SourceRow]:
     if lines and lines[-1] == b"":
         lines.pop()
     rows = []
+    staged = shard.source_uri is not None
     for i, line in enumerate(lines[: shard.num_rows]):
         row_index = shard.first_row + i
-        rows.append(parse_jsonl_line(line, row_index))
+        if staged and line.startswith(UNREADABLE):
+            rows.append(unreadable_row(line, row_index))
+        else:
+            rows.append(parse_jsonl_line(line, row_index))
     return rows
+
+
+def unreadable_line(reason: str, partial: bytes) -> bytes:
+    """The line a staged copy ends with when the rest of its source can't be read:
+    read back as that row's failure (`unreadable_row`), so the loss is on record."""
+    head = partial[:2000].decode("utf-8", errors="replace")
+    return UNREADABLE + json.dumps({"error": reason, "raw": head}).encode() + b"\n"
+
+
+def unreadable_row(line: bytes, row_index: int) -> SourceRow:
+    detail = json.loads(line[len(UNREADABLE) :])
+    return SourceRow(row_index, None, UnreadableInput(detail["error"]), detail["raw"] or None)
 
 
 #: A JSON escape of a UTF-16 surrogate: the only way a lone one gets into parsed text.
