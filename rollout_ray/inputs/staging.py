@@ -29,7 +29,8 @@ from dataclasses import replace
 from rollout_ray import storage
 from rollout_ray.errors import ConfigError
 from rollout_ray.inputs.decompress import BrokenStream, decompressed
-from rollout_ray.inputs.reading import allow_deep_rows, unreadable_line
+from rollout_ray.inputs.nesting import deep_parsing
+from rollout_ray.inputs.reading import unreadable_line
 from rollout_ray.inputs.sources import InputFile
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,6 @@ def _copy_lines(file: InputFile, dest: str, stop: BrokenStream | None = None) ->
 def _stage_array(file: InputFile, dest: str) -> None:
     """A JSON array, one element per line. The array is parsed whole: `.json` arrays
     are the small-dataset format (large ones are JSONL, which is streamed)."""
-    allow_deep_rows()
     try:
         data = b"".join(_blocks(file))
     except BrokenStream as exc:
@@ -184,7 +184,8 @@ def _stage_array(file: InputFile, dest: str) -> None:
             out.write(unreadable_line(reason, b""))
         return
     try:
-        rows = json.loads(data.decode("utf-8-sig", errors="replace"))
+        with deep_parsing():  # a row too deep is refused alone when read, not the file
+            rows = json.loads(data.decode("utf-8-sig", errors="replace"))
     except (ValueError, RecursionError) as exc:
         raise ConfigError(
             f"{file.uri} is not valid JSON ({exc}). A .json input must be one JSON array "
@@ -192,7 +193,7 @@ def _stage_array(file: InputFile, dest: str) -> None:
         ) from None
     if not isinstance(rows, list):
         raise ConfigError(f"{file.uri} is a JSON {type(rows).__name__}, not an array of rows")
-    with storage.open_atomic(dest) as out:
+    with storage.open_atomic(dest) as out, deep_parsing():
         for row in rows:
             # ASCII escapes keep any lone surrogate as an escape, repaired when read.
             out.write(json.dumps(row).encode() + b"\n")

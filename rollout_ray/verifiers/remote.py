@@ -114,11 +114,9 @@ class VerifierActor:
 
     def __init__(self, config_json: str, secret_env: dict[str, str] | None = None):
         from rollout_ray import secrets
-        from rollout_ray.inputs.reading import allow_deep_rows
         from rollout_ray.logs import quiet_libraries
 
         quiet_libraries()
-        allow_deep_rows()
         secrets.apply(secret_env or {})  # e.g. the http verifier's api_key_env
         config = JobConfig.model_validate_json(config_json)
         secrets.register(*secrets.config_values(config))
