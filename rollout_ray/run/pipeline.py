@@ -25,6 +25,7 @@ from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import build_plan, prepare_output
 from rollout_ray.output.schema import Commit
 from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
+from rollout_ray.run.preflight import check_job
 from rollout_ray.run.ray_executor import RayCluster
 from rollout_ray.tracking import open_tracker
 from rollout_ray.verifiers.remote import check_verifiers
@@ -103,11 +104,13 @@ def run_job(
         watch_s: keep running, planning new input files every `watch_s` seconds (0: off).
 
     Raises:
+        ConfigError: the config names a model path or key variable that isn't there.
         ResumeRefused: the output belongs to another config, or another job holds it.
         KeyboardInterrupt: the run was stopped; everything committed stays committed.
     """
     notify = on_message or log.info
     phases = Phases()
+    check_job(config)  # the model folder, key variables: all at once, before anything
     secret_env = secrets.prepare(config)
     config.engine.check(config, secret_env)  # before anything starts, not in each actor
     secrets.install_log_filter()
