@@ -113,6 +113,7 @@ def run(
     """Run a job, or resume it: the same command finishes an interrupted job."""
     from rollout_ray.logs import quiet_libraries
     from rollout_ray.run.pipeline import run_job, run_pilot
+    from rollout_ray.run.verdict import EveryRolloutFailed
     from rollout_ray.views.console import (
         ProgressView,
         print_phases,
@@ -145,6 +146,9 @@ def run(
             "again to resume."
         )
         raise typer.Exit(130) from None
+    except EveryRolloutFailed as failed:
+        print_summary(Console(), failed.result)  # then the cause, as any job fault
+        raise
     print_summary(Console(), result)
     if os.environ.get("ROLLOUT_RAY_VERBOSE") == "1":
         print_phases(Console(), result.metrics)

@@ -158,6 +158,7 @@ class OpenAIEngine(Engine):
         import openai
 
         delay = self.config.backoff_base_s
+        last = ""  # what the endpoint last answered, for the final error
         for attempt in range(self.config.max_retries + 1):
             await self._limiter.acquire(estimate)
             try:
@@ -175,6 +176,7 @@ class OpenAIEngine(Engine):
                     raise RowError(self._describe(exc), "generate") from None
                 asked = _retry_after(exc)
                 wait = asked or delay * (1 + random.random())
+                last = self._describe(exc)
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 asked = None
                 wait = delay * (1 + random.random())
@@ -187,7 +189,8 @@ class OpenAIEngine(Engine):
             await asyncio.sleep(min(wait, self.config.backoff_max_s))
             delay = min(delay * 2, self.config.backoff_max_s)
         raise TimeoutError(
-            f"{self.config.base_url} kept failing after {self.config.max_retries} retries"
+            f"{self.config.base_url} kept failing after {self.config.max_retries} retries "
+            f"(last: {last})"
         )
 
     def _describe(self, exc: BaseException) -> str:

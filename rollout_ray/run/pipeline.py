@@ -27,6 +27,7 @@ from rollout_ray.output.schema import Commit
 from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
 from rollout_ray.run.preflight import check_job
 from rollout_ray.run.ray_executor import RayCluster
+from rollout_ray.run.verdict import RunTally, judge_run
 from rollout_ray.tracking import open_tracker
 from rollout_ray.verifiers.remote import check_verifiers
 
@@ -106,9 +107,12 @@ def run_job(
     Raises:
         ConfigError: the config names a model path or key variable that isn't there.
         ResumeRefused: the output belongs to another config, or another job holds it.
+        EveryRolloutFailed: every rollout of the run failed for one cause outside the
+            rows (a JobFault; its `result` is this run's JobResult).
         KeyboardInterrupt: the run was stopped; everything committed stays committed.
     """
     notify = on_message or log.info
+    on_commit = tally = RunTally(on_commit)  # this run's commits, for judge_run
     phases = Phases()
     check_job(config)  # the model folder, key variables: all at once, before anything
     secret_env = secrets.prepare(config)
@@ -201,7 +205,9 @@ def run_job(
         if local is not None:
             local.close()
         lease.release()
-    return JobResult(config.output, status, wall, progress, metrics)
+    result = JobResult(config.output, status, wall, progress, metrics)
+    judge_run(tally, result, config.max_attempts)  # every rollout failed alike: a fault
+    return result
 
 
 def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult, Projection]:
