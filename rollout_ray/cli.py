@@ -50,8 +50,9 @@ app = typer.Typer(
     add_completion=False,
     context_settings=HELP,
     epilog="Exit codes: 0 done; 1 the job stopped on a fault (storage, engine, an input "
-    "changed, an unexpected error); 2 a usage or config error, or a refused output "
-    "(nothing ran); 130 interrupted (committed work is kept).",
+    "changed, an unexpected error) or every rollout of the run failed for one cause; 2 a "
+    "usage or config error, a refused output (nothing ran), or an export with no rows to "
+    "write; 130 interrupted (committed work is kept).",
 )
 model_app = typer.Typer(
     help="The embedded default model.", no_args_is_help=True, context_settings=HELP
