@@ -19,6 +19,17 @@ class ConfigError(RolloutRayError):
     """The job config is invalid; the message names the key and what is allowed."""
 
 
+def refuse(problems: list[str]) -> None:
+    """Raise one ConfigError naming every problem found (nothing when there is none):
+    a config with several mistakes is refused once, not once a run."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
 class ResumeRefused(RolloutRayError):
     """An output folder belongs to another config or input, or another job holds it."""
 

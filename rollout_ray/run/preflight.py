@@ -1,5 +1,5 @@
 """What a job's config names that can be checked on this machine before anything is
-planned or started: the model folder, the API key variables.
+planned or started: the model folder, the API key variables, each dataset's inputs.
 
 Found late, these cost minutes and leave things behind: a model path with a typo went
 on to vLLM, which took it for a hub name and failed after about two minutes, with a
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from rollout_ray.config import DEFAULT_MODEL, JobConfig
 from rollout_ray.config.engines import VLLMEngineConfig
-from rollout_ray.errors import ConfigError
+from rollout_ray.errors import ConfigError, refuse
+from rollout_ray.inputs.sources import discover
 
 #: Values of HF_HUB_OFFLINE that huggingface_hub takes as on.
 _ON = {"1", "on", "yes", "true"}
@@ -32,12 +33,23 @@ def check_job(config: JobConfig, environ: Mapping[str, str] | None = None) -> No
     problems = unset_key_variables(config, environ)
     if isinstance(config.engine, VLLMEngineConfig):
         problems += model_problems(config.model, environ)
-    if len(problems) == 1:
-        raise ConfigError(problems[0])
-    if problems:
-        raise ConfigError(
-            f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+    refuse(problems + input_problems(config))
+
+
+def input_problems(config: JobConfig) -> list[str]:
+    """Each dataset whose inputs can't be found or read as rows (no file matches its
+    path, a format that can't be told, a compressed Parquet file), naming its key."""
+    problems, checked = [], set()
+    for i, dataset in enumerate(config.datasets):
+        index = dataset.sweep_origin if dataset.sweep_origin is not None else i
+        if index in checked:
+            continue  # a sweep's variants share their dataset's inputs
+        checked.add(index)
+        try:
+            discover(dataset)
+        except ConfigError as exc:
+            problems.append(f"datasets.{index}.path: {exc}")
+    return problems
 
 
 def unset_key_variables(config: JobConfig, environ: Mapping[str, str]) -> list[str]:
