@@ -63,12 +63,15 @@ def unset_key_variables(config: JobConfig, environ: Mapping[str, str]) -> list[s
         if variable:  # sweep variants share their dataset's verifier: one key each
             index = dataset.sweep_origin if dataset.sweep_origin is not None else i
             named.setdefault(f"datasets.{index}.verifier.api_key_env", variable)
-    return [
+    return [unset(key, variable) for key, variable in named.items() if not environ.get(variable)]
+
+
+def unset(key: str, variable: str) -> str:
+    """The problem of a key variable `variable`, named by config key `key`, not set."""
+    return (
         f"{key}: the environment variable {variable} is not set here; set it to the key "
         f"(export {variable}=...), or set {key}: null for an endpoint that takes no key"
-        for key, variable in named.items()
-        if not environ.get(variable)
-    ]
+    )
 
 
 def model_problems(model: str, environ: Mapping[str, str]) -> list[str]:

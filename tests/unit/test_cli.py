@@ -109,3 +109,21 @@ def test_unset_key_variables_are_refused_all_at_once_naming_their_keys(tmp_path)
     assert "engine.api_key_env: the environment variable RR_TEST_ENGINE_KEY is not set" in text
     assert "datasets.0.verifier.api_key_env: the environment variable RR_TEST_VERIFY_KEY" in text
     assert not output.exists()
+
+
+def test_verify_refuses_a_verifier_key_variable_that_is_not_set(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"prompt": "hi"}\n')
+    output, dest = tmp_path / "out", tmp_path / "rescored"
+    verifier = "{kind: http, url: 'http://127.0.0.1:9/verify', api_key_env: RR_TEST_VERIFY_KEY}"
+    result = rollout_ray("verify", str(output), str(dest), "--verifier", verifier)
+    assert result.returncode == 2 and f"no rollout-ray job at {output}" in result.stderr
+    ran = rollout_ray(
+        "run", "model=m", "engine.kind=simulated", f"datasets.0.path={data}", f"output={output}"
+    )
+    assert ran.returncode == 0, ran.stderr
+    result = rollout_ray("verify", str(output), str(dest), "--verifier", verifier)
+    assert result.returncode == 2
+    text = " ".join(result.stderr.split())
+    assert "verifier.api_key_env: the environment variable RR_TEST_VERIFY_KEY is not set" in text
+    assert not dest.exists()
