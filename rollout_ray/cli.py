@@ -141,12 +141,6 @@ def run(
                     watch_s=watch_interval if watch else 0.0,
                     **callbacks,
                 )
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/yellow]: committed rollouts are kept; run the same command "
-            "again to resume."
-        )
-        raise typer.Exit(130) from None
     except EveryRolloutFailed as failed:
         print_summary(Console(), failed.result)  # then the cause, as any job fault
         raise
@@ -328,7 +322,10 @@ def fail(exc: BaseException) -> NoReturn:
     --debug its traceback.
     """
     if isinstance(exc, KeyboardInterrupt):
-        console.print("[yellow]interrupted[/yellow]: committed work is kept.")
+        console.print(
+            "[yellow]interrupted[/yellow]: committed work is kept; run the same command "
+            "again to resume."
+        )
         sys.exit(130)
     if isinstance(exc, RolloutRayError):
         console.print(f"[red]error:[/red] {escape(redact(str(exc)))}", soft_wrap=True)
