@@ -10,27 +10,48 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from rollout_ray.cli_results import register_result_commands
 from rollout_ray.errors import JobFault, RolloutRayError, redact
 
 #: -h as well as --help, on every command.
 HELP = {"help_option_names": ["-h", "--help"]}
+
+
+class _Commands(TyperGroup):
+    """Every exception a command raises reaches `fail`, the one place that turns it
+    into a message and an exit code. Left to the CLI framework (click), an EOFError
+    (a decompressor's, a user module's) and a KeyboardInterrupt outside `run` would be
+    taken for the end of the user's typing: a bare "Aborted!" and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the framework's own: --help, usage errors, exits a command asked for
+        except (Exception, KeyboardInterrupt) as exc:
+            fail(exc)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Collect LLM rollouts on Ray Data + vLLM, resumable, from a laptop to a cluster.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings=HELP,
     epilog="Exit codes: 0 done; 1 the job stopped on a fault (storage, engine, an input "
-    "changed, an unexpected error); 2 a usage or config error, or a refused output "
-    "(nothing ran); 130 interrupted (committed work is kept).",
+    "changed, an unexpected error) or every rollout of the run failed for one cause; 2 a "
+    "usage or config error, a refused output (nothing ran), or an export with no rows to "
+    "write; 130 interrupted (committed work is kept).",
 )
 model_app = typer.Typer(
     help="The embedded default model.", no_args_is_help=True, context_settings=HELP
@@ -93,6 +114,7 @@ def run(
     from rollout_ray.logs import quiet_libraries
     from rollout_ray.run import interrupts
     from rollout_ray.run.pipeline import RunInterrupted, run_job, run_pilot
+    from rollout_ray.run.verdict import EveryRolloutFailed
     from rollout_ray.views.console import (
         ProgressView,
         kept_line,
@@ -124,12 +146,9 @@ def run(
         print_summary(Console(), stopped.result)
         console.print(f"[yellow]interrupted[/yellow]: {kept_line(stopped.result)}")
         raise typer.Exit(130) from None
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/yellow]: committed rollouts are kept; run the same command "
-            "again to resume."
-        )
-        raise typer.Exit(130) from None
+    except EveryRolloutFailed as failed:
+        print_summary(Console(), failed.result)  # then the cause, as any job fault
+        raise
     print_summary(Console(), result)
     if os.environ.get("ROLLOUT_RAY_VERBOSE") == "1":
         print_phases(Console(), result.metrics)
@@ -283,23 +302,43 @@ def main() -> None:
     except SystemExit as done:
         _leave(done.code)
         raise
-    except RolloutRayError as exc:
-        console.print(f"[red]error:[/red] {escape(redact(str(exc)))}", soft_wrap=True)
-        # A job that stopped on a fault of its own (storage, engine, an input changed): 1;
-        # refused before anything ran (a bad config or argument, an output that is
-        # another job's, no job where one was named): the usage-error code, 2.
-        sys.exit(1 if isinstance(exc, JobFault) else 2)
-    except Exception as exc:
-        if os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
+    except (Exception, KeyboardInterrupt) as exc:  # raised outside a command's body
+        try:
+            fail(exc)
+        except SystemExit as done:
+            _leave(done.code)
             raise
-        first = (redact(str(exc)).strip().splitlines() or [""])[0][:500]
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """The one handler: what went wrong as a message, and the exit code it calls for.
+
+    A RolloutRayError is shown as it is: 1 for a job that stopped on a fault of its
+    own (storage, engine, an input changed); 2 when it was refused before anything ran
+    (a bad config or argument, an output that is another job's, no job where one was
+    named). Ctrl-C: 130. Anything else is unexpected: its first line, exit 1, and with
+    --debug its traceback.
+    """
+    if isinstance(exc, KeyboardInterrupt):
         console.print(
-            f"[red]error:[/red] rollout-ray stopped on an unexpected error: "
-            f"{type(exc).__name__}: {escape(first)}\nCommitted work is kept; run the same command "
-            "to resume. `rollout-ray --debug ...` shows the traceback; please report it.",
-            soft_wrap=True,
+            "[yellow]interrupted[/yellow]: committed work is kept; run the same command "
+            "again to resume."
         )
-        sys.exit(1)
+        sys.exit(130)
+    if isinstance(exc, RolloutRayError):
+        console.print(f"[red]error:[/red] {escape(redact(str(exc)))}", soft_wrap=True)
+        sys.exit(1 if isinstance(exc, JobFault) else 2)
+    if os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(redact(text))
+    first = (redact(str(exc)).strip().splitlines() or [""])[0][:500]
+    console.print(
+        f"[red]error:[/red] rollout-ray stopped on an unexpected error: "
+        f"{type(exc).__name__}: {escape(first)}\nCommitted work is kept; run the same command "
+        "to resume. `rollout-ray --debug ...` shows the traceback; please report it.",
+        soft_wrap=True,
+    )
+    sys.exit(1)
 
 
 def _leave(code: object) -> None:

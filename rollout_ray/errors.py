@@ -19,6 +19,17 @@ class ConfigError(RolloutRayError):
     """The job config is invalid; the message names the key and what is allowed."""
 
 
+def refuse(problems: list[str]) -> None:
+    """Raise one ConfigError naming every problem found (nothing when there is none):
+    a config with several mistakes is refused once, not once a run."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
 class ResumeRefused(RolloutRayError):
     """An output folder belongs to another config or input, or another job holds it."""
 
@@ -46,6 +57,14 @@ class RowError(Exception):
     def __init__(self, reason: str, stage: str = "parse"):
         super().__init__(reason)
         self.stage = stage
+
+
+class UnreadableInput(RowError):
+    """The rest of an input file can't be read (compressed data cut short or corrupt):
+    the failure of the first row not read, standing for every row after it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, stage="read")
 
 
 def find_job_fault(exc: BaseException) -> JobFault | None:

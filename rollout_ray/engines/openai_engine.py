@@ -83,6 +83,14 @@ class OpenAIEngine(Engine):
         self._api_key = os.environ.get(config.api_key_env or "", "") or "EMPTY"
         self._secrets = (self._api_key,) if self._api_key != "EMPTY" else ()
         refuse_insecure_key(config, self._secrets)
+        self._base_url = _without_credentials(config.base_url)
+        if self._base_url != config.base_url:
+            # aiohttp refuses a URL with credentials beside the client's Authorization
+            # header: every request failed. The key is the endpoint's authentication.
+            log.warning(
+                "engine.base_url carries a user and password; they are not sent: the "
+                "endpoint gets the key of engine.api_key_env as a Bearer token"
+            )
         self._client = None
         self._slots: asyncio.Semaphore | None = None
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
@@ -106,7 +114,7 @@ class OpenAIEngine(Engine):
             # kept-alive connection per concurrent request: none is reopened.
             slots = self.config.max_concurrent_requests
             self._client = AsyncOpenAI(
-                base_url=self.config.base_url,
+                base_url=self._base_url,
                 api_key=self._api_key,
                 max_retries=0,  # retries are ours: they honour Retry-After and count
                 timeout=self.config.timeout_s,
@@ -158,6 +166,7 @@ class OpenAIEngine(Engine):
         import openai
 
         delay = self.config.backoff_base_s
+        last = ""  # what the endpoint last answered, for the final error
         for attempt in range(self.config.max_retries + 1):
             await self._limiter.acquire(estimate)
             try:
@@ -175,6 +184,7 @@ class OpenAIEngine(Engine):
                     raise RowError(self._describe(exc), "generate") from None
                 asked = _retry_after(exc)
                 wait = asked or delay * (1 + random.random())
+                last = self._describe(exc)
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 asked = None
                 wait = delay * (1 + random.random())
@@ -187,7 +197,8 @@ class OpenAIEngine(Engine):
             await asyncio.sleep(min(wait, self.config.backoff_max_s))
             delay = min(delay * 2, self.config.backoff_max_s)
         raise TimeoutError(
-            f"{self.config.base_url} kept failing after {self.config.max_retries} retries"
+            f"{self.config.base_url} kept failing after {self.config.max_retries} retries "
+            f"(last: {last})"
         )
 
     def _describe(self, exc: BaseException) -> str:
@@ -365,3 +376,16 @@ def _api_message(message: dict[str, Any]) -> dict[str, Any]:
             for c in calls
         ],
     }
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without a `user:password@` part."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=netloc))

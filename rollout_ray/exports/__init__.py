@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rollout_ray.exports.dpo import export_dpo
+from rollout_ray.exports.empty import NothingToExport, refuse_empty
 from rollout_ray.exports.evaluation import default_ks, eval_table, export_eval, pass_at_k
 from rollout_ray.exports.gym import export_gym
 from rollout_ray.exports.mix import export_mix
@@ -28,6 +29,7 @@ EXPORTERS: dict[str, Callable[..., ExportReport]] = {
 __all__ = [
     "EXPORTERS",
     "ExportReport",
+    "NothingToExport",
     "default_ks",
     "eval_table",
     "export",
@@ -54,6 +56,10 @@ def export(kind: str, output: str | list[str], dest: str, **options_: Any) -> Ex
 
     kind is one of EXPORTERS; options are that kind's keyword options. Unknown kinds or
     options raise ValueError naming what is allowed, before anything is read.
+
+    Raises:
+        NothingToExport: no row would be written; the message says why (no rewards,
+            nothing reaching the threshold, no pairs); `dest` is left as it was.
     """
     allowed = options(kind)
     unknown = sorted(set(options_) - set(allowed))
@@ -62,7 +68,7 @@ def export(kind: str, output: str | list[str], dest: str, **options_: Any) -> Ex
             f"unknown option(s) {', '.join(unknown)} for the {kind} export; "
             f"it takes: {', '.join(allowed)}"
         )
-    return _exporter(kind)(output, dest, **options_)
+    return refuse_empty(_exporter(kind)(output, dest, **options_))
 
 
 def _exporter(kind: str) -> Callable[..., ExportReport]:

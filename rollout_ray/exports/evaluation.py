@@ -87,11 +87,13 @@ def export_eval(
     if not dest.lower().endswith(".json"):
         raise ValueError(f"eval destination {dest!r} must end in .json")
     metrics = eval_metrics(output, datasets=datasets, ks=ks, correct_threshold=correct_threshold)
-    storage.write_json_atomic(dest, metrics)
+    scored = [d for d in metrics["datasets"].values() if d["rollouts"] > d["unscored_rollouts"]]
+    if scored:  # no reward anywhere: nothing to measure, nothing written (exports.empty)
+        storage.write_json_atomic(dest, metrics)
     return ExportReport(
         kind="eval",
         dest=dest,
-        rows_written=len(metrics["datasets"]),
+        rows_written=len(metrics["datasets"]) if scored else 0,
         tasks_seen=sum(d["tasks"] for d in metrics["datasets"].values()),
         extra=metrics,
     )

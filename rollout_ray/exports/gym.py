@@ -35,7 +35,8 @@ def export_gym(output: Outputs, dest: str, *, datasets: list[str] | None = None)
         for row in decoded:
             lines.append(json.dumps(gym_record(row), ensure_ascii=False, default=str))
             rows += 1
-    storage.write_bytes_atomic(dest, ("\n".join(lines) + "\n" if lines else "").encode())
+    if lines:  # nothing to write leaves the destination as it was (exports.empty)
+        storage.write_bytes_atomic(dest, ("\n".join(lines) + "\n").encode())
     return ExportReport(kind="gym", dest=dest, rows_written=rows, tasks_seen=tasks)
 
 

@@ -59,18 +59,29 @@ def export_mix(
     weights = _weights(output, check_datasets(output, datasets) or None, weights)
     rng = random.Random(seed)
     pools = {name: _Reservoir(rng) for name in weights}
+    scored = dict.fromkeys(weights, 0)  # rollouts with a reward, per dataset
+    highest: dict[str, float | None] = dict.fromkeys(weights)
     for shard in shards(output, list(weights), COLUMNS):
+        reward = rewards(shard)
         keep = np.ones(shard.num_rows, dtype=bool)
         if threshold is not None:
-            reward = rewards(shard)
             keep = ~np.isnan(reward) & (reward >= threshold)
-        names = shard["dataset"].to_pylist()
+        names = np.asarray(shard["dataset"].to_pylist(), dtype=object)
         for name, pool in pools.items():
-            rows = [int(i) for i in np.flatnonzero(keep) if names[i] == name]
+            mine = names == name
+            rows = [int(i) for i in np.flatnonzero(keep & mine)]
             if rows:
                 pool.offer_all(shard, rows)
+            values = reward[mine & ~np.isnan(reward)]
+            scored[name] += len(values)
+            if len(values):
+                highest[name] = max(float(values.max()), highest[name] or -np.inf)
     available = {name: pool.seen for name, pool in pools.items()}
-    quotas = _quotas(weights, available, total)
+    if not all(available.values()):
+        # A dataset with nothing to offer makes the mix empty: say which (exports.empty).
+        quotas = dict.fromkeys(weights, 0)
+    else:
+        quotas = _quotas(weights, available, total)
     rows: list[tuple[pa.Table, int]] = []
     for name, pool in pools.items():
         rows += pool.sample(quotas[name])
@@ -86,7 +97,15 @@ def export_mix(
         dest=dest,
         rows_written=writer.rows,
         tasks_seen=len({(t["dataset"][i].as_py(), t["task_id"][i].as_py()) for t, i in rows}),
-        extra={"weights": weights, "available": available, "taken": quotas, "seed": seed},
+        extra={
+            "weights": weights,
+            "available": available,
+            "taken": quotas,
+            "seed": seed,
+            "threshold": threshold,
+            "scored": scored,
+            "highest_reward": highest,
+        },
     )
 
 

@@ -86,6 +86,7 @@ def export_sft(
     datasets = check_datasets(output, datasets)
     filtered = threshold is not None or best_of_n
     tasks = rollouts = unscored = below = 0
+    highest = -np.inf  # the best reward seen, for "nothing reaches the threshold"
     agents = is_agent_job(output)
     schema, columns = (
         (TOOL_SCHEMA, SCORED_COLUMNS + EPISODE_COLUMNS) if agents else (SCHEMA, SCORED_COLUMNS)
@@ -96,6 +97,8 @@ def export_sft(
             tasks += groups.count
             rollouts += shard.num_rows
             reward = rewards(groups.table)
+            if (~np.isnan(reward)).any():
+                highest = max(highest, float(np.nanmax(reward)))
             keep = np.ones(len(reward), dtype=bool)
             if filtered:
                 keep = ~np.isnan(reward)
@@ -124,6 +127,7 @@ def export_sft(
             "below_threshold": below,
             "threshold": threshold,
             "best_of_n": best_of_n,
+            "highest_reward": highest if highest > -np.inf else None,
             **writer.report(),
         },
     )

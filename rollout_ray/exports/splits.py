@@ -108,7 +108,11 @@ class SplitWriter:
                 self._route(table.take(pa.array(order)))
         finally:
             self._held = []
+            # Both files, even one of them empty, when the split has rows; else neither.
+            rows = self.train.pending + (self.val.pending if self.val is not None else 0)
+            self.train.keep_empty = rows > 0
             if self.val is not None:
+                self.val.keep_empty = rows > 0
                 self.val.__exit__(exc_type, exc, tb)
             self.train.__exit__(exc_type, exc, tb)
 

@@ -226,13 +226,19 @@ def rewards(table: pa.Table) -> np.ndarray:
 class TableWriter:
     """Writes tables to a .jsonl or .parquet destination under a temporary name, and
     moves it into place only when the `with` block succeeds, so a failed export never
-    leaves a partial file at the destination (an older file there stays intact)."""
+    leaves a partial file at the destination (an older file there stays intact).
+
+    Nor an empty one: with no row written the destination is left as it was (`written`
+    stays False) unless `keep_empty`, and the export says why it had nothing to write
+    (see exports.empty)."""
 
     def __init__(self, dest: str, schema: pa.Schema):
         self.dest = dest
         self.schema = schema
         self.format = output_format(dest)
         self.rows = 0
+        self.keep_empty = False
+        self.written = False
         self._fs, self._path = storage.split_uri(dest)
         self._tmp = f"{self._path}.tmp-{uuid.uuid4().hex[:8]}"
         self._buffer: list[pa.Table] = []
@@ -247,6 +253,11 @@ class TableWriter:
         if self.format == "parquet":
             self._parquet = pq.ParquetWriter(self._file, self.schema, compression="zstd")
         return self
+
+    @property
+    def pending(self) -> int:
+        """Rows written or buffered so far (`rows` counts only those written)."""
+        return self.rows + self._buffered
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -290,9 +301,10 @@ class TableWriter:
         except BaseException:
             self._discard()
             raise
-        if exc_type is not None:
+        if exc_type is not None or (not self.rows and not self.keep_empty):
             self._discard()
             return
+        self.written = True
         if isinstance(self._fs, LocalFileSystem):
             os.replace(self._tmp, self._path)
         else:

@@ -1,32 +1,25 @@
 """Reading one shard: check that its file is the one planned, then parse its rows.
 
 Parsing never raises for a row: whatever is wrong with a line (bad JSON, not an
-object, nested deeper than Python parses, a number too long to convert) becomes that
-row's error, and text that can still be used is repaired with a warning instead of
-refused (invalid UTF-8 bytes, lone surrogate escapes).
+object, nested deeper than rows may (see `nesting`), a number too long to convert)
+becomes that row's error, and text that can still be used is repaired with a warning
+instead of refused (invalid UTF-8 bytes, lone surrogate escapes).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from typing import Any
 
 from rollout_ray import storage
-from rollout_ray.errors import InputChanged, RowError
+from rollout_ray.errors import InputChanged, RowError, UnreadableInput
+from rollout_ray.inputs.nesting import may_be_too_deep, too_deep, too_deep_text
 from rollout_ray.inputs.sources import Shard, SourceRow
 
-#: Python parses and pickles JSON recursively: at the default limit rows nested more
-#: than about 500 levels could not cross to a verifier actor. Processes that handle
-#: rows raise it to this (`allow_deep_rows`).
-RECURSION_LIMIT = 20_000
-
-
-def allow_deep_rows() -> None:
-    """Let this process parse, pickle and encode rows nested thousands of levels deep."""
-    if sys.getrecursionlimit() < RECURSION_LIMIT:
-        sys.setrecursionlimit(RECURSION_LIMIT)
+#: Starts the line a staged copy ends with when the rest of its source could not be
+#: read (see `staging`): JSON text never starts with a NUL byte.
+UNREADABLE = b"\x00rollout-ray: unreadable input\x00"
 
 
 def read_shard(shard: Shard) -> list[SourceRow]:
@@ -93,10 +86,26 @@ def _read_jsonl(shard: Shard) -> list[SourceRow]:
     if lines and lines[-1] == b"":
         lines.pop()
     rows = []
+    staged = shard.source_uri is not None
     for i, line in enumerate(lines[: shard.num_rows]):
         row_index = shard.first_row + i
-        rows.append(parse_jsonl_line(line, row_index))
+        if staged and line.startswith(UNREADABLE):
+            rows.append(unreadable_row(line, row_index))
+        else:
+            rows.append(parse_jsonl_line(line, row_index))
     return rows
+
+
+def unreadable_line(reason: str, partial: bytes) -> bytes:
+    """The line a staged copy ends with when the rest of its source can't be read:
+    read back as that row's failure (`unreadable_row`), so the loss is on record."""
+    head = partial[:2000].decode("utf-8", errors="replace")
+    return UNREADABLE + json.dumps({"error": reason, "raw": head}).encode() + b"\n"
+
+
+def unreadable_row(line: bytes, row_index: int) -> SourceRow:
+    detail = json.loads(line[len(UNREADABLE) :])
+    return SourceRow(row_index, None, UnreadableInput(detail["error"]), detail["raw"] or None)
 
 
 #: A JSON escape of a UTF-16 surrogate: the only way a lone one gets into parsed text.
@@ -122,18 +131,17 @@ def parse_jsonl_line(line: bytes, row_index: int) -> SourceRow:
     except json.JSONDecodeError as exc:
         return SourceRow(row_index, None, RowError(f"malformed JSON: {exc}"), text)
     except RecursionError:
-        reason = f"JSON nested too deeply to parse (more than {sys.getrecursionlimit()} levels)"
-        return SourceRow(row_index, None, RowError(reason), text[:2000])
+        return SourceRow(row_index, None, RowError(too_deep_text(text)), text[:2000])
     except Exception as exc:  # e.g. an integer of more digits than Python converts
         return SourceRow(row_index, None, RowError(f"unreadable JSON: {exc}"), text[:2000])
     if not isinstance(value, dict):
         reason = f"expected a JSON object, got {_json_kind(value)}"
         return SourceRow(row_index, None, RowError(reason), text)
+    deep = too_deep(value) if may_be_too_deep(line) else None
+    if deep is not None:
+        return SourceRow(row_index, None, RowError(deep), text[:2000])
     if _SURROGATE_ESCAPE.search(line):
-        try:
-            value, repaired = _repair_text(value)
-        except RecursionError:
-            repaired = False  # deeper than we can walk; Arrow will refuse it at write
+        value, repaired = _repair_text(value)
         if repaired:
             warnings.append("lone UTF-16 surrogate escapes replaced with U+FFFD")
     return SourceRow(row_index, value, None, None, warnings or None)

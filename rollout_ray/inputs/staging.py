@@ -11,17 +11,26 @@ staged again. Costs: one pass over the file and its uncompressed size in the out
 A `.json` file that is not an array is taken as JSON Lines (as Hugging Face often
 names them) and read in place when uncompressed. Arrow IPC files (`.arrow`, what
 Hugging Face `datasets` writes with `save_to_disk`) are staged as Parquet.
+
+A compressed file cut short or corrupt is staged up to its last complete row; a last
+line then stands for the rest (`reading.unreadable_line`): it is read as that row's
+failure (stage `read`), naming the file, the compressed byte where it broke and the
+rows before it, so the job goes on and the loss is on record. How many rows were lost
+can't be known: one failure record stands for all of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 
 from rollout_ray import storage
 from rollout_ray.errors import ConfigError
-from rollout_ray.inputs.reading import allow_deep_rows
+from rollout_ray.inputs.decompress import BrokenStream, decompressed
+from rollout_ray.inputs.nesting import deep_parsing
+from rollout_ray.inputs.reading import unreadable_line
 from rollout_ray.inputs.sources import InputFile
 
 log = logging.getLogger(__name__)
@@ -80,34 +89,103 @@ def _read_marker(uri: str) -> dict | None:
         return None
 
 
-def _open(file: InputFile):
+def _blocks(file: InputFile) -> Iterator[bytes]:
+    """The file's bytes, decompressed, block by block.
+
+    Raises:
+        BrokenStream: after the last good block, when compressed data is cut short or
+            corrupt.
+    """
+    if file.compression is not None:
+        yield from decompressed(file.uri, file.compression)
+        return
     fs, path = storage.split_uri(file.uri)
-    return fs.open(path, "rb", compression=file.compression)
+    with fs.open(path, "rb") as f:
+        while block := f.read(COPY_BLOCK):
+            yield block
 
 
 def _starts_with_bracket(file: InputFile) -> bool:
     """Whether the file's first character (after whitespace and a BOM) is '['."""
-    with _open(file) as f:
-        head = f.read(4096)
+    head = b""
+    try:
+        for block in _blocks(file):
+            head += block
+            if len(head) >= 4096:
+                break
+    except BrokenStream:
+        pass  # staging the file says where it broke
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     return text[:1] == b"["
 
 
 def _stage_lines(file: InputFile, dest: str) -> None:
-    """Decompress a JSONL file, block by block (memory stays at one block)."""
-    with _open(file) as src, storage.open_atomic(dest) as out:
-        while block := src.read(COPY_BLOCK):
-            out.write(block)
+    """Decompress a JSONL file, block by block (memory stays at one block and the
+    longest line). If it breaks, the rows that can be trusted are kept and a last line
+    records where (see the module's docstring); corrupt data is copied a second time,
+    up to the end of the last stream before the damage."""
+    try:
+        _copy_lines(file, dest)
+    except _Untrusted as untrusted:
+        _copy_lines(file, dest, untrusted.broken)
+
+
+class _Untrusted(Exception):
+    def __init__(self, broken: BrokenStream):
+        self.broken = broken
+
+
+def _copy_lines(file: InputFile, dest: str, stop: BrokenStream | None = None) -> None:
+    """Copy the file's lines; with `stop`, only its first `stop.keep` bytes, then
+    the line that records why."""
+    rows = copied = 0
+    tail: list[bytes] = []  # the line being read, not yet complete
+    with storage.open_atomic(dest) as out:
+        try:
+            for block in _blocks(file):
+                if stop is not None and stop.keep is not None:
+                    block = block[: stop.keep - copied]
+                    if not block:
+                        raise stop
+                copied += len(block)
+                cut = block.rfind(b"\n") + 1
+                if not cut:
+                    tail.append(block)
+                    continue
+                out.writelines(tail)
+                out.write(block[:cut])
+                rows += block.count(b"\n", 0, cut)
+                tail = [block[cut:]]
+        except BrokenStream as exc:
+            if exc.keep is not None and exc.keep < copied:
+                raise _Untrusted(exc) from None  # nothing written is kept
+            reason = (
+                f"{file.uri} could not be read past row {rows}: {exc.reason}; this row and "
+                "the rest of the file are lost (the rows before it are kept)"
+            )
+            log.warning("%s", reason)
+            out.write(unreadable_line(reason, b"".join(tail)))
+            return
+        out.writelines(tail)
 
 
 def _stage_array(file: InputFile, dest: str) -> None:
     """A JSON array, one element per line. The array is parsed whole: `.json` arrays
     are the small-dataset format (large ones are JSONL, which is streamed)."""
-    allow_deep_rows()
-    with _open(file) as src:
-        data = src.read()
     try:
-        rows = json.loads(data.decode("utf-8-sig", errors="replace"))
+        data = b"".join(_blocks(file))
+    except BrokenStream as exc:
+        reason = (
+            f"{file.uri} could not be read: {exc.reason}; a .json array is parsed whole, so "
+            "none of its rows could be read"
+        )
+        log.warning("%s", reason)
+        with storage.open_atomic(dest) as out:
+            out.write(unreadable_line(reason, b""))
+        return
+    try:
+        with deep_parsing():  # a row too deep is refused alone when read, not the file
+            rows = json.loads(data.decode("utf-8-sig", errors="replace"))
     except (ValueError, RecursionError) as exc:
         raise ConfigError(
             f"{file.uri} is not valid JSON ({exc}). A .json input must be one JSON array "
@@ -115,7 +193,7 @@ def _stage_array(file: InputFile, dest: str) -> None:
         ) from None
     if not isinstance(rows, list):
         raise ConfigError(f"{file.uri} is a JSON {type(rows).__name__}, not an array of rows")
-    with storage.open_atomic(dest) as out:
+    with storage.open_atomic(dest) as out, deep_parsing():
         for row in rows:
             # ASCII escapes keep any lone surrogate as an escape, repaired when read.
             out.write(json.dumps(row).encode() + b"\n")

@@ -33,8 +33,15 @@ def committed_pieces(output: str) -> list[Commit]:
 
 
 def dataset_names(output: str) -> list[str]:
-    """The datasets of a job, from its plan."""
-    plan = storage.read_parquet(Layout(output).plan, columns=["dataset"])
+    """The datasets of a job, from its plan.
+
+    Raises:
+        RolloutRayError: there is no job at `output`.
+    """
+    layout = Layout(output)
+    if not storage.exists(layout.job):
+        raise RolloutRayError(f"no rollout-ray job at {output} (no _manifest/job.json)")
+    plan = storage.read_parquet(layout.plan, columns=["dataset"])
     return sorted(set(plan.column("dataset").to_pylist()))
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from rollout_ray.config import JobConfig
 from rollout_ray.engines import EngineDead
-from rollout_ray.inputs.reading import allow_deep_rows
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.plan import WorkItem
 from rollout_ray.run.worker import PieceRunner
@@ -41,7 +40,6 @@ class EngineWorker:
         from rollout_ray.run.coordinator_client import RayCoordinatorClient
 
         quiet_libraries()
-        allow_deep_rows()
         secret_env = secret_env or {}
         secrets.apply(secret_env)  # the API key, the cloud credentials: set, and masked
         config = JobConfig.model_validate_json(config_json)

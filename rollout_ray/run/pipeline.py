@@ -26,7 +26,9 @@ from rollout_ray.output.plan import build_plan, prepare_output
 from rollout_ray.output.schema import Commit
 from rollout_ray.run import interrupts
 from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
+from rollout_ray.run.preflight import check_job
 from rollout_ray.run.ray_executor import RayCluster
+from rollout_ray.run.verdict import RunTally, judge_run
 from rollout_ray.tracking import open_tracker
 from rollout_ray.verifiers.remote import check_verifiers
 
@@ -107,14 +109,19 @@ def run_job(
             pieces commit what they finished, the rest is left for the next run.
 
     Raises:
+        ConfigError: the config names a model path or key variable that isn't there.
         ResumeRefused: the output belongs to another config, or another job holds it.
+        EveryRolloutFailed: every rollout of the run failed for one cause outside the
+            rows (a JobFault; its `result` is this run's JobResult).
         RunInterrupted: Ctrl-C (or `stop` set): the run committed what its pieces had
             finished, then stopped; `.result` says what the output holds.
         KeyboardInterrupt: stopped at once (a second Ctrl-C); committed work is kept.
         LeaseLost: another job took the output; this run wrote nothing after noticing.
     """
     notify = on_message or log.info
+    on_commit = tally = RunTally(on_commit)  # this run's commits, for judge_run
     phases = Phases()
+    check_job(config)  # the model folder, key variables: all at once, before anything
     secret_env = secrets.prepare(config)
     config.engine.check(config, secret_env)  # before anything starts, not in each actor
     secrets.install_log_filter()
@@ -189,6 +196,7 @@ def run_job(
     result = JobResult(config.output, status, wall, progress, metrics)
     if status == "interrupted":
         raise RunInterrupted(result)
+    judge_run(tally, result, config.max_attempts)  # every rollout failed alike: a fault
     return result
 
 

@@ -26,6 +26,11 @@ ENGINE_ENV = {
 def init_ray(num_cpus: int | None = None) -> bool:
     """Connect to the cluster this process belongs to, or start a local one.
 
+    A process may already be connected (a notebook's plain `ray.init()`, a Ray Data
+    read that started Ray): that connection is used as it is. What the job needs of
+    Ray Data is not set here but on the job's own dataset (`pieces_context`), so it
+    holds however Ray was started and never changes the user's own datasets.
+
     Args:
         num_cpus: logical CPUs of a local cluster (default: the machine's cores).
 
@@ -35,43 +40,61 @@ def init_ray(num_cpus: int | None = None) -> bool:
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if ray.is_initialized():
-        return False
-    local = not (os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"))
-    if local:
-        ray.init(
-            namespace=NAMESPACE,
-            num_cpus=num_cpus,
-            # `run --no-dashboard` on a small machine: see docs/platform.md.
-            include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
-            logging_level=logging.WARNING,
-            configure_logging=False,
-        )
-    else:
-        ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING)
+    local = False
+    if not ray.is_initialized():
+        local = not (os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"))
+        if local:
+            ray.init(
+                namespace=NAMESPACE,
+                num_cpus=num_cpus,
+                # `run --no-dashboard` on a small machine: see docs/platform.md.
+                include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING)
+    _quiet_ray_data_logs()
+    return local
+
+
+def pieces_context() -> Any:
+    """A copy of this process's Ray Data context with what the piece stream needs.
+
+    Every piece descriptor must be its own block, handed on as soon as the coordinator
+    gives it out: the default buffers a read task's rows into 128 MiB blocks, and the
+    coordinator gives out the next pieces only as earlier ones commit, so a buffered
+    descriptor waits for commits that wait for it (a job stuck at "ReadPendingPieces:
+    0/1" in a process that had called `ray.init()` itself).
+    """
     from ray.data import DataContext
 
-    context = DataContext.get_current()
+    context = DataContext.get_current().copy()
+    context.target_max_block_size = 1
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    # Every piece descriptor is its own block, handed on as soon as the coordinator
-    # gives it out (the default buffers a read task's rows into 128 MiB blocks).
-    context.target_max_block_size = 1
-    # Ray Data's full log stays in the session's ray-data.log; the console gets warnings.
+    return context
+
+
+def _quiet_ray_data_logs() -> None:
+    """Ray Data's full log stays in the session's ray-data.log; the console gets
+    warnings. Idempotent: applied on every connection, however it was made."""
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ == "PlainRayHandler":
             handler.setLevel(logging.WARNING)
     # A job fault raised in an actor stops the run with our own message; Ray Data's
     # line about it advises `max_errored_blocks`, which would drop rows silently.
     logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(
-        _DropAbortNotice()
+        _DROP_ABORT_NOTICE
     )
-    return local
 
 
 class _DropAbortNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "Dataset execution will now abort" not in record.getMessage()
+
+
+_DROP_ABORT_NOTICE = _DropAbortNotice()
 
 
 def resolve_device(config: JobConfig) -> str:

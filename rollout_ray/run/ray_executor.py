@@ -21,6 +21,7 @@ from rollout_ray.run.placement import (
     actor_options,
     init_ray,
     passthrough_env,
+    pieces_context,
     resolve_device,
 )
 
@@ -184,15 +185,34 @@ def stream_pieces(
     """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
     import ray
 
+    in_flight = shards_in_flight(config, device)
+    # The dataset keeps the context it was built under, for all its execution.
+    with ray.data.DataContext.current(pieces_context()):
+        dataset = _pieces_dataset(config, name, device, secret_env, pending, in_flight)
+    for row in dataset.iter_rows():
+        landed = json.loads(row["commit"])
+        if landed:
+            yield Commit.from_row(landed)
+
+
+def _pieces_dataset(
+    config: JobConfig,
+    name: str,
+    device: str,
+    secret_env: dict[str, str],
+    pending: int,
+    in_flight: int,
+):
+    import ray
+
     from rollout_ray.run.engine_actor import EngineWorker
 
     engine = config.engine
-    in_flight = shards_in_flight(config, device)
     options = actor_options(config, device)
     dataset = ray.data.read_datasource(
         pending_pieces(name, batch=in_flight), num_cpus=0, override_num_blocks=1
     )
-    dataset = dataset.map_batches(
+    return dataset.map_batches(
         EngineWorker,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(
@@ -210,7 +230,3 @@ def stream_pieces(
         },
         **options,
     )
-    for row in dataset.iter_rows():
-        landed = json.loads(row["commit"])
-        if landed:
-            yield Commit.from_row(landed)

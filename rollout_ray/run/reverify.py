@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from rollout_ray import storage
 from rollout_ray.config import JobConfig, VerifierConfig
-from rollout_ray.errors import RolloutRayError
+from rollout_ray.errors import RolloutRayError, refuse
 from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import manifest
 from rollout_ray.output.aggregates import piece_stats
@@ -34,6 +35,7 @@ from rollout_ray.output.schema import (
     record_from_row,
     rollouts_table,
 )
+from rollout_ray.run.preflight import unset
 from rollout_ray.verifiers.remote import LocalVerification, verifier_record
 
 
@@ -53,7 +55,13 @@ def reverify(
 
     Returns:
         Per-dataset counts and statistics of the re-scored output.
+
+    Raises:
+        ConfigError: a verifier names a key variable that is not set.
     """
+    # A key variable that is not set would fail every rollout: refused before anything.
+    variables = sorted({getattr(v, "api_key_env", None) or "" for v in verifiers.values()})
+    refuse([unset("verifier.api_key_env", v) for v in variables if v and not os.environ.get(v)])
     source, target = Layout(output), Layout(dest)
     # Like a job, one writer per output: a second `verify` into `dest` is refused.
     lease = Lease(target.lease_dir, lease_owner())

@@ -22,7 +22,7 @@ import math
 from typing import Any
 
 from rollout_ray.config import JobConfig, VerifierConfig
-from rollout_ray.errors import ConfigError, redact
+from rollout_ray.errors import redact, refuse
 from rollout_ray.output.schema import to_json
 
 log = logging.getLogger(__name__)
@@ -114,11 +114,9 @@ class VerifierActor:
 
     def __init__(self, config_json: str, secret_env: dict[str, str] | None = None):
         from rollout_ray import secrets
-        from rollout_ray.inputs.reading import allow_deep_rows
         from rollout_ray.logs import quiet_libraries
 
         quiet_libraries()
-        allow_deep_rows()
         secrets.apply(secret_env or {})  # e.g. the http verifier's api_key_env
         config = JobConfig.model_validate_json(config_json)
         secrets.register(*secrets.config_values(config))
@@ -263,13 +261,21 @@ def check_verifiers(config: JobConfig) -> None:
     (a bad regex, an unparseable schema) stops the job at once with its reason.
 
     Raises:
-        ConfigError: a verifier can't be built.
+        ConfigError: every verifier that can't be built, each naming its config key.
     """
     from rollout_ray.verifiers import VerifierError, build_verifier
 
-    for name, spec in dataset_verifiers(config).items():
+    problems, checked = [], set()
+    for i, dataset in enumerate(config.datasets):
+        spec = dataset.verifier
+        key = f"datasets.{dataset.sweep_origin if dataset.sweep_origin is not None else i}"
+        if spec is None or key in checked:
+            continue  # a sweep's variants share their dataset's verifier
+        checked.add(key)
         try:
             verifier = build_verifier(spec)
         except VerifierError as exc:
-            raise ConfigError(f"dataset {name!r}: verifier {spec.kind}: {exc}") from None
+            problems.append(f"{key}.verifier (dataset {dataset.name!r}): {spec.kind}: {exc}")
+            continue
         asyncio.run(verifier.close())
+    refuse(problems)

@@ -63,7 +63,13 @@ def job_status(output: str) -> dict[str, Any]:
         "datasets": datasets,
         "failures_by_class": {k: dict(v) for k, v in failures.items()},
         "run": progress.get("run", {}) if progress else {},
-        "pieces": {"planned": plan.num_rows, "committed": len(state.committed)},
+        # Shards with a commit, against shards planned; a shard's retry rounds are
+        # pieces of their own (counted apart, never against the plan).
+        "pieces": {
+            "planned": plan.num_rows,
+            "committed": sum(1 for shard in shards if shard.shard_id in state.latest),
+            "retries": len({c.piece_id for c in commits if c.round > 0}),
+        },
     }
 
 
@@ -101,9 +107,11 @@ def render_status(console: Console, report: dict[str, Any]) -> None:
             f"{run.get('output_tokens_per_s', 0):,.0f} output tok/s, "
             f"ETA {'?' if eta is None else f'{eta:,.0f} s'}"
         )
+    pieces = report["pieces"]
+    retries = f" ({pieces['retries']:,} retry pieces)" if pieces.get("retries") else ""
     console.print(
-        f"pieces committed {report['pieces']['committed']:,}/"
-        f"{report['pieces']['planned']:,}; {_verdict(report)}"
+        f"shards committed {pieces['committed']:,}/{pieces['planned']:,}{retries}; "
+        f"{_verdict(report)}"
     )
 
 

@@ -121,6 +121,35 @@ def test_rows_with_tools_need_an_agent(ray_session, tmp_path):
     assert not (tmp_path / "out" / "_manifest" / "job.json").exists()  # nothing planned
 
 
+def test_every_dataset_with_tools_and_no_agent_is_named_in_one_refusal(tmp_path):
+    """Seen before: one dataset refused a run (114 Gym datasets took 21 reruns)."""
+    tools = write_jsonl(tmp_path / "tools.jsonl", fault_rows())
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "no tools here"}])
+    names = ["a", "plain", "b", "c"]
+    datasets = [{"name": name, "path": str(plain if name == "plain" else tools)} for name in names]
+    datasets[3]["agent"] = {"kind": "none"}  # c has an agent: fine
+    datasets.append({"name": "d", "path": str(tools)})
+    config = load_config(
+        {
+            "model": "simulated",
+            "engine": {"kind": "simulated"},
+            "executor": "local",
+            "output": str(tmp_path / "out"),
+            "metrics_port": 0,
+            "datasets": datasets,
+        }
+    )
+    with pytest.raises(ConfigError) as refused:
+        run_job(config)
+    message = str(refused.value)
+    assert message.startswith("3 datasets offer tools and have no agent")
+    for index, name in ((0, "a"), (2, "b"), (4, "d")):
+        assert f"(datasets.{index}) dataset '{name}': {tools} line 1 offers tools (add)" in message
+        assert f"datasets.{index}.agent='{{kind: gym, url: URL}}'" in message
+    assert "'plain'" not in message and "'c'" not in message
+    assert not (tmp_path / "out" / "_manifest" / "job.json").exists()  # nothing planned
+
+
 def test_python_tools_and_recorded_calls(ray_session, tmp_path):
     rows = [{"prompt": f"what is {i} + 2?", "expected_answer": str(i + 2)} for i in range(4)]
     data = write_jsonl(tmp_path / "rows.jsonl", rows)

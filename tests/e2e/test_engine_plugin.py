@@ -27,6 +27,13 @@ class ToyEngineConfig(EngineBlock):
 
     kind: Literal["toy"] = "toy"
     suffix: str = Field("!", description="Appended to every answer.")
+    vocabulary: str = Field("", description="A .gz word list the engine checks first.")
+
+    def check(self, job, secret_env):
+        if self.vocabulary:
+            import gzip
+
+            gzip.open(self.vocabulary).read()
 
     def create(self, job, device):
         return ToyEngine(job.model, self.suffix)
@@ -114,3 +121,27 @@ def test_a_toy_engine_from_another_package_runs_a_job(tmp_path):
     assert {r["engine"] for r in records} == {"toy"} and {r["reward"] for r in records} == {1.0}
     job = json.loads((tmp_path / "out" / "_manifest" / "job.json").read_text())
     assert job["config"]["engine"]["kind"] == "toy"
+
+
+def test_any_exception_reaches_the_user_as_a_message(tmp_path):
+    """An EOFError from a plugin's own code (its .gz word list cut short) is a message
+    naming it, exit 1; with --debug also its traceback. Seen failing before the one
+    handler: the CLI framework took the EOFError for the end of input ("Aborted!")."""
+    import gzip
+
+    env = install_toy(tmp_path)
+    words = gzip.compress(b"alpha beta gamma\n" * 1000)
+    (tmp_path / "words.gz").write_bytes(words[: len(words) // 2])
+    config = {
+        "model": "toy-model",
+        "engine": {"kind": "toy", "vocabulary": str(tmp_path / "words.gz")},
+        "datasets": [{"path": str(write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a"}]))}],
+        "output": str(tmp_path / "out"),
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    for debug in ([], ["--debug"]):
+        done = cli(*debug, "run", str(tmp_path / "job.yaml"), env=env)
+        assert done.returncode == 1, done.stderr
+        assert "Aborted" not in done.stderr
+        assert "EOFError: Compressed file ended before the end-of-stream marker" in done.stderr
+        assert ("Traceback" in done.stderr) == bool(debug)

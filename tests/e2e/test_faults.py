@@ -6,6 +6,7 @@ a message, for a fault of the job itself) and a job that reaches "complete"."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,69 @@ def test_force_new_config_after_an_input_file_is_deleted(ray_session, tmp_path):
     # The gone files' unfinished shards are dropped, not read again and again.
     tasks = sorted(r["task_id"] for r in read_output(tmp_path / "out"))
     assert tasks == [f"a:{i}" for i in range(4)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _endpoint_job(url: str, data: Path, output: Path, **extra) -> dict:
+    return {
+        "model": "m",
+        "engine": {
+            "kind": "openai",
+            "base_url": url,
+            "api_key_env": None,
+            "max_retries": 0,
+            "backoff_base_s": 0.01,
+        },
+        "datasets": [{"path": str(data), "num_repeats": 2}],
+        "output": str(output),
+        "executor": "local",
+        "max_attempts": 1,
+        "metrics_port": 0,
+        **extra,
+    }
+
+
+def test_a_run_whose_every_rollout_failed_for_one_cause_is_a_job_fault(tmp_path):
+    """Seen before the check: an endpoint that is down gave exit 0, "finished", and
+    no rollouts."""
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"ok {i}"} for i in range(4)])
+    down = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(_endpoint_job(down, data, tmp_path / "a")))
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(tmp_path / "job.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 1, done.stderr
+    error = " ".join(done.stderr.split())
+    assert "all 8 rollouts this run tried failed for the same cause" in error
+    assert re.search(r"same cause, .*: generate: API(Timeout|Connection)Error: ", error)
+    assert "max_attempts=2" in error  # what helps once the endpoint is back
+    assert "this run:" in done.stdout  # the summary is still shown
+    assert len(read_output(tmp_path / "a", "failures")) == 8
+
+    # The same through the library: a JobFault carrying the run's result.
+    from rollout_ray.run.verdict import EveryRolloutFailed
+
+    server = FaultServer(api_key="unused-key", delay_s=0.01).start()
+    rows = [{"prompt": f"dead {i}"} for i in range(3)]
+    config = load_config(
+        _endpoint_job(server.url, write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "b")
+    )
+    with pytest.raises(EveryRolloutFailed, match="503") as raised:
+        run_job(config)
+    assert raised.value.result.status == "finished"
+    # Rows that fail alone while others succeed are the rows' failures: the run is fine.
+    rows += [{"prompt": "ok 3"}]
+    mixed = _endpoint_job(server.url, write_jsonl(tmp_path / "m.jsonl", rows), tmp_path / "c")
+    result = run_job(load_config(mixed))
+    assert result.status == "finished" and result.datasets["m"]["ok"] == 2

@@ -189,6 +189,62 @@ def test_hugging_face_save_to_disk_and_arrow_files_are_read_as_rows(ray_session,
         assert run_job(config).progress["run"]["todo"] == 0  # the staged copy is reused
 
 
+def _compress(codec: str, data: bytes) -> bytes:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    return {
+        "gz": gzip.compress,
+        "bz2": lambda d: bz2.compress(d, compresslevel=1),  # 100 kB blocks
+        "xz": lzma.compress,
+        "zst": zstandard.ZstdCompressor().compress,
+    }[codec](data)
+
+
+@pytest.mark.parametrize("damage", ["cut", "corrupt"])
+@pytest.mark.parametrize("codec", ["gz", "bz2", "xz", "zst"])
+def test_a_compressed_input_cut_short_or_corrupt_keeps_its_rows_and_records_the_rest(
+    tmp_path, codec, damage
+):
+    """A file of two compressed streams (as bgzip, pigz and pzstd write them), damaged
+    in the second. Seen failing before the fix: zstd cut short -> rows silently gone,
+    status complete; gz/bz2/xz -> the job stopped (the CLI printed a bare "Aborted.")."""
+    import random
+
+    rand = random.Random(codec)
+    rows = [{"prompt": f"row {i}", "noise": rand.randbytes(60).hex()} for i in range(4000)]
+    lines = [json.dumps(r) + "\n" for r in rows]
+    first = _compress(codec, "".join(lines[:1500]).encode())
+    second = _compress(codec, "".join(lines[1500:]).encode())
+    middle = len(second) * 6 // 10
+    if damage == "cut":
+        second = second[:middle]
+    else:  # bytes overwritten (a bad disk sector, a botched copy)
+        second = second[:middle] + bytes(64) + second[middle + 64 :]
+    path = tmp_path / f"in.jsonl.{codec}"
+    path.write_bytes(first + second)
+    config = simulated_job(path, tmp_path / "out", dataset={"num_repeats": 1}, executor="local")
+    result = run_job(config)
+    assert result.status == "finished"
+    data, failures = read_output(tmp_path / "out"), read_output(tmp_path / "out", "failures")
+    # One failure record, stage `read`, for the first row not kept, naming the file and
+    # where it broke; every row before it is kept, as it was.
+    assert [f["stage"] for f in failures] == ["read"], failures
+    broke = failures[0]["row_index"]
+    assert sorted(r["row_index"] for r in data) == list(range(broke))
+    assert all(r["noise"] == rows[r["row_index"]]["noise"] for r in data)
+    error = failures[0]["error"]
+    assert str(path) in error and "compressed byte" in error
+    assert f"past row {broke}:" in error and "rest of the file" in error
+    if damage == "cut":  # what was read before the cut is right: all of it is kept
+        assert "cut short" in error and 1500 < broke < len(rows)
+    else:  # damage is noticed after it happens: the damaged stream's rows are not used
+        assert "corrupt" in error and broke == 1500
+    assert result.datasets["messy"]["failed"] == 1
+
+
 def test_compressed_and_json_array_inputs_are_read_as_rows(ray_session, tmp_path):
     rows = [{"prompt": f"row {i}", "expected_answer": str(i)} for i in range(40)]
     text = "".join(json.dumps(r) + "\n" for r in rows).encode()

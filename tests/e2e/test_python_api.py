@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from helpers import write_jsonl
@@ -84,3 +86,49 @@ def test_a_run_stopped_from_python_commits_what_it_finished(tmp_path):
     table = rollout_ray.read_rollouts(tmp_path / "out", columns=["task_id", "rollout_index"])
     keys = list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
     assert len(keys) == len(set(keys)) == 300
+
+
+#: A notebook's session: Ray connected the user's way (a plain `ray.init()`, or by a
+#: Ray Data read), then jobs and reads in turn. Prints the rows read back after each.
+_SESSION = """
+import json, sys
+import ray
+import rollout_ray
+
+tmp, connect = sys.argv[1], sys.argv[2]
+if connect == "ray.init":
+    ray.init(num_cpus=2, include_dashboard=False)
+with open(f"{tmp}/in.jsonl", "w") as f:
+    f.writelines(json.dumps({"prompt": f"q {i}"}) + "\\n" for i in range(6))
+job = {
+    "model": "sim",
+    "engine": {"kind": "simulated", "output_tokens": 4},
+    "datasets": [{"path": f"{tmp}/in.jsonl", "num_repeats": 2}],
+    "metrics_port": 0,
+}
+for name in ("a", "b"):
+    result = rollout_ray.run(job, output=f"{tmp}/{name}")
+    rows = rollout_ray.read_rollouts(f"{tmp}/{name}", ray_dataset=True).count()
+    print(name, result.status, result.metrics["executor"], rows, flush=True)
+"""
+
+
+@pytest.mark.parametrize("connect", ["ray.init", "read_rollouts"])
+def test_jobs_run_in_a_process_already_connected_to_ray(tmp_path, connect):
+    """A process the user connected to Ray (`ray.init()`, or a Ray Data read that
+    started Ray) runs job after job on that Ray. Seen hanging at "ReadPendingPieces:
+    0/1" when the piece stream's block size was set only by our own ray.init."""
+    script = tmp_path / "session.py"
+    script.write_text(_SESSION)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), connect],
+        capture_output=True,
+        text=True,
+        timeout=600,  # a liveness bound: the bug this guards hung for good
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.split() for line in done.stdout.splitlines() if line[:2] in ("a ", "b ")]
+    # In a fresh process the first job runs in process; once Ray is connected (by the
+    # user, or by the first job's ray_dataset read), jobs run on it.
+    first_executor = "ray" if connect == "ray.init" else "local"
+    assert lines == [["a", "finished", first_executor, "12"], ["b", "finished", "ray", "12"]]

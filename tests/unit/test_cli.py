@@ -68,3 +68,62 @@ def test_run_prints_summary_then_status_reports_it(tmp_path, tiny_model):
     report = json.loads(status.stdout)
     assert report["complete"] is True and report["status"] == "finished"
     assert report["datasets"]["quickstart"]["ok"] == 5
+
+
+def test_a_model_path_with_nothing_there_is_refused_before_anything_runs(tmp_path):
+    """Seen before the check: a hub error after ~110 s, exit 1, a planned output left."""
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"prompt": "hi"}\n')
+    output = tmp_path / "out"
+    for model in (str(tmp_path / "no-such-model"), "./no-such-model", "ckpt/run-1/step-9"):
+        result = rollout_ray(
+            "run", f"model={model}", f"datasets.0.path={data}", f"output={output}", cwd=tmp_path
+        )
+        assert result.returncode == 2, result.stderr
+        assert f"model: '{model}' is a local path and nothing is there" in result.stderr
+        assert not output.exists()
+    # A hub name that isn't downloaded, with downloads forbidden (the suite sets
+    # HF_HUB_OFFLINE=1): said so, at once.
+    result = rollout_ray("run", "model=no-such-org/no-such-model", f"output={output}")
+    assert result.returncode == 2
+    assert "not in the Hugging Face cache, and HF_HUB_OFFLINE=1" in result.stderr
+    assert not output.exists()
+
+
+def test_unset_key_variables_are_refused_all_at_once_naming_their_keys(tmp_path):
+    """Seen before the check: `Bearer EMPTY` sent, minutes of retries, exit 0."""
+    output = tmp_path / "out"
+    verifier = "{kind: http, url: 'http://127.0.0.1:9/verify', api_key_env: RR_TEST_VERIFY_KEY}"
+    result = rollout_ray(
+        "run",
+        "model=m",
+        "engine.kind=openai",
+        "engine.base_url=http://127.0.0.1:9/v1",
+        "engine.api_key_env=RR_TEST_ENGINE_KEY",
+        f"datasets.0.verifier={verifier}",
+        f"output={output}",
+    )
+    assert result.returncode == 2, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "2 problems in the config" in text
+    assert "engine.api_key_env: the environment variable RR_TEST_ENGINE_KEY is not set" in text
+    assert "datasets.0.verifier.api_key_env: the environment variable RR_TEST_VERIFY_KEY" in text
+    assert not output.exists()
+
+
+def test_verify_refuses_a_verifier_key_variable_that_is_not_set(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"prompt": "hi"}\n')
+    output, dest = tmp_path / "out", tmp_path / "rescored"
+    verifier = "{kind: http, url: 'http://127.0.0.1:9/verify', api_key_env: RR_TEST_VERIFY_KEY}"
+    result = rollout_ray("verify", str(output), str(dest), "--verifier", verifier)
+    assert result.returncode == 2 and f"no rollout-ray job at {output}" in result.stderr
+    ran = rollout_ray(
+        "run", "model=m", "engine.kind=simulated", f"datasets.0.path={data}", f"output={output}"
+    )
+    assert ran.returncode == 0, ran.stderr
+    result = rollout_ray("verify", str(output), str(dest), "--verifier", verifier)
+    assert result.returncode == 2
+    text = " ".join(result.stderr.split())
+    assert "verifier.api_key_env: the environment variable RR_TEST_VERIFY_KEY is not set" in text
+    assert not dest.exists()

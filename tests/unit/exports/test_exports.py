@@ -502,12 +502,53 @@ def test_export_to_fsspec_uri(tmp_path):
     assert fs.ls("/exports", detail=False) == ["/exports/sft.jsonl"]
 
 
-def test_empty_selection_writes_a_valid_empty_file(tmp_path):
-    out = fake_output(tmp_path, group("a", [0.5, 0.5]))
-    dest = tmp_path / "dpo.parquet"
-    report = export("dpo", out, str(dest))
-    assert report.rows_written == 0 and report.extra["pair_share"] == 0.0
-    assert pq.read_table(dest).column_names[:3] == ["prompt", "chosen", "rejected"]
+def test_an_export_with_nothing_to_write_says_why_and_writes_nothing(tmp_path):
+    """Seen before: an empty file and success (`export mix --threshold 1` where one
+    dataset had no rewards)."""
+    from rollout_ray.exports import NothingToExport
+
+    out = fake_output(
+        tmp_path,
+        group("a", [0.5, 0.5])
+        + group("b", [0.25, None])
+        + group("u", [None, None], dataset="unscored", _shard="u0"),
+    )
+    both = {"ds": 1, "unscored": 1}
+    expected = [
+        (
+            "dpo",
+            {},
+            "no task makes a pair: of 3 tasks, 1 have equal rewards, 0 a gap below min_gap 0, "
+            "and 2 fewer than 2 rollouts with a reward",
+        ),
+        (
+            "sft",
+            {"threshold": 1},
+            "0 of 6 rollouts reach threshold 1 (highest reward 0.5; 3 without a reward)",
+        ),
+        ("sft", {"threshold": 1, "datasets": ["unscored"]}, "none of its 2 rollouts has a reward"),
+        ("rl", {"datasets": ["unscored"]}, "none of its 2 rollouts has a reward"),
+        ("eval", {"datasets": ["unscored"]}, "no dataset has a rollout with a reward"),
+        ("mix", {"threshold": 0.5, "weights": both}, "dataset unscored has no rewards"),
+        (
+            "mix",
+            {"threshold": 1, "weights": both},
+            "dataset ds: 0 of its rollouts reach threshold 1 (highest reward 0.5); dataset "
+            "unscored has no rewards",
+        ),
+    ]
+    empty = write_job(str(tmp_path / "empty"), [])  # a job that committed nothing
+    for kind in ("sft", "dpo", "rl", "gym"):
+        expected.append((kind, {"output": empty}, "the output has no committed rollouts"))
+    for kind, given, reason in expected:
+        name = "old.json" if kind == "eval" else "old.parquet" if kind == "rl" else "old.jsonl"
+        dest = tmp_path / name
+        dest.write_text("an earlier export\n")  # left as it was
+        with pytest.raises(NothingToExport) as refused:
+            export(kind, given.pop("output", out), str(dest), **given)
+        assert f"nothing to export to {dest} (not written): " in str(refused.value), kind
+        assert reason in str(refused.value), (kind, given)
+        assert dest.read_text() == "an earlier export\n"
 
 
 def test_json_lines_match_json_loads():
@@ -573,8 +614,6 @@ def test_eval_edge_cases_per_dataset(tmp_path):
     assert (unscored["tasks"], unscored["unscored_rollouts"]) == (1, 2)
     assert unscored["metrics"]["mean_reward"]["value"] is None
     assert unscored["metrics"]["pass@1"]["tasks_excluded"] == 1
-    only = export("eval", out, str(tmp_path / "e.json"), datasets=["unscored"]).extra
-    assert list(only["datasets"]) == ["unscored"] and only["datasets"]["unscored"]["ks"] == []
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -608,6 +647,6 @@ def test_the_cli_takes_each_kinds_options_from_the_registry(tmp_path):
     done = runner.invoke(
         app, ["export", "dpo", output, str(tmp_path / "d.jsonl"), "--threshold", "1"]
     )
-    refused = str(done.exception)  # main() prints it as one line (see test_cli)
-    assert done.exit_code != 0 and "threshold" in refused and "min_gap" in refused
+    refused = " ".join(done.output.split())  # the one handler prints it (see test_cli)
+    assert done.exit_code == 2 and "threshold" in refused and "min_gap" in refused
     assert not (tmp_path / "d.jsonl").exists()

@@ -4,6 +4,7 @@ retry pieces holding exactly their rollouts, up to max_attempts."""
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,9 @@ def test_retryable_failures_come_back_as_retry_pieces(tmp_path):
 
 
 def test_no_retry_past_max_attempts_and_the_job_is_settled(tmp_path):
-    from rollout_ray.views.status import _verdict, job_status
+    from rich.console import Console
+
+    from rollout_ray.views.status import _verdict, job_status, render_status
 
     config, layout, shards, _ = make_job(tmp_path, max_attempts=2, verifier="always_busy")
     storage.write_json_atomic(layout.job, {"config": config.model_dump(mode="json")})
@@ -130,6 +133,12 @@ def test_no_retry_past_max_attempts_and_the_job_is_settled(tmp_path):
     assert report["complete"] and report["exhausted"] == 12
     assert "run the job again" not in _verdict(report)
     assert "max_attempts=3" in _verdict(report)
+    # Retry rounds are pieces of the same shards: 2 of 2 shards, not "4/2" (seen before
+    # the fix: retry pieces were counted against shards).
+    assert report["pieces"] == {"planned": 2, "committed": 2, "retries": 2}
+    console = Console(file=io.StringIO(), width=200)
+    render_status(console, report)
+    assert "shards committed 2/2 (2 retry pieces); complete" in console.file.getvalue()
 
 
 def test_a_piece_that_keeps_killing_its_actor_runs_row_by_row(tmp_path):
