@@ -1,7 +1,7 @@
 """The job configuration: validated pydantic models, YAML loading and dotted overrides.
 
-A config is data: importing it touches no Ray, engine or storage (an engine block's
-methods import its engine only when called, see engines.py). Every field is
+A config is data: importing it touches no Ray and no engine (an engine kind's
+behaviour is its module's in engines/, see config/engines.py). Every field is
 documented once, in its `Field(description=...)`, and `rollout-ray config-reference`
 renders those descriptions, so the README and the code cannot drift apart.
 """
@@ -37,7 +37,7 @@ from rollout_ray.config.loading import (
     load_config,
     parse_override,
 )
-from rollout_ray.config.plugins import load_engine_plugins, register_engine
+from rollout_ray.config.plugins import load_engine_plugins
 from rollout_ray.config.verifiers import (
     ExactMatchVerifier,
     HttpVerifier,
@@ -79,11 +79,9 @@ __all__ = [
     "format_validation_error",
     "free_on_resume",
     "load_config",
+    "load_engine_plugins",
     "parse_override",
     "parse_verifier",
     "quickstart_dict",
-    "register_engine",
     "sweep_label",
 ]
-
-load_engine_plugins()

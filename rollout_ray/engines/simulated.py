@@ -16,6 +16,7 @@ from typing import Any
 
 from rollout_ray.config import SimulatedEngineConfig
 from rollout_ray.engines.base import Conversation, Engine, Generation, GenerationRequest, ToolCall
+from rollout_ray.engines.registry import register_engine
 from rollout_ray.errors import RowError
 
 _WORDS = [
@@ -170,3 +171,8 @@ def _text(first: int, n: int) -> str:
 
 def _stable_int(text: str, salt: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{salt}:{text}".encode(), digest_size=8).digest(), "big")
+
+
+register_engine(
+    SimulatedEngineConfig, build=lambda job, block, device: SimulatedEngine(job.model, block)
+)

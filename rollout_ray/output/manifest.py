@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 
@@ -129,6 +130,15 @@ def sweep_orphans(layout: Layout, committed: set[str], guard: Callable[[], None]
                 storage.remove(uri)
                 removed += 1
     return removed
+
+
+def close_run(layout: Layout, progress: dict[str, Any], guard: Callable[[], None]) -> None:
+    """A run's last writes, each after `guard` (the lease): its final progress, the
+    commits folded into one file, and the files no commit names swept."""
+    guard()
+    storage.write_json_atomic(layout.progress, progress)
+    compact_commits(layout, guard)
+    sweep_orphans(layout, committed_files(read_commits(layout)), guard)
 
 
 def committed_files(records: list[Commit]) -> set[str]:

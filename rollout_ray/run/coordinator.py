@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 from rollout_ray import secrets, storage
@@ -22,9 +22,11 @@ from rollout_ray.output import manifest
 from rollout_ray.output.job_state import JobState
 from rollout_ray.output.lease import RENEW_EVERY_S, Lease, LeaseLost
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem, next_round
 from rollout_ray.output.schema import Commit
+from rollout_ray.output.work import WorkItem, next_round
 from rollout_ray.run import ray_facts
+from rollout_ray.run.figures import RunFigures
+from rollout_ray.run.tries import PieceTries
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +66,10 @@ class Coordinator:
         self.shards = {shard.shard_id: shard for shard in shards}
         #: Pieces handed out and not committed yet.
         self.outstanding: set[str] = set()
-        self.tries: Counter[str] = Counter()
-        self.preempted: Counter[str] = Counter()
-        # Pieces run row by row after crashing their actors: the row running now, and
-        # rows that were running when an actor died (see PieceRunner._isolated).
-        self.running_rows: dict[str, int] = {}
-        self.suspects: dict[str, set[int]] = {}
-        self.piece_nodes: dict[str, str] = {}
-        self.actor_starts: Counter[str] = Counter()
-        self.engine_start_s = 0.0  # the slowest engine actor's start, for phases
-        self.engine_stats: dict[str, dict[str, float]] = {}
+        self.tries = PieceTries(ray_facts.node_alive)
         self.ray_metrics = ray_facts.ray_metrics(job_name) if self.config.metrics else None
-        self.partials: dict[str, tuple[int, int]] = {}
-        self.run_todo = 0
-        self.run_done = 0
-        self.run_tokens = 0
-        self.run_started = time.time()
+        self.figures = RunFigures()
         self.status = "running"
-        self.first_piece_at: float | None = None
-        self.manifest_s = 0.0  # time spent writing commits and progress (for benchmarks)
         self._buffer: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
@@ -110,8 +97,7 @@ class Coordinator:
         self._committed_files = None
         items = self.state.pending(self.max_attempts)
         self.queue.extend(items)
-        self.run_todo = sum(item.num_rollouts for item in items)
-        self.run_started = time.time()
+        self.figures.start(sum(item.num_rollouts for item in items))
         loop = asyncio.get_running_loop()
         if self._ticker is None:
             self._ticker = loop.create_task(self._tick())
@@ -160,51 +146,15 @@ class Coordinator:
         """A piece that stopped before finishing any rollout: nothing to commit; it is
         pending again next run, as if never handed out."""
         self.outstanding.discard(piece_id)
-        self.partials.pop(piece_id, None)
+        self.figures.partials.pop(piece_id, None)
 
     def progress(self) -> dict[str, Any]:
-        partial_done = sum(n for n, _ in self.partials.values())
-        partial_tokens = sum(t for _, t in self.partials.values())
-        elapsed = max(time.time() - self.run_started, 1e-6)
-        done = self.run_done + partial_done
-        tokens = self.run_tokens + partial_tokens
-        rate = done / elapsed
         return {
             "job": self.job_name,
             "output": secrets.redact(self.layout.output),
             "status": self.status,
             "updated_at": manifest.now_utc().isoformat(),
-            "run": {
-                "todo": self.run_todo,
-                "done": done,
-                # Of `done`: committed (kept whatever happens next) and in flight.
-                "committed": self.run_done,
-                "in_flight": partial_done,
-                "output_tokens": tokens,
-                "elapsed_s": round(elapsed, 3),
-                "rollouts_per_s": round(rate, 3),
-                "output_tokens_per_s": round(tokens / elapsed, 3),
-                "eta_s": round((self.run_todo - done) / rate, 1) if rate > 0 else None,
-                "first_piece_at": self.first_piece_at,
-                "in_flight_requests": sum(
-                    s.get("requests_running", 0) for s in self.engine_stats.values()
-                ),
-                "retries": {
-                    "piece": sum(n - 1 for n in self.tries.values() if n > 1),
-                    "preemption": sum(self.preempted.values()),
-                    "request": sum(s.get("retries", 0) for s in self.engine_stats.values()),
-                    "retry_after": sum(
-                        s.get("retry_after_waits", 0) for s in self.engine_stats.values()
-                    ),
-                },
-                "pieces_redone_after_preemption": len(self.preempted),
-                "coordinator_restarted": self.restarted,
-                "engine_starts": sum(self.actor_starts.values()),
-                "engine_start_s": self.engine_start_s,
-                "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
-                "manifest_s": round(self.manifest_s, 3),
-                "coordinator_peak_rss_mb": round(ray_facts.peak_rss_mb(), 1),
-            },
+            "run": self.figures.run(self.tries, self.restarted),
             "datasets": self.state.totals(),
         }
 
@@ -235,39 +185,22 @@ class Coordinator:
     # ------------------------------------------------------------ worker calls
 
     def begin(self, piece_id: str, node: str = "") -> dict[str, Any]:
-        """Called when a piece starts; counts tries so a piece that keeps killing its
-        actor is given up instead of retried forever.
-
-        A piece started again because the node it ran on is gone (a preempted spot
-        node) is counted as a preemption, not as a try: preemptions never use up the
-        retry budget meant for real errors.
-        """
+        """Called when a piece starts: its tries and suspect rows (see tries.py), or
+        that it needn't run (committed already, or the run is stopping)."""
         if piece_id in self.state.committed:
             self.outstanding.discard(piece_id)
             return {"committed": True}
         if self.stopping:  # handed out before the stop, not started: left for next run
             self.abandon(piece_id)
             return {"committed": None, "stop": True}
-        previous = self.piece_nodes.get(piece_id)
-        running = self.running_rows.pop(piece_id, None)
-        if previous is not None and previous != node and not ray_facts.node_alive(previous):
-            self.preempted[piece_id] += 1
-        else:
-            self.tries[piece_id] += 1
-            if running is not None:
-                self.suspects.setdefault(piece_id, set()).add(running)
-        self.piece_nodes[piece_id] = node
-        if self.first_piece_at is None:
-            self.first_piece_at = time.time()
-        suspects = sorted(self.suspects.get(piece_id, ()))
-        return {"committed": None, "tries": self.tries[piece_id], "suspects": suspects}
+        tries, suspects = self.tries.begin(piece_id, node)
+        if self.figures.first_piece_at is None:
+            self.figures.first_piece_at = time.time()
+        return {"committed": None, "tries": tries, "suspects": suspects}
 
     def running(self, piece_id: str, row_index: int | None) -> None:
         """Which row of a piece run row by row is on the engine now (None: done)."""
-        if row_index is None:
-            self.running_rows.pop(piece_id, None)
-        else:
-            self.running_rows[piece_id] = row_index
+        self.tries.running(piece_id, row_index)
 
     def report(
         self,
@@ -284,23 +217,21 @@ class Coordinator:
         for piece_id, value in partials.items():
             known = piece_id in self.outstanding or self.restarted  # not abandoned
             if piece_id not in self.state.committed and known:
-                self.partials[piece_id] = (int(value[0]), int(value[1]))
+                self.figures.partials[piece_id] = (int(value[0]), int(value[1]))
         if engine_stats is not None:
-            self.engine_stats[actor] = engine_stats
+            self.figures.engine_stats[actor] = engine_stats
         return self.stopping
 
     def register_actor(self, actor: str, start_s: float | None = None) -> None:
         """Called when an engine actor starts (`start_s`: its imports and engine load);
         a second call is a restart."""
-        self.actor_starts[actor] += 1
-        if start_s is not None:
-            self.engine_start_s = max(self.engine_start_s, start_s)
+        self.figures.actor_started(actor, start_s)
 
     async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         """Acknowledge a piece once its commit record is durable. The engine's counters
         come along, so the final progress has them whatever the report timing."""
         if engine_stats is not None:
-            self.engine_stats[record.actor] = engine_stats
+            self.figures.engine_stats[record.actor] = engine_stats
         if record.piece_id in self.state.committed:
             return
         if self.closed:  # an attempt outliving its run: its piece is redone next run
@@ -323,7 +254,7 @@ class Coordinator:
                 # first if this process stalled): a job that took over writes alone.
                 await asyncio.to_thread(self.lease.guard)
                 await asyncio.to_thread(manifest.write_commits, self.layout, records)
-                self.manifest_s += time.monotonic() - started
+                self.figures.manifest_s += time.monotonic() - started
             except Exception as exc:
                 if isinstance(exc, LeaseLost):
                     self.queue.clear()  # nothing more is handed out
@@ -333,12 +264,11 @@ class Coordinator:
                 continue
             for record, future in batch:
                 if self.state.apply(record):
-                    self.run_done += record.settled
-                    self.run_tokens += record.output_tokens
+                    self.figures.landed(record)
                     if self.ray_metrics is not None:
                         self.ray_metrics.on_commit(record)
                     await self._queue_retry(record)
-                self.partials.pop(record.piece_id, None)
+                self.figures.partials.pop(record.piece_id, None)
                 self.outstanding.discard(record.piece_id)
                 if not future.done():  # in process, a cancelled piece's commit still lands
                     future.set_result(None)
@@ -358,7 +288,7 @@ class Coordinator:
             return
         if item is not None:
             self.queue.append(item)
-            self.run_todo += item.num_rollouts
+            self.figures.todo += item.num_rollouts
 
     async def _watch(self) -> None:
         """Plan new input files (and grown ones) as they appear, and queue their pieces."""
@@ -376,7 +306,7 @@ class Coordinator:
                 self.shards[shard.shard_id] = shard
                 item = WorkItem(shard)
                 self.queue.append(item)
-                self.run_todo += item.num_rollouts
+                self.figures.todo += item.num_rollouts
             if shards:
                 log.info("watch: %d new shards", len(shards))
 
@@ -404,7 +334,7 @@ class Coordinator:
             progress = self.progress()
             if self.lease.lost is None:
                 await asyncio.to_thread(self._write_progress, progress)
-            self.manifest_s += time.monotonic() - started
+            self.figures.manifest_s += time.monotonic() - started
             if self.ray_metrics is not None:
                 self.ray_metrics.on_progress(progress["run"])
         except Exception as exc:  # progress and renewal are retried next tick
@@ -422,9 +352,6 @@ class Coordinator:
         after). A holder that lost the lease writes none of them: the files under the
         output, in flight ones included, are the new holder's."""
         try:
-            self._write_progress(progress)
-            manifest.compact_commits(self.layout, self.lease.guard)
-            commits = manifest.read_commits(self.layout)
-            manifest.sweep_orphans(self.layout, manifest.committed_files(commits), self.lease.guard)
+            manifest.close_run(self.layout, progress, self.lease.guard)
         except LeaseLost as lost:
             log.error("%s", lost)

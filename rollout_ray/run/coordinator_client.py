@@ -19,6 +19,7 @@ class CoordinatorClient(Protocol):
         self, record: Commit, engine_stats: dict[str, float] | None = None
     ) -> None: ...
     async def abandon(self, piece_id: str) -> None: ...
+    def register_actor(self, actor: str, start_s: float | None = None) -> None: ...
     async def report(
         self,
         partials: dict[str, tuple[int, int]],
@@ -88,6 +89,9 @@ class LocalCoordinatorClient:
 
     async def abandon(self, piece_id: str) -> None:
         self.coordinator.abandon(piece_id)
+
+    def register_actor(self, actor: str, start_s: float | None = None) -> None:
+        self.coordinator.register_actor(actor, start_s)
 
     async def report(
         self,

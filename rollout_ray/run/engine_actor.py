@@ -12,9 +12,7 @@ from typing import Any
 
 from rollout_ray.config import JobConfig
 from rollout_ray.engines import EngineDead
-from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem
-from rollout_ray.run.worker import PieceRunner
+from rollout_ray.output.work import WorkItem
 from rollout_ray.verifiers.remote import RemoteVerification
 
 log = logging.getLogger(__name__)
@@ -34,29 +32,22 @@ class EngineWorker:
         started = time.monotonic()
         import ray
 
-        from rollout_ray import secrets
-        from rollout_ray.engines import create_engine
-        from rollout_ray.logs import quiet_libraries
         from rollout_ray.run.coordinator_client import RayCoordinatorClient
+        from rollout_ray.run.engine_host import attach_runner, start_engine
 
-        quiet_libraries()
-        secret_env = secret_env or {}
-        secrets.apply(secret_env)  # the API key, the cloud credentials: set, and masked
         config = JobConfig.model_validate_json(config_json)
-        secrets.register(*secrets.config_values(config))
         # The verifier actor starts (imports, worker processes) while the engine loads.
-        verification = RemoteVerification(config, config.verifier_cpus, secret_env)
+        verification = RemoteVerification(config, config.verifier_cpus, secret_env or {})
         verification.warm()
-        engine = create_engine(config, device)
+        engine, _ = start_engine(config, device, secret_env or {})
         client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
-        self.runner = PieceRunner(
-            config, engine, client, Layout(config.output), secrets.known(), verification
-        )
         context = ray.get_runtime_context()
-        self.runner.actor_id = context.get_actor_id() or ""
-        self.runner.node_id = context.get_node_id() or ""
-        # Import and engine load, for the run's phase table (metrics.json `phases`).
-        client.register_actor(self.runner.actor_id, round(time.monotonic() - started, 3))
+        # Imports and engine load, for the run's phase table (metrics.json `phases`).
+        start_s = round(time.monotonic() - started, 3)
+        actor_id, node_id = context.get_actor_id() or "", context.get_node_id() or ""
+        self.runner = attach_runner(
+            config, engine, client, verification, actor_id, node_id, start_s
+        )
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         item = WorkItem.from_json(str(batch["item"][0]))

@@ -23,8 +23,8 @@ from rollout_ray.engines import Engine
 from rollout_ray.engines.base import Conversation
 from rollout_ray.errors import RowError
 from rollout_ray.inputs.prompts import GYM_KEY, Prompt
-from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import to_json
+from rollout_ray.output.work import WorkItem
 from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record
 
 #: Fields of Gym's /verify answer that are the request echoed back, not its verdict.

@@ -24,7 +24,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,8 +32,8 @@ from rollout_ray.config import JobConfig
 from rollout_ray.engines import EngineDead
 from rollout_ray.errors import EngineFailed
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import Commit
+from rollout_ray.output.work import WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +133,7 @@ class LocalExecutor:
         self.device = device
         self.secret_env = secret_env
         self.notify = notify
+        self.kind = "local"
         self.name = ""
         self.engine_starts = 0
         self.timings: dict[str, float] = {}
@@ -153,16 +153,23 @@ class LocalExecutor:
         if self._engine is None:
             self._engine = self._start_engine()
 
+    def expect(self, pending: int, watch_s: float) -> None:
+        """The coordinator knows the work: start the engine now if there is any (a
+        resumed job's; a new job's engine started while it was planned)."""
+        if pending or watch_s:
+            self.start_engine()
+
     def _start_engine(self) -> concurrent.futures.Future:
         self.engine_starts += 1
 
         def start():
-            from rollout_ray.engines import create_engine
+            from rollout_ray.engines import kind_of
+            from rollout_ray.run.engine_host import start_engine
 
-            started = time.monotonic()
-            self.config.engine.prepare(self.config, True, self.notify)  # the embedded model
-            engine = create_engine(self.config, self.device)
-            self.timings["engine_start_s"] = round(time.monotonic() - started, 3)
+            block = self.config.engine
+            kind_of(block).prepare(self.config, block, True, self.notify)  # embedded model
+            engine, seconds = start_engine(self.config, self.device, self.secret_env)
+            self.timings["engine_start_s"] = seconds
             return engine
 
         return self._starter.submit(start)
@@ -181,7 +188,7 @@ class LocalExecutor:
 
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
         from rollout_ray.run.coordinator import Coordinator
-        from rollout_ray.run.ray_executor import coordinator_name
+        from rollout_ray.run.placement import coordinator_name
 
         self.name = coordinator_name(layout)
         config = self.config.model_dump_json()
@@ -193,7 +200,7 @@ class LocalExecutor:
     def stream(self, coordinator: Any, pending: int) -> Iterator[Commit]:
         """Run every pending piece, as many at once as an engine actor would; yields
         commits as they land."""
-        from rollout_ray.run.ray_executor import shards_in_flight
+        from rollout_ray.run.placement import shards_in_flight
 
         in_flight = shards_in_flight(self.config, self.device)
         landed: queue.Queue = queue.Queue()
@@ -213,11 +220,11 @@ class LocalExecutor:
 
     async def _run_all(self, coordinator: Any, in_flight: int, landed: queue.Queue) -> None:
         from rollout_ray.run.coordinator_client import LocalCoordinatorClient
+        from rollout_ray.run.engine_host import attach_runner
         from rollout_ray.run.worker import PieceRunner
         from rollout_ray.verifiers.remote import LocalVerification, dataset_verifiers
 
         client = LocalCoordinatorClient(coordinator)
-        layout = Layout(self.config.output)
         failed_starts = 0
         verification = LocalVerification(dataset_verifiers(self.config), secrets.known())
         warming = asyncio.ensure_future(verification.warm())  # while the engine loads
@@ -231,10 +238,9 @@ class LocalExecutor:
             except Exception as exc:
                 raise EngineFailed(f"the engine did not start: {exc}") from None
             await warming
-            runner = PieceRunner(self.config, engine, client, layout, secrets.known(), verification)
-            runner.actor_id = f"local-{os.getpid()}-{self.engine_starts}"
-            coordinator.register_actor(runner.actor_id, self.timings.get("engine_start_s"))
-            return runner
+            actor_id = f"local-{os.getpid()}-{self.engine_starts}"
+            start_s = self.timings.get("engine_start_s")
+            return attach_runner(self.config, engine, client, verification, actor_id, "", start_s)
 
         current: asyncio.Task = asyncio.ensure_future(make_runner())
         restart = asyncio.Lock()
@@ -247,7 +253,9 @@ class LocalExecutor:
                 failed_starts += 1
                 if failed_starts >= MAX_ENGINE_STARTS:
                     raise EngineFailed("the engine died again after each of its restarts")
-                await asyncio.to_thread(_close_engine, dead.result().engine)
+                old = dead.result()
+                await old.close()
+                await asyncio.to_thread(_close_engine, old.engine)
                 self._engine = self._start_engine()  # a fresh engine, counted as a start
                 current = asyncio.ensure_future(make_runner())
 
@@ -284,7 +292,10 @@ class LocalExecutor:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             warming.cancel()
-            await asyncio.gather(warming, verification.close(), return_exceptions=True)
+            closing = [verification.close()]
+            if current.done() and not current.cancelled() and current.exception() is None:
+                closing.append(current.result().close())  # its tool clients, its threads
+            await asyncio.gather(warming, *closing, return_exceptions=True)
 
     def stop(self) -> None:
         """Cancel the pieces still running (an interrupted run); their work is redone."""

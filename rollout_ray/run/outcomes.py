@@ -15,8 +15,8 @@ from rollout_ray.errors import redact
 from rollout_ray.inputs.prompts import Prompt
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import now_utc
-from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import FailureRecord, clean_text
+from rollout_ray.output.work import WorkItem
 
 Key = tuple[int, int]  # (row_index, rollout_index)
 

@@ -29,8 +29,8 @@ from rollout_ray.errors import StorageFailed
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.aggregates import piece_stats
 from rollout_ray.output.manifest import INTERRUPTED, Layout, now_utc
-from rollout_ray.output.plan import WorkItem
 from rollout_ray.output.schema import ROLLOUT_FIELDS, Commit, failures_table, rollouts_table
+from rollout_ray.output.work import WorkItem
 from rollout_ray.run.outcomes import (
     Key,
     RecordUnwritable,

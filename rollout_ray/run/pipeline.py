@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from rollout_ray import secrets, storage
 from rollout_ray.config import JobConfig
+from rollout_ray.engines import kind_of
 from rollout_ray.errors import EngineFailed, find_job_fault
 from rollout_ray.output.cost import Projection, cost_of, project
 from rollout_ray.output.lease import Lease, LeaseLost
@@ -36,17 +37,21 @@ log = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
-    """Where a job's pieces run (RayCluster, LocalExecutor)."""
+    """Where a job's pieces run (RayCluster, LocalExecutor): run_job drives either the
+    same way, step by step."""
 
+    kind: str  # "ray" or "local", as metrics.json records it
     name: str
     timings: dict[str, float]
 
     def start(self) -> None: ...
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any: ...
     def call(self, method: Any, *args: Any, timeout: float | None = None) -> Any: ...
+    def expect(self, pending: int, watch_s: float) -> None: ...
     def stream(self, coordinator: Any, pending: int) -> Iterator[Commit]: ...
     def stop(self) -> None: ...
     def finish(self, coordinator: Any, status: str) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
 class Phases:
@@ -123,7 +128,8 @@ def run_job(
     phases = Phases()
     check_job(config)  # the model folder, key variables: all at once, before anything
     secret_env = secrets.prepare(config)
-    config.engine.check(config, secret_env)  # before anything starts, not in each actor
+    # Before anything starts, not in each actor.
+    kind_of(config.engine).check(config, config.engine, secret_env)
     secrets.install_log_filter()
     check_verifiers(config)
     started = time.monotonic()
@@ -132,31 +138,33 @@ def run_job(
     lease = Lease(Layout(config.output).lease_dir, owner)
     lease.acquire(notice=notify)
     stop = stop or threading.Event()
-    local: LocalExecutor | None = None
+    executor: Executor | None = None
     try:
         with interrupts.graceful(stop):
             choice = choose_executor(config, watch_s)  # "" until the plan says how big
             if choice == "local":
                 # The engine loads in a thread while this thread plans (a new output).
                 fresh = not storage.exists(Layout(config.output).plan)
-                local = LocalExecutor(config, local_device(config), secret_env, notify, fresh)
+                executor = LocalExecutor(config, local_device(config), secret_env, notify, fresh)
             phases.mark("checks")
             layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
             plan_s = time.monotonic() - started
             phases.mark("plan")
-            if not choice and choose_executor(config, watch_s, layout) == "local":
-                local = LocalExecutor(config, local_device(config), secret_env, notify, not resumed)
+            if executor is None:
+                local = not choice and choose_executor(config, watch_s, layout) == "local"
+                executor = (
+                    LocalExecutor(config, local_device(config), secret_env, notify, not resumed)
+                    if local
+                    else RayCluster(config, secret_env, notify)
+                )
             _stop_early(stop)
-            executor: Executor = local or RayCluster(config, secret_env, notify)
             executor.start()
             _stop_early(stop)
-            if local is None:
-                phases.mark("ray_start")
+            phases.mark("start")
             coordinator = executor.start_coordinator(layout, owner, watch_s)
             pending = executor.call(coordinator.start_run)
             phases.mark("coordinator")
-            if local is not None and (pending or watch_s):
-                local.start_engine()  # resumed with work left: now (a no-op if loading)
+            executor.expect(pending, watch_s)
             if resumed:
                 notify(f"Resuming {storage.shown(config.output)}: {pending} pieces left")
             if watch_s:
@@ -175,7 +183,7 @@ def run_job(
         status = progress["status"]
         wall = time.monotonic() - started
         metrics = {"status": status, "wall_s": round(wall, 3), "plan_s": round(plan_s, 3)}
-        metrics["executor"] = "local" if local is not None else "ray"
+        metrics["executor"] = executor.kind
         engine_start = progress.get("run", {}).get("engine_start_s")
         timings = {**executor.timings, **({"engine_start_s": engine_start} if engine_start else {})}
         metrics["phases"] = phases.table(timings)
@@ -189,8 +197,8 @@ def run_job(
         # Written by the coordinator, under the lease like every file of the output.
         executor.call(coordinator.write_metrics, metrics)
     finally:
-        if local is not None:
-            local.close()
+        if executor is not None:
+            executor.close()
         # A job refused before it planned anything leaves nothing behind, lease included.
         lease.release(forget=not storage.exists(Layout(config.output).job))
     result = JobResult(config.output, status, wall, progress, metrics)

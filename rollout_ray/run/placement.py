@@ -4,10 +4,12 @@ device, and each actor's resources, environment and placement."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
 from rollout_ray.config import JobConfig
+from rollout_ray.output.manifest import Layout
 from rollout_ray.secrets import SECRET_NAME
 
 NAMESPACE = "rollout-ray"
@@ -122,7 +124,9 @@ def engine_env(config: JobConfig, device: str, cores: int) -> tuple[dict[str, An
     """An engine's own Ray options and the environment its process needs (an actor's
     runtime_env, or this process's for the local executor); never a secret."""
     engine = config.engine
-    own_options, own_env = engine.placement(device, cores)
+    from rollout_ray.engines import kind_of
+
+    own_options, own_env = kind_of(engine).placement(engine, device, cores)
     env = {**ENGINE_ENV, **own_env}
     env.update({k: v for k, v in engine.env.items() if not SECRET_NAME.search(k)})
     return own_options, env
@@ -143,3 +147,22 @@ def passthrough_env() -> dict[str, str]:
         "VLLM_CACHE_ROOT",
     )
     return {n: os.environ[n] for n in names if n in os.environ}
+
+
+def shards_in_flight(config: JobConfig, device: str) -> int:
+    """Shards per actor so that, while one shard finishes its slowest rollouts, the
+    others still queue at least two full engine batches: the engine never idles at a
+    shard boundary."""
+    engine = config.engine
+    if engine.shards_in_flight:
+        return engine.shards_in_flight
+    batch = engine.batch_size() or (512 if device == "cuda" else 256)
+    per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
+    return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
+
+
+def coordinator_name(layout: Layout) -> str:
+    """The job's coordinator actor, named by its output (canonical: one name per output)."""
+    from rollout_ray.output.plan import fingerprint
+
+    return "coordinator-" + fingerprint(layout.output)

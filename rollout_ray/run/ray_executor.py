@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from typing import Any
 
 from rollout_ray.config import JobConfig
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import fingerprint
 from rollout_ray.output.schema import Commit
 from rollout_ray.run.placement import (
     NAMESPACE,
     actor_options,
+    coordinator_name,
     init_ray,
     passthrough_env,
     pieces_context,
     resolve_device,
+    shards_in_flight,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class RayCluster:
         self.config = config
         self.secret_env = secret_env
         self.notify = notify
+        self.kind = "ray"
         self.name = ""
         self.device = "cpu"
         self.timings: dict[str, float] = {}
@@ -48,7 +49,9 @@ class RayCluster:
         local = init_ray()
         self.timings["ray_start_s"] = round(time.monotonic() - started, 3)
         self.device = resolve_device(self.config)
-        self.config.engine.prepare(self.config, local, self.notify)
+        from rollout_ray.engines import kind_of
+
+        kind_of(self.config.engine).prepare(self.config, self.config.engine, local, self.notify)
 
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
         self.name, actor = start_coordinator(layout, self.config, owner, watch_s, self.secret_env)
@@ -63,8 +66,14 @@ class RayCluster:
     def stream(self, coordinator: Any, pending: int):
         return stream_pieces(pending, self.config, self.name, self.device, self.secret_env)
 
+    def expect(self, pending: int, watch_s: float) -> None:
+        """Nothing to do: the engine actors start with the pipeline (stream)."""
+
     def stop(self) -> None:
         """Nothing to do: Ray Data stops its pipeline when the driver stops iterating."""
+
+    def close(self) -> None:
+        """Nothing to do: a local Ray ends with this process; a cluster stays."""
 
     def finish(self, coordinator: Any, status: str) -> dict[str, Any]:
         """The coordinator's final progress, waiting out a restart of it."""
@@ -108,22 +117,6 @@ def start_coordinator(
         .remote(config.model_dump_json(), owner, name, watch_s, secret_env or {})
     )
     return name, actor
-
-
-def coordinator_name(layout: Layout) -> str:
-    return "coordinator-" + fingerprint(layout.output)  # canonical: one name per output
-
-
-def shards_in_flight(config: JobConfig, device: str) -> int:
-    """Shards per actor so that, while one shard finishes its slowest rollouts, the
-    others still queue at least two full engine batches: the engine never idles at a
-    shard boundary."""
-    engine = config.engine
-    if engine.shards_in_flight:
-        return engine.shards_in_flight
-    batch = engine.batch_size() or (512 if device == "cuda" else 256)
-    per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
-    return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
 
 
 def pending_pieces(coordinator_name: str, batch: int):

@@ -21,21 +21,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig
-from rollout_ray.engines import Engine, EngineDead, GenerationRequest
+from rollout_ray.config import JobConfig
+from rollout_ray.engines import Engine, EngineDead
 from rollout_ray.errors import JobFault, RowError, redact
-from rollout_ray.inputs.prompts import build_prompt
-from rollout_ray.inputs.reading import read_shard
-from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import INTERRUPTED, Layout
-from rollout_ray.output.plan import WorkItem
-from rollout_ray.output.schema import Commit, sampling_record
+from rollout_ray.output.schema import Commit
+from rollout_ray.output.work import WorkItem
 from rollout_ray.run.coordinator_client import CoordinatorClient
+from rollout_ray.run.engine_gate import EngineGate
 from rollout_ray.run.episodes import Episodes
 from rollout_ray.run.outcomes import (
     EngineCrashed,
@@ -45,10 +42,10 @@ from rollout_ray.run.outcomes import (
     failure_record,
     generated_failure,
     rollout_record,
-    row_failures,
     without_token_data,
 )
 from rollout_ray.run.piece_files import write_piece
+from rollout_ray.run.requests import PieceRequests
 from rollout_ray.verifiers.remote import (
     LocalVerification,
     RemoteVerification,
@@ -79,23 +76,14 @@ class PieceRunner:
         self.layout = layout
         self.secrets = secrets
         self.verification = verification or LocalVerification(dataset_verifiers(config), secrets)
-        # Per dataset: its config, its resolved sampling, and the command line's part of
-        # it (which beats a row's own values); plain dicts, as this is per-row work.
-        self.datasets: dict[str, tuple[DatasetConfig, dict[str, Any], dict[str, Any]]] = {}
-        for i, dataset in enumerate(config.datasets):
-            base = JOB_SAMPLING_DEFAULTS.merged(config.sampling, dataset.sampling)
-            pinned = base.model_dump(include=config.pinned_sampling(i), exclude_none=True)
-            self.datasets[dataset.name] = (dataset, base.model_dump(exclude_none=True), pinned)
         self.episodes = Episodes(engine, secrets)
+        self.requests = PieceRequests(config, engine, self.episodes, secrets)
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout-io")
         self._partials: dict[str, list[int]] = {}
         self._reporter: asyncio.Task | None = None
         self.actor_id = ""
         self.node_id = ""
-        self._gate: asyncio.Condition | None = None
-        self._active = 0
-        self._reloading = False
-        self._alone = False
+        self.gate = EngineGate(engine, config.engine.reloads_model())
         self._stopping: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ the piece
@@ -158,16 +146,20 @@ class PieceRunner:
     async def _attempt(self, item: WorkItem) -> tuple[list[dict], list[dict]]:
         """The piece as usual: every rollout submitted at once, then verified."""
         loop = asyncio.get_running_loop()
-        rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
+        rollouts, failures = await loop.run_in_executor(self.io, self.requests.expand, item)
         self._partials[item.piece_id] = [0, 0]
-        await self._enter()
-        try:
-            outcomes = await self._generate_all(item, rollouts)
-        finally:
-            await self._leave()
+        async with self.gate.use():
+            ok, failed = await self._generate_and_verify(item, rollouts)
+        return ok, failures + failed
+
+    async def _generate_and_verify(
+        self, item: WorkItem, rollouts: list[Rollout]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Rollouts on the engine, then the verifier: (records, failure records)."""
+        outcomes = await self._generate_all(item, rollouts)
         ok = [o for o in outcomes if "stage" not in o]
-        failures += [o for o in outcomes if "stage" in o]
-        if ok and self.datasets[item.shard.dataset][0].verifier is not None:
+        failures = [o for o in outcomes if "stage" in o]
+        if ok and self.requests.dataset(item.shard.dataset).verifier is not None:
             ok, rejected = await self._verify(item, ok)
             failures += rejected
         return ok, failures
@@ -182,14 +174,13 @@ class PieceRunner:
         instead of running it: each crash isolates one row, so the piece ends.
         """
         loop = asyncio.get_running_loop()
-        rollouts, failures = await loop.run_in_executor(self.io, self._expand, item)
+        rollouts, failures = await loop.run_in_executor(self.io, self.requests.expand, item)
         self._partials[item.piece_id] = [0, 0]
         by_row: dict[int, list[Rollout]] = {}
         for rollout in rollouts:
             by_row.setdefault(rollout.row.row_index, []).append(rollout)
         ok: list[dict[str, Any]] = []
-        await self._enter(alone=True)
-        try:
+        async with self.gate.use(alone=True):
             for row_index, group in by_row.items():
                 if self.stopping.is_set():
                     failures += [self._interrupted(item, r) for r in group]
@@ -203,95 +194,15 @@ class PieceRunner:
                     continue
                 await self.coordinator.running(item.piece_id, row_index)
                 try:
-                    outcomes = await self._generate_all(item, group)
-                    row_ok = [o for o in outcomes if "stage" not in o]
-                    failures += [o for o in outcomes if "stage" in o]
-                    if row_ok and self.datasets[item.shard.dataset][0].verifier is not None:
-                        row_ok, rejected = await self._verify(item, row_ok)
-                        failures += rejected
+                    row_ok, row_failed = await self._generate_and_verify(item, group)
                     ok += row_ok
+                    failures += row_failed
                 except (EngineDead, JobFault):
                     raise
                 except Exception as exc:
                     failures += [self._failed(item, r, "generate", exc, True) for r in group]
             await self.coordinator.running(item.piece_id, None)
-        finally:
-            await self._leave(alone=True)
         return ok, failures
-
-    def _expand(self, item: WorkItem) -> tuple[list[Rollout], list[dict[str, Any]]]:
-        """Read the piece's rows and turn them into requests; unusable rows fail here.
-
-        Raises:
-            JobFault: the input changed after the job was planned.
-        """
-        shard = item.shard
-        dataset, base, pinned = self.datasets[shard.dataset]
-        wanted: dict[int, set[int]] | None = None
-        if item.keys is not None:
-            wanted = {}
-            for row_index, rollout_index in item.keys:
-                wanted.setdefault(row_index, set()).add(rollout_index)
-        try:
-            rows = read_shard(shard)
-        except JobFault:
-            raise
-        except Exception as exc:
-            # Storage gone after retries may pass later; a file that can't be parsed
-            # at all (a corrupt Parquet footer) will not.
-            transient = isinstance(exc, OSError)
-            failures = []
-            for i in range(shard.num_rows):
-                row = SourceRow(shard.first_row + i, None)
-                if wanted is None or row.row_index in wanted:
-                    failures += row_failures(
-                        item, row, wanted, "read", exc, not transient, self.secrets
-                    )
-            return [], failures
-        rollouts, failures = [], []
-        for row in rows:
-            indices: list[int] = list(range(shard.num_repeats))
-            if wanted is not None:
-                if row.row_index not in wanted:
-                    continue
-                if -1 not in wanted[row.row_index]:
-                    indices = sorted(wanted[row.row_index])
-            try:
-                if row.error is not None:
-                    raise row.error
-                assert row.value is not None
-                prompt = build_prompt(row.value, dataset)
-                sampling = {**base, **prompt.sampling, **pinned} if prompt.sampling else base
-                if dataset.agent is None:
-                    self.episodes.tools_for(dataset, prompt)  # refuses rows with tools
-                    token_ids = self.engine.prepare(prompt.messages, sampling)
-                else:
-                    token_ids = None  # an episode renders its own turns
-            except (EngineDead, JobFault):
-                raise
-            except RowError as exc:
-                failures += row_failures(item, row, wanted, exc.stage, exc, True, self.secrets)
-                continue
-            except Exception as exc:  # the one rule: this row's failure, not the piece's
-                failures += row_failures(item, row, wanted, "prompt", exc, True, self.secrets)
-                continue
-            if row.warnings:
-                prompt.warnings = row.warnings
-            stored = sampling_record(sampling)
-            seed = sampling.get("seed")
-            extra = {"gym": prompt.responses_create_params is not None}
-            for index in indices:
-                request = GenerationRequest(
-                    request_id=f"{item.piece_id}/{row.row_index}/{index}/{os.urandom(3).hex()}",
-                    messages=prompt.messages,
-                    # Rollout i of a row samples with seed + i: repeats differ, reruns agree.
-                    sampling=sampling if seed is None else {**sampling, "seed": seed + index},
-                    prompt_token_ids=token_ids,
-                    extra=extra,
-                )
-                record_sampling = stored if seed is None else {**stored, "seed": seed + index}
-                rollouts.append(Rollout(row, prompt, index, request, record_sampling))
-        return rollouts, failures
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -341,7 +252,7 @@ class PieceRunner:
         return self._failed(item, rollout, INTERRUPTED, RunStopped(), False)
 
     async def _generate(self, item: WorkItem, rollout: Rollout) -> dict[str, Any]:
-        dataset = self.datasets[item.shard.dataset][0]
+        dataset = self.requests.dataset(item.shard.dataset)
         try:
             if dataset.agent is not None:
                 record = await self.episodes.rollout(item, rollout, dataset)
@@ -364,45 +275,12 @@ class PieceRunner:
             partial[1] += output_tokens
         return record
 
-    async def _enter(self, alone: bool = False) -> None:
-        """Start generating; first reload the engine if a new checkpoint is there, once
-        the pieces generating with the old one are done (watch_model). `alone`: also
-        wait until no other piece generates, and keep new ones out until `_leave`."""
-        if self._gate is None:
-            self._gate = asyncio.Condition()
-        watch = self.config.engine.reloads_model()
-        async with self._gate:
-            while self._reloading or self._alone:
-                await self._gate.wait()
-            if watch and await asyncio.to_thread(self.engine.checkpoint_changed):
-                self._reloading = True
-                while self._active:
-                    await self._gate.wait()
-                try:
-                    await asyncio.to_thread(self.engine.reload)
-                finally:
-                    self._reloading = False
-                    self._gate.notify_all()
-            if alone:
-                self._alone = True
-                while self._active:
-                    await self._gate.wait()
-            self._active += 1
-
-    async def _leave(self, alone: bool = False) -> None:
-        assert self._gate is not None
-        async with self._gate:
-            self._active -= 1
-            if alone:
-                self._alone = False
-            self._gate.notify_all()
-
     async def _verify(
         self, item: WorkItem, records: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Reward each rollout; one the verifier can't judge becomes a failure that
         keeps its response, never a reward of 0."""
-        dataset = self.datasets[item.shard.dataset][0]
+        dataset = self.requests.dataset(item.shard.dataset)
         kind = dataset.verifier.kind
         try:
             views = [verifier_record(without_token_data(r)) for r in records]
@@ -428,6 +306,15 @@ class PieceRunner:
         self, item: WorkItem, rollout: Rollout, stage: str, exc: BaseException, terminal: bool
     ) -> dict[str, Any]:
         return failure_record(item, rollout.row, rollout.index, stage, exc, terminal, self.secrets)
+
+    async def close(self) -> None:
+        """Free what the runner holds besides the engine (the engine's owner closes
+        it): the progress reporter, agent environments' clients and tool threads, the
+        I/O threads."""
+        if self._reporter is not None:
+            self._reporter.cancel()
+        await self.episodes.close()
+        self.io.shutdown(wait=False)
 
     # ------------------------------------------------------------------ progress
 

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from rollout_ray.config import JobConfig, ServeConfig, VLLMEngineConfig
-from rollout_ray.engines.vllm_engine import cpu_environment
+from rollout_ray.engines.vllm_placement import cpu_environment
 from rollout_ray.errors import ConfigError, RolloutRayError
 
 log = logging.getLogger(__name__)

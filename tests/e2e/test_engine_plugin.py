@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from rollout_ray.config import EngineBlock
-from rollout_ray.engines import Engine, Generation
+from rollout_ray.engines import Engine, Generation, register_engine
 
 
 class ToyEngineConfig(EngineBlock):
@@ -28,15 +28,6 @@ class ToyEngineConfig(EngineBlock):
     kind: Literal["toy"] = "toy"
     suffix: str = Field("!", description="Appended to every answer.")
     vocabulary: str = Field("", description="A .gz word list the engine checks first.")
-
-    def check(self, job, secret_env):
-        if self.vocabulary:
-            import gzip
-
-            gzip.open(self.vocabulary).read()
-
-    def create(self, job, device):
-        return ToyEngine(job.model, self.suffix)
 
 
 class ToyEngine(Engine):
@@ -53,6 +44,20 @@ class ToyEngine(Engine):
         words = request.messages[-1]["content"].split()
         text = " ".join(reversed(words)) + self.suffix
         return Generation(text, "stop", len(words), len(words) + 1)
+
+
+def check(job, block, secret_env):
+    if block.vocabulary:
+        import gzip
+
+        gzip.open(block.vocabulary).read()
+
+
+def build(job, block, device):
+    return ToyEngine(job.model, block.suffix)
+
+
+register_engine(ToyEngineConfig, build=build, check=check)
 '''
 
 

@@ -36,7 +36,7 @@ def free_port() -> int:
 def vllm_server(tiny_model):
     """`python -m vllm.entrypoints.openai.api_server` on the tiny model."""
     from rollout_ray.config import VLLMEngineConfig
-    from rollout_ray.engines.vllm_engine import cpu_environment
+    from rollout_ray.engines.vllm_placement import cpu_environment
 
     port = free_port()
     env = {

@@ -253,7 +253,7 @@ def test_coordinator_killed_mid_job(ray_session, tmp_path, tiny_model):
     manifest and the job finishes with the exact key set, nothing written twice."""
     import ray
 
-    from rollout_ray.run.ray_executor import NAMESPACE, coordinator_name
+    from rollout_ray.run.placement import NAMESPACE, coordinator_name
 
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"a song {i}"} for i in range(96)])
     output = tmp_path / "out"

@@ -32,7 +32,7 @@ def test_commit_fields_are_spelled_only_in_the_schema_module():
     from rollout_ray.output.schema import Commit
 
     generic = {"dataset", "shard_id", "round", "prompt_tokens", "output_tokens", "stats"}
-    generic |= {"seconds", "actor", "node"}  # names other records and dicts share
+    generic |= {"seconds", "actor", "node", "attempt"}  # names other records and dicts share
     own = [f.name for f in fields(Commit) if f.name not in generic]
     assert "n_retryable" in own and "failures_file" in own
     spelled = [

@@ -13,7 +13,7 @@ from rollout_ray.errors import ConfigError
 from rollout_ray.inputs.reading import read_shard
 from rollout_ray.inputs.shards import plan_file
 from rollout_ray.inputs.sources import discover
-from rollout_ray.output.plan import WorkItem
+from rollout_ray.output.work import WorkItem
 
 
 def rows_of(dataset: DatasetConfig, shard_size: int, limit=None):

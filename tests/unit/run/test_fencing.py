@@ -22,7 +22,8 @@ from rollout_ray.engines import create_engine
 from rollout_ray.output.integrity import check_output
 from rollout_ray.output.lease import Lease, LeaseLost, owner
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import WorkItem, prepare_output
+from rollout_ray.output.plan import prepare_output
+from rollout_ray.output.work import WorkItem
 from rollout_ray.run.coordinator import Coordinator
 from rollout_ray.run.coordinator_client import LocalCoordinatorClient
 from rollout_ray.run.piece_files import write_piece
