@@ -1,0 +1,61 @@
+"""Untrusted rows, model outputs and endpoints reach no further than the config says.
+
+Each test is one attack from issue 23, run through a real job (the openai engine
+against a loopback endpoint that answers as told, or the simulated engine) with a
+loopback server standing where the attack would lead: its request log must stay
+empty, and the rollout at fault fails alone with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fault_server import FaultServer
+from helpers import read_output, write_jsonl
+from request_log import RequestLog
+
+from rollout_ray import run_job
+from rollout_ray.config import load_config
+
+KEY = "sk-untrusted-test-4c1f"
+
+
+def openai_job(endpoint: FaultServer, data, output, **dataset) -> dict:
+    return {
+        "model": "m",
+        "engine": {"kind": "openai", "base_url": endpoint.url, "api_key_env": "FAULT_KEY"},
+        "datasets": [{"name": "d", "path": str(data), **dataset}],
+        "output": str(output),
+        "metrics_port": 0,
+    }
+
+
+def test_a_rows_schema_reference_fetches_nothing(tmp_path, monkeypatch):
+    """A row's JSON schema pointing `$ref` at a URL (a cloud metadata endpoint on a real
+    cluster) is never fetched: that rollout fails at verify, saying why; references
+    inside the schema still resolve."""
+    monkeypatch.setenv("FAULT_KEY", KEY)
+    trap = RequestLog()
+    endpoint = FaultServer(api_key=KEY).start()
+    local = {"$defs": {"obj": {"type": "object"}}, "$ref": "#/$defs/obj"}
+    rows = [
+        {"prompt": 'ok {"a": 1}', "schema": {"$ref": f"{trap.url}/latest/meta-data/iam"}},
+        {"prompt": 'ok {"b": 2}', "schema": {"$id": f"{trap.url}/", "$ref": "iam"}},
+        {"prompt": 'ok {"c": 3}', "schema": local},
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    verifier = {"kind": "json_schema", "schema_field": "schema"}
+    config = openai_job(endpoint, data, tmp_path / "out", verifier=verifier)
+    try:
+        assert run_job(load_config(config)).status == "finished"
+    finally:
+        trap.stop()
+    assert trap.requests == []
+    records = read_output(tmp_path / "out")
+    assert [(r["task_id"], r["reward"]) for r in records] == [("rows:2", 1.0)]
+    failures = read_output(tmp_path / "out", "failures")
+    assert sorted(f["task_id"] for f in failures) == ["rows:0", "rows:1"]
+    for failure in failures:
+        assert failure["stage"] == "verify" and failure["terminal"]
+        assert "only references inside the schema resolve" in failure["error"]
+    assert json.loads(records[0]["verifier_details"]) == {}
