@@ -17,6 +17,7 @@ credentials in the environment (AWS_*). This module finds them once, and:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -115,7 +116,38 @@ def redacted_config(config: JobConfig) -> dict[str, Any]:
         for name in list(headers):
             if secret_header(name):
                 headers[name] = MASK
-    return _mask_urls(data)
+    data = _mask_urls(data)
+    # The command line's own record of itself: `engine.env.MY_API_KEY=sk-...` holds the
+    # value the config masks, and job.json and trackers receive this list too.
+    data["cli_overrides"] = [
+        _masked_override(item, data, config_values(config))
+        for item in data.get("cli_overrides") or []
+    ]
+    return data
+
+
+def _masked_override(item: str, masked: dict[str, Any], values: list[str]) -> str:
+    """A `key=value` override as it may be written down: its value masked when its key
+    names a secret (a variable or header whose name says key, token, ...) or when the
+    config masks the value at that key path, and any secret value of the config masked
+    wherever else it appears."""
+    key, sep, raw = item.partition("=")
+    last = key.strip().rsplit(".", 1)[-1]
+    if sep and (secret_header(last) and not last.endswith("_env")):
+        raw = MASK  # a secret-named variable or header, whatever the config holds now
+    elif sep:
+        node: Any = masked
+        for part in key.strip().split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+                break
+        if node is not None and MASK in json.dumps(node):
+            raw = node if isinstance(node, str) else json.dumps(node)
+    return redact(f"{key}{sep}{raw}", values)
 
 
 def _mask_urls(value: Any) -> Any:

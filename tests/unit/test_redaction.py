@@ -63,3 +63,30 @@ def test_redaction_masks_before_any_cut_and_inside_urls():
     assert secrets.redact("https://bob:hunter2-long@host/x") == "https://bob:[redacted]@host/x"
     secrets.register("short")  # under MIN_LENGTH: would mask ordinary words
     assert secrets.redact("a short text") == "a short text"
+
+
+def test_secrets_given_as_command_line_overrides_are_masked_in_the_written_config():
+    """`run cfg engine.env.MY_API_KEY=sk-...` once wrote the key to job.json's (and the
+    trackers') `cli_overrides` while masking the same value under `engine.env`."""
+    base = {
+        "model": "m",
+        "engine": {"kind": "openai"},
+        "datasets": [{"path": "x.jsonl", "verifier": {"kind": "http", "url": "http://v/verify"}}],
+        "output": "out",
+    }
+    overrides = [
+        "engine.env.MY_API_KEY=sk-override-env-0a1b2c",
+        "engine.env={OTHER_TOKEN: tok-override-dict-3d4e}",
+        "engine.base_url=https://bob:pw-override-url-5f6a@api.example/v1",
+        "datasets.0.verifier.headers.Authorization=Bearer hdr-override-7b8c9d",
+        "sampling.temperature=0.3",
+    ]
+    config = load_config(base, overrides)
+    written = json.dumps(secrets.redacted_config(config))
+    for value in ("sk-override-env-0a1b2c", "tok-override-dict-3d4e", "pw-override-url-5f6a"):
+        assert value not in written
+    assert "hdr-override-7b8c9d" not in written
+    recorded = secrets.redacted_config(config)["cli_overrides"]
+    assert recorded[0] == "engine.env.MY_API_KEY=[redacted]"
+    assert recorded[2] == "engine.base_url=https://bob:[redacted]@api.example/v1"
+    assert recorded[-1] == "sampling.temperature=0.3"  # what is not secret stays readable
