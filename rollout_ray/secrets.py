@@ -11,12 +11,15 @@ credentials in the environment (AWS_*). This module finds them once, and:
 - `actor_env` is what actors need of them, passed as constructor arguments (never in a
   Ray `runtime_env`, which Ray's runtime-env agent logs);
 - `register` adds values to this process's list, and `redact` replaces every listed
-  value (and any URL password) in a text. Every text that leaves a process goes through
-  `redact` before it is cut short, and `install_log_filter` does it for log records.
+  value (and any URL password) in a text: 8 characters or more wherever they appear,
+  4 to 7 where they stand as a token (see MIN_LENGTH). Every text that leaves a process
+  goes through `redact` before it is cut short, and `install_log_filter` does it for
+  log records.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,9 +29,17 @@ from typing import Any
 from rollout_ray.config import JobConfig
 
 MASK = "[redacted]"
-#: Shorter values are not masked: a 5-letter "secret" (say an S3 access key `minio`)
-#: would mask that word everywhere, and real keys are long.
-MIN_LENGTH = 8
+#: From this length on, a secret is masked wherever it appears, inside longer words too.
+ANYWHERE_LENGTH = 8
+#: Secrets of MIN_LENGTH to ANYWHERE_LENGTH - 1 characters (an S3 access key `minio`, a
+#: password `hunter2`) are masked where they stand as a token: not next to a letter or
+#: digit. The price is false positives on whole words: with the key `minio`, every
+#: standalone "minio" (the endpoint's host name too) reads [redacted]; inside a longer
+#: word ("minion") it stays. Anywhere would mask pieces of ordinary words; not at all
+#: would leak them. Shorter values can't be masked without masking common words and
+#: protect nothing (three characters are guessed at once): they are refused a mask,
+#: and `prepare` warns about them.
+MIN_LENGTH = 4
 #: Environment variable names whose values are secret.
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
 #: Cloud credentials actors need for object storage.
@@ -55,10 +66,19 @@ def redact(text: str, extra: tuple[str, ...] | list[str] = ()) -> str:
     values = {*_KNOWN, *(s for s in extra if s and len(s) >= MIN_LENGTH)}
     for secret in sorted(values, key=len, reverse=True):
         if secret in text:
-            text = text.replace(secret, MASK)
+            if len(secret) >= ANYWHERE_LENGTH:
+                text = text.replace(secret, MASK)
+            else:
+                text = _as_token(secret).sub(MASK, text)
     if "@" in text:
         text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     return text
+
+
+@functools.lru_cache(maxsize=256)
+def _as_token(secret: str) -> re.Pattern[str]:
+    """A short secret where it stands alone: no letter or digit right before or after."""
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])")
 
 
 def secret_header(name: str) -> bool:
@@ -101,6 +121,13 @@ def prepare(config: JobConfig) -> dict[str, str]:
     """Register every secret of a job in this process; returns what actors need."""
     env = find(config)
     register(*env.values(), *config_values(config))
+    short = sorted(n for n, v in env.items() if 0 < len(v) < MIN_LENGTH)
+    if short:
+        logging.getLogger(__name__).warning(
+            "%s: shorter than %d characters, too short to mask in texts (use a real key)",
+            ", ".join(short),
+            MIN_LENGTH,
+        )
     return env
 
 
