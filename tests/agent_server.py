@@ -7,7 +7,9 @@ to the session's total; POST /verify rewards 1.0 when the total equals the row's
 `error`: /add answers 500 with an error body (a tool error the model sees);
 `down`: /add always 503; `verify_down`: /verify answers 500;
 `verify_bad`: /verify answers without a reward.
-Calls without the session cookie get 400, as Gym's servers do.
+Calls without the session cookie get 400, as Gym's servers do. With `prefix` the
+endpoints sit under it (`/envs/mine/add`); every request's raw path (query included)
+is logged in `paths`, and paths that are no endpoint get 404.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ COOKIE = "session"
 
 
 class AgentServer:
-    def __init__(self, slow_s: float = 3.0):
+    def __init__(self, slow_s: float = 3.0, prefix: str = ""):
         self.slow_s = slow_s
+        self.prefix = prefix
+        self.paths: list[str] = []
         self.sessions: dict[str, dict] = {}
         self.hits: Counter[str] = Counter()
         self.no_cookie = 0
@@ -35,7 +39,7 @@ class AgentServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def start(self, port: int = 0) -> AgentServer:
         self._ready.clear()
@@ -51,11 +55,18 @@ class AgentServer:
 
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_get("/", lambda _: web.json_response({"status": "ok"}))
-        app.router.add_post("/seed_session", self._seed)
-        app.router.add_post("/add", self._add)
-        app.router.add_post("/verify", self._verify)
+
+        @web.middleware
+        async def log_path(request: web.Request, handler):  # type: ignore[no-untyped-def]
+            self.paths.append(request.raw_path)
+            return await handler(request)
+
+        app = web.Application(middlewares=[log_path])
+        app.router.add_get(self.prefix + "/", lambda _: web.json_response({"status": "ok"}))
+        app.router.add_post(self.prefix + "/seed_session", self._seed)
+        app.router.add_post(self.prefix + "/add", self._add)
+        app.router.add_post(self.prefix + "/verify", self._verify)
+        app.router.add_route("*", "/{tail:.*}", lambda _: web.json_response({}, status=404))
 
         async def up() -> None:
             self._runner = web.AppRunner(app)

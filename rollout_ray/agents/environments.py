@@ -15,6 +15,7 @@ import functools
 import importlib
 import json
 import random
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,8 @@ from rollout_ray.config.agents import AgentConfig
 from rollout_ray.errors import JobFault
 
 RETRY_STATUS = {502, 503, 504}
+#: A resources server's own endpoints beside its tools (NeMo Gym's SimpleResourcesServer).
+GYM_ENDPOINTS = frozenset({"seed_session", "verify", "aggregate_metrics"})
 
 
 class ToolUnavailable(Exception):
@@ -126,7 +129,10 @@ class GymSession(Session):
         raise ToolUnavailable(f"{what} at {env.url}{path} failed {attempts} times; last: {last}")
 
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-        reply = await self.post(f"/{name}", arguments, self.env.agent.tool_timeout_s, name)
+        if name in GYM_ENDPOINTS:  # a row may offer a "tool" named after one
+            return json.dumps({"error": f"{name!r} is the server's own endpoint, not a tool"}), True
+        path = "/" + urllib.parse.quote(name, safe="")
+        reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name)
         return reply.text, reply.status_code >= 400
 
     async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:

@@ -59,3 +59,49 @@ def test_a_rows_schema_reference_fetches_nothing(tmp_path, monkeypatch):
         assert failure["stage"] == "verify" and failure["terminal"]
         assert "only references inside the schema resolve" in failure["error"]
     assert json.loads(records[0]["verifier_details"]) == {}
+
+
+def test_only_offered_tools_under_safe_names_reach_the_tool_server(tmp_path, monkeypatch):
+    """Tool names come from rows and from the model's calls; the agent once POSTed to
+    `url + "/" + name` whatever the name: the server behind `.../envs/mine` saw
+    `/admin/reset`, `/envs/mine/verify` (its verifier called as a tool) and
+    `/envs/mine/x?token=1`. Now a call runs only if the episode offered its tool and its
+    name is safe; any other is an error output the model sees, as for bad arguments."""
+    from agent_server import AgentServer
+
+    monkeypatch.setenv("FAULT_KEY", KEY)
+    endpoint = FaultServer(api_key=KEY).start()
+    tools = AgentServer(prefix="/envs/mine").start()
+    add = {"type": "function", "name": "add", "parameters": {"type": "object"}}
+
+    def row(prompt: str, *names: str) -> dict:
+        offered = [add] + [{"type": "function", "name": n} for n in names]
+        params = {"input": prompt, "tools": offered}
+        return {"responses_create_params": params, "expected_total": 1}
+
+    rows = [
+        row("ok call=verify call=add"),  # the verifier, not offered: refused; add runs
+        row("ok call=../../admin/reset call=x?token=1", "../../admin/reset"),
+        row("ok call=verify call=seed_session call=add", "verify"),  # offered by the row
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = openai_job(endpoint, data, tmp_path / "out", agent={"kind": "gym", "url": tools.url})
+    try:
+        assert run_job(load_config(config)).status == "finished"
+    finally:
+        tools.stop()
+    allowed = {f"/envs/mine/{p}" for p in ("seed_session", "add", "verify")}
+    assert set(tools.paths) <= allowed, sorted(set(tools.paths) - allowed)
+    assert tools.paths.count("/envs/mine/verify") == 3  # the agent's own, once an episode
+    records = sorted(read_output(tmp_path / "out"), key=lambda r: r["task_id"])
+    assert [(r["tool_calls"], r["tool_errors"]) for r in records] == [(2, 1), (2, 2), (3, 2)]
+    assert [r["reward"] for r in records] == [1.0, 0.0, 1.0]  # add ran where it was called
+    outputs = [
+        json.loads(item["output"]).get("error", "")
+        for r in records
+        for item in json.loads(r["episode"])
+        if item["type"] == "function_call_output"
+    ]
+    assert sum("is not one of this episode's tools" in o for o in outputs) == 2
+    assert sum("Invalid tool name" in o for o in outputs) == 2
+    assert sum("the server's own endpoint" in o for o in outputs) == 1
