@@ -81,6 +81,18 @@ def _as_token(secret: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])")
 
 
+def plain_http_elsewhere(url: str) -> str | None:
+    """The host of a plain http:// URL to another machine (a credential sent there
+    crosses the network unencrypted), or None for https and for this machine's loopback.
+    One rule for every client that sends a key (the openai engine, the http verifier)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    loopback = host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
+    return host if parts.scheme == "http" and not loopback else None
+
+
 def secret_header(name: str) -> bool:
     lowered = name.lower()
     return lowered in {"authorization", "proxy-authorization"} or bool(SECRET_NAME.search(name))

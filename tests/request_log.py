@@ -1,5 +1,7 @@
-"""A loopback HTTP server that logs every request it gets, for the attack tests: a URL
-that only an attack would reach is pointed here, and the log must stay empty."""
+"""An HTTP server that logs every request it gets, for the attack tests: a URL that only
+an attack would reach is pointed here, and the log must stay empty. It listens on
+loopback, or on `host` (this machine's own address on its network, for a test of what
+may cross the network)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ class RequestLog:
     """Answers every GET and POST with `reply` (a small JSON object) and records
     (method, path with query, headers)."""
 
-    def __init__(self, reply: bytes = b'{"type": "object"}') -> None:
+    def __init__(self, reply: bytes = b'{"type": "object"}', host: str = "127.0.0.1") -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         log = self.requests
 
@@ -32,8 +34,8 @@ class RequestLog:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

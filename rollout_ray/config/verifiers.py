@@ -155,6 +155,12 @@ class HttpVerifier(_Timed):
     api_key_env: str | None = Field(
         None, description="Environment variable with a bearer token (never written out)."
     )
+    allow_insecure_http: bool = Field(
+        False,
+        description="Send the token (api_key_env, or a credential header) over plain "
+        "http:// to a host other than this machine (refused otherwise: anyone on the path "
+        "could read it), as engine.allow_insecure_http does for the openai engine.",
+    )
 
 
 VerifierConfig = Annotated[

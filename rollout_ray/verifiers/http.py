@@ -97,6 +97,7 @@ class HttpVerify(Verifier):
 
     def __init__(self, config: HttpVerifier):
         self.config = config
+        refuse_insecure_credentials(config)
         self._secrets: set[str] = set()
         self.retries = 0
         #: Retries that waited as the server's Retry-After asked.
@@ -215,6 +216,26 @@ class HttpVerify(Verifier):
             k: v for k, v in data.items() if k not in _ECHOED and not (k in sent and sent[k] == v)
         }
         return Verdict(float(reward), details)
+
+
+def refuse_insecure_credentials(config: HttpVerifier) -> None:
+    """Refuse to send a credential in clear text to another machine (the openai
+    engine's rule: secrets.plain_http_elsewhere). Checked when the verifier is built, so
+    a job stops before its first rollout (check_verifiers), not at every request.
+
+    Raises:
+        VerifierError: a token or credential header would go over plain http:// to a
+            non-loopback host, and allow_insecure_http is not set.
+    """
+    host = secrets.plain_http_elsewhere(config.url)
+    credentials = config.api_key_env or any(secrets.secret_header(k) for k in config.headers)
+    if credentials and host is not None and not config.allow_insecure_http:
+        raise VerifierError(
+            f"url is plain http:// to {host}: the token would cross the network "
+            "unencrypted. Use https://, or set allow_insecure_http: true in the verifier "
+            "block if the network is trusted.",
+            terminal=True,
+        )
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -105,3 +105,53 @@ def test_only_offered_tools_under_safe_names_reach_the_tool_server(tmp_path, mon
     assert sum("is not one of this episode's tools" in o for o in outputs) == 2
     assert sum("Invalid tool name" in o for o in outputs) == 2
     assert sum("the server's own endpoint" in o for o in outputs) == 1
+
+
+def network_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: it picks a route
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_the_http_verifier_sends_no_token_in_clear_to_another_host(tmp_path, monkeypatch):
+    """The http verifier sent its Bearer token over plain http to any host; now, as the
+    openai engine does, it refuses a non-loopback http:// URL with a token unless
+    `allow_insecure_http` says the network is trusted. The server listens on this
+    machine's network address, so the request would really cross an interface."""
+    import pytest
+
+    from rollout_ray.errors import ConfigError
+
+    address = network_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    monkeypatch.setenv("VERIFY_TOKEN", "vt-untrusted-9a7c")
+    server = RequestLog(reply=b'{"reward": 1.0}', host=address)
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q {i}"} for i in range(3)])
+    verifier = {"kind": "http", "url": f"{server.url}/verify", "api_key_env": "VERIFY_TOKEN"}
+    job = {
+        "model": "sim",
+        "engine": {"kind": "simulated"},
+        "datasets": [{"name": "d", "path": str(data), "verifier": verifier}],
+        "output": str(tmp_path / "out"),
+        "metrics_port": 0,
+    }
+    try:
+        with pytest.raises(ConfigError, match=f"plain http:// to {address}"):
+            run_job(load_config(job))
+        assert server.requests == []
+        assert not (tmp_path / "out").exists()  # refused before anything ran
+        # Allowed explicitly, the same URL is used (so the refusal above was the rule's).
+        trusted = load_config(job, ["datasets.0.verifier.allow_insecure_http=true"])
+        assert run_job(trusted).status == "finished"
+    finally:
+        server.stop()
+    assert len(server.requests) == 3
+    assert {h.get("Authorization") for _, _, h in server.requests} == {"Bearer vt-untrusted-9a7c"}
