@@ -6,7 +6,9 @@ to the session's total; POST /verify rewards 1.0 when the total equals the row's
 `flaky`: /add answers 503 twice, then works; `slow`: the first /add takes `slow_s`;
 `error`: /add answers 500 with an error body (a tool error the model sees);
 `down`: /add always 503; `verify_down`: /verify answers 500;
-`verify_bad`: /verify answers without a reward.
+`verify_bad`: /verify answers without a reward; `huge`: /add answers with 200 kB;
+`bomb`: /add answers with 20 MB of JSON gzip-compressed to a few kB; `verify_huge`:
+/verify answers with 200 kB.
 Calls without the session cookie get 400, as Gym's servers do. With `prefix` the
 endpoints sit under it (`/envs/mine/add`); every request's raw path (query included)
 is logged in `paths`, and paths that are no endpoint get 404.
@@ -107,6 +109,12 @@ class AgentServer:
             await asyncio.sleep(self.slow_s)
         if fault == "error":
             return web.json_response({"error": "the adder broke"}, status=500)
+        if fault == "huge":
+            return web.json_response({"total": 0, "pad": "x" * 200_000})
+        if fault == "bomb":
+            reply = web.json_response({"total": 0, "pad": " " * 20_000_000})
+            reply.enable_compression(web.ContentCoding.gzip)
+            return reply
         body = await request.json()
         if not isinstance(body.get("n"), int):
             return web.json_response({"detail": "n must be an integer"}, status=422)
@@ -122,6 +130,8 @@ class AgentServer:
             return web.json_response({"detail": "verifier crashed"}, status=500)
         if fault == "verify_bad":
             return web.json_response({"verdict": "fine"})
+        if fault == "verify_huge":
+            return web.json_response({"reward": 1.0, "pad": "x" * 200_000})
         total = state["total"] if state else None
         reward = 1.0 if total is not None and total == body.get("expected_total") else 0.0
         outputs = [i for i in body["response"]["output"] if i["type"] == "function_call_output"]

@@ -14,7 +14,7 @@ import uuid
 import weakref
 from typing import Any
 
-from rollout_ray import secrets
+from rollout_ray import replies, secrets
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
@@ -123,7 +123,11 @@ class HttpVerify(Verifier):
             retry_after = None
             try:
                 async with slots:
-                    reply = await asyncio.wait_for(client.post(url, content=payload), timeout)
+                    cap, what = self.config.max_reply_bytes, f"http verifier {url}"
+                    posting = replies.post(client, url, cap, what, content=payload)
+                    reply = await asyncio.wait_for(posting, timeout)
+            except replies.ReplyTooLarge as e:
+                raise VerifierError(self._redact(str(e)), terminal=True) from None
             except Exception as e:
                 last = self._transient(e)  # raises if retrying can't help
             else:

@@ -155,3 +155,67 @@ def test_the_http_verifier_sends_no_token_in_clear_to_another_host(tmp_path, mon
         server.stop()
     assert len(server.requests) == 3
     assert {h.get("Authorization") for _, _, h in server.requests} == {"Bearer vt-untrusted-9a7c"}
+
+
+def test_replies_over_the_cap_fail_their_rollout_alone(tmp_path):
+    """No size limit was put on a tool's, /verify's or an http verifier's reply: a server
+    could fill the actor's memory and every record. Over `max_reply_bytes` (counted as
+    decoded: a gzip bomb too) the rollout fails with a reason; the others go on."""
+    from agent_server import AgentServer
+
+    tools = AgentServer().start()
+    big = RequestLog(reply=b'{"reward": 1.0, "pad": "' + b"x" * 200_000 + b'"}')
+    small = RequestLog(reply=b'{"reward": 1.0}')
+    add = {"type": "function", "name": "add", "parameters": {"type": "object"}}
+    faults = ["ok", "huge", "bomb", "verify_huge"]
+    gym_rows = [
+        {"responses_create_params": {"input": f"add {f}", "tools": [add]}, "fault": f}
+        for f in faults
+    ]
+    plain = [{"prompt": f"q {i}"} for i in range(2)]
+    cap = {"max_reply_bytes": 65536}
+    job = {
+        "model": "sim",
+        "engine": {"kind": "simulated", "tool_turns": 1},
+        "datasets": [
+            {
+                "name": "gym",
+                "path": str(write_jsonl(tmp_path / "gym.jsonl", gym_rows)),
+                "agent": {"kind": "gym", "url": tools.url, **cap},
+            },
+            {
+                "name": "big",
+                "path": str(write_jsonl(tmp_path / "big.jsonl", plain)),
+                "verifier": {"kind": "http", "url": f"{big.url}/verify", **cap},
+            },
+            {
+                "name": "small",
+                "path": str(write_jsonl(tmp_path / "small.jsonl", plain)),
+                "verifier": {"kind": "http", "url": f"{small.url}/verify", **cap},
+            },
+        ],
+        "output": str(tmp_path / "out"),
+        "metrics_port": 0,
+        "max_attempts": 1,
+    }
+    try:
+        assert run_job(load_config(job)).status == "finished"
+    finally:
+        tools.stop()
+        big.stop()
+        small.stop()
+    records = read_output(tmp_path / "out")
+    assert sorted((r["dataset"], r["task_id"]) for r in records) == [
+        ("gym", "gym:0"),
+        ("small", "small:0"),
+        ("small", "small:1"),
+    ]
+    failures = {(f["dataset"], f["task_id"]): f for f in read_output(tmp_path / "out", "failures")}
+    assert sorted(failures) == [("big", "big:0"), ("big", "big:1")] + [
+        ("gym", f"gym:{i}") for i in (1, 2, 3)
+    ]
+    stages = {key: (f["stage"], f["terminal"]) for key, f in failures.items()}
+    assert stages[("gym", "gym:1")] == stages[("gym", "gym:2")] == ("tool", True)
+    assert stages[("gym", "gym:3")] == stages[("big", "big:0")] == ("verify", True)
+    for failure in failures.values():
+        assert "more than the 65,536 allowed (max_reply_bytes)" in failure["error"]
