@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from rollout_ray.cli_results import register_result_commands
 from rollout_ray.errors import JobFault, RolloutRayError, redact
+from rollout_ray.views.terminal import SafeConsole as Console
 
 #: -h as well as --help, on every command.
 HELP = {"help_option_names": ["-h", "--help"]}

@@ -207,12 +207,18 @@ def apply(env: dict[str, str]) -> None:
 
 
 class _Redact(logging.Filter):
+    """Log records leave clean: secrets masked, and control characters (a row's or a
+    model's text quoted in a message) shown rather than obeyed by the terminal."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if _KNOWN or "@" in str(record.msg):
-            message = record.getMessage()
-            clean = redact(message)
-            if clean != message:
-                record.msg, record.args = clean, None
+        from rollout_ray.views.terminal import CONTROL, visible
+
+        message = record.getMessage()
+        clean = redact(message) if _KNOWN or "@" in message else message
+        if CONTROL.search(clean):
+            clean = visible(clean)
+        if clean != message:
+            record.msg, record.args = clean, None
         return True
 
 

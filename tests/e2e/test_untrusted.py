@@ -219,3 +219,70 @@ def test_replies_over_the_cap_fail_their_rollout_alone(tmp_path):
     assert stages[("gym", "gym:3")] == stages[("big", "big:0")] == ("verify", True)
     for failure in failures.values():
         assert "more than the 65,536 allowed (max_reply_bytes)" in failure["error"]
+
+
+#: Terminal control sequences a row or a model could carry: OSC 52 (write the
+#: clipboard), clear the screen, colours, an 8-bit CSI (C1), a carriage return that
+#: overwrites the line, a backspace, a NUL.
+HOSTILE = "\x1b]52;c;cHduZWQ=\x07 \x1b[2J\x1b[31mred\x1b[0m \x9b31m \r\x08\x00 end"
+
+
+def terminal_controls(output: bytes) -> list[str]:
+    """Control characters a terminal would obey, in a command's output: bytes 0x00-0x08,
+    0x0b-0x1f and 0x7f, and C1 controls (U+0080-U+009F, or a lone 0x80-0x9f byte,
+    which is not UTF-8)."""
+    text = output.decode("utf-8")  # strict: a lone 8-bit control byte fails here
+    return sorted(
+        {repr(c) for c in text if (ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F}
+    )
+
+
+def test_no_control_character_from_inputs_reaches_the_terminal(tmp_path):
+    """inspect printed OSC 52 and ESC[2J taken from model output, and raw colours from
+    rows. Every console view (run's messages, --show and summary, status, inspect, an
+    error) now shows such characters instead: run with its output to a pipe (so rich
+    adds no styling of its own), not one control byte comes out."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    endpoint = FaultServer(api_key=KEY).start()
+    rows = [
+        {"prompt": f"ok {HOSTILE}", "expected_answer": HOSTILE},
+        {"prompt": "ok <script>alert(1)</script>", "expected_answer": "plain"},
+        '{"prompt": "a broken line ' + HOSTILE.replace("\x00", "") + '"',
+    ]
+    data = write_jsonl(tmp_path / f"rows{HOSTILE[:5]}.jsonl", rows)
+    verifier = {"kind": "exact_match", "extract": "last_line"}
+    out = tmp_path / "out\x1b]52;c;cHduZWQ=\x07\x1b[2J\x9b31m"  # a folder may be named so too
+    job = openai_job(endpoint, data, out, verifier=verifier)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(job))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({**job, "datasets": [{"path": f"nowhere{HOSTILE}.jsonl"}]}))
+    cli = [sys.executable, "-m", "rollout_ray.cli"]
+    env = {"FAULT_KEY": KEY, "ROLLOUT_RAY_DASHBOARD": "0", "COLUMNS": "200"}
+    commands = {
+        "run --show": [*cli, "run", str(config), "--show"],
+        "status": [*cli, "status", str(out)],
+        "inspect": [*cli, "inspect", str(out), "--html", str(tmp_path / "report.html")],
+        "an error": [*cli, "run", str(missing)],
+    }
+    seen = {}
+    for name, argv in commands.items():
+        done = subprocess.run(argv, capture_output=True, env={**os.environ, **env})
+        seen[name] = done.stdout + done.stderr
+        assert done.returncode == (2 if name == "an error" else 0), seen[name][-3000:]
+    found = {name: terminal_controls(out) for name, out in seen.items()}
+    assert found == {name: [] for name in seen}
+    # Shown, not dropped: the sequences are there to read.
+    assert "␛]52;c;cHduZWQ=␇" in seen["inspect"].decode()
+    assert "␛]52;c;cHduZWQ=␇" in seen["run --show"].decode()
+    assert "out␛]52;" in seen["status"].decode()  # its output's name, shown
+    # The HTML report escapes every value (it always did) and shows controls the same way.
+    page = (tmp_path / "report.html").read_bytes()
+    assert terminal_controls(page) == []
+    assert "␛]52;c;cHduZWQ=␇" in page.decode() and "&lt;script&gt;alert(1)" in page.decode()
+    assert b"<script>alert" not in page
