@@ -8,8 +8,9 @@ credentials in the environment (AWS_*). This module finds them once, and:
 
 - `redacted_config` is the config as job.json stores it: secret values replaced, so the
   resume fingerprint does not change when a key does;
-- `actor_env` is what actors need of them, passed as constructor arguments (never in a
-  Ray `runtime_env`, which Ray's runtime-env agent logs);
+- `find` is what actors are handed of them, as constructor arguments: API keys and
+  secret `engine.env` values, never cloud credentials (see CLOUD_ENV), and never a Ray
+  `runtime_env`, which Ray logs;
 - `register` adds values to this process's list, and `redact` replaces every listed
   value (and any URL password) in a text: 8 characters or more wherever they appear,
   4 to 7 where they stand as a token (see MIN_LENGTH). Every text that leaves a process
@@ -42,7 +43,19 @@ ANYWHERE_LENGTH = 8
 MIN_LENGTH = 4
 #: Environment variable names whose values are secret.
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE", re.I)
-#: Cloud credentials actors need for object storage.
+#: Cloud credentials for object storage. Actors read them from their own environment;
+#: the driver never hands them over. Why, from what Ray does with each way in (measured
+#: on Ray 2.60): a `runtime_env`'s env_vars are written to the session's
+#: runtime_env_agent.log and shown by the state API and dashboard (`serialized_runtime_env`
+#: of every actor); constructor arguments are in no log, but Ray keeps them as the actor's
+#: creation spec for restarts (in Redis, with GCS fault tolerance) and Ray Data puts its
+#: pool's in the object store (which spills to disk). Ray has no secret channel
+#: (ray-project/ray#28276 open, #40549 closed unmerged); its docs put credentials on the
+#: nodes. Cloud credentials have that home: an instance role, IRSA or Workload Identity,
+#: or a Kubernetes Secret as env (cluster/ and deploy/ set these up), and a local Ray
+#: started by the job inherits the driver's environment. API keys have none (they are
+#: given to the one command that runs the job), so they still travel as constructor
+#: arguments, never through a runtime_env.
 CLOUD_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 _KNOWN: set[str] = set()
@@ -99,9 +112,11 @@ def secret_header(name: str) -> bool:
 
 
 def find(config: JobConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The secret environment a job needs: variable name -> value, from `environ`."""
+    """The secrets a job's actors are handed: variable name -> value, from `environ` (API
+    keys) and the config (secret `engine.env` values). Not cloud credentials: actors
+    read those from their own environment (see CLOUD_ENV)."""
     environ = os.environ if environ is None else environ
-    names = set(CLOUD_ENV)
+    names: set[str] = set()
     engine = config.engine
     if getattr(engine, "api_key_env", None):
         names.add(engine.api_key_env)
@@ -129,10 +144,16 @@ def config_values(config: JobConfig) -> list[str]:
     return values
 
 
+def cloud_values(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+    """This process's own cloud credentials (to mask: they are never handed on)."""
+    environ = os.environ if environ is None else environ
+    return [environ[n] for n in CLOUD_ENV if environ.get(n)]
+
+
 def prepare(config: JobConfig) -> dict[str, str]:
-    """Register every secret of a job in this process; returns what actors need."""
+    """Register every secret of a job in this process; returns what actors are handed."""
     env = find(config)
-    register(*env.values(), *config_values(config))
+    register(*env.values(), *config_values(config), *cloud_values())
     short = sorted(n for n, v in env.items() if 0 < len(v) < MIN_LENGTH)
     if short:
         logging.getLogger(__name__).warning(
@@ -200,9 +221,10 @@ def _mask_urls(value: Any) -> Any:
 
 
 def apply(env: dict[str, str]) -> None:
-    """In an actor: set the secret environment it was handed, and register it."""
+    """In an actor: set the secrets it was handed, and register them and its own cloud
+    credentials (read from its environment, as storage clients read them)."""
     os.environ.update(env)
-    register(*env.values())
+    register(*env.values(), *cloud_values())
     install_log_filter()
 
 

@@ -173,3 +173,46 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
                     texts.append((str(path), path.read_text(errors="replace")))
     hits = [(where, name) for where, text in texts for name, v in CANARY.items() if v in text]
     assert hits == [], hits[:10]
+
+
+def test_actors_take_cloud_credentials_from_their_own_environment(ray_session, tmp_path):
+    """S3 keys once travelled from the driver to every actor as constructor arguments,
+    which Ray keeps in the actor's creation spec (and, for Ray Data's pool, in the object
+    store). Actors now read them from their own environment, as the nodes of a cluster
+    hold them: a driver with other keys hands its own to no actor."""
+    import hashlib
+
+    from helpers import read_output
+
+    from rollout_ray import run_job
+    from rollout_ray.config import load_config
+
+    def sha(value: str) -> str:
+        return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    node_secret = os.environ["AWS_SECRET_ACCESS_KEY"]  # what the session's Ray inherited
+    driver_secret = "driver-only-AWS-SECRET-5d2e"
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"q {i}"} for i in range(4)])
+    job = {
+        "executor": "ray",
+        "model": "sim",
+        "engine": {"kind": "simulated"},
+        "datasets": [
+            {
+                "name": "d",
+                "path": str(data),
+                "verifier": {
+                    "kind": "python",
+                    "function": "verifier_fixtures:credential_fingerprint",
+                },
+            }
+        ],
+        "output": str(tmp_path / "out"),
+        "metrics_port": 0,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_SECRET_ACCESS_KEY", driver_secret)
+        assert run_job(load_config(job)).status == "finished"
+    records = read_output(tmp_path / "out")
+    seen = {json.loads(r["verifier_details"])["aws_secret_sha"] for r in records}
+    assert seen == {sha(node_secret)} and sha(driver_secret) not in seen
