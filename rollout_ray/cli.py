@@ -204,9 +204,14 @@ def submit(
     run: Annotated[bool, typer.Option("--run", help="Run it instead of printing it.")] = False,
 ) -> None:
     """Print (or --run) the `ray job submit` command that runs a job on a cluster."""
-    from rollout_ray.run.submit import exec_submit, shell_line, submit_command
+    from rollout_ray.run.submit import (
+        exec_submit,
+        refuse_secret_overrides,
+        shell_line,
+        submit_command,
+    )
 
-    _load(config, overrides)  # refuse a bad config here, not on the cluster
+    refuse_secret_overrides(_load(config, overrides))  # here, not on the cluster
     argv = submit_command(str(config), list(overrides or []), address, working_dir)
     if run:
         exec_submit(argv)

@@ -186,6 +186,13 @@ def redacted_config(config: JobConfig) -> dict[str, Any]:
     return data
 
 
+def secret_overrides(config: JobConfig) -> list[str]:
+    """The keys of the command-line overrides that set a secret (written masked)."""
+    shown = redacted_config(config)["cli_overrides"]
+    given = config.cli_overrides
+    return [g.split("=", 1)[0] for g, s in zip(given, shown, strict=True) if g != s]
+
+
 def _masked_override(item: str, masked: dict[str, Any], values: list[str]) -> str:
     """A `key=value` override as it may be written down: its value masked when its key
     names a secret (a variable or header whose name says key, token, ...) or when the
