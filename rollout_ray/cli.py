@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from rollout_ray.cli_results import register_result_commands
 from rollout_ray.errors import JobFault, RolloutRayError, redact
+from rollout_ray.views.terminal import SafeConsole as Console
 
 #: -h as well as --help, on every command.
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -223,9 +223,14 @@ def submit(
     run: Annotated[bool, typer.Option("--run", help="Run it instead of printing it.")] = False,
 ) -> None:
     """Print (or --run) the `ray job submit` command that runs a job on a cluster."""
-    from rollout_ray.run.submit import exec_submit, shell_line, submit_command
+    from rollout_ray.run.submit import (
+        exec_submit,
+        refuse_secret_overrides,
+        shell_line,
+        submit_command,
+    )
 
-    _load(config, overrides)  # refuse a bad config here, not on the cluster
+    refuse_secret_overrides(_load(config, overrides))  # here, not on the cluster
     argv = submit_command(str(config), list(overrides or []), address, working_dir)
     if run:
         exec_submit(argv)

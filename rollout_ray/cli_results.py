@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from rollout_ray.errors import RolloutRayError
+from rollout_ray.views.terminal import SafeConsole as Console
 
 console = Console(stderr=True)
 _COMMANDS: list[tuple[str | None, Callable[..., Any]]] = []

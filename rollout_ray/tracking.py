@@ -9,8 +9,11 @@ secrets masked, as job.json has it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rollout_ray.config import JobConfig
@@ -45,14 +48,17 @@ class Tracker:
         if self.kind == "wandb":
             import wandb
 
-            self.backend = wandb.init(
-                project=self.settings.project,
-                name=name,
-                mode=self.settings.mode,
-                dir=self.settings.uri,
-                config=params,
-                reinit="finish_previous",
-            )
+            # W&B records the command line (sys.argv) as the run's `args`: the same
+            # overrides job.json masks, so it sees them masked too.
+            with _argv_masked(self.config.cli_overrides, params["cli_overrides"]):
+                self.backend = wandb.init(
+                    project=self.settings.project,
+                    name=name,
+                    mode=self.settings.mode,
+                    dir=self.settings.uri,
+                    config=params,
+                    reinit="finish_previous",
+                )
         else:
             # The client with an explicit run id, not mlflow's fluent API: that keeps the
             # active run per thread, and progress comes from the driver's poller thread.
@@ -201,6 +207,21 @@ def _sample(output: str, n: int) -> tuple[list[str], list[list[Any]]]:
         if len(rows) >= n:
             break
     return columns, rows
+
+
+@contextlib.contextmanager
+def _argv_masked(given: list[str], masked: list[str]) -> Iterator[None]:
+    """sys.argv with each override given on the command line replaced by its masked
+    form (as job.json has it) and any known secret redacted, for as long as it lasts."""
+    from rollout_ray.secrets import redact
+
+    shown = dict(zip(given, masked, strict=False))
+    original = sys.argv
+    sys.argv = [original[0], *(redact(shown.get(arg, arg)) for arg in original[1:])]
+    try:
+        yield
+    finally:
+        sys.argv = original
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

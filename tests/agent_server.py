@@ -6,8 +6,12 @@ to the session's total; POST /verify rewards 1.0 when the total equals the row's
 `flaky`: /add answers 503 twice, then works; `slow`: the first /add takes `slow_s`;
 `error`: /add answers 500 with an error body (a tool error the model sees);
 `down`: /add always 503; `verify_down`: /verify answers 500;
-`verify_bad`: /verify answers without a reward.
-Calls without the session cookie get 400, as Gym's servers do.
+`verify_bad`: /verify answers without a reward; `huge`: /add answers with 200 kB;
+`bomb`: /add answers with 20 MB of JSON gzip-compressed to a few kB; `verify_huge`:
+/verify answers with 200 kB.
+Calls without the session cookie get 400, as Gym's servers do. With `prefix` the
+endpoints sit under it (`/envs/mine/add`); every request's raw path (query included)
+is logged in `paths`, and paths that are no endpoint get 404.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ COOKIE = "session"
 
 
 class AgentServer:
-    def __init__(self, slow_s: float = 3.0):
+    def __init__(self, slow_s: float = 3.0, prefix: str = ""):
         self.slow_s = slow_s
+        self.prefix = prefix
+        self.paths: list[str] = []
         self.sessions: dict[str, dict] = {}
         self.hits: Counter[str] = Counter()
         self.no_cookie = 0
@@ -35,7 +41,7 @@ class AgentServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def start(self, port: int = 0) -> AgentServer:
         self._ready.clear()
@@ -51,11 +57,18 @@ class AgentServer:
 
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_get("/", lambda _: web.json_response({"status": "ok"}))
-        app.router.add_post("/seed_session", self._seed)
-        app.router.add_post("/add", self._add)
-        app.router.add_post("/verify", self._verify)
+
+        @web.middleware
+        async def log_path(request: web.Request, handler):  # type: ignore[no-untyped-def]
+            self.paths.append(request.raw_path)
+            return await handler(request)
+
+        app = web.Application(middlewares=[log_path])
+        app.router.add_get(self.prefix + "/", lambda _: web.json_response({"status": "ok"}))
+        app.router.add_post(self.prefix + "/seed_session", self._seed)
+        app.router.add_post(self.prefix + "/add", self._add)
+        app.router.add_post(self.prefix + "/verify", self._verify)
+        app.router.add_route("*", "/{tail:.*}", lambda _: web.json_response({}, status=404))
 
         async def up() -> None:
             self._runner = web.AppRunner(app)
@@ -96,6 +109,12 @@ class AgentServer:
             await asyncio.sleep(self.slow_s)
         if fault == "error":
             return web.json_response({"error": "the adder broke"}, status=500)
+        if fault == "huge":
+            return web.json_response({"total": 0, "pad": "x" * 200_000})
+        if fault == "bomb":
+            reply = web.json_response({"total": 0, "pad": " " * 20_000_000})
+            reply.enable_compression(web.ContentCoding.gzip)
+            return reply
         body = await request.json()
         if not isinstance(body.get("n"), int):
             return web.json_response({"detail": "n must be an integer"}, status=422)
@@ -111,6 +130,8 @@ class AgentServer:
             return web.json_response({"detail": "verifier crashed"}, status=500)
         if fault == "verify_bad":
             return web.json_response({"verdict": "fine"})
+        if fault == "verify_huge":
+            return web.json_response({"reward": 1.0, "pad": "x" * 200_000})
         total = state["total"] if state else None
         reward = 1.0 if total is not None and total == body.get("expected_total") else 0.0
         outputs = [i for i in body["response"]["output"] if i["type"] == "function_call_output"]

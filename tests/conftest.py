@@ -13,6 +13,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("ROLLOUT_RAY_DASHBOARD", "0")  # tests don't look at it; saves start-up
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The machine's own cloud credentials, as a cluster's nodes hold theirs (instance roles,
+# a Kubernetes Secret): set before any Ray starts, so that its workers inherit them.
+# Actors read credentials from their environment, never from the driver (moto accepts
+# any; the s3_server fixture sets the same values).
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 # Ray's workers (and drivers the tests start) import test helpers such as the python
 # verifiers in verifier_fixtures, as a user's workers import their verifier module.
 _HERE = os.path.dirname(os.path.abspath(__file__))

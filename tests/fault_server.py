@@ -6,7 +6,9 @@ The prompt's first word picks the behaviour of a request's first attempts:
 `dead` always gets 503; `leak` gets 400 with the caller's bearer token in the body;
 `huge` answers with a token count no int32 holds; `surrogate` answers with a lone
 surrogate escape in its text. A request with `tools` gets a call to the first tool
-(arguments {"n": 1}) on its first two assistant turns, then an answer.
+(arguments {"n": 1}) on its first two assistant turns, then an answer; a user prompt
+with words `call=NAME` gets a call to each NAME in turn instead, offered or not (a
+model that calls what it likes).
 It records the most requests in flight, when each request started, and attempts per
 prompt, so tests can check limits from the server's side.
 """
@@ -107,10 +109,13 @@ class FaultServer:
                 request.transport.close()
                 return response
             assistant_turns = sum(m.get("role") == "assistant" for m in body["messages"])
-            if body.get("tools") and body.get("tool_choice") != "none" and assistant_turns < 2:
-                # An agent's turn: call the first tool, as a model would, twice.
+            user = next((m for m in body["messages"] if m.get("role") == "user"), {})
+            named = [w[5:] for w in str(user.get("content") or "").split() if w[:5] == "call="]
+            turns = len(named) if named else 2
+            if body.get("tools") and body.get("tool_choice") != "none" and assistant_turns < turns:
+                # An agent's turn: call the first tool (or the named one), as a model would.
                 self.tool_requests.append(body.get("tool_choice"))
-                name = body["tools"][0]["function"]["name"]
+                name = named[assistant_turns] if named else body["tools"][0]["function"]["name"]
                 call = {
                     "id": f"call_{assistant_turns}",
                     "type": "function",

@@ -30,6 +30,15 @@ async def async_reward(record: dict[str, Any]) -> dict[str, Any]:
     return {"reward": 0.5, "length": len(record["response_text"])}
 
 
+def credential_fingerprint(record: dict[str, Any]) -> dict[str, Any]:
+    """Reward 1, and which cloud secret this process holds, as a hash (the value itself
+    would be masked): the test compares it with the driver's and the nodes' own."""
+    import hashlib
+
+    held = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    return {"reward": 1.0, "aws_secret_sha": hashlib.sha256(held.encode()).hexdigest()[:12]}
+
+
 def returns_text(record: dict[str, Any]) -> str:
     return "yes"
 

@@ -15,15 +15,19 @@ import functools
 import importlib
 import json
 import random
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rollout_ray import replies
 from rollout_ray.agents.tools import function_tool
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.errors import JobFault
 
 RETRY_STATUS = {502, 503, 504}
+#: A resources server's own endpoints beside its tools (NeMo Gym's SimpleResourcesServer).
+GYM_ENDPOINTS = frozenset({"seed_session", "verify", "aggregate_metrics"})
 
 
 class ToolUnavailable(Exception):
@@ -32,6 +36,11 @@ class ToolUnavailable(Exception):
 
 class VerifyFailed(Exception):
     """The environment's /verify could not judge the episode."""
+
+    def __init__(self, message: str, terminal: bool = False):
+        super().__init__(message)
+        #: Whether a later attempt would fail the same way (a reply over the cap).
+        self.terminal = terminal
 
 
 class Session:
@@ -96,8 +105,13 @@ class GymSession(Session):
         self.env = env
         self.cookies: dict[str, str] = {}
 
-    async def post(self, path: str, body: Any, timeout: float, what: str) -> Any:
-        """POST with this session's cookies, retried on an unreachable server."""
+    async def post(self, path: str, body: Any, timeout: float, what: str) -> replies.Reply:
+        """POST with this session's cookies, retried on an unreachable server.
+
+        Raises:
+            ToolUnavailable: the server could not be reached, after every retry.
+            ReplyTooLarge: the reply is over agent.max_reply_bytes (not retried).
+        """
         import httpx
 
         env = self.env
@@ -109,8 +123,14 @@ class GymSession(Session):
                 # reply): httpx then never sends its client-wide jar, which every
                 # session's replies fill, so no episode joins another's session.
                 headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-                reply = await env.client.post(
-                    env.url + path, json=body, headers=headers, timeout=timeout
+                reply = await replies.post(
+                    env.client,
+                    env.url + path,
+                    env.agent.max_reply_bytes,
+                    f"{what} at {env.url}{path}",
+                    json=body,
+                    headers=headers,
+                    timeout=timeout,
                 )
             except httpx.TimeoutException:
                 last = f"no answer within {timeout:g} s (agent.tool_timeout_s)"
@@ -126,7 +146,10 @@ class GymSession(Session):
         raise ToolUnavailable(f"{what} at {env.url}{path} failed {attempts} times; last: {last}")
 
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-        reply = await self.post(f"/{name}", arguments, self.env.agent.tool_timeout_s, name)
+        if name in GYM_ENDPOINTS:  # a row may offer a "tool" named after one
+            return json.dumps({"error": f"{name!r} is the server's own endpoint, not a tool"}), True
+        path = "/" + urllib.parse.quote(name, safe="")
+        reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name)
         return reply.text, reply.status_code >= 400
 
     async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +159,8 @@ class GymSession(Session):
             )
         except ToolUnavailable as exc:
             raise VerifyFailed(str(exc)) from None
+        except replies.ReplyTooLarge as exc:
+            raise VerifyFailed(str(exc), terminal=True) from None
         if reply.status_code >= 400:
             raise VerifyFailed(f"/verify answered HTTP {reply.status_code}: {reply.text[:500]}")
         try:

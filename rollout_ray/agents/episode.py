@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,8 +106,10 @@ async def run_episode(
             )
         if not calls or finish == "length" or agent.kind == "none":
             break
+        offered = {t["function"]["name"] for t in conv.tools}
         for call in calls:
             calls_made += 1
+            refused = refuse_call(call.name, offered)
             try:
                 arguments = json.loads(call.arguments)
                 if not isinstance(arguments, dict):
@@ -117,7 +120,10 @@ async def run_episode(
                     True,
                 )
             else:
-                output, failed = await session.call(call.name, arguments)
+                if refused:
+                    output, failed = json.dumps({"error": refused}), True
+                else:
+                    output, failed = await session.call(call.name, arguments)
             errors += failed
             items.append(
                 {"type": "function_call_output", "call_id": call.call_id, "output": output}
@@ -154,6 +160,23 @@ async def run_episode(
         response,
         mask=conv.mask[conv.prompt_len :] if conv.token_ids is not None else None,
     )
+
+
+#: A tool name that may be run: OpenAI's rule for function names. Names reach a tool
+#: server's URL (`url/{name}`), so nothing else (no `/`, `.`, `?`, `%`) is allowed.
+SAFE_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def refuse_call(name: str, offered: set[str]) -> str | None:
+    """Why a call the model made must not run, or None. Only the episode's offered tools
+    run, and only under a safe name: a call's name comes from model output (and tools
+    from rows), so neither may pick another endpoint of the tool server."""
+    if not SAFE_TOOL_NAME.fullmatch(name):
+        return f"Invalid tool name {name[:100]!r}: use letters, digits, '_' and '-' only"
+    if name not in offered:
+        listed = ", ".join(sorted(offered)[:20]) or "none"
+        return f"Tool {name!r} is not one of this episode's tools (offered: {listed})"
+    return None
 
 
 def _message_item(text: str) -> dict[str, Any]:

@@ -63,6 +63,14 @@ class AgentConfig(_Strict):
     verify_timeout_s: float = Field(
         60.0, gt=0, description="gym: seconds /verify may take.", json_schema_extra=RESUME_FREE
     )
+    max_reply_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="gym: the largest reply body read from the resources server (a tool's "
+        "output, /seed_session, /verify), counted as decoded; a larger one fails the "
+        "rollout (stage tool or verify) instead of filling memory and the record.",
+        json_schema_extra=RESUME_FREE,
+    )
     max_connections: int = Field(
         256,
         ge=1,

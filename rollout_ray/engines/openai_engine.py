@@ -337,12 +337,10 @@ def refuse_insecure_key(config: OpenAIEngineConfig, keys: tuple[str, ...]) -> No
         FatalEngineError: a key is set, base_url is http:// to a non-loopback host, and
             allow_insecure_http is not set.
     """
-    from urllib.parse import urlsplit
+    from rollout_ray.secrets import plain_http_elsewhere
 
-    parts = urlsplit(config.base_url)
-    host = (parts.hostname or "").lower()
-    loopback = host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
-    if keys and parts.scheme == "http" and not loopback and not config.allow_insecure_http:
+    host = plain_http_elsewhere(config.base_url)
+    if keys and host is not None and not config.allow_insecure_http:
         raise FatalEngineError(
             f"engine.base_url is plain http:// to {host}: the API key would cross the network "
             "unencrypted. Use https://, or set engine.allow_insecure_http: true if the "

@@ -44,7 +44,7 @@ class Coordinator:
         watch_s: float = 0.0,
         secret_env: dict[str, str] | None = None,
     ):
-        secrets.apply(secret_env or {})  # object-store credentials, never in runtime_env
+        secrets.apply(secret_env or {})  # masks its own cloud credentials (from its env)
         self.config = JobConfig.model_validate_json(config_json)
         self.layout = Layout(self.config.output)
         # The driver took the lease; this actor keeps it (and, restarted, takes it up).

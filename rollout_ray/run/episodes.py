@@ -25,6 +25,7 @@ from rollout_ray.errors import RowError
 from rollout_ray.inputs.prompts import GYM_KEY, Prompt
 from rollout_ray.output.schema import to_json
 from rollout_ray.output.work import WorkItem
+from rollout_ray.replies import ReplyTooLarge
 from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record
 
 #: Fields of Gym's /verify answer that are the request echoed back, not its verdict.
@@ -99,13 +100,16 @@ class Episodes:
             return self._failed(item, rollout, exc.stage, exc, True)
         except ToolUnavailable as exc:
             return self._failed(item, rollout, "tool", exc, False)
+        except ReplyTooLarge as exc:  # the same reply again next time: terminal
+            return self._failed(item, rollout, "tool", exc, True)
         record = rollout_record(item, rollout, episode.generation, self.engine)
         record.update(episode_columns(episode, tools))
         if agent.kind == "gym":
             try:
                 verdict = await session.verify(row, episode.response)
             except VerifyFailed as exc:
-                return dict(generated_failure(item, record, "verify", exc, False, self.secrets))
+                failure = generated_failure(item, record, "verify", exc, exc.terminal, self.secrets)
+                return dict(failure)
             assert verdict is not None
             details = {k: v for k, v in verdict.items() if k not in _ECHOED and k not in row}
             record.update(

@@ -14,6 +14,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from rollout_ray import secrets
+from rollout_ray.config import JobConfig
+from rollout_ray.errors import ConfigError
+
 #: Settings a job may need on the cluster that are not secrets (credentials belong in
 #: the cluster's own environment or a Kubernetes Secret, never on a command line).
 PASSED_ENV = (
@@ -33,6 +37,24 @@ def token_auth() -> bool:
         or os.environ.get("RAY_AUTH_TOKEN_PATH")
         or Path("~/.ray/auth_token").expanduser().exists()
     )
+
+
+def refuse_secret_overrides(job: JobConfig) -> None:
+    """A Ray job's entrypoint is stored with the job (Ray's job table, the dashboard,
+    `ray job list`): a secret given as an override of `submit` would be too.
+
+    Raises:
+        ConfigError: an override sets a secret (its key names one, or the config masks
+            the value it sets).
+    """
+    keys = secrets.secret_overrides(job)
+    if keys:
+        raise ConfigError(
+            f"{', '.join(keys)}: a secret on the command line of a Ray job is stored with "
+            "the job (its entrypoint, shown by the dashboard and `ray job list`). Put it in "
+            "the cluster's environment (or a Kubernetes Secret) and name the variable in "
+            "the config (api_key_env)."
+        )
 
 
 def submit_command(

@@ -193,6 +193,26 @@ def parse_json_response(text: str) -> Any:
     raise ValueError(str(first_error))
 
 
+def _refuse_retrieval(uri: str) -> Any:
+    """The registry's only way to fetch a schema it doesn't hold: refuse.
+
+    Schemas come from rows, and rows are untrusted: without a registry, jsonschema
+    fetches a remote `$ref` over the network (any URL, a cloud metadata endpoint
+    included) from inside the cluster. Only references within the schema itself (and
+    the JSON Schema meta-schemas, which jsonschema ships) resolve.
+    """
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)
+
+
+@lru_cache(maxsize=1)
+def _local_registry() -> Any:
+    from referencing import Registry
+
+    return Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+
+
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> Any:
     """A checked validator per distinct schema; rows often share a handful of schemas."""
@@ -206,7 +226,7 @@ def _validator(schema_json: str) -> Any:
         cls.check_schema(schema)
     except exceptions.SchemaError as e:
         raise VerifierError(f"invalid JSON schema: {e.message}", terminal=True) from e
-    return cls(schema)
+    return cls(schema, registry=_local_registry())
 
 
 def _schema_key(schema: Any) -> str:
@@ -246,8 +266,16 @@ class JsonSchemaValidate(Verifier):
         except ValueError as e:
             return Verdict(0.0, {"error": f"not JSON: {e}"})
         from jsonschema import exceptions
+        from referencing.exceptions import Unresolvable
 
-        error = exceptions.best_match(validator.iter_errors(data))
+        try:
+            error = exceptions.best_match(validator.iter_errors(data))
+        except Unresolvable as e:
+            raise VerifierError(
+                f"the JSON schema refers to {getattr(e, 'ref', '?')!r}, which is not in the "
+                "schema: only references inside the schema resolve (nothing is fetched)",
+                terminal=True,
+            ) from None
         if error is None:
             return Verdict(1.0, {})
         where = f" at {error.json_path}" if error.absolute_path else ""

@@ -14,7 +14,7 @@ import uuid
 import weakref
 from typing import Any
 
-from rollout_ray import secrets
+from rollout_ray import replies, secrets
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
@@ -97,6 +97,7 @@ class HttpVerify(Verifier):
 
     def __init__(self, config: HttpVerifier):
         self.config = config
+        refuse_insecure_credentials(config)
         self._secrets: set[str] = set()
         self.retries = 0
         #: Retries that waited as the server's Retry-After asked.
@@ -122,7 +123,11 @@ class HttpVerify(Verifier):
             retry_after = None
             try:
                 async with slots:
-                    reply = await asyncio.wait_for(client.post(url, content=payload), timeout)
+                    cap, what = self.config.max_reply_bytes, f"http verifier {url}"
+                    posting = replies.post(client, url, cap, what, content=payload)
+                    reply = await asyncio.wait_for(posting, timeout)
+            except replies.ReplyTooLarge as e:
+                raise VerifierError(self._redact(str(e)), terminal=True) from None
             except Exception as e:
                 last = self._transient(e)  # raises if retrying can't help
             else:
@@ -215,6 +220,26 @@ class HttpVerify(Verifier):
             k: v for k, v in data.items() if k not in _ECHOED and not (k in sent and sent[k] == v)
         }
         return Verdict(float(reward), details)
+
+
+def refuse_insecure_credentials(config: HttpVerifier) -> None:
+    """Refuse to send a credential in clear text to another machine (the openai
+    engine's rule: secrets.plain_http_elsewhere). Checked when the verifier is built, so
+    a job stops before its first rollout (check_verifiers), not at every request.
+
+    Raises:
+        VerifierError: a token or credential header would go over plain http:// to a
+            non-loopback host, and allow_insecure_http is not set.
+    """
+    host = secrets.plain_http_elsewhere(config.url)
+    credentials = config.api_key_env or any(secrets.secret_header(k) for k in config.headers)
+    if credentials and host is not None and not config.allow_insecure_http:
+        raise VerifierError(
+            f"url is plain http:// to {host}: the token would cross the network "
+            "unencrypted. Use https://, or set allow_insecure_http: true in the verifier "
+            "block if the network is trusted.",
+            terminal=True,
+        )
 
 
 def _retry_after(value: str | None) -> float | None:

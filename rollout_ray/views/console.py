@@ -15,6 +15,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from rollout_ray.views.terminal import SafeConsole, visible
+
 if TYPE_CHECKING:
     from rollout_ray.output.schema import Commit
 
@@ -36,7 +38,7 @@ class ProgressView:
     """Receives coordinator progress dicts and shows them."""
 
     def __init__(self, console: Console | None = None, live: bool | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or SafeConsole(stderr=True)
         self.live = self.console.is_terminal if live is None else live
         self._progress: Progress | None = None
         self._task = None
@@ -282,7 +284,9 @@ def show_piece(console: Console, commit: Commit) -> None:
 
 
 def _clip(text: str | None, limit: int = 400) -> str:
+    """Cut, controls made visible before layout (so panels keep their width), and
+    escaped: rows' and models' text is neither markup nor terminal commands."""
     from rich.markup import escape
 
     text = text or ""
-    return escape(text if len(text) <= limit else text[:limit] + " …")
+    return escape(visible(text if len(text) <= limit else text[:limit] + " …"))

@@ -7,6 +7,7 @@ from typing import Any
 
 from rollout_ray import storage
 from rollout_ray.views.inspect_report import Example, InspectReport
+from rollout_ray.views.terminal import visible
 
 #: Per-task rows in the page (lowest mean reward first); the plots cover every task.
 HTML_TASKS = 1000
@@ -75,7 +76,9 @@ def render_html(report: InspectReport) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape("-" if value is None else str(value), quote=True)
+    """Escaped for HTML, and control characters shown (as the terminal views show them):
+    a browser ignores them, but `cat report.html` in a terminal would obey them."""
+    return html.escape(visible("-" if value is None else str(value)), quote=True)
 
 
 def _num(value: float | None, digits: int = 3) -> str:

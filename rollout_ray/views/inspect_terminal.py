@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rollout_ray.views.inspect_report import Example, InspectReport
+from rollout_ray.views.terminal import visible
 
 #: Characters of a text shown in the terminal.
 SHOW_CHARS = 400
@@ -92,8 +93,10 @@ def _panel(e: Example) -> Panel:
 
 
 def _cut(value: Any, limit: int = SHOW_CHARS) -> str:
+    """Cut, and controls made visible before layout (the console would too, after it)."""
     text = "-" if value is None else str(value)
-    return text if len(text) <= limit else f"{text[:limit]}… (+{len(text) - limit:,} chars)"
+    text = text if len(text) <= limit else f"{text[:limit]}… (+{len(text) - limit:,} chars)"
+    return visible(text)
 
 
 def _num(value: float | None, digits: int = 3) -> str:

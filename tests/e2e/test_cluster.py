@@ -57,6 +57,18 @@ def ray_series(cluster) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
 
 
+def ray_state(cluster, kind: str) -> list[dict]:
+    """`ray list KIND` through the head's dashboard (token authentication on)."""
+    done = subprocess.run(
+        [RAY, "list", kind, "--address", cluster.dashboard, "--format", "json", "--limit", "1000"],
+        env={**cluster.env, "RAY_AUTH_MODE": "token"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
+
+
 def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
     work = tmp_path / "work"
     data = write_jsonl(work / "rows.jsonl", [{"prompt": f"a poem {i}"} for i in range(20)])
@@ -139,8 +151,20 @@ def test_node_lost_mid_job_is_preemption_not_failure(cluster, tiny_model, tmp_pa
     wait_until(spot_engine_committed, 300, "64 rollouts to half of the job done on the spot node")
     in_flight_before = json.loads(progress.read_text())["run"]
     assert cluster.kill_node(spot) > 0  # the node is gone: raylet, its actors, everything
-    time.sleep(20)  # no node can hold the engine now: the job waits for capacity
-    assert driver.poll() is None
+
+    def waiting_for_capacity() -> bool:
+        """Ray saw the engine actor go and can't place it again (no node has `spot`);
+        the driver is alive all the while."""
+        assert driver.poll() is None, log.read_text()[-3000:]
+        return any(
+            "EngineWorker" in actor.get("class_name", "")
+            and actor.get("state") in ("RESTARTING", "PENDING_CREATION")
+            for actor in ray_state(cluster, "actors")
+        )
+
+    # Once, a 20 s sleep stood here; now the test waits for the state it means.
+    wait_until(waiting_for_capacity, 300, "the engine actor to wait for a node")
+    assert driver.poll() is None  # no node can hold the engine now: the job waits
     cluster.add_node(cpus=2, resources='{"spot": 4}')  # the replacement node
     assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
     keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(output))

@@ -1,6 +1,7 @@
 """A canary secret in every place a user can put one, through every path, and then not
 one copy of it anywhere: not in the output (data, failures, manifest, staged inputs),
-not in the Ray session's logs, not on the driver's stdout or stderr."""
+not in the trackers' files (an MLflow file store, W&B offline), not in the Ray
+session's logs, not on the driver's stdout or stderr."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ CANARY = {
     "engine_env": "canary-ENGINE-ENV-9d02",
     "aws_key_id": "AKIACANARY7Q2W9E",
     "aws_secret": "canary-AWS-SECRET-b81f3d",
+    "override": "canary-OVERRIDE-TOKEN-6a0c",
 }
+#: A secret given on the command line, as `run cfg engine.env.X_TOKEN=...` would.
+OVERRIDES = [f"engine.env.MY_OVERRIDE_TOKEN={CANARY['override']}"]
 
 
 class EchoVerifier:
@@ -64,7 +68,7 @@ def run_cli(config: dict, tmp_path: Path, name: str, env: dict) -> tuple[int, st
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     done = subprocess.run(
-        [sys.executable, "-m", "rollout_ray.cli", "run", str(path)],
+        [sys.executable, "-m", "rollout_ray.cli", "run", str(path), *OVERRIDES],
         capture_output=True,
         text=True,
         env={**os.environ, "ROLLOUT_RAY_DASHBOARD": "0", **env},
@@ -103,6 +107,8 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
     env = {
         "CANARY_ENGINE_KEY": CANARY["engine_key"],
         "CANARY_VERIFY_TOKEN": CANARY["verifier_token"],
+        "MLFLOW_ALLOW_FILE_STORE": "true",
+        "WANDB_SILENT": "true",
         "AWS_ACCESS_KEY_ID": CANARY["aws_key_id"],
         "AWS_SECRET_ACCESS_KEY": CANARY["aws_secret"],
     }
@@ -129,6 +135,7 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
         "sampling": {"max_tokens": 4},
         "output": "s3://rollouts/canary/vllm-out",
         "metrics_port": 0,
+        "tracking": {"kind": "wandb", "mode": "offline", "uri": str(tmp_path / "wb")},
     }
     code, vllm_log = run_cli(vllm_job, tmp_path, "vllm", env)
     assert code == 0, vllm_log[-3000:]
@@ -143,6 +150,7 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
         "sampling": {"max_tokens": 4},
         "output": str(tmp_path / "api-out"),
         "metrics_port": 0,
+        "tracking": {"kind": "mlflow", "uri": f"file:{tmp_path / 'mlruns'}"},
     }
     code, api_log = run_cli(api_job, tmp_path, "api", env)
     assert code == 0, api_log[-3000:]
@@ -152,6 +160,11 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
     assert any('"verifier_details"' in text and "seen" in text for _, text in texts)
     assert any("[redacted]" in text for _, text in texts)
     texts += [("vllm stdout+stderr", vllm_log), ("api stdout+stderr", api_log)]
+    trackers = [p for d in ("wb", "mlruns") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".wandb") for p in trackers) and any(
+        p.name == "meta.yaml" for p in trackers
+    )
+    texts += [(str(p), p.read_bytes().decode("utf-8", "replace")) for p in trackers]
     # The Ray sessions these two jobs started (and any other since), every log file.
     for session in Path("/tmp/ray").glob("session_2*"):
         if session.stat().st_mtime >= began:
@@ -160,3 +173,46 @@ def test_a_canary_secret_lands_nowhere(tmp_path, tiny_model, s3_server):
                     texts.append((str(path), path.read_text(errors="replace")))
     hits = [(where, name) for where, text in texts for name, v in CANARY.items() if v in text]
     assert hits == [], hits[:10]
+
+
+def test_actors_take_cloud_credentials_from_their_own_environment(ray_session, tmp_path):
+    """S3 keys once travelled from the driver to every actor as constructor arguments,
+    which Ray keeps in the actor's creation spec (and, for Ray Data's pool, in the object
+    store). Actors now read them from their own environment, as the nodes of a cluster
+    hold them: a driver with other keys hands its own to no actor."""
+    import hashlib
+
+    from helpers import read_output
+
+    from rollout_ray import run_job
+    from rollout_ray.config import load_config
+
+    def sha(value: str) -> str:
+        return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    node_secret = os.environ["AWS_SECRET_ACCESS_KEY"]  # what the session's Ray inherited
+    driver_secret = "driver-only-AWS-SECRET-5d2e"
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"q {i}"} for i in range(4)])
+    job = {
+        "executor": "ray",
+        "model": "sim",
+        "engine": {"kind": "simulated"},
+        "datasets": [
+            {
+                "name": "d",
+                "path": str(data),
+                "verifier": {
+                    "kind": "python",
+                    "function": "verifier_fixtures:credential_fingerprint",
+                },
+            }
+        ],
+        "output": str(tmp_path / "out"),
+        "metrics_port": 0,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_SECRET_ACCESS_KEY", driver_secret)
+        assert run_job(load_config(job)).status == "finished"
+    records = read_output(tmp_path / "out")
+    seen = {json.loads(r["verifier_details"])["aws_secret_sha"] for r in records}
+    assert seen == {sha(node_secret)} and sha(driver_secret) not in seen

@@ -12,6 +12,16 @@ import rollout_ray
 
 pytestmark = pytest.mark.slow
 
+#: Given as a command-line override (`engine.env.MY_API_KEY=...`): trackers receive the
+#: config, overrides included, and must receive it masked.
+CANARY = "sk-canary-TRACKER-3e8d21"
+SECRET_OVERRIDE = f"engine.env.MY_API_KEY={CANARY}"
+
+
+def canary_files(folder) -> list[str]:
+    """Every file under a tracker's folder that holds the canary (binary files too)."""
+    return [str(p) for p in folder.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+
 
 def job(tmp_path, tracking: dict) -> dict:
     data = write_jsonl(
@@ -33,6 +43,7 @@ def test_mlflow_file_store(ray_session, tmp_path, monkeypatch):
     store = f"file:{tmp_path / 'mlruns'}"
     result = rollout_ray.run(
         job(tmp_path, {"kind": "mlflow", "uri": store, "project": "rr-test"}),
+        SECRET_OVERRIDE,
         output=str(tmp_path / "out"),
     )
     assert result.status == "finished"
@@ -58,12 +69,15 @@ def test_mlflow_file_store(ray_session, tmp_path, monkeypatch):
         ).read_text()
     )
     assert len(samples["data"]) == 5
+    assert "engine.env.MY_API_KEY=[redacted]" in run.data.params["cli_overrides"]
+    assert canary_files(tmp_path / "mlruns") == []
 
 
 def test_wandb_offline_and_a_tracker_that_breaks(ray_session, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     result = rollout_ray.run(
         job(tmp_path, {"kind": "wandb", "mode": "offline", "uri": str(tmp_path / "wb")}),
+        SECRET_OVERRIDE,
         output=str(tmp_path / "out"),
     )
     assert result.status == "finished"
@@ -73,6 +87,8 @@ def test_wandb_offline_and_a_tracker_that_breaks(ray_session, tmp_path, monkeypa
     data = run_file.read_bytes()
     assert b"in/ok" in data and b"in/reward_mean" in data and b"samples" in data
     assert b'"finished"' in data and b"simulated" in data
+    assert b"engine.env.MY_API_KEY=[redacted]" in data
+    assert canary_files(tmp_path / "wb") == []
     # A tracker that can't be reached stops tracking, not the job.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

@@ -95,7 +95,8 @@ def test_images_install_dependencies_before_the_code_and_run_as_a_user(path):
     deps = next(i for i, (w, a) in enumerate(instructions) if w == "RUN" and "/app[" in a)
     assert copies[0].startswith("pyproject.toml") and deps < code
     users = [args for word, args in instructions if word == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    # USER is `user[:group]`: the user part decides (`root:root`, `0:0` are root too).
+    assert users and users[-1].split(":")[0].strip() not in ("root", "0"), users[-1]
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv/", ".gym-venv/", "outputs/", ".git/"} <= set(ignored)
 

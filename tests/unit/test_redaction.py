@@ -36,12 +36,9 @@ def test_every_kind_of_secret_is_found_and_masked_in_the_written_config():
     environ = {"UNIT_API_KEY": "sk-unit-0f4e8a", "UNIT_VERIFY_TOKEN": "vt-unit-61c2aa"}
     environ |= {"AWS_SECRET_ACCESS_KEY": "aws-unit-secret-1", "UNRELATED": "plain-value-1"}
     found = secrets.find(config, environ)
-    assert set(found) == {
-        "UNIT_API_KEY",
-        "UNIT_VERIFY_TOKEN",
-        "AWS_SECRET_ACCESS_KEY",
-        "MY_SERVICE_TOKEN",
-    }
+    # What actors are handed; cloud credentials they read from their own environment.
+    assert set(found) == {"UNIT_API_KEY", "UNIT_VERIFY_TOKEN", "MY_SERVICE_TOKEN"}
+    assert secrets.cloud_values(environ) == ["aws-unit-secret-1"]  # masked all the same
     written = json.dumps(secrets.redacted_config(config))
     for value in ("env-secret-93bd20", "hdr-secret-77aa01", "url-pass-5c1d9e"):
         assert value not in written
@@ -61,5 +58,44 @@ def test_redaction_masks_before_any_cut_and_inside_urls():
     assert "sk-cut" not in secrets.redact(text)[:300]  # the cut comes after redaction
     assert "[redacted]" in secrets.redact("Bearer sk-cut-secret-4b9d")
     assert secrets.redact("https://bob:hunter2-long@host/x") == "https://bob:[redacted]@host/x"
-    secrets.register("short")  # under MIN_LENGTH: would mask ordinary words
-    assert secrets.redact("a short text") == "a short text"
+
+
+def test_short_secrets_are_masked_where_they_stand_as_a_token(monkeypatch):
+    """Values under 8 characters were never masked (an S3 key `minio` landed in clear).
+    Now one of 4 to 7 characters is masked as a whole token, not inside longer words;
+    under 4 nothing can be masked without masking common words."""
+    monkeypatch.setattr(secrets, "_KNOWN", set())  # this test's secrets stay in this test
+    secrets.register("mn10", "hunt3r2", "q9z")
+    text = "key mn10 at http://mn10:9000/x with pw=hunt3r2; mn100 and xhunt3r2 stay; q9z"
+    assert secrets.redact(text) == (
+        "key [redacted] at http://[redacted]:9000/x with pw=[redacted]; mn100 and xhunt3r2 "
+        "stay; q9z"
+    )
+    assert secrets.redact("sk-x", ["sk-x"]) == "[redacted]"  # an extra value, same rule
+
+
+def test_secrets_given_as_command_line_overrides_are_masked_in_the_written_config():
+    """`run cfg engine.env.MY_API_KEY=sk-...` once wrote the key to job.json's (and the
+    trackers') `cli_overrides` while masking the same value under `engine.env`."""
+    base = {
+        "model": "m",
+        "engine": {"kind": "openai"},
+        "datasets": [{"path": "x.jsonl", "verifier": {"kind": "http", "url": "http://v/verify"}}],
+        "output": "out",
+    }
+    overrides = [
+        "engine.env.MY_API_KEY=sk-override-env-0a1b2c",
+        "engine.env={OTHER_TOKEN: tok-override-dict-3d4e}",
+        "engine.base_url=https://bob:pw-override-url-5f6a@api.example/v1",
+        "datasets.0.verifier.headers.Authorization=Bearer hdr-override-7b8c9d",
+        "sampling.temperature=0.3",
+    ]
+    config = load_config(base, overrides)
+    written = json.dumps(secrets.redacted_config(config))
+    for value in ("sk-override-env-0a1b2c", "tok-override-dict-3d4e", "pw-override-url-5f6a"):
+        assert value not in written
+    assert "hdr-override-7b8c9d" not in written
+    recorded = secrets.redacted_config(config)["cli_overrides"]
+    assert recorded[0] == "engine.env.MY_API_KEY=[redacted]"
+    assert recorded[2] == "engine.base_url=https://bob:[redacted]@api.example/v1"
+    assert recorded[-1] == "sampling.temperature=0.3"  # what is not secret stays readable

@@ -23,26 +23,16 @@ def remote(name: str) -> dict:
 
 def test_a_live_holder_refuses_a_second_job_and_a_silent_one_is_taken_over(tmp_path, monkeypatch):
     folder = str(tmp_path / "lease")
-    first = Lease(folder, remote("first"), ttl_s=1.0)
+    first = Lease(folder, remote("first"), ttl_s=60.0)
     first.acquire()
-    stop = threading.Event()
-
-    def keep_renewing() -> None:
-        while not stop.wait(0.2):
-            first.renew()
-
-    renewer = threading.Thread(target=keep_renewing)
-    renewer.start()
-    try:
-        # The second job's clock runs five minutes ahead: no matter, no clock is compared.
-        real = time.time
-        monkeypatch.setattr(time, "time", lambda: real() + 300)
-        with pytest.raises(ResumeRefused, match="another job is writing"):
-            Lease(folder, remote("second"), ttl_s=1.0).acquire()
-        monkeypatch.setattr(time, "time", real)
-    finally:
-        stop.set()
-        renewer.join()
+    # The second job's clock runs five minutes ahead: no matter, no clock is compared.
+    # The holder renews once the second starts watching (its notice says so): ordered by
+    # that event, not by a renewal beat racing a short TTL.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 300)
+    with pytest.raises(ResumeRefused, match="another job is writing"):
+        Lease(folder, remote("second"), ttl_s=60.0).acquire(notice=lambda _: first.renew())
+    monkeypatch.setattr(time, "time", real)
     # The first holder falls silent: after a TTL with no renewal, the lease is taken.
     second = Lease(folder, remote("second"), ttl_s=1.0)
     second.acquire()
@@ -96,11 +86,12 @@ def test_a_released_lease_is_free_at_once_and_renewal_keeps_few_files(tmp_path):
 
 def test_a_holder_that_finishes_while_we_watch_hands_the_lease_over(tmp_path):
     folder = str(tmp_path / "lease")
-    first = Lease(folder, remote("first"), ttl_s=2.0)
+    first = Lease(folder, remote("first"), ttl_s=60.0)
     first.acquire()
-    threading.Timer(0.3, first.release).start()
-    second = Lease(folder, remote("second"), ttl_s=2.0)
-    second.acquire()  # not refused: the release is seen as the end, not as a renewal
+    second = Lease(folder, remote("second"), ttl_s=60.0)
+    # The holder releases once the second is watching: not refused, and no TTL waited
+    # out: the release is seen as the end, not as a renewal.
+    second.acquire(notice=lambda _: first.release())
     assert second.latest()[1]["token"] == "second"
 
 
