@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import posixpath
-import time
 import uuid
 from collections.abc import Callable
 from functools import cache
@@ -25,11 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from rollout_ray.retries import Backoff
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Errors from object stores that pass on retry (throttling, resets, 5xx).
 _TRANSIENT = (ConnectionError, TimeoutError, OSError)
+STORAGE_BACKOFF = Backoff(base_s=0.4, cap_s=5.0)
 
 
 def canonical(uri: str) -> str:
@@ -120,7 +122,6 @@ def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
 
 def retrying(fn: Callable[[], T], what: str, attempts: int = 5) -> T:
     """Run `fn`, retrying transient storage errors with exponential backoff."""
-    delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -130,8 +131,7 @@ def retrying(fn: Callable[[], T], what: str, attempts: int = 5) -> T:
             if attempt == attempts:
                 raise
             log.warning("retrying %s after %s (attempt %d/%d)", what, exc, attempt, attempts)
-            time.sleep(delay)
-            delay *= 2
+            STORAGE_BACKOFF.sleep(attempt - 1)
     raise AssertionError("unreachable")
 
 

@@ -14,7 +14,6 @@ import asyncio
 import functools
 import importlib
 import json
-import random
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +23,10 @@ from rollout_ray import replies
 from rollout_ray.agents.tools import function_tool
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.errors import JobFault
+from rollout_ray.retries import Backoff
 
 RETRY_STATUS = {502, 503, 504}
+TOOL_BACKOFF = Backoff(base_s=0.5, cap_s=8.0)
 #: A resources server's own endpoints beside its tools (NeMo Gym's SimpleResourcesServer).
 GYM_ENDPOINTS = frozenset({"seed_session", "verify", "aggregate_metrics"})
 
@@ -142,7 +143,7 @@ class GymSession(Session):
                     return reply
                 last = f"HTTP {reply.status_code}: {reply.text[:200]}"
             if attempt + 1 < attempts:
-                await asyncio.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+                await TOOL_BACKOFF.wait(attempt)
         raise ToolUnavailable(f"{what} at {env.url}{path} failed {attempts} times; last: {last}")
 
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from rollout_ray.engines.base import (
 )
 from rollout_ray.engines.registry import register_engine
 from rollout_ray.errors import RowError, redact
+from rollout_ray.retries import Backoff, retry_after_s
 
 if TYPE_CHECKING:
     from rollout_ray.config import JobConfig
@@ -169,7 +169,7 @@ class OpenAIEngine(Engine):
     async def _with_retries(self, client, request: GenerationRequest, estimate: int) -> Generation:
         import openai
 
-        delay = self.config.backoff_base_s
+        backoff = Backoff(self.config.backoff_base_s, self.config.backoff_max_s)
         last = ""  # what the endpoint last answered, for the final error
         for attempt in range(self.config.max_retries + 1):
             await self._limiter.acquire(estimate)
@@ -186,20 +186,18 @@ class OpenAIEngine(Engine):
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRY_STATUS:
                     raise RowError(self._describe(exc), "generate") from None
-                asked = _retry_after(exc)
-                wait = asked or delay * (1 + random.random())
+                response = getattr(exc, "response", None)
+                asked = retry_after_s(response.headers.get("retry-after") if response else None)
                 last = self._describe(exc)
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 asked = None
-                wait = delay * (1 + random.random())
                 if attempt == self.config.max_retries:
                     raise TimeoutError(self._describe(exc)) from None
             if attempt == self.config.max_retries:
                 break
             self.retries += 1
             self.retry_after_waits += asked is not None
-            await asyncio.sleep(min(wait, self.config.backoff_max_s))
-            delay = min(delay * 2, self.config.backoff_max_s)
+            await backoff.wait(attempt, asked)
         raise TimeoutError(
             f"{self.config.base_url} kept failing after {self.config.max_retries} retries "
             f"(last: {last})"
@@ -346,16 +344,6 @@ def refuse_insecure_key(config: OpenAIEngineConfig, keys: tuple[str, ...]) -> No
             "unencrypted. Use https://, or set engine.allow_insecure_http: true if the "
             "network is trusted."
         )
-
-
-def _retry_after(exc: Any) -> float | None:
-    """Seconds the server asked us to wait, from `Retry-After` (seconds form)."""
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _api_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,12 @@ from rollout_ray.config import DatasetConfig
 from rollout_ray.inputs.sources import SCAN_BLOCK, InputFile, Shard
 
 
+def shard_id(dataset: str, file_key: str, first_row: int) -> str:
+    """A shard's identity: stable across runs (resume matches commits to shards by it),
+    so its form never changes."""
+    return f"{dataset}/{file_key}:{first_row}"
+
+
 def plan_file(
     dataset: DatasetConfig,
     file: InputFile,
@@ -44,7 +50,7 @@ def plan_file(
     stamp = {"file_size": file.size, "file_version": file.version, "source_uri": source_uri}
     for first_row, num_rows, extra in ranges:
         yield Shard(
-            shard_id=f"{dataset.name}/{file.key}:{first_row}",
+            shard_id=shard_id(dataset.name, file.key, first_row),
             dataset=dataset.name,
             file_uri=file.uri,
             file_key=file.key,
@@ -174,7 +180,7 @@ def plan_uncovered(
                 if file.format == "jsonl":
                     extra["byte_end"] = int(ends[first + n - 1])
             yield Shard(
-                shard_id=f"{dataset.name}/{file.key}:{first}",
+                shard_id=shard_id(dataset.name, file.key, first),
                 dataset=dataset.name,
                 file_uri=file.uri,
                 file_key=file.key,

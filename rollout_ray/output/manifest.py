@@ -25,11 +25,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow as pa
-
 from rollout_ray import storage
 from rollout_ray.inputs.sources import Shard
-from rollout_ray.output.schema import FAILURE_SCHEMA, Commit, commits_from_table, commits_table
+from rollout_ray.output.schema import Commit, commits_from_table, commits_table
 
 
 def _safe(text: str) -> str:
@@ -227,7 +225,3 @@ def redo_keys(failures_uri: str, interrupted_only: bool = False) -> list[tuple[i
     # A whole-row failure (-1) covers that row's single-rollout keys.
     whole = {r for r, i in keys if i < 0}
     return sorted(k for k in keys if k[1] < 0 or k[0] not in whole)
-
-
-def empty_failures() -> pa.Table:
-    return FAILURE_SCHEMA.empty_table()

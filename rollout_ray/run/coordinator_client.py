@@ -3,11 +3,13 @@ client that reaches the coordinator actor across its restarts."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
 from rollout_ray.errors import JobFault
 from rollout_ray.output.schema import Commit
+from rollout_ray.retries import Backoff
+
+COORDINATOR_BACKOFF = Backoff(base_s=1.0, cap_s=20.0)
 
 
 class CoordinatorClient(Protocol):
@@ -60,15 +62,13 @@ class RayCoordinatorClient:
     async def _call(self, method: str, *args: Any) -> Any:
         import ray
 
-        delay = 0.5
-        for attempt in range(8):
+        for attempt in range(8):  # about a minute: Ray restarting the coordinator
             try:
                 return await getattr(self.handle, method).remote(*args)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if attempt == 7:
                     raise JobFault(f"the job's coordinator can't be reached: {exc}") from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+                await COORDINATOR_BACKOFF.wait(attempt)
         raise AssertionError("unreachable")
 
 

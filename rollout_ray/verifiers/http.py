@@ -7,8 +7,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import random
-import re
 import time
 import uuid
 import weakref
@@ -17,13 +15,13 @@ from typing import Any
 from rollout_ray import replies, secrets
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
+from rollout_ray.retries import Backoff, retry_after_s
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
 
 #: A server asking us to wait longer than this is waited on for this long only.
 RETRY_AFTER_CAP_S = 30.0
 #: Reply fields that echo what we sent; never stored as details.
 _ECHOED = frozenset({"reward", "responses_create_params", "response"})
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.I)
 _SNIPPET = 300
 
 
@@ -137,9 +135,10 @@ class HttpVerify(Verifier):
                 text = f"HTTP {status}: {self._redact(reply.text)[:_SNIPPET]}"
                 if status != 429 and status < 500:
                     raise VerifierError(self._redact(f"http verifier {url}: {text}"), terminal=True)
-                last, retry_after = text, _retry_after(reply.headers.get("retry-after"))
-            backoff = min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)
-            delay = retry_after if retry_after is not None else backoff * random.uniform(0.5, 1)
+                asked = retry_after_s(reply.headers.get("retry-after"))
+                last, retry_after = text, None if asked is None else min(asked, RETRY_AFTER_CAP_S)
+            backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
+            delay = backoff.delay(attempt, retry_after)
             if attempt + 1 < attempts:
                 self.retries += 1
                 self.retry_after_waits += retry_after is not None
@@ -172,7 +171,7 @@ class HttpVerify(Verifier):
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.config.headers}
-        self._secrets.update(v for k, v in headers.items() if _SECRET_HEADER.search(k) and v)
+        self._secrets.update(v for k, v in headers.items() if secrets.secret_header(k) and v)
         env = self.config.api_key_env
         if env:
             token = os.environ.get(env)
@@ -240,11 +239,3 @@ def refuse_insecure_credentials(config: HttpVerifier) -> None:
             "block if the network is trusted.",
             terminal=True,
         )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a numeric Retry-After (an HTTP date falls back to our backoff)."""
-    try:
-        return min(RETRY_AFTER_CAP_S, max(0.0, float(value))) if value else None
-    except ValueError:
-        return None
