@@ -9,13 +9,15 @@ surrogate escape in its text. A request with `tools` gets a call to the first to
 (arguments {"n": 1}) on its first two assistant turns, then an answer; a user prompt
 with words `call=NAME` gets a call to each NAME in turn instead, offered or not (a
 model that calls what it likes).
-It records the most requests in flight, when each request started, and attempts per
-prompt, so tests can check limits from the server's side.
+It records the most requests in flight, when each request started, attempts per
+prompt and every request body (`bodies`), so tests can check limits and what was sent
+from the server's side. POST /v1/responses records its body and echoes its input's text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter, defaultdict
@@ -35,6 +37,7 @@ class FaultServer:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.bad_auth = 0
         self.tool_requests: list = []
+        self.bodies: list[tuple[str, dict]] = []  # (path, request body)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -52,6 +55,7 @@ class FaultServer:
         self._loop = asyncio.new_event_loop()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/responses", self._responses)
         # A request whose client gave up (a timeout) stops counting as in flight.
         runner = web.AppRunner(app, handler_cancellation=True)
         self._loop.run_until_complete(runner.setup())
@@ -70,8 +74,32 @@ class FaultServer:
             best = max(best, i - j + 1)
         return best
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(("/v1/responses", body))
+        text = "echo: " + json.dumps(body.get("input"))[:200]
+        message = {
+            "type": "message",
+            "id": "msg_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        return web.json_response(
+            {
+                "id": "resp_1",
+                "object": "response",
+                "created_at": int(time.time()),
+                "model": body.get("model"),
+                "status": "completed",
+                "output": [message],
+                "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12},
+            }
+        )
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.bodies.append(("/v1/chat/completions", body))
         prompt = str(body["messages"][-1].get("content") or "")
         kind = (prompt.split() or [""])[0]
         self.starts.append(time.monotonic())

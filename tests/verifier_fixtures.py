@@ -84,13 +84,13 @@ def kills_its_process_on(record: dict[str, Any], rows: tuple[int, ...] = (0,)) -
     return 1.0
 
 
-def slow_check(gold: str, prediction: str) -> tuple[bool, str]:
+def slow_check(gold: str, prediction: str, prompt: str = "") -> tuple[bool, str, bool]:
     """Stands in for math-verify stuck on a pathological input: says which process it
     runs in (the reference answer, `\\boxed{PATH}`, names the file), then never returns."""
     with open(gold.removeprefix("\\boxed{").removesuffix("}"), "w") as f:
         f.write(str(os.getpid()))
     threading.Event().wait()
-    return True, "never"
+    return True, "never", False
 
 
 # ----------------------------------------------------------------------------- /verify server

@@ -1,4 +1,5 @@
-"""Where tool calls run: a NeMo Gym resources server, Python functions, or nowhere.
+"""Where tool calls run: a NeMo Gym resources server, Python functions, an MCP server
+(agents/mcp.py), or nowhere.
 
 One environment per engine actor (one HTTP connection pool); one session per episode
 (Gym keeps an episode's state in a signed session cookie, so each session keeps its
@@ -55,10 +56,20 @@ class Session:
         """The environment's verdict on the episode (None: it has no verifier)."""
         return None
 
+    async def close(self) -> None:
+        """Release what the episode held (e.g. an MCP session of its own)."""
+
 
 class Environment:
     def __init__(self) -> None:
         self.tools: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        """Learn `tools` before the first episode (an MCP server lists them).
+
+        Raises:
+            ToolUnavailable: the environment can't be reached (stage `tool`, retryable).
+        """
 
     async def session(self, row: dict[str, Any]) -> Session:
         return Session()
@@ -72,6 +83,10 @@ def open_environment(agent: AgentConfig) -> Environment:
         return GymEnvironment(agent)
     if agent.kind == "python":
         return PythonEnvironment(agent)
+    if agent.kind == "mcp":
+        from rollout_ray.agents.mcp import MCPEnvironment  # the mcp SDK only when used
+
+        return MCPEnvironment(agent)
     return Environment()
 
 

@@ -131,11 +131,16 @@ def _object_schema(parameters: dict[str, Any] | None) -> dict[str, Any]:
 
 def forced_calls(text: str, choice: ToolChoice) -> list[tuple[str, str]]:
     """(name, arguments JSON) of the calls in a structured-output turn."""
+    # strict=False: structured outputs (xgrammar) let raw control characters into
+    # strings, which strict JSON refuses; the arguments are written out escaped.
     if choice != "required":
-        return [(choice, text.strip() or "{}")]
+        try:
+            return [(choice, json.dumps(json.loads(text, strict=False)))]
+        except (ValueError, RecursionError):
+            return [(choice, text.strip() or "{}")]  # cut short: reported as invalid
     try:
-        items = json.loads(text)
-    except ValueError:
+        items = json.loads(text, strict=False)
+    except (ValueError, RecursionError):
         return []  # cut short by max_tokens: no complete call
     calls = []
     for item in items if isinstance(items, list) else []:

@@ -1,8 +1,8 @@
 """The agent block: how a dataset's rollouts become multi-turn episodes with tools.
 
 Without an agent, a rollout is one model turn. With one, the model's tool calls are
-run (by a NeMo Gym resources server, Python functions, or not at all) and their
-outputs fed back until the model answers without a call or a limit is reached.
+run (by a NeMo Gym resources server, Python functions, an MCP server, or not at all)
+and their outputs fed back until the model answers without a call or a limit is reached.
 """
 
 from __future__ import annotations
@@ -17,14 +17,33 @@ from rollout_ray.config.blocks import RESUME_FREE, _Strict
 class AgentConfig(_Strict):
     """Runs each rollout as an episode: model turn, tool calls, tool outputs, again."""
 
-    kind: Literal["gym", "python", "none"] = Field(
+    kind: Literal["gym", "python", "mcp", "none"] = Field(
         ...,
         description="gym: tools and reward from a NeMo Gym resources server (its "
-        "/seed_session, /{tool}, /verify); python: tools are Python functions; none: tools "
-        "reach the model and its calls are recorded, not run (one turn).",
+        "/seed_session, /{tool}, /verify); python: tools are Python functions; mcp: tools "
+        "listed and run by an MCP server (stdio `command` or streamable-HTTP `url`); none: "
+        "tools reach the model and its calls are recorded, not run (one turn).",
     )
     url: str | None = Field(
-        None, description="gym: the resources server's base URL, e.g. http://127.0.0.1:8000."
+        None,
+        description="gym: the resources server's base URL, e.g. http://127.0.0.1:8000; "
+        "mcp: the server's streamable-HTTP endpoint, e.g. http://127.0.0.1:8000/mcp.",
+    )
+    command: list[str] | None = Field(
+        None,
+        description="mcp: start the server as this command over stdio, e.g. "
+        "[python, my_server.py]; one process per engine actor (or per episode, `session`).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="mcp: environment for a stdio server, over the MCP SDK's minimal one "
+        "(PATH, HOME, ...); stored in job.json as written: no secrets here.",
+    )
+    session: Literal["engine", "episode"] = Field(
+        "engine",
+        description="mcp: one server session per engine actor, shared by its episodes "
+        "(calls multiplexed; tools listed once), or one per episode, for servers that "
+        "keep state per session (a stdio server is then a process per episode).",
     )
     tools: str | None = Field(
         None,
@@ -75,7 +94,8 @@ class AgentConfig(_Strict):
         256,
         ge=1,
         description="gym: HTTP connections per engine actor to the resources server; "
-        "python: threads running tool calls at once.",
+        "python: threads running tool calls at once; mcp: tool calls in flight per engine "
+        "actor.",
         json_schema_extra=RESUME_FREE,
     )
 
@@ -85,6 +105,11 @@ class AgentConfig(_Strict):
             raise ValueError("agent kind gym needs `url`: the resources server's base URL")
         if self.kind == "python" and not self.tools:
             raise ValueError("agent kind python needs `tools`: module:object of functions")
+        if self.kind == "mcp" and bool(self.url) == bool(self.command):
+            raise ValueError(
+                "agent kind mcp needs one of `command` (a stdio server, e.g. [python, "
+                "server.py]) or `url` (a streamable-HTTP endpoint, e.g. http://host:8000/mcp)"
+            )
         choice = self.tool_choice
         if choice is not None and not isinstance(choice, str | dict):
             raise ValueError("tool_choice must be auto, required, none or a function name")

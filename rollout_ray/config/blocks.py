@@ -129,6 +129,11 @@ class ServeConfig(_Strict):
         512, ge=1, description="Most messages (or input items) in one request (400 above)."
     )
     max_n: int = Field(16, ge=1, description="Most samples one request may ask for (`n`).")
+    tool_parser: str = Field(
+        "hermes",
+        description="rollout-ray's app: vLLM's tool parser for requests with `tools` "
+        "(`tool_choice: auto`), as engine.tool_parser for jobs (hermes, llama3_json, ...).",
+    )
 
 
 class TrackingConfig(_Strict):

@@ -87,6 +87,12 @@ class MathVerifier(_VerifierBase):
 
     kind: Literal["math"] = Field("math", description="Selects this block.")
     timeout_s: float = Field(10.0, gt=0, description="Give up on one answer after this long.")
+    reward_restated: bool = Field(
+        False,
+        description="Score an answer that only restates an expression from the prompt "
+        "(`3 + 18` for 'What is 3 + 18?', expected 21) as math-verify and NeMo Gym's math "
+        "server do. Off: such an answer gets 0, with `restated_prompt: true` in the details.",
+    )
 
     @property
     def deadline_s(self) -> float:

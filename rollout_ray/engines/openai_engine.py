@@ -10,6 +10,7 @@ this process: it is not stored in records, manifests, logs or error messages.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from rollout_ray.engines.base import (
 )
 from rollout_ray.engines.registry import register_engine
 from rollout_ray.errors import RowError, redact
+from rollout_ray.inputs.images import has_images, inline_images, message_text, responses_content
 from rollout_ray.retries import Backoff, retry_after_s
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+#: What an image counts for in the tokens-per-minute budget (a 512x512 tile and a base
+#: image in OpenAI's accounting); the endpoint's own count lands in the record.
+IMAGE_TOKENS = 765
 
 
 class RateLimiter:
@@ -133,9 +138,17 @@ class OpenAIEngine(Engine):
         client = self._client_for_loop()
         assert self._slots is not None
         sampling = request.sampling
-        estimate = sum(len(str(m.get("content") or "")) for m in request.messages) // 4 + int(
-            sampling.get("max_tokens") or 256
+        if has_images(request.messages):  # files inline; http(s) URLs go as they are
+            messages = await asyncio.to_thread(inline_images, request.messages)
+            request = dataclasses.replace(request, messages=messages)
+        images = sum(
+            part.get("type") == "image_url"
+            for m in request.messages
+            if isinstance(m.get("content"), list)
+            for part in m["content"]
         )
+        text = sum(len(message_text(m.get("content"))) for m in request.messages)
+        estimate = text // 4 + IMAGE_TOKENS * images + int(sampling.get("max_tokens") or 256)
         started = time.monotonic()
         async with self._slots:
             self.in_flight += 1
@@ -270,10 +283,10 @@ class OpenAIEngine(Engine):
 
     async def _responses(self, client, request: GenerationRequest) -> Generation:
         s = request.sampling
-        messages = list(request.messages)
+        messages = [{**m, "content": responses_content(m["content"])} for m in request.messages]
         instructions = None
         if messages and messages[0]["role"] == "system":
-            instructions = messages.pop(0)["content"]
+            instructions = message_text(messages.pop(0)["content"])
         body = {
             "model": self._model,
             "input": messages,

@@ -18,6 +18,7 @@ from rollout_ray.config import SimulatedEngineConfig
 from rollout_ray.engines.base import Conversation, Engine, Generation, GenerationRequest, ToolCall
 from rollout_ray.engines.registry import register_engine
 from rollout_ray.errors import RowError
+from rollout_ray.inputs.images import message_text
 
 _WORDS = [
     "alpha",
@@ -63,7 +64,7 @@ class SimulatedEngine(Engine):
         return self._model
 
     def prepare(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> list[int]:
-        words = sum(len(m["content"].split()) + 4 for m in messages)
+        words = sum(len(message_text(m["content"]).split()) + 4 for m in messages)
         if words >= self.config.max_model_len:
             raise RowError(
                 f"prompt is {words} tokens; the simulated context is "

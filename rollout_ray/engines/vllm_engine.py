@@ -33,6 +33,7 @@ from rollout_ray.engines.vllm_placement import in_process_core, placement, prepa
 from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.engines.vllm_turns import TurnRenderer
 from rollout_ray.errors import RowError
+from rollout_ray.inputs.images import has_images
 
 if TYPE_CHECKING:
     from rollout_ray.config import JobConfig
@@ -130,7 +131,8 @@ class VLLMEngine(Engine):
         self.close()
         self._start()
 
-    def prepare(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> list[int]:
+    def prepare(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> list[int]:
+        refuse_images(messages)
         try:
             text = self.tokenizer.apply_chat_template(
                 messages,
@@ -166,6 +168,7 @@ class VLLMEngine(Engine):
         from vllm.sampling_params import StructuredOutputsParams
 
         conv = conversation
+        refuse_images(conv.messages)
         prompt_ids = self.turns.prompt_ids(conv, self.max_model_len)
         # Logprobs are kept for the episode's RL record whenever token ids are.
         sampling = request.sampling
@@ -276,6 +279,22 @@ class VLLMEngine(Engine):
                 with contextlib.suppress(Exception):
                     asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=5)
         self.engine.shutdown()
+
+
+def refuse_images(messages: list[dict[str, Any]]) -> None:
+    """Rows with images fail here, with the way out: this engine renders prompts with
+    the tokenizer's chat template, which would print image parts as text.
+
+    Raises:
+        RowError: a message has image parts (stage `prompt`, terminal).
+    """
+    if has_images(messages):
+        raise RowError(
+            "the row has images (input_image / image_url parts): the vllm engine runs "
+            "text prompts only; use the openai engine with a vision model's endpoint "
+            "(docs/inputs.md#images)",
+            "prompt",
+        )
 
 
 def ray_stat_loggers() -> list | None:

@@ -2,8 +2,10 @@
 
 Shapes: `prompt` (a string), `messages` (a chat list) and NeMo Gym's
 `responses_create_params` (`input` as a string or message list, optional
-`instructions`, sampling fields). What the shape doesn't consume is carried into the
-output record unchanged (e.g. `expected_answer`).
+`instructions`, sampling fields). A message with image parts keeps its content as a
+list of text and `image_url` parts (inputs/images.py); any other content becomes text.
+What the shape doesn't consume is carried into the output record unchanged (e.g.
+`expected_answer`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 from rollout_ray.agents.tools import chat_tools
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
+from rollout_ray.inputs.images import image_part
 from rollout_ray.output.schema import to_json
 
 GYM_KEY = "responses_create_params"
@@ -39,7 +42,8 @@ _GYM_SAMPLING = {
 class Prompt:
     """What one row asks the model, and what the row carries along."""
 
-    messages: list[dict[str, str]]
+    #: Chat messages; content is text, or text and `image_url` parts (inputs/images.py).
+    messages: list[dict[str, Any]]
     sampling: dict[str, Any] = field(default_factory=dict)
     carried: dict[str, Any] = field(default_factory=dict)
     responses_create_params: str | None = None
@@ -117,7 +121,7 @@ def _prompt_text(row: dict[str, Any], dataset: DatasetConfig) -> str:
     return value
 
 
-def _messages(value: Any, where: str) -> list[dict[str, str]]:
+def _messages(value: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
@@ -134,10 +138,27 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
         out.append(
             {
                 "role": "system" if role == "developer" else role,
-                "content": content_text(message.get("content"), f"{where}[{i}].content"),
+                "content": _content(message.get("content"), f"{where}[{i}].content"),
             }
         )
     return out
+
+
+def _content(content: Any, where: str) -> Any:
+    """A message's content: its text, or (when it has images) a list of chat-completions
+    parts, text and `image_url` (see inputs/images.py)."""
+    if isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
+    ):
+        parts: list[dict[str, Any]] = []
+        for j, part in enumerate(content):
+            image = image_part(part, f"{where}[{j}]") if isinstance(part, dict) else None
+            if image is not None:
+                parts.append(image)
+            else:
+                parts.append({"type": "text", "text": content_text([part], f"{where}[{j}]")})
+        return parts
+    return content_text(content, where)
 
 
 def _short(value: Any) -> str:
@@ -158,7 +179,7 @@ def content_text(content: Any, where: str) -> str:
             elif isinstance(part, dict) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
             else:
-                raise RowError(f"{where} has a part without text (only text is supported)")
+                raise RowError(f"{where} has a part without text (only text and image parts)")
         return "".join(parts)
     raise RowError(f"{where} must be a string or a list of text parts")
 

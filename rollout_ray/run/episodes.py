@@ -12,6 +12,7 @@ from typing import Any
 
 from rollout_ray.agents.environments import (
     Environment,
+    Session,
     ToolUnavailable,
     VerifyFailed,
     open_environment,
@@ -72,10 +73,19 @@ class Episodes:
         self, item: WorkItem, rollout: Rollout, dataset: DatasetConfig
     ) -> dict[str, Any]:
         """The rollout's record, or its failure record (which has a `stage`)."""
+        sessions: list[Session] = []
+        try:
+            return await self._rollout(item, rollout, dataset, sessions)
+        finally:
+            for session in sessions:  # e.g. an MCP session of the episode's own
+                await session.close()
+
+    async def _rollout(
+        self, item: WorkItem, rollout: Rollout, dataset: DatasetConfig, sessions: list[Session]
+    ) -> dict[str, Any]:
         agent = dataset.agent
         assert agent is not None
         prompt = rollout.prompt
-        tools = self.tools_for(dataset, prompt)
         where = f"{GYM_KEY}.tool_choice" if prompt.responses_create_params else "tool_choice"
         choice = agent.tool_choice if agent.tool_choice is not None else prompt.tool_choice
         parallel = agent.parallel_tool_calls
@@ -84,6 +94,8 @@ class Episodes:
                 prompt.parallel_tool_calls if prompt.parallel_tool_calls is not None else True
             )
         try:
+            await self.environment(dataset).start()  # an MCP server lists its tools
+            tools = self.tools_for(dataset, prompt)
             conv = Conversation(
                 messages=[dict(m) for m in prompt.messages],
                 tools=tools,
@@ -93,6 +105,7 @@ class Episodes:
             )
             row = gym_row(prompt)
             session = await self.environment(dataset).session(row)
+            sessions.append(session)
             episode = await run_episode(
                 self.engine, rollout.request, conv, agent, session, prompt.max_tool_calls
             )

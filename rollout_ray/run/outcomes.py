@@ -12,6 +12,7 @@ from typing import Any
 
 from rollout_ray.engines import Generation, GenerationRequest
 from rollout_ray.errors import redact
+from rollout_ray.inputs.images import text_messages
 from rollout_ray.inputs.prompts import Prompt
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.manifest import now_utc
@@ -66,7 +67,7 @@ def rollout_record(
         "rollout_index": rollout.index,
         "source_file": shard.source,
         "row_index": rollout.row.row_index,
-        "prompt_messages": rollout.prompt.messages,
+        "prompt_messages": text_messages(rollout.prompt.messages),  # images as a mark
         # An endpoint may send text Arrow can't store (a lone surrogate escape).
         "response_text": clean_text(gen.text) if gen.text is not None else None,
         "reasoning_text": clean_text(gen.reasoning_text) if gen.reasoning_text else None,

@@ -8,10 +8,11 @@ executor: three processes per replica on cores the model's threads need, about 0
 the in-process engine's throughput where this app keeps to the same engine
 (benchmarks/overheads.py serve).
 
-Served: `GET /v1/models`, `POST /v1/chat/completions` and `POST /v1/responses`,
-without streaming; vLLM's extensions `top_k`, `min_p`, `repetition_penalty`,
-`min_tokens` and `return_token_ids` are honoured. Anything else in a request that
-would change its result is refused with a 400 that names it, never ignored.
+Served: `GET /v1/models`, `POST /v1/chat/completions` (with `tools` and `tool_choice`:
+serve/tools.py) and `POST /v1/responses`, without streaming; vLLM's extensions `top_k`,
+`min_p`, `repetition_penalty`, `min_tokens` and `return_token_ids` are honoured.
+Anything else in a request that would change its result is refused with a 400 that
+names it, never ignored.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines import EngineDead, Generation, GenerationRequest
 from rollout_ray.errors import RowError
 from rollout_ray.inputs.prompts import content_text
+from rollout_ray.serve import tools
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ _CHAT = (
         "top_logprobs",
         "stream",
         "return_token_ids",
+        "tools",
+        "tool_choice",
     }
 )
 _RESPONSES = _HARMLESS | _SAMPLING | {"input", "instructions", "max_output_tokens", "stream"}
@@ -196,6 +200,19 @@ class RolloutLLMServer:
         ]
         return list(await asyncio.gather(*(self.engine.generate(r) for r in requests)))
 
+    async def _tool_turns(
+        self, body: dict[str, Any], messages: list[dict[str, Any]], sampling: dict, n: int
+    ) -> list[Generation]:
+        """n turns of the conversation with its tools, as a job's episode turn runs."""
+        seed = sampling.get("seed")
+
+        async def one(i: int) -> Generation:
+            conv = tools.conversation(body, [dict(m) for m in messages])
+            own = sampling if seed is None else {**sampling, "seed": seed + i}
+            return await self.engine.turn(conv, tools.turn_request(conv.messages, own))
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
     async def _answer(self, request: Request, build) -> JSONResponse:
         denied = self._denied(request)
         if denied is not None:
@@ -241,7 +258,16 @@ class RolloutLLMServer:
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         sampling = _sampling(body, _CHAT, "max_completion_tokens")
         self._count(body.get("messages"), "messages")
-        messages = _messages(body.get("messages"), "messages")
+        tooled = tools.wants_tools(body)
+        if tooled:
+            if not isinstance(body.get("messages"), list) or not body["messages"]:
+                raise BadRequest("messages must be a non-empty list of messages", "messages")
+            try:
+                messages = tools.history(body["messages"])
+            except tools.ToolRequestError as exc:
+                raise BadRequest(str(exc), exc.param) from None
+        else:
+            messages = _messages(body.get("messages"), "messages")
         if body.get("top_logprobs"):
             raise BadRequest("top_logprobs > 0 is not served; logprobs=true is", "top_logprobs")
         want_ids = bool(body.get("return_token_ids"))
@@ -250,13 +276,17 @@ class RolloutLLMServer:
         n = int(body.get("n") or 1)
         if not 1 <= n <= self.limits.max_n:
             raise BadRequest(f"n must be between 1 and {self.limits.max_n}", "n")
-        generations = await self._generate(messages, sampling, n)
+        if tooled:
+            generations = await self._tool_turns(body, messages, sampling, n)
+        else:
+            generations = await self._generate(messages, sampling, n)
         choices = []
         for i, gen in enumerate(generations):
+            message, finish = tools.reply_message(gen)
             choice: dict[str, Any] = {
                 "index": i,
-                "message": {"role": "assistant", "content": gen.text},
-                "finish_reason": gen.finish_reason,
+                "message": message,
+                "finish_reason": finish,
                 "logprobs": self._logprobs(gen) if sampling["logprobs"] else None,
             }
             if want_ids:

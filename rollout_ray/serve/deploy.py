@@ -109,6 +109,7 @@ def _own_app(
         tensor_parallel_size=settings.tensor_parallel_size,
         max_model_len=settings.max_model_len,
         engine_kwargs=settings.engine_kwargs,
+        tool_parser=settings.tool_parser,
     )
     gpus = settings.gpus_per_replica
     if gpus is None:

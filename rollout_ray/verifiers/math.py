@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -32,7 +33,7 @@ from typing import Any, BinaryIO
 import rollout_ray
 from rollout_ray.config import MathVerifier
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
-from rollout_ray.verifiers.builtin import last_boxed, reference, response_text
+from rollout_ray.verifiers.builtin import reference, response_text
 
 
 def _usable_cpus() -> int:
@@ -47,41 +48,89 @@ def _usable_cpus() -> int:
 POOL_WORKERS = max(1, min(4, _usable_cpus()))
 #: Starting a worker (importing sympy) is not the check's fault, so it has its own limit.
 STARTUP_TIMEOUT_S = 120.0
-#: Leftovers the reference answer may be written with: `$..$`, `\(..\)`, `\[..\]`.
-_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _BOOT = "from rollout_ray.verifiers.math import serve_forever; serve_forever()"
 _HEADER = struct.Struct("!I")
 
 
-def check(gold: str, prediction: str) -> tuple[bool | None, str | None]:
-    """(equivalent?, first parsed prediction); (None, None) when the reference won't parse.
+def check(gold: str, prediction: str, prompt: str = "") -> tuple[bool | None, str | None, bool]:
+    """(equivalent?, extracted answer, restates the prompt?), as NeMo Gym's math server
+    judges (resources_servers/math_with_judge, `_run_math_verify`): the reference as
+    LaTeX, the whole response through math-verify's expression and LaTeX extraction,
+    and the extracted answer its first prediction that matches, else its first.
+    (None, None, False) when the reference won't parse (Gym scores that 0; we can't
+    judge it). `prompt`: when given, an answer that only restates an expression from it
+    is not equivalent (see `restates`).
 
     Runs in a worker; module level so it pickles by reference.
     """
     from math_verify import parse, verify
+    from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig
 
-    gold_parsed = parse(gold, parsing_timeout=None)
+    gold_parsed = parse(gold, [LatexExtractionConfig()], parsing_timeout=None)
     if not gold_parsed:
-        return None, None
-    pred_parsed = parse(prediction, parsing_timeout=None)
-    if not pred_parsed:
-        return False, None
-    ok = verify(gold_parsed, pred_parsed, timeout_seconds=None)
-    return bool(ok), str(pred_parsed[0])
+        return None, None, False
+    predicted = parse(
+        prediction, [ExprExtractionConfig(), LatexExtractionConfig()], parsing_timeout=None
+    )
+    ok = bool(verify(gold_parsed, predicted, 6, timeout_seconds=None))
+    golds = [str(g) for g in gold_parsed]
+    texts = [str(p) for p in predicted]
+    extracted = next(
+        (t for t in texts if any(verify(g, t, timeout_seconds=None) for g in golds)),
+        texts[0] if texts else None,
+    )
+    restated = ok and bool(prompt) and restates(predicted, gold_parsed, prompt)
+    return ok and not restated, extracted, restated
+
+
+#: An operator between operands: `+ - * / ^`, and LaTeX's (a leading sign doesn't count).
+_OPERATOR = re.compile(r".[-+*/^×÷·]|\\(frac|dfrac|tfrac|times|cdot|div|sqrt|pm)\b")
+#: What doesn't change an expression's reading: spaces, `$`, braces, \left \right, `\,`.
+_NOISE = re.compile(r"\s+|\$|[{}]|\\left|\\right|\\[,;!]|\.$")
+
+
+def restates(predicted: list[Any], gold_parsed: list[Any], prompt: str) -> bool:
+    r"""Whether the extracted answer is only an expression copied from the prompt.
+
+    math-verify evaluates what it extracts, so "The answer is 3 + 18." scores for
+    "What is 3 + 18?" (expected 21): a reward for restating the question, which a
+    trainer would then teach (seen: 6 of 53 reward-1 DPO rollouts had no 21 in their
+    text). An answer restates when its text is an expression (an operator between
+    operands; a lone number never is), it appears in the prompt (compared without
+    spaces, `$`, braces), and it is not the reference itself, in the reference's
+    own writing or its parsed form ("Which is larger, 2^{10} or 10^3?" may be
+    answered 2^{10}).
+    """
+    raw = next((p for p in predicted if isinstance(p, str)), None)
+    if not raw or not _OPERATOR.search(raw.strip()):
+        return False
+    said = _NOISE.sub("", raw.strip())
+    if not said or said not in _NOISE.sub("", prompt):
+        return False
+    gold_texts = {_NOISE.sub("", g) for g in gold_parsed if isinstance(g, str)}
+    gold_forms = {str(g) for g in gold_parsed}
+    return said not in gold_texts and not any(str(p) in gold_forms for p in predicted[:1])
+
+
+def prompt_text(record: dict[str, Any]) -> str:
+    """The prompt's text (every message), for telling a restated question from an answer."""
+    messages = record.get("prompt_messages")
+    if not isinstance(messages, list):
+        return ""
+    texts = (m.get("content") for m in messages if isinstance(m, dict))
+    return "\n".join(t for t in texts if isinstance(t, str))
 
 
 def gold_latex(answer: Any) -> str:
-    r"""The reference as `\boxed{...}`, so LaTeX extraction finds plain numbers too."""
+    r"""The reference as Gym's math server writes it: outer `\(..\)` then `$..$`
+    stripped, inside `\boxed{}` (so LaTeX extraction finds plain numbers too)."""
     if isinstance(answer, float) and answer.is_integer():
         answer = int(answer)
     text = str(answer).strip()
-    boxed = last_boxed(text) if "\\boxed" in text else None
-    if boxed is not None:
-        text = boxed
-    for left, right in _DELIMITERS:
-        if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
-            text = text[len(left) : -len(right)].strip()
-            break
+    if text.startswith("\\(") and text.endswith("\\)"):
+        text = text[2:-2].strip()
+    if text.startswith("$") and text.endswith("$") and len(text) > 1:
+        text = text[1:-1].strip()
     return "\\boxed{" + text + "}"
 
 
@@ -123,7 +172,7 @@ def serve_forever() -> None:
     sys.path[:] = _recv(requests)  # import what the parent can import (e.g. test helpers)
     # Timeouts are off on purpose (see the module docstring): mute the warning saying so.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    check("\\boxed{1}", "\\boxed{1}")  # pay the sympy import before the first timed check
+    check("\\boxed{1}", "1")  # pay the sympy import before the first timed check
     _send(replies, (True, "ready"))
     while True:
         try:
@@ -177,7 +226,9 @@ class _Worker:
 
 
 class MathVerify(Verifier):
-    """Reward 1 when the response's last \\boxed{} (else its text) equals the reference."""
+    """Reward 1 when the response's answer equals the reference, as NeMo Gym's math
+    server decides (math-verify on the whole response), except that an answer which
+    only restates an expression from the prompt scores 0 (unless `reward_restated`)."""
 
     name = "math"
 
@@ -199,17 +250,19 @@ class MathVerify(Verifier):
     async def verify(self, record: dict[str, Any]) -> Verdict:
         answer = reference(record, self.config.answer_field)
         text = response_text(record)
-        boxed = last_boxed(text)
-        prediction = text if boxed is None else "\\boxed{" + boxed + "}"
-        if not prediction.strip():
+        if not text.strip():
             return Verdict(0.0, {"extracted_answer": None})
-        ok, extracted = await self._run(gold_latex(answer), prediction)
+        prompt = "" if self.config.reward_restated else prompt_text(record)
+        ok, extracted, restated = await self._run(gold_latex(answer), text, prompt)
         if ok is None:
             raise VerifierError(
                 f"math-verify could not parse the reference answer {str(answer)[:200]!r}",
                 terminal=True,
             )
-        return Verdict(1.0 if ok else 0.0, {"extracted_answer": extracted})
+        details: dict[str, Any] = {"extracted_answer": extracted}
+        if restated:
+            details["restated_prompt"] = True
+        return Verdict(1.0 if ok else 0.0, details)
 
     async def warm(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,7 +282,7 @@ class MathVerify(Verifier):
         if threads is not None:
             threads.shutdown(wait=False)
 
-    async def _run(self, gold: str, prediction: str) -> tuple[bool | None, str | None]:
+    async def _run(self, gold: str, prediction: str, prompt: str) -> tuple[Any, ...]:
         """One check on a free worker, timed from when it starts, not while it queues."""
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
@@ -246,7 +299,7 @@ class MathVerify(Verifier):
                 if isinstance(e, (OSError, EOFError, asyncio.TimeoutError)):
                     raise VerifierError(f"math-verify worker did not start: {e!r}", False) from e
                 raise
-            call = loop.run_in_executor(threads, worker.call, self.target, gold, prediction)
+            call = loop.run_in_executor(threads, worker.call, self.target, gold, prediction, prompt)
             try:
                 result = await asyncio.wait_for(call, self.config.timeout_s)
             except asyncio.TimeoutError:

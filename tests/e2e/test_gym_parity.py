@@ -1,5 +1,5 @@
-"""Our mcqa verifier against NeMo Gym's own mcqa server: the same texts get the same
-rewards and the same extracted letters, in every grading mode Gym defines."""
+"""Our verifiers against NeMo Gym's own servers: mcqa (the same rewards and extracted
+letters in every grading mode Gym defines) and math (math_with_judge's library check)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import itertools
 
 import httpx
 import pytest
+from math_cases import CASES, RESTATED
 from mcqa_cases import EXTRA_TEXTS, MODES, OPTIONS, TEMPLATES, TEXTS
 
 from rollout_ray.verifiers import build_verifier
@@ -86,3 +87,62 @@ def test_mcqa_rewards_equal_gyms(gym_server, where):
     # The corpus is not one-sided: both rewards occur.
     assert {g[0] for g, _ in results} == {0.0, 1.0}
     print(f"mcqa parity ({where}): {len(cases)} of {len(cases)} rewards equal")
+
+
+def test_math_rewards_equal_gyms(gym_server):
+    """Our math verifier against NeMo Gym's own math server (math_with_judge, its
+    library verification; no judge model) on a corpus of tricky texts: with
+    `reward_restated` (Gym's behaviour) every reward and extracted answer equal; by
+    default the only differences are the answers that restate the question, which
+    Gym scores 1 and we score 0."""
+    server = gym_server("math_with_judge")
+    gym_like = build_verifier({"kind": "math", "reward_restated": True})
+    ours = build_verifier({"kind": "math"})
+
+    async def judge(client: httpx.AsyncClient, case: tuple) -> tuple:
+        _, question, gold, text = case
+        row = {
+            "responses_create_params": {"input": [{"role": "user", "content": question}]},
+            "question": question,
+            "expected_answer": gold,
+        }
+        reply = await client.post(
+            f"{server.url}/verify", json={**row, "response": gym_response(text)}
+        )
+        assert reply.status_code == 200, (case, reply.text[:300])
+        gym = reply.json()
+        record = {
+            **row,
+            "response_text": text,
+            "prompt_messages": [{"role": "user", "content": question}],
+        }
+        like, own = await gym_like.verify(record), await ours.verify(record)
+        return (
+            (gym["reward"], gym["extracted_answer"]),
+            (like.reward, like.details["extracted_answer"]),
+            (own.reward, own.details.get("restated_prompt", False)),
+        )
+
+    async def run() -> list:
+        async with httpx.AsyncClient(timeout=60) as client:
+            slots = asyncio.Semaphore(8)  # Gym forks a process per check
+
+            async def one(case: tuple) -> tuple:
+                async with slots:
+                    return await judge(client, case)
+
+            try:
+                return await asyncio.gather(*(one(c) for c in CASES))
+            finally:
+                await gym_like.close()
+                await ours.close()
+
+    results = asyncio.run(run())
+    differ = [(c, g, o) for c, (g, o, _) in zip(CASES, results, strict=True) if g != o]
+    assert not differ, f"{len(differ)} of {len(CASES)} differ, e.g. {differ[:5]}"
+    assert {g[0] for g, _, _ in results} == {0.0, 1.0}  # both rewards occur
+    # Restating the question: Gym rewards it, ours doesn't, and says why; nothing else moves.
+    moved = [c for c, (g, _, o) in zip(CASES, results, strict=True) if g[0] != o[0]]
+    assert moved == RESTATED
+    assert all(o == (0.0, True) for c, (_, _, o) in zip(CASES, results, strict=True) if c in moved)
+    print(f"math parity: {len(CASES)} of {len(CASES)} equal; {len(moved)} restated not rewarded")

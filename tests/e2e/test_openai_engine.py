@@ -365,11 +365,11 @@ def test_ray_serve_app_shared_by_jobs(ray_session, tiny_model, tmp_path, monkeyp
             client.chat.completions.create(
                 model="other", messages=[{"role": "user", "content": "x"}], max_tokens=2
             )
-        with pytest.raises(openai.BadRequestError, match="tools"):
-            client.chat.completions.create(
+        with pytest.raises(openai.BadRequestError, match="tools"):  # chat only takes them
+            client.responses.create(
                 model="tiny",
-                messages=[{"role": "user", "content": "x"}],
-                tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                input="x",
+                tools=[{"type": "function", "name": "f", "parameters": {}, "strict": False}],
             )
         # Two jobs share it: the model serves both without loading again.
         run_job(config)

@@ -6,7 +6,8 @@
 set -euo pipefail
 VENV=${1:-.gym-venv}
 VERSION=0.4.0
-[ -f "$VENV/.installed-$VERSION" ] && exit 0
+# Gym itself, once.
+if [ ! -f "$VENV/.installed-$VERSION" ]; then
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 WHEELS=$(mktemp -d)
@@ -25,4 +26,9 @@ with zipfile.ZipFile(sys.argv[1]) as wheel:
 PY
 "$VENV/bin/python" -m pip install --quiet -r "$WHEELS/requirements.txt"
 rm -rf "$WHEELS"
+fi
+# What the servers the tests start need beyond Gym itself (ng_run installs each server's
+# requirements.txt into a venv of its own): math_with_judge's math-verify.
+"$VENV/bin/python" -c "import math_verify" 2>/dev/null ||
+  "$VENV/bin/python" -m pip install --quiet "math-verify==0.8.0"
 touch "$VENV/.installed-$VERSION"

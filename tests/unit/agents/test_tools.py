@@ -74,6 +74,11 @@ def test_forced_calls_schema_and_parsing():
     assert forced_calls(text, "required") == [("add", '{"n": 1}'), ("look", "{}")]
     assert forced_calls('[{"name":"add","param', "required") == []  # cut by max_tokens
     assert forced_calls('{"n": 2}', "add") == [("add", '{"n": 2}')]
+    # Structured outputs let raw control characters into strings (seen with xgrammar on
+    # a random model): still calls, with the arguments written out as strict JSON.
+    raw = '[{"name":"say","parameters":{"word":"a\x12b"}}]'
+    assert forced_calls(raw, "required") == [("say", '{"word": "a\\u0012b"}')]
+    assert forced_calls('{"word":"a\tb"}', "say") == [("say", '{"word": "a\\tb"}')]
 
 
 def add_numbers(a: int, b: float = 1.0, *, mode: str | None = None) -> float:

@@ -91,3 +91,21 @@ def test_bad_rows_say_which_field(row, message):
     with pytest.raises(RowError) as err:
         build_prompt(row, DS)
     assert message in str(err.value)
+
+
+def test_image_parts_of_both_apis_become_one_shape():
+    chat = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    responses = {"type": "input_image", "image_url": "s3://bucket/cat.png", "detail": "low"}
+    row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, chat]}]}
+    assert build_prompt(row, DS).messages[0]["content"] == [{"type": "text", "text": "a"}, chat]
+    gym = {"responses_create_params": {"input": [{"role": "user", "content": [responses]}]}}
+    assert build_prompt(gym, DS).messages[0]["content"] == [
+        {"type": "image_url", "image_url": {"url": "s3://bucket/cat.png", "detail": "low"}}
+    ]
+    for part, message in [
+        ({"type": "input_image", "file_id": "file-1"}, "uploaded file"),
+        ({"type": "input_image", "image_url": "ftp://host/x.png"}, "is not a data:"),
+        ({"type": "image_url", "image_url": {}}, "without a URL"),
+    ]:
+        with pytest.raises(RowError, match=message):
+            build_prompt({"messages": [{"role": "user", "content": [part]}]}, DS)

@@ -224,7 +224,8 @@ def math_verifier():
         ("\\boxed{0.5}", "1/2", 1.0),
         ("Thus $\\boxed{\\dfrac{1}{2}}$.", "\\frac12", 1.0),
         ("\\boxed{1+x^2}", "$x^2+1$", 1.0),
-        ("first \\boxed{2}, finally \\boxed{3}", "3", 1.0),  # the last box counts
+        ("first \\boxed{2}, finally \\boxed{3}", "3", 0.0),  # boxes make a set, as in Gym
+        ("first \\boxed{2}, finally \\boxed{3}", "2, 3", 1.0),
         ("the answer is 42", 42, 1.0),  # no box: math-verify's own extraction
         ("\\boxed{4}", "3", 0.0),
         ("\\boxed{\\frac{1}{3}}", "0.5", 0.0),
@@ -232,6 +233,28 @@ def math_verifier():
 )
 def test_math_equivalence(math_verifier, response, gold, expected):
     assert reward(math_verifier, response, expected_answer=gold) == expected
+
+
+def test_math_restating_the_question_does_not_score(math_verifier):
+    """Seen in a DPO set: "The answer is 3 + 18: 3 + 18 is 19." scored 1.0 for 21."""
+    question = [{"role": "user", "content": "What is 3 + 18?"}]
+    for text in ("The answer is 3 + 18: 3 + 18 is 19.", "\\boxed{3+18}", "$3 + 18$"):
+        got = judge(math_verifier, text, expected_answer="21", prompt_messages=question)
+        assert (got.reward, got.details["restated_prompt"]) == (0.0, True), text
+    # Working shown, or the value stated: those score.
+    for text in ("3 + 18 = 21", "The answer is 10 + 11.", "\\boxed{21}"):
+        got = judge(math_verifier, text, expected_answer="21", prompt_messages=question)
+        assert (got.reward, "restated_prompt" in got.details) == (1.0, False), text
+    # The reference itself may be in the question.
+    which = [{"role": "user", "content": "Which is larger, $2^{10}$ or $10^3$?"}]
+    assert reward(math_verifier, "\\boxed{2^{10}}", expected_answer="2^{10}", prompt_messages=which)
+    # Gym's behaviour on request.
+    gym_like = build_verifier({"kind": "math", "reward_restated": True})
+    try:
+        text = "The answer is 3 + 18."
+        assert reward(gym_like, text, expected_answer="21", prompt_messages=question) == 1.0
+    finally:
+        asyncio.run(gym_like.close())
 
 
 def test_math_no_answer_and_bad_reference(math_verifier):
