@@ -109,6 +109,13 @@ def run(
             help="Start the Ray dashboard with a local Ray (a cluster has its own).",
         ),
     ] = True,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            envvar="ROLLOUT_RAY_WARM",
+            help="Run on a warm engine of the same model and settings (`rollout-ray up`).",
+        ),
+    ] = True,
 ) -> None:
     """Run a job, or resume it: the same command finishes an interrupted job."""
     from rollout_ray.logs import quiet_libraries
@@ -127,6 +134,7 @@ def run(
     interrupts.install_for_process()
     quiet_libraries()
     os.environ["ROLLOUT_RAY_DASHBOARD"] = "1" if dashboard else "0"
+    os.environ["ROLLOUT_RAY_WARM"] = "1" if warm else "0"
     job = _load(config, overrides, limit)
     try:
         with ProgressView(console) as view:
@@ -235,6 +243,31 @@ def submit(
     if run:
         exec_submit(argv)
     print(shell_line(argv))
+
+
+@app.command()
+def up(config: ConfigArg = None, overrides: OverridesArg = None) -> None:
+    """Keep an engine loaded for this config's model and engine settings: later runs
+    with the same settings start at once on it (`rollout-ray down` stops it)."""
+    from rollout_ray.logs import quiet_libraries
+    from rollout_ray.run import warm
+
+    quiet_libraries()
+    job = _load(config, overrides)
+    info = warm.up(job, console.print)
+    console.print(
+        f"warm: {info['model']} on {info['device']} (loaded in {info['start_s']:.1f} s), Ray at "
+        f"{info['address']}; `rollout-ray run` with this model and engine settings uses it"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop the warm engines `up` started, and the Ray it started for them."""
+    from rollout_ray.run import warm
+
+    stopped = warm.down(console.print)
+    console.print(f"stopped {stopped} warm engine{'s' if stopped != 1 else ''}")
 
 
 @app.command("config-reference")

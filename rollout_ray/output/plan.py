@@ -307,6 +307,11 @@ def _write_plan(
     )
 
 
+def planned_pieces(layout: Layout) -> int:
+    """How many shards an output's plan holds (a new job's pending pieces)."""
+    return storage.read_parquet(layout.plan, ["shard_id"]).num_rows
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -63,6 +63,7 @@ class Coordinator:
         self._committed_files: set[str] | None = manifest.committed_files(commits)
         self.closed = False  # the run has ended: late commits are refused
         self.stopping = False  # asked to stop: running pieces commit what is finished
+        self.run_started = False  # start_run has queued this run's pieces
         self.shards = {shard.shard_id: shard for shard in shards}
         #: Pieces handed out and not committed yet.
         self.outstanding: set[str] = set()
@@ -97,6 +98,7 @@ class Coordinator:
         self._committed_files = None
         items = self.state.pending(self.max_attempts)
         self.queue.extend(items)
+        self.run_started = True
         self.figures.start(sum(item.num_rollouts for item in items))
         loop = asyncio.get_running_loop()
         if self._ticker is None:
@@ -120,7 +122,8 @@ class Coordinator:
         deadline = time.monotonic() + 2.0
         while not self.queue:
             # Pieces still running may leave retryable failures, retried in this run.
-            if not self.watch_s and not self.outstanding:
+            # A pipeline started before the run was (Pump) asks before there is work.
+            if self.run_started and not self.watch_s and not self.outstanding:
                 return None
             if time.monotonic() > deadline:
                 return []

@@ -25,7 +25,6 @@ class EngineWorker:
         self,
         config_json: str,
         coordinator_name: str,
-        namespace: str,
         device: str,
         secret_env: dict[str, str] | None = None,
     ):
@@ -34,13 +33,14 @@ class EngineWorker:
 
         from rollout_ray.run.coordinator_client import RayCoordinatorClient
         from rollout_ray.run.engine_host import attach_runner, start_engine
+        from rollout_ray.run.placement import wait_for_actor
 
         config = JobConfig.model_validate_json(config_json)
         # The verifier actor starts (imports, worker processes) while the engine loads.
         verification = RemoteVerification(config, config.verifier_cpus, secret_env or {})
         verification.warm()
         engine, _ = start_engine(config, device, secret_env or {})
-        client = RayCoordinatorClient(ray.get_actor(coordinator_name, namespace=namespace))
+        client = RayCoordinatorClient(wait_for_actor(coordinator_name))
         context = ray.get_runtime_context()
         # Imports and engine load, for the run's phase table (metrics.json `phases`).
         start_s = round(time.monotonic() - started, 3)

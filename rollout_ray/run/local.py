@@ -153,6 +153,9 @@ class LocalExecutor:
         if self._engine is None:
             self._engine = self._start_engine()
 
+    def prestart(self, layout: Layout, pieces: int) -> None:
+        """A new job: its engine is loading already (started before the plan)."""
+
     def expect(self, pending: int, watch_s: float) -> None:
         """The coordinator knows the work: start the engine now if there is any (a
         resumed job's; a new job's engine started while it was planned)."""

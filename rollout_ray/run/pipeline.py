@@ -23,9 +23,9 @@ from rollout_ray.output.cost import Projection, cost_of, project
 from rollout_ray.output.lease import Lease, LeaseLost
 from rollout_ray.output.lease import owner as lease_owner
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.plan import build_plan, prepare_output
+from rollout_ray.output.plan import build_plan, planned_pieces, prepare_output
 from rollout_ray.output.schema import Commit
-from rollout_ray.run import interrupts
+from rollout_ray.run import interrupts, warm
 from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
 from rollout_ray.run.preflight import check_job
 from rollout_ray.run.ray_executor import RayCluster
@@ -47,6 +47,7 @@ class Executor(Protocol):
     def start(self) -> None: ...
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any: ...
     def call(self, method: Any, *args: Any, timeout: float | None = None) -> Any: ...
+    def prestart(self, layout: Layout, pieces: int) -> None: ...
     def expect(self, pending: int, watch_s: float) -> None: ...
     def stream(self, coordinator: Any, pending: int) -> Iterator[Commit]: ...
     def stop(self) -> None: ...
@@ -141,7 +142,9 @@ def run_job(
     executor: Executor | None = None
     try:
         with interrupts.graceful(stop):
-            choice = choose_executor(config, watch_s)  # "" until the plan says how big
+            executor = warm.executor_for(config, secret_env, watch_s, notify)
+            # "" until the plan says how big
+            choice = executor.kind if executor else choose_executor(config, watch_s)
             if choice == "local":
                 # The engine loads in a thread while this thread plans (a new output).
                 fresh = not storage.exists(Layout(config.output).plan)
@@ -161,6 +164,8 @@ def run_job(
             executor.start()
             _stop_early(stop)
             phases.mark("start")
+            if not resumed:  # every piece of a new job is pending: engines can load now
+                executor.prestart(layout, planned_pieces(layout))
             coordinator = executor.start_coordinator(layout, owner, watch_s)
             pending = executor.call(coordinator.start_run)
             phases.mark("coordinator")

@@ -53,6 +53,11 @@ def init_ray(num_cpus: int | None = None) -> bool:
                 include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
                 logging_level=logging.WARNING,
                 configure_logging=False,
+                # Ray starts its workers at nice 15, below the driver and Ray's own
+                # daemons. On a Ray of its own the engine actors are the job, and on a
+                # loaded machine nice 15 hands their cores to anything else: normal
+                # priority. (A cluster keeps its own setting: RAY_worker_niceness.)
+                _system_config={"worker_niceness": 0},
             )
         else:
             ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING)
@@ -166,3 +171,20 @@ def coordinator_name(layout: Layout) -> str:
     from rollout_ray.output.plan import fingerprint
 
     return "coordinator-" + fingerprint(layout.output)
+
+
+def wait_for_actor(name: str, grace_s: float = 120.0) -> Any:
+    """The named actor (the job's coordinator) once it exists: a pipeline started early
+    asks for it before the driver has made it."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rollout_ray.config import JobConfig
@@ -23,6 +26,7 @@ from rollout_ray.run.placement import (
     pieces_context,
     resolve_device,
     shards_in_flight,
+    wait_for_actor,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class RayCluster:
         self.name = ""
         self.device = "cpu"
         self.timings: dict[str, float] = {}
+        self._pump: Pump | None = None
 
     def start(self) -> None:
         started = time.monotonic()
@@ -63,11 +68,19 @@ class RayCluster:
 
         return ray.get(method.remote(*args), timeout=timeout)
 
-    def stream(self, coordinator: Any, pending: int):
-        return stream_pieces(pending, self.config, self.name, self.device, self.secret_env)
+    def prestart(self, layout: Layout, pieces: int) -> None:
+        """A new job's plan is known: start the pipeline now, so the engine actors load
+        while the coordinator starts (they wait for it only when they need it)."""
+        self.name = coordinator_name(layout)
+        self._pump = Pump(self.config, self.name, self.device, self.secret_env, pieces)
+
+    def stream(self, coordinator: Any, pending: int) -> Iterator[Commit]:
+        if self._pump is None:
+            self._pump = Pump(self.config, self.name, self.device, self.secret_env, pending)
+        return iter(self._pump)
 
     def expect(self, pending: int, watch_s: float) -> None:
-        """Nothing to do: the engine actors start with the pipeline (stream)."""
+        """Nothing to do: the engine actors start with the pipeline (prestart, stream)."""
 
     def stop(self) -> None:
         """Nothing to do: Ray Data stops its pipeline when the driver stops iterating."""
@@ -134,7 +147,7 @@ def pending_pieces(coordinator_name: str, batch: int):
         import pyarrow as pa
         import ray
 
-        coordinator = ray.get_actor(coordinator_name, namespace=NAMESPACE)
+        coordinator = wait_for_actor(coordinator_name)
         lost_since = None
         while True:
             try:
@@ -172,20 +185,49 @@ def pending_pieces(coordinator_name: str, batch: int):
     return PendingPieces()
 
 
-def stream_pieces(
-    pending: int, config: JobConfig, name: str, device: str, secret_env: dict[str, str]
-):
-    """The Ray Data pipeline: pending pieces -> engine actor pool -> commit records."""
-    import ray
+class Pump:
+    """The Ray Data pipeline (pending pieces -> engine actor pool -> commit records),
+    iterated by a thread of its own from the moment it is started: the engine actors
+    load while the driver makes the coordinator, rather than after. The driver takes
+    the commits from a queue (a wait that Ctrl-C can always interrupt)."""
 
-    in_flight = shards_in_flight(config, device)
-    # The dataset keeps the context it was built under, for all its execution.
-    with ray.data.DataContext.current(pieces_context()):
-        dataset = _pieces_dataset(config, name, device, secret_env, pending, in_flight)
-    for row in dataset.iter_rows():
-        landed = json.loads(row["commit"])
-        if landed:
-            yield Commit.from_row(landed)
+    _DONE = object()
+
+    def __init__(
+        self, config: JobConfig, name: str, device: str, secret_env: dict[str, str], pieces: int
+    ):
+        import ray
+
+        in_flight = shards_in_flight(config, device)
+        # The dataset keeps the context it was built under, for all its execution.
+        with ray.data.DataContext.current(pieces_context()):
+            dataset = _pieces_dataset(config, name, device, secret_env, pieces, in_flight)
+        self._landed: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(dataset,), daemon=True)
+        self._thread.name = "rollout-ray-pieces"
+        self._thread.start()
+
+    def _run(self, dataset: Any) -> None:
+        try:
+            for row in dataset.iter_rows():
+                landed = json.loads(row["commit"])
+                if landed:
+                    self._landed.put(Commit.from_row(landed))
+        except BaseException as exc:  # the job's fault, raised in the driver's thread
+            self._landed.put(exc)
+        self._landed.put(self._DONE)
+
+    def __iter__(self) -> Iterator[Commit]:
+        while True:
+            try:
+                landed = self._landed.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if landed is self._DONE:
+                return
+            if isinstance(landed, BaseException):
+                raise landed
+            yield landed
 
 
 def _pieces_dataset(
@@ -216,7 +258,6 @@ def _pieces_dataset(
         fn_constructor_kwargs={
             "config_json": config.model_dump_json(),
             "coordinator_name": name,
-            "namespace": NAMESPACE,
             "device": device,
             # Constructor arguments, not runtime_env: Ray logs runtime environments.
             "secret_env": secret_env,
