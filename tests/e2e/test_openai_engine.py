@@ -440,7 +440,7 @@ def test_token_and_request_budgets_bind():
     tokens_per_minute and requests_per_minute promise, counted, not timed."""
     import asyncio
 
-    from rollout_ray.engines.openai_engine import RateLimiter
+    from rollout_ray.engines.rate_limits import RateLimiter
 
     async def started(limiter: RateLimiter, costs: list[int]) -> int:
         tasks = [asyncio.create_task(limiter.acquire(c)) for c in costs]
