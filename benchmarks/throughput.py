@@ -108,7 +108,7 @@ def prompts(n: int, tokens: int = 0, model_path: str = "") -> list[str]:
 def cpu_env() -> dict[str, str]:
     """The CPU settings every variant runs with (what rollout-ray sets for its actors)."""
     from rollout_ray.config import VLLMEngineConfig
-    from rollout_ray.engines.vllm_engine import cpu_environment
+    from rollout_ray.engines.vllm_placement import cpu_environment
 
     return {
         **cpu_environment(VLLMEngineConfig(), os.cpu_count() or 1),
@@ -124,13 +124,13 @@ def cpu_env() -> dict[str, str]:
 def run_raw(args: argparse.Namespace) -> dict:
     from vllm import LLM, SamplingParams
 
-    llm = LLM(
-        model=args.model_path,
-        enforce_eager=True,
-        enable_chunked_prefill=False,
-        max_model_len=args.max_model_len,
-        use_tqdm_on_load=False,
-    )
+    from rollout_ray.config import VLLMEngineConfig
+    from rollout_ray.engines.vllm_engine import effective_config, engine_kwargs
+
+    # Exactly the engine rollout-ray's actors build (same arguments, same defaults).
+    block = VLLMEngineConfig(max_model_len=args.max_model_len)
+    llm = LLM(**engine_kwargs(block, "cpu", args.model_path, metrics=True))
+    effective = effective_config(llm.llm_engine.vllm_config)
     texts = prompts(args.prompts, args.prompt_tokens, args.model_path)
     conversations = [[{"role": "user", "content": p}] for p in texts for _ in range(args.repeats)]
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
@@ -138,6 +138,7 @@ def run_raw(args: argparse.Namespace) -> dict:
     return {
         "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
         "rollouts": len(outputs),
+        "engine_config": effective,
     }
 
 
@@ -232,6 +233,7 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
         "rollouts": table.num_rows,
         # the coordinator's time writing commits and progress, against the run's wall time
         "manifest_share": run["manifest_s"] / max(run["elapsed_s"], 1e-9),
+        "engine_config": run.get("engine_config", {}),
     }
 
 
@@ -324,8 +326,10 @@ def main() -> None:
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:  # a child process: run one variant, print its JSON result
-        print(json.dumps(VARIANTS[args.variant](args)))
-        return
+        print(json.dumps(VARIANTS[args.variant](args)), flush=True)
+        # No side pays Python's teardown of torch and vLLM: rollout-ray's command exits
+        # the same way once its output is durable.
+        os._exit(0)
     if args.quick:
         args.prompts, args.max_tokens = 100, 32
     from rollout_ray.engines.embedded_model import resolve_model
@@ -344,6 +348,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rollout-ray-bench-") as workdir:
         for name in schedule(names, args.rounds):
             runs[name].append(measure(name, args, workdir))
+    seen: dict[str, dict] = {}  # each side's vLLM as it ran, side by side
+    for name, results in runs.items():
+        if results and results[0].get("engine_config"):
+            seen[name] = results[0]["engine_config"]
+    if seen:
+        keys = sorted({k for config in seen.values() for k in config})
+        print("effective vLLM config: " + " | ".join(seen))
+        for key in keys:
+            print(f"  {key:>22}: " + " | ".join(str(c.get(key)) for c in seen.values()))
     rates = Comparison("throughput", "output tok/s")
     rates.runs = {name: [r["tok_per_s"] for r in results] for name, results in runs.items()}
     if "rollout-ray" in runs:

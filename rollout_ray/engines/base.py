@@ -138,6 +138,11 @@ class Engine(abc.ABC):
     def reload(self) -> None:  # noqa: B027 - only engines that load checkpoints reload
         """Load the model again; called only when no request is in flight."""
 
+    def describe(self) -> dict[str, Any]:
+        """The engine's effective settings as it runs (metrics.json `run.engine_config`):
+        what a benchmark or a puzzled user compares, beyond what the config asked for."""
+        return {}
+
     def stats(self) -> dict[str, float]:
         """Live engine figures for metrics (requests running, waiting, ...)."""
         return {}

@@ -67,41 +67,7 @@ class VLLMEngine(Engine):
             if config.reasoning_parser
             else None
         )
-        kwargs: dict[str, Any] = {
-            "model": path,
-            "dtype": config.dtype,
-            "tensor_parallel_size": config.tensor_parallel_size,
-            "max_model_len": config.max_model_len,
-            "gpu_memory_utilization": config.gpu_memory_utilization,
-            # vLLM's own metrics (vllm:*), exported through Ray when inside Ray.
-            "disable_log_stats": not self.metrics,
-            "use_tqdm_on_load": False,
-            # A row's repeats are submitted together and share its prompt: the prompt's
-            # KV blocks, cached as the first repeat is scheduled, serve the others in
-            # the same step (vLLM's own `n` fans out into such requests, seeds seed + i,
-            # as ours are). vLLM's default; set so a repeat's prefill is never redone.
-            "enable_prefix_caching": True,
-        }
-        if config.max_num_seqs:
-            kwargs["max_num_seqs"] = config.max_num_seqs
-        # vLLM seeds its sampler with 0 at every start: unseeded requests would then
-        # sample the same rollouts in every run. Each start draws its own seed instead
-        # (sampling.seed still makes rollouts reproducible, request by request).
-        kwargs["seed"] = int.from_bytes(os.urandom(4), "big") >> 1
-        # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
-        # spent on whitespace, which a weak model can fill its budget with.
-        from vllm.config import StructuredOutputsConfig
-
-        kwargs["structured_outputs_config"] = StructuredOutputsConfig(
-            backend="xgrammar", disable_any_whitespace=True
-        )
-        if device == "cpu":
-            # torch.compile costs 20-45 s at start; chunked prefill with seeded requests
-            # kills the CPU engine ("CPU Generator does not use offset").
-            kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
-        if config.tensor_parallel_size > 1:
-            kwargs["distributed_executor_backend"] = "ray"
-        kwargs.update(config.engine_kwargs)
+        kwargs = engine_kwargs(config, device, path, self.metrics)
         started = time.monotonic()
         # Offline batch defaults (as vllm.LLM gets): twice the sequences per batch of
         # the engine-context defaults (256 vs 128 on CPU).
@@ -255,6 +221,9 @@ class VLLMEngine(Engine):
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
+    def describe(self) -> dict[str, Any]:
+        return effective_config(self.engine.vllm_config)
+
     def stats(self) -> dict[str, float]:
         try:
             return {"requests_running": float(self.engine.get_num_unfinished_requests())}
@@ -279,6 +248,68 @@ class VLLMEngine(Engine):
                 with contextlib.suppress(Exception):
                     asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=5)
         self.engine.shutdown()
+
+
+def effective_config(vllm_config: Any) -> dict[str, Any]:
+    """What decides an engine's speed, from vLLM's own effective config."""
+    model, scheduler = vllm_config.model_config, vllm_config.scheduler_config
+    cache = vllm_config.cache_config
+    return {
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "max_model_len": model.max_model_len,
+        "max_num_seqs": scheduler.max_num_seqs,
+        "max_num_batched_tokens": scheduler.max_num_batched_tokens,
+        "chunked_prefill": scheduler.enable_chunked_prefill,
+        "prefix_caching": cache.enable_prefix_caching,
+        "block_size": cache.block_size,
+        "enforce_eager": model.enforce_eager,
+        "cpu_kvcache_gib": os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "niceness": os.nice(0),
+    }
+
+
+def engine_kwargs(
+    config: VLLMEngineConfig, device: str, path: str, metrics: bool
+) -> dict[str, Any]:
+    """vLLM's engine arguments for this block: what every rollout-ray engine gets (and
+    what benchmarks give raw vLLM, so both sides run the same engine)."""
+    kwargs: dict[str, Any] = {
+        "model": path,
+        "dtype": config.dtype,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "max_model_len": config.max_model_len,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        # vLLM's own metrics (vllm:*), exported through Ray when inside Ray.
+        "disable_log_stats": not metrics,
+        "use_tqdm_on_load": False,
+        # A row's repeats are submitted together and share its prompt: the prompt's
+        # KV blocks, cached as the first repeat is scheduled, serve the others in
+        # the same step (vLLM's own `n` fans out into such requests, seeds seed + i,
+        # as ours are). vLLM's default; set so a repeat's prefill is never redone.
+        "enable_prefix_caching": True,
+    }
+    if config.max_num_seqs:
+        kwargs["max_num_seqs"] = config.max_num_seqs
+    # vLLM seeds its sampler with 0 at every start: unseeded requests would then
+    # sample the same rollouts in every run. Each start draws its own seed instead
+    # (sampling.seed still makes rollouts reproducible, request by request).
+    kwargs["seed"] = int.from_bytes(os.urandom(4), "big") >> 1
+    # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
+    # spent on whitespace, which a weak model can fill its budget with.
+    from vllm.config import StructuredOutputsConfig
+
+    kwargs["structured_outputs_config"] = StructuredOutputsConfig(
+        backend="xgrammar", disable_any_whitespace=True
+    )
+    if device == "cpu":
+        # torch.compile costs 20-45 s at start; chunked prefill with seeded requests
+        # kills the CPU engine ("CPU Generator does not use offset").
+        kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
+    if config.tensor_parallel_size > 1:
+        kwargs["distributed_executor_backend"] = "ray"
+    kwargs.update(config.engine_kwargs)
+    return kwargs
 
 
 def refuse_images(messages: list[dict[str, Any]]) -> None:

@@ -50,6 +50,7 @@ class SteppedEngine:
         if self.error is not None:
             raise self.error
         self.model_config = self.engine.model_config
+        self.vllm_config = self.engine.vllm_config
 
     async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
         """The finished RequestOutput of one request."""

@@ -225,10 +225,14 @@ class Coordinator:
             self.figures.engine_stats[actor] = engine_stats
         return self.stopping
 
-    def register_actor(self, actor: str, start_s: float | None = None) -> None:
-        """Called when an engine actor starts (`start_s`: its imports and engine load);
-        a second call is a restart."""
+    def register_actor(
+        self, actor: str, start_s: float | None = None, engine: dict[str, Any] | None = None
+    ) -> None:
+        """Called when an engine actor starts (`start_s`: its imports and engine load;
+        `engine`: its effective settings); a second call is a restart."""
         self.figures.actor_started(actor, start_s)
+        if engine:
+            self.figures.engine_config = engine
 
     async def commit(self, record: Commit, engine_stats: dict[str, float] | None = None) -> None:
         """Acknowledge a piece once its commit record is durable. The engine's counters

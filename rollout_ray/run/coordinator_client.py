@@ -21,7 +21,9 @@ class CoordinatorClient(Protocol):
         self, record: Commit, engine_stats: dict[str, float] | None = None
     ) -> None: ...
     async def abandon(self, piece_id: str) -> None: ...
-    def register_actor(self, actor: str, start_s: float | None = None) -> None: ...
+    def register_actor(
+        self, actor: str, start_s: float | None = None, engine: dict[str, Any] | None = None
+    ) -> None: ...
     async def report(
         self,
         partials: dict[str, tuple[int, int]],
@@ -56,8 +58,10 @@ class RayCoordinatorClient:
     ) -> bool:
         return bool(await self.handle.report.remote(partials, actor, engine_stats))
 
-    def register_actor(self, actor: str, start_s: float | None = None) -> None:
-        self.handle.register_actor.remote(actor, start_s)
+    def register_actor(
+        self, actor: str, start_s: float | None = None, engine: dict[str, Any] | None = None
+    ) -> None:
+        self.handle.register_actor.remote(actor, start_s, engine)
 
     async def _call(self, method: str, *args: Any) -> Any:
         import ray
@@ -90,8 +94,10 @@ class LocalCoordinatorClient:
     async def abandon(self, piece_id: str) -> None:
         self.coordinator.abandon(piece_id)
 
-    def register_actor(self, actor: str, start_s: float | None = None) -> None:
-        self.coordinator.register_actor(actor, start_s)
+    def register_actor(
+        self, actor: str, start_s: float | None = None, engine: dict[str, Any] | None = None
+    ) -> None:
+        self.coordinator.register_actor(actor, start_s, engine)
 
     async def report(
         self,

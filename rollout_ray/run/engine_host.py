@@ -52,5 +52,5 @@ def attach_runner(
         config, engine, client, Layout(config.output), secrets.known(), verification
     )
     runner.actor_id, runner.node_id = actor_id, node_id
-    client.register_actor(actor_id, start_s)
+    client.register_actor(actor_id, start_s, engine.describe())
     return runner

@@ -26,6 +26,7 @@ class RunFigures:
         self.actor_starts: Counter[str] = Counter()
         self.engine_start_s = 0.0  # the slowest engine actor's start, for phases
         self.manifest_s = 0.0  # time spent writing commits and progress (for benchmarks)
+        self.engine_config: dict[str, Any] = {}  # an engine's effective settings
 
     def start(self, todo: int) -> None:
         self.todo = todo
@@ -74,4 +75,5 @@ class RunFigures:
             "engine_restarts": sum(n - 1 for n in self.actor_starts.values() if n > 1),
             "manifest_s": round(self.manifest_s, 3),
             "coordinator_peak_rss_mb": round(ray_facts.peak_rss_mb(), 1),
+            "engine_config": self.engine_config,
         }
