@@ -42,12 +42,15 @@ def dead_owner() -> dict:
 
 
 def snapshot(output: str) -> dict[str, str]:
-    """Every file under the output but the lease's, by content."""
-    return {
-        uri: hashlib.sha256(storage.read_bytes(uri)).hexdigest()
-        for uri in storage.list_files(output)
-        if "/_manifest/lease/" not in uri
-    }
+    """Every file under the output but the lease's, by content; progress.json by who
+    wrote it (the new holder's own upkeep rewrites it every few seconds)."""
+    found = {}
+    for uri in storage.list_files(output):
+        if uri.endswith("/_manifest/progress.json"):
+            found[uri] = storage.read_json(uri)["job"]
+        elif "/_manifest/lease/" not in uri:
+            found[uri] = hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+    return found
 
 
 async def run_some(coordinator: Coordinator, runner: PieceRunner, n: int) -> None:
