@@ -89,6 +89,7 @@ async def takeover_round(config, rng: random.Random) -> None:
         item = WorkItem.from_json(text)
         ok, failures = await new_runner._attempt(item)
         write_piece(layout, item, ok, failures, 0.0)  # written, its commit not yet sent
+    await new.upkeep()  # its progress.json is there before the snapshot, whatever the timing
     before = snapshot(config.output)
     # The stale holder wakes up: it may try to commit first, then it finishes its run.
     if late_record is not None and rng.random() < 0.5:
