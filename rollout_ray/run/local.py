@@ -37,8 +37,8 @@ from rollout_ray.output.work import WorkItem
 
 log = logging.getLogger(__name__)
 
-#: Engine starts in a row with no commit between them before the job stops: an engine
-#: that can't get through a piece.
+#: Engines in a row that die before any piece began on them before the job stops: an
+#: engine that can't run at all. (One that dies during pieces counts against them.)
 MAX_ENGINE_STARTS = 3
 
 _DONE = object()
@@ -253,10 +253,14 @@ class LocalExecutor:
             async with restart:
                 if current is not dead:
                     return  # another piece saw the same death and replaced the engine
-                failed_starts += 1
+                old = dead.result()
+                # A death while pieces ran is counted against those pieces (their
+                # tries), which ends in running them row by row: not the engine's
+                # fault alone. Only an engine that dies before any piece begins on it
+                # is one that can't run at all.
+                failed_starts = 0 if old.begun else failed_starts + 1
                 if failed_starts >= MAX_ENGINE_STARTS:
                     raise EngineFailed("the engine died again after each of its restarts")
-                old = dead.result()
                 await old.close()
                 await asyncio.to_thread(_close_engine, old.engine)
                 self._engine = self._start_engine()  # a fresh engine, counted as a start
@@ -283,7 +287,6 @@ class LocalExecutor:
                             # is found by running its piece row by row.
                             log.error("engine died (%s); starting it again", exc)
                             await replace(holder)
-                    failed_starts = 0
                     if commit is not None:
                         landed.put(commit)
 
@@ -313,10 +316,13 @@ class LocalExecutor:
         self._starter.shutdown(wait=False)
         try:  # the coordinator's ticker, the runner's reporter: ended, not abandoned
             self.call(_cancel_other_tasks, timeout=10)
+            # The threads asyncio.to_thread started (storage, lease) end with the loop.
+            self.call(self.loop.shutdown_default_executor, timeout=10)
         except Exception as exc:
             log.debug("stopping the loop's tasks: %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        self.loop.close()
 
 
 async def _unless_stopped(starting: asyncio.Task, coordinator: Any) -> Any:

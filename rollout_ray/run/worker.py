@@ -85,6 +85,7 @@ class PieceRunner:
         self.node_id = ""
         self.gate = EngineGate(engine, config.engine.reloads_model())
         self._stopping: asyncio.Event | None = None
+        self.begun = 0  # pieces begun on this engine (a crash in one counts against it)
 
     # ------------------------------------------------------------------ the piece
 
@@ -98,6 +99,7 @@ class PieceRunner:
         """
         started = time.monotonic()
         begun = await self.coordinator.begin(item.piece_id, self.node_id)
+        self.begun += 1
         if begun.get("committed") or begun.get("stop"):
             return None  # a retried task whose piece already landed, or the run stopped
         self._ensure_reporter()
