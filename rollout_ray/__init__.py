@@ -4,12 +4,11 @@ The Python API (docs/python-api.md): `run`, `read_rollouts`, `read_failures`, `e
 `load_config` and `run_job` for finer control.
 """
 
-__version__ = "0.1.0"
-
 from rollout_ray.api import read_failures, read_rollouts, run
 from rollout_ray.config import JobConfig, load_config
 from rollout_ray.exports import export
 from rollout_ray.run.pipeline import JobResult, RunInterrupted, run_job
+from rollout_ray.version import __version__
 
 __all__ = [
     "JobConfig",

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel
 
-from rollout_ray import __version__, storage
+from rollout_ray import storage
 from rollout_ray.config import JobConfig, free_on_resume
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.inputs import staging
@@ -30,6 +30,7 @@ from rollout_ray.inputs.tool_rows import refuse_tools_without_agent
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
 from rollout_ray.secrets import redacted_config
+from rollout_ray.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-import rollout_ray
 from rollout_ray.config import MathVerifier
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
 from rollout_ray.verifiers.builtin import reference, response_text
@@ -197,7 +196,7 @@ class _Worker:
     """One worker process; `call` blocks, so it runs on a thread."""
 
     def __init__(self) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(rollout_ray.__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
