@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from rollout_ray import storage
-from rollout_ray.agents.episode import responses_response
+from rollout_ray.agents.loop import responses_response
 from rollout_ray.agents.tools import responses_tools
 from rollout_ray.exports.writer import ExportReport, Outputs, check_datasets, shards
 from rollout_ray.output.schema import decode_rows, record_from_row

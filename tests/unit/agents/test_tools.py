@@ -8,7 +8,7 @@ import json
 import pytest
 
 from rollout_ray.agents.environments import load_functions
-from rollout_ray.agents.episode import chat_messages
+from rollout_ray.agents.loop import chat_messages
 from rollout_ray.agents.tools import (
     chat_tools,
     forced_calls,

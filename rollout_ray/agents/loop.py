@@ -1,4 +1,6 @@
-"""One episode: model turn, tool calls, tool outputs, again, until the model answers.
+"""The turn loop of one agent episode: model turn, tool calls, tool outputs, again,
+until the model answers. (run/agent_rollouts.py makes records of it; exports/conversations.py
+turns the records into chat messages.)
 
 Runs as a coroutine in the engine actor, one per rollout, so while an episode waits
 on its tools the engine's batch is filled by the others. The episode is kept as

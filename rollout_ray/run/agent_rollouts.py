@@ -1,4 +1,5 @@
-"""Agent rollouts inside a piece: an episode per rollout, its record or its failure.
+"""Agent rollouts inside a piece: runs the turn loop (agents/loop.py) for a rollout and
+makes its record or its failure.
 
 The piece runner hands a rollout here when its dataset has an agent. Failures keep
 their stage: a tool server that stays unreachable is `tool` (retried later, never a
@@ -16,7 +17,7 @@ from rollout_ray.agents.environments import (
     VerifyFailed,
     open_environment,
 )
-from rollout_ray.agents.episode import Episode, run_episode
+from rollout_ray.agents.loop import Episode, run_episode
 from rollout_ray.agents.tools import normalise_choice
 from rollout_ray.config import DatasetConfig
 from rollout_ray.engines import Engine
@@ -32,7 +33,7 @@ from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure,
 _ECHOED = {"responses_create_params", "response", "reward"}
 
 
-class Episodes:
+class AgentRollouts:
     """The agent side of one engine actor: an environment per dataset, made once."""
 
     def __init__(self, engine: Engine, secrets: tuple[str, ...] = ()):
