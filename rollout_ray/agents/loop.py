@@ -11,13 +11,19 @@ engines that tokenize, as the conversation's token ids with a mask of the model'
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from rollout_ray.agents.environments import Session
+from rollout_ray.agents.responses import (
+    function_call_item,
+    function_call_output_item,
+    message_item,
+    reasoning_item,
+    response_object,
+)
 from rollout_ray.agents.tools import responses_tools
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.engines.base import Conversation, Engine, Generation, GenerationRequest
@@ -85,27 +91,12 @@ async def run_episode(
             calls = calls[: max(0, calls_left - calls_made)]
         if gen.reasoning_text:
             thoughts.append(gen.reasoning_text)
-            items.append(
-                {
-                    "type": "reasoning",
-                    "id": f"rs_{os.urandom(12).hex()}",
-                    "summary": [{"type": "summary_text", "text": gen.reasoning_text}],
-                }
-            )
+            items.append(reasoning_item(gen.reasoning_text))
         if gen.text or not calls:
-            items.append(_message_item(gen.text))
+            items.append(message_item(gen.text))
         conv.messages.append(_assistant_message(gen.text, calls))
         for call in calls:
-            items.append(
-                {
-                    "type": "function_call",
-                    "id": f"fc_{os.urandom(12).hex()}",
-                    "call_id": call.call_id,
-                    "name": call.name,
-                    "arguments": call.arguments,
-                    "status": "completed",
-                }
-            )
+            items.append(function_call_item(call.call_id, call.name, call.arguments))
         if not calls or finish == "length" or agent.kind == "none":
             break
         offered = {t["function"]["name"] for t in conv.tools}
@@ -127,9 +118,7 @@ async def run_episode(
                 else:
                     output, failed = await session.call(call.name, arguments)
             errors += failed
-            items.append(
-                {"type": "function_call_output", "call_id": call.call_id, "output": output}
-            )
+            items.append(function_call_output_item(call.call_id, output))
             conv.messages.append(
                 {"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": output}
             )
@@ -151,7 +140,7 @@ async def run_episode(
         generation.prompt_token_ids = conv.token_ids[: conv.prompt_len]
         generation.output_token_ids = conv.token_ids[conv.prompt_len :]
         generation.output_logprobs = conv.logprobs[conv.prompt_len :]
-    response = response_object(engine, conv, items, generation, sampling)
+    response = episode_response(engine, conv, items, generation, sampling)
     return Episode(
         generation,
         items,
@@ -181,16 +170,6 @@ def refuse_call(name: str, offered: set[str]) -> str | None:
     return None
 
 
-def _message_item(text: str) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "id": f"msg_{os.urandom(12).hex()}",
-        "role": "assistant",
-        "status": "completed",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-    }
-
-
 def _assistant_message(text: str, calls: list) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
@@ -214,7 +193,7 @@ def _arguments(text: str) -> Any:
     return value if isinstance(value, dict) else text
 
 
-def response_object(
+def episode_response(
     engine: Engine,
     conv: Conversation,
     items: list[dict[str, Any]],
@@ -222,61 +201,17 @@ def response_object(
     sampling: dict[str, Any],
 ) -> dict[str, Any]:
     """The episode as a Responses-API `response`, with every field Gym validates."""
-    choice: Any = conv.tool_choice
-    if choice not in ("auto", "required", "none"):
-        choice = {"type": "function", "name": choice}
-    return responses_response(
+    return response_object(
         model=engine.model_label,
         items=items,
-        finish_reason=gen.finish_reason,
-        prompt_tokens=gen.prompt_tokens,
+        incomplete=gen.finish_reason == "length",
+        input_tokens=gen.prompt_tokens,
         output_tokens=gen.output_tokens,
         sampling=sampling,
         tools=responses_tools(conv.tools),
-        tool_choice=choice,
+        tool_choice=conv.tool_choice,
         parallel_tool_calls=conv.parallel_tool_calls,
     )
-
-
-def responses_response(
-    *,
-    model: str | None,
-    items: list[dict[str, Any]],
-    finish_reason: str | None,
-    prompt_tokens: int,
-    output_tokens: int,
-    sampling: dict[str, Any],
-    tools: list[dict[str, Any]],
-    tool_choice: Any,
-    parallel_tool_calls: bool,
-    created_at: float | None = None,
-) -> dict[str, Any]:
-    """A Responses-API `response` object (what Gym's /verify and rollout files hold)."""
-    incomplete = finish_reason == "length"
-    return {
-        "id": f"resp_{os.urandom(12).hex()}",
-        "created_at": float(int(time.time())) if created_at is None else created_at,
-        "model": model,
-        "object": "response",
-        "status": "incomplete" if incomplete else "completed",
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-        "instructions": None,
-        "metadata": {},
-        "output": items,
-        "parallel_tool_calls": parallel_tool_calls,
-        "temperature": sampling.get("temperature"),
-        "top_p": sampling.get("top_p"),
-        "tool_choice": tool_choice,
-        "tools": tools,
-        "usage": {
-            "input_tokens": prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt_tokens + output_tokens,
-        },
-    }
 
 
 def chat_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,11 +10,10 @@ its input file, and the rollout's). Single-turn rollouts get a one-message respo
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from rollout_ray import storage
-from rollout_ray.agents.loop import responses_response
+from rollout_ray.agents.responses import message_item, response_object
 from rollout_ray.agents.tools import responses_tools
 from rollout_ray.exports.writer import ExportReport, Outputs, check_datasets, shards
 from rollout_ray.output.schema import decode_rows, record_from_row
@@ -43,14 +42,18 @@ def export_gym(output: Outputs, dest: str, *, datasets: list[str] | None = None)
 def gym_record(row: dict[str, Any]) -> dict[str, Any]:
     record = record_from_row(row)
     params = _params(record)
-    items = json.loads(record["episode"]) if record.get("episode") else [_message(record)]
+    items = (
+        json.loads(record["episode"])
+        if record.get("episode")
+        else [message_item(record.get("response_text") or "")]
+    )
     tools = json.loads(record["episode_tools"]) if record.get("episode_tools") else []
     created = record.get("created_at")
-    response = responses_response(
+    response = response_object(
         model=record.get("model"),
         items=items,
-        finish_reason=record.get("finish_reason"),
-        prompt_tokens=record.get("prompt_tokens") or 0,
+        incomplete=record.get("finish_reason") == "length",
+        input_tokens=record.get("prompt_tokens") or 0,
         output_tokens=record.get("output_tokens") or 0,
         sampling=record.get("sampling") or {},
         tools=params.get("tools") or responses_tools(tools),
@@ -82,20 +85,3 @@ def _params(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("episode_tools"):
         params["tools"] = responses_tools(json.loads(record["episode_tools"]))
     return params
-
-
-def _message(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "id": f"msg_{os.urandom(12).hex()}",
-        "role": "assistant",
-        "status": "completed",
-        "content": [
-            {
-                "type": "output_text",
-                "text": record.get("response_text") or "",
-                "annotations": [],
-                "logprobs": [],
-            }
-        ],
-    }

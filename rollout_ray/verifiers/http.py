@@ -7,12 +7,11 @@ import contextlib
 import datetime as dt
 import json
 import os
-import time
-import uuid
 import weakref
 from typing import Any
 
 from rollout_ray import replies, secrets
+from rollout_ray.agents.responses import message_item, response_object
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
 from rollout_ray.retries import Backoff, retry_after_s
@@ -39,31 +38,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def gym_response(record: dict[str, Any]) -> dict[str, Any]:
-    """The smallest Responses API object Gym's /verify accepts, holding the response text."""
-    return {
-        "id": f"resp_{uuid.uuid4().hex}",
-        "created_at": time.time(),
-        "model": record.get("model") or "rollout-ray",
-        "object": "response",
-        "output": [
-            {
-                "id": f"msg_{uuid.uuid4().hex}",
-                "type": "message",
-                "role": "assistant",
-                "status": "completed",
-                "content": [
-                    {
-                        "type": "output_text",
-                        "text": record.get("response_text") or "",
-                        "annotations": [],
-                    }
-                ],
-            }
-        ],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-    }
+    """The Responses API object Gym's /verify accepts, holding the response text."""
+    return response_object(
+        model=record.get("model") or "rollout-ray",
+        items=[message_item(record.get("response_text") or "")],
+        incomplete=record.get("finish_reason") == "length",
+        input_tokens=record.get("prompt_tokens") or 0,
+        output_tokens=record.get("output_tokens") or 0,
+        sampling=record.get("sampling") or {},
+        tools=[],
+        tool_choice="auto",
+        parallel_tool_calls=True,
+    )
 
 
 def verify_request(record: dict[str, Any]) -> dict[str, Any]:
