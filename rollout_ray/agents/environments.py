@@ -24,6 +24,8 @@ from rollout_ray.agents.tools import function_tool
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.errors import JobFault
 from rollout_ray.retries import Backoff
+from rollout_ray.verifiers.base import Verdict
+from rollout_ray.verifiers.gym_verify import VerifyEndpoint, encode, post_verify, read_verdict
 
 RETRY_STATUS = {502, 503, 504}
 TOOL_BACKOFF = Backoff(base_s=0.5, cap_s=8.0)
@@ -35,15 +37,6 @@ class ToolUnavailable(Exception):
     """The tool server could not be reached (or timed out) after every retry."""
 
 
-class VerifyFailed(Exception):
-    """The environment's /verify could not judge the episode."""
-
-    def __init__(self, message: str, terminal: bool = False):
-        super().__init__(message)
-        #: Whether a later attempt would fail the same way (a reply over the cap).
-        self.terminal = terminal
-
-
 class Session:
     """One episode's link to its environment."""
 
@@ -51,8 +44,13 @@ class Session:
         """Run one call: (output text, whether the tool reported an error)."""
         raise NotImplementedError
 
-    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any] | None:
-        """The environment's verdict on the episode (None: it has no verifier)."""
+    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> Verdict | None:
+        """The environment's verdict on the episode (None: it has no verifier).
+
+        Raises:
+            VerifierError: it can't judge the episode (`terminal`: not on a later try
+                either).
+        """
         return None
 
 
@@ -91,6 +89,13 @@ class GymEnvironment(Environment):
             max_connections=agent.max_connections, max_keepalive_connections=agent.max_connections
         )
         self.client = httpx.AsyncClient(limits=limits, timeout=agent.tool_timeout_s)
+        self.verify_endpoint = VerifyEndpoint(
+            url=self.url + "/verify",
+            timeout_s=agent.verify_timeout_s,
+            attempts=agent.tool_retries + 1,
+            max_reply_bytes=agent.max_reply_bytes,
+            backoff=TOOL_BACKOFF,
+        )
 
     async def session(self, row: dict[str, Any]) -> Session:
         session = GymSession(self)
@@ -123,7 +128,7 @@ class GymSession(Session):
                 # The session's own cookies, always as a header (empty before the first
                 # reply): httpx then never sends its client-wide jar, which every
                 # session's replies fill, so no episode joins another's session.
-                headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+                headers = self._cookie_header()
                 reply = await replies.post(
                     env.client,
                     env.url + path,
@@ -146,6 +151,9 @@ class GymSession(Session):
                 await TOOL_BACKOFF.wait(attempt)
         raise ToolUnavailable(f"{what} at {env.url}{path} failed {attempts} times; last: {last}")
 
+    def _cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         if name in GYM_ENDPOINTS:  # a row may offer a "tool" named after one
             return json.dumps({"error": f"{name!r} is the server's own endpoint, not a tool"}), True
@@ -153,25 +161,13 @@ class GymSession(Session):
         reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name)
         return reply.text, reply.status_code >= 400
 
-    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-        try:
-            reply = await self.post(
-                "/verify", {**row, "response": response}, self.env.agent.verify_timeout_s, "verify"
-            )
-        except ToolUnavailable as exc:
-            raise VerifyFailed(str(exc)) from None
-        except replies.ReplyTooLarge as exc:
-            raise VerifyFailed(str(exc), terminal=True) from None
-        if reply.status_code >= 400:
-            raise VerifyFailed(f"/verify answered HTTP {reply.status_code}: {reply.text[:500]}")
-        try:
-            verdict = reply.json()
-        except ValueError:
-            raise VerifyFailed(f"/verify answered with no JSON: {reply.text[:200]!r}") from None
-        reward = verdict.get("reward") if isinstance(verdict, dict) else None
-        if isinstance(reward, bool) or not isinstance(reward, int | float):
-            raise VerifyFailed(f"/verify answered without a numeric reward: {reply.text[:200]}")
-        return verdict
+    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> Verdict:
+        body = {**row, "response": response}
+        reply = await post_verify(
+            self.env.client, self.env.verify_endpoint, encode(body), self._cookie_header()
+        )
+        self.cookies.update(reply.cookies)
+        return read_verdict(body, reply, self.env.verify_endpoint)
 
 
 # ---------------------------------------------------------------------- Python

@@ -11,12 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rollout_ray.agents.environments import (
-    Environment,
-    ToolUnavailable,
-    VerifyFailed,
-    open_environment,
-)
+from rollout_ray.agents.environments import Environment, ToolUnavailable, open_environment
 from rollout_ray.agents.loop import Episode, run_episode
 from rollout_ray.agents.tools import normalise_choice
 from rollout_ray.config import DatasetConfig
@@ -28,9 +23,7 @@ from rollout_ray.output.schema import to_json
 from rollout_ray.output.work import WorkItem
 from rollout_ray.replies import ReplyTooLarge
 from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record
-
-#: Fields of Gym's /verify answer that are the request echoed back, not its verdict.
-_ECHOED = {"responses_create_params", "response", "reward"}
+from rollout_ray.verifiers.base import VerifierError
 
 
 class AgentRollouts:
@@ -108,13 +101,12 @@ class AgentRollouts:
         if agent.kind == "gym":
             try:
                 verdict = await session.verify(row, episode.response)
-            except VerifyFailed as exc:
+            except VerifierError as exc:
                 failure = generated_failure(item, record, "verify", exc, exc.terminal, self.secrets)
                 return dict(failure)
             assert verdict is not None
-            details = {k: v for k, v in verdict.items() if k not in _ECHOED and k not in row}
             record.update(
-                reward=float(verdict["reward"]), verifier="gym", verifier_details=to_json(details)
+                reward=verdict.reward, verifier="gym", verifier_details=to_json(verdict.details)
             )
         return record
 
