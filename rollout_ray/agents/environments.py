@@ -40,8 +40,11 @@ class ToolUnavailable(Exception):
 class Session:
     """One episode's link to its environment."""
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-        """Run one call: (output text, whether the tool reported an error)."""
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
+        """Run one call: (output text, whether the tool reported an error). `text`: the
+        arguments as the model wrote them (a server gets those very bytes)."""
         raise NotImplementedError
 
     async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> Verdict | None:
@@ -111,7 +114,9 @@ class GymSession(Session):
         self.env = env
         self.cookies: dict[str, str] = {}
 
-    async def post(self, path: str, body: Any, timeout: float, what: str) -> replies.Reply:
+    async def post(
+        self, path: str, body: Any, timeout: float, what: str, text: str | None = None
+    ) -> replies.Reply:
         """POST with this session's cookies, retried on an unreachable server.
 
         Raises:
@@ -128,13 +133,13 @@ class GymSession(Session):
                 # The session's own cookies, always as a header (empty before the first
                 # reply): httpx then never sends its client-wide jar, which every
                 # session's replies fill, so no episode joins another's session.
-                headers = self._cookie_header()
+                headers = {**self._cookie_header(), "Content-Type": "application/json"}
                 reply = await replies.post(
                     env.client,
                     env.url + path,
                     env.agent.max_reply_bytes,
                     f"{what} at {env.url}{path}",
-                    json=body,
+                    content=(text if text is not None else json.dumps(body)).encode(),
                     headers=headers,
                     timeout=timeout,
                 )
@@ -154,11 +159,13 @@ class GymSession(Session):
     def _cookie_header(self) -> dict[str, str]:
         return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
         if name in GYM_ENDPOINTS:  # a row may offer a "tool" named after one
             return json.dumps({"error": f"{name!r} is the server's own endpoint, not a tool"}), True
         path = "/" + urllib.parse.quote(name, safe="")
-        reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name)
+        reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name, text)
         return reply.text, reply.status_code >= 400
 
     async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> Verdict:
@@ -196,7 +203,9 @@ class PythonSession(Session):
     def __init__(self, env: PythonEnvironment):
         self.env = env
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
         fn = self.env.functions.get(name)
         if fn is None:
             return json.dumps({"error": f"unknown tool {name!r}"}), True

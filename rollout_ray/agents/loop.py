@@ -23,6 +23,7 @@ from rollout_ray.agents.responses import (
     message_item,
     reasoning_item,
     response_object,
+    template_arguments,
 )
 from rollout_ray.agents.tools import responses_tools
 from rollout_ray.config.agents import AgentConfig
@@ -38,10 +39,11 @@ class Episode:
     tool_calls: int
     tool_errors: int
     turn_latency_s: list[float]
-    response: dict[str, Any]  # the Responses-API response object
-    verdict: dict[str, Any] | None = None
+    response: dict[str, Any]  # the Responses-API response object /verify gets
     mask: list[int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: What the record should say about how the episode ran (a template fallback, a
+    #: turn that made more calls than it was allowed).
+    warnings: list[str] = field(default_factory=list)
 
 
 async def run_episode(
@@ -52,16 +54,25 @@ async def run_episode(
     session: Session,
     max_tool_calls: int | None,
 ) -> Episode:
-    """Raises ToolUnavailable (stage tool) or RowError (the first turn doesn't fit)."""
+    """Turns until the model answers without calls or a limit ends the episode. Every
+    call a turn makes runs (as Gym's simple_agent runs them): a forced turn's grammar
+    allows no more calls than the budget has left, and one cut by max_tokens keeps the
+    calls it finished, runs them, and ends the episode incomplete.
+
+    Raises:
+        ToolUnavailable: a tool server could not be reached (stage tool).
+        RowError: the first turn doesn't fit, or the row can't run at all.
+    """
     items: list[dict[str, Any]] = []
     latencies: list[float] = []
     thoughts: list[str] = []
+    warnings: list[str] = []
     sampling = request.sampling
     budget = agent.max_total_tokens
     calls_left = max_tool_calls if max_tool_calls is not None else agent.max_tool_calls
-    steps = calls_made = errors = output_tokens = 0
+    steps = calls_made = errors = output_tokens = input_tokens = 0
     first: Generation | None = None
-    last_text, finish = "", "stop"
+    last_text, finish, ran_last = "", "stop", False
     if calls_left == 0:
         conv.tool_choice = "none"
     started = time.monotonic()
@@ -69,10 +80,11 @@ async def run_episode(
         if budget is not None and output_tokens >= budget:
             finish = "length"
             break
-        turn_sampling = sampling
+        turn_sampling = dict(sampling)
         if budget is not None:
             cap = min(sampling.get("max_tokens") or budget, budget - output_tokens)
-            turn_sampling = {**sampling, "max_tokens": cap}
+            turn_sampling["max_tokens"] = cap
+        conv.calls_left = None if calls_left is None else calls_left - calls_made
         turn_request = GenerationRequest(request.request_id, conv.messages, turn_sampling)
         try:
             gen = await engine.turn(conv, turn_request)
@@ -84,49 +96,46 @@ async def run_episode(
         steps += 1
         first = first or gen
         latencies.append(gen.latency_s)
+        input_tokens += gen.prompt_tokens
         output_tokens += gen.output_tokens
-        finish, last_text = gen.finish_reason, gen.text
+        finish = gen.finish_reason
+        cut = finish == "length"
         calls = list(gen.tool_calls or [])
-        if calls_left is not None:
-            calls = calls[: max(0, calls_left - calls_made)]
         if gen.reasoning_text:
             thoughts.append(gen.reasoning_text)
             items.append(reasoning_item(gen.reasoning_text))
+        last_text = gen.text if gen.text or not calls else ""
         if gen.text or not calls:
-            items.append(message_item(gen.text))
+            items.append(message_item(gen.text, "incomplete" if cut else "completed"))
         conv.messages.append(_assistant_message(gen.text, calls))
-        for call in calls:
-            items.append(function_call_item(call.call_id, call.name, call.arguments))
-        if not calls or finish == "length" or agent.kind == "none":
+        items += [function_call_item(c.call_id, c.name, c.arguments) for c in calls]
+        ran_last = False
+        if not calls or agent.kind == "none":
             break
+        allowed = 1 if not conv.parallel_tool_calls else conv.calls_left
+        if allowed is not None and len(calls) > allowed:
+            warnings.append(
+                f"turn {steps} made {len(calls)} calls where {allowed} were allowed "
+                "(parallel_tool_calls, max_tool_calls); all of them ran, as the model wrote "
+                "them, as Gym's simple_agent runs them"
+            )
         offered = {t["function"]["name"] for t in conv.tools}
         for call in calls:
             calls_made += 1
-            refused = refuse_call(call.name, offered)
-            try:
-                arguments = json.loads(call.arguments)
-                if not isinstance(arguments, dict):
-                    raise ValueError("arguments must be a JSON object")
-            except (ValueError, RecursionError) as exc:
-                output, failed = (
-                    json.dumps({"error": f"Invalid tool call arguments: {exc!r}"}),
-                    True,
-                )
-            else:
-                if refused:
-                    output, failed = json.dumps({"error": refused}), True
-                else:
-                    output, failed = await session.call(call.name, arguments)
+            output, failed = await _run_call(session, call.name, call.arguments, offered)
             errors += failed
             items.append(function_call_output_item(call.call_id, output))
             conv.messages.append(
                 {"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": output}
             )
-        if steps >= agent.max_steps:
+        ran_last = True
+        if cut or steps >= agent.max_steps:
             break
         if calls_left is not None and calls_made >= calls_left:
             conv.tool_choice = "none"  # calls spent: the next turn answers without tools
     assert first is not None
+    if ran_last:
+        await engine.finish(conv)  # the last calls' outputs, into the token record
     generation = Generation(
         text=last_text,
         finish_reason=finish,
@@ -140,7 +149,17 @@ async def run_episode(
         generation.prompt_token_ids = conv.token_ids[: conv.prompt_len]
         generation.output_token_ids = conv.token_ids[conv.prompt_len :]
         generation.output_logprobs = conv.logprobs[conv.prompt_len :]
-    response = episode_response(engine, conv, items, generation, sampling)
+    response = response_object(
+        model=engine.model_label,
+        items=items,
+        incomplete=finish == "length",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        sampling=sampling,
+        tools=responses_tools(conv.tools),
+        tool_choice=conv.tool_choice,
+        parallel_tool_calls=conv.parallel_tool_calls,
+    )
     return Episode(
         generation,
         items,
@@ -150,7 +169,25 @@ async def run_episode(
         latencies,
         response,
         mask=conv.mask[conv.prompt_len :] if conv.token_ids is not None else None,
+        warnings=conv.warnings + warnings,
     )
+
+
+async def _run_call(
+    session: Session, name: str, arguments: str, offered: set[str]
+) -> tuple[str, bool]:
+    """One call's output, and whether it is an error: unparseable arguments and tools
+    the episode did not offer get an error output the model sees (as in Gym)."""
+    try:
+        parsed = json.loads(arguments)
+        if not isinstance(parsed, dict):
+            raise ValueError("arguments must be a JSON object")
+    except (ValueError, RecursionError) as exc:
+        return json.dumps({"error": f"Invalid tool call arguments: {exc!r}"}), True
+    refused = refuse_call(name, offered)
+    if refused:
+        return json.dumps({"error": refused}), True
+    return await session.call(name, parsed, arguments)
 
 
 #: A tool name that may be run: OpenAI's rule for function names. Names reach a tool
@@ -177,74 +214,8 @@ def _assistant_message(text: str, calls: list) -> dict[str, Any]:
             {
                 "id": c.call_id,
                 "type": "function",
-                "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+                "function": {"name": c.name, "arguments": template_arguments(c.arguments)},
             }
             for c in calls
         ]
     return message
-
-
-def _arguments(text: str) -> Any:
-    """Arguments as chat templates (and TRL) take them: an object when they parse."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return text
-    return value if isinstance(value, dict) else text
-
-
-def episode_response(
-    engine: Engine,
-    conv: Conversation,
-    items: list[dict[str, Any]],
-    gen: Generation,
-    sampling: dict[str, Any],
-) -> dict[str, Any]:
-    """The episode as a Responses-API `response`, with every field Gym validates."""
-    return response_object(
-        model=engine.model_label,
-        items=items,
-        incomplete=gen.finish_reason == "length",
-        input_tokens=gen.prompt_tokens,
-        output_tokens=gen.output_tokens,
-        sampling=sampling,
-        tools=responses_tools(conv.tools),
-        tool_choice=conv.tool_choice,
-        parallel_tool_calls=conv.parallel_tool_calls,
-    )
-
-
-def chat_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Output items as chat messages in TRL's tool-calling format (for sft/dpo)."""
-    out: list[dict[str, Any]] = []
-    names: dict[str, str] = {}
-    for item in items:
-        kind = item.get("type")
-        if kind == "message":
-            text = "".join(p.get("text", "") for p in item.get("content") or [])
-            out.append({"role": "assistant", "content": text})
-        elif kind == "function_call":
-            names[item["call_id"]] = item["name"]
-            call = {
-                "type": "function",
-                "id": item["call_id"],
-                "function": {"name": item["name"], "arguments": _arguments(item["arguments"])},
-            }
-            if out and out[-1]["role"] == "assistant" and not out[-1].get("_closed"):
-                out[-1].setdefault("tool_calls", []).append(call)
-            else:
-                out.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        elif kind == "function_call_output":
-            if out and out[-1]["role"] == "assistant":
-                out[-1]["_closed"] = True
-            out.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": item["call_id"],
-                    "name": names.get(item["call_id"], ""),
-                    "content": item.get("output", ""),
-                }
-            )
-    for message in out:
-        message.pop("_closed", None)
-    return out

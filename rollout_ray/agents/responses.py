@@ -10,9 +10,13 @@ writer in step with what Gym accepts.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
+
+from rollout_ray.errors import RowError
 
 
 def new_id(prefix: str) -> str:
@@ -110,3 +114,124 @@ def api_tool_choice(choice: Any) -> Any:
     if choice in ("auto", "required", "none") or isinstance(choice, dict):
         return choice
     return {"type": "function", "name": choice}
+
+
+# ---------------------------------------------------------------------- items to messages
+
+
+def chat_messages(
+    items: list[dict[str, Any]],
+    *,
+    message: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+    think: bool = False,
+    where: str = "items",
+) -> list[dict[str, Any]]:
+    """Responses-API items as the chat-completions conversation they are, by the rules
+    of Gym's own converter (what its vllm_model sends a chat template): an assistant
+    message's text, its reasoning (as `<think>` text, when `think`) and the calls after
+    it make one assistant message with `tool_calls`; each `function_call_output` is a
+    `tool` message, with the call's name (TRL's tool-calling format).
+
+    Args:
+        items: messages (`{"role", "content"}`, `type` "message" or none),
+            `function_call`, `function_call_output` and `reasoning` items.
+        message: turns a message item into `{"role", "content"}` (a row's input
+            checks roles and content parts); default: its text parts joined.
+        think: keep reasoning as `<think>...</think>` before the assistant's text (as
+            Gym does for a prompt); otherwise it is dropped.
+        where: names the list in errors.
+
+    Raises:
+        RowError: an item is not one of these, or lacks what its type needs.
+    """
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    pending: dict[str, Any] = {"content": "", "tool_calls": []}
+
+    def flush() -> None:
+        if pending["content"] or pending["tool_calls"]:
+            assistant: dict[str, Any] = {"role": "assistant", "content": pending["content"]}
+            if pending["tool_calls"]:
+                assistant["tool_calls"] = pending["tool_calls"]
+            out.append(assistant)
+        pending.update(content="", tool_calls=[])
+
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise RowError(f"{at} must be an object (a message or a Responses-API item)")
+        kind = item.get("type")
+        if kind == "function_call":
+            call_id, name = _field(item, "call_id", at), _field(item, "name", at)
+            names[call_id] = name
+            arguments = item.get("arguments")
+            if not isinstance(arguments, str):
+                raise RowError(f"{at}.arguments must be JSON text, got {type(arguments).__name__}")
+            pending["tool_calls"].append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": template_arguments(arguments)},
+                }
+            )
+        elif kind == "function_call_output":
+            call_id = _field(item, "call_id", at)
+            flush()
+            output = item.get("output")
+            if isinstance(output, list):  # output parts: their text
+                output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+            if not isinstance(output, str):
+                raise RowError(f"{at}.output must be text")
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call_id,
+                    "name": names.get(call_id, ""),
+                    "content": output,
+                }
+            )
+        elif kind == "reasoning":
+            texts = [s.get("text") or "" for s in item.get("summary") or [] if isinstance(s, dict)]
+            if think and any(texts):
+                pending["content"] += "".join(f"<think>{t}</think>" for t in texts if t)
+        elif kind in (None, "message"):
+            if message is None:
+                role = item.get("role") or "assistant"
+                parts = item.get("content")
+                text = (
+                    parts
+                    if isinstance(parts, str)
+                    else "".join(p.get("text", "") for p in parts or [] if isinstance(p, dict))
+                )
+                converted = {"role": role, "content": text}
+            else:
+                converted = message(item, at)
+            if converted["role"] == "assistant":
+                pending["content"] += converted["content"]
+            else:
+                flush()
+                out.append(converted)
+        else:
+            raise RowError(
+                f"{at} is a {str(kind)[:40]!r} item; a conversation holds messages, "
+                "function_call, function_call_output and reasoning items"
+            )
+    flush()
+    return out
+
+
+def template_arguments(text: str) -> Any:
+    """A call's arguments as chat templates (and TRL) take them: the object they hold,
+    when they are a JSON object; else the text as it is."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def _field(item: dict[str, Any], key: str, at: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise RowError(f"{at} ({item.get('type')}) needs {key!r} as a non-empty string")
+    return value

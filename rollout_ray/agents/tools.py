@@ -97,53 +97,6 @@ def normalise_choice(choice: Any, tools: list[dict[str, Any]], where: str) -> To
     return name
 
 
-def forced_schema(
-    choice: ToolChoice, tools: list[dict[str, Any]], parallel: bool
-) -> dict[str, Any] | None:
-    """The JSON schema that makes any model comply with a `required` or named choice
-    (as vLLM's server builds it): a list of {name, parameters} calls, or one function's
-    arguments. None for auto / none."""
-    if choice in ("auto", "none"):
-        return None
-    by_name = {t["function"]["name"]: t["function"] for t in tools}
-    if choice != "required":
-        return _object_schema(by_name[choice].get("parameters"))
-    calls = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "enum": [name]},
-                "parameters": _object_schema(spec.get("parameters")),
-            },
-            "required": ["name", "parameters"],
-        }
-        for name, spec in by_name.items()
-    ]
-    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": calls}}
-    if not parallel:
-        schema["maxItems"] = 1
-    return schema
-
-
-def _object_schema(parameters: dict[str, Any] | None) -> dict[str, Any]:
-    return parameters if parameters else {"type": "object", "properties": {}}
-
-
-def forced_calls(text: str, choice: ToolChoice) -> list[tuple[str, str]]:
-    """(name, arguments JSON) of the calls in a structured-output turn."""
-    if choice != "required":
-        return [(choice, text.strip() or "{}")]
-    try:
-        items = json.loads(text)
-    except ValueError:
-        return []  # cut short by max_tokens: no complete call
-    calls = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            calls.append((item["name"], json.dumps(item.get("parameters") or {})))
-    return calls
-
-
 def hermes_system_text(tools: list[dict[str, Any]]) -> str:
     """Tools described in the Hermes / Qwen convention, for chat templates that ignore
     `tools` (the hermes parser reads the calls this asks for)."""

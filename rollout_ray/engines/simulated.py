@@ -144,6 +144,16 @@ class SimulatedEngine(Engine):
         gen.tool_calls = calls
         return gen
 
+    async def finish(self, conversation: Conversation) -> None:
+        conv = conversation
+        if conv.token_ids is not None and conv.rendered < len(conv.messages):
+            new = conv.messages[conv.rendered :]
+            added = sum(len(str(m.get("content") or "").split()) + 4 for m in new)
+            conv.token_ids += [7] * added
+            conv.mask += [0] * added
+            conv.logprobs += [0.0] * added
+            conv.rendered = len(conv.messages)
+
     def stats(self) -> dict[str, float]:
         return {"requests_running": float(self._running)}
 

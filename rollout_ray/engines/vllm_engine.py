@@ -17,7 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from rollout_ray.agents.tools import forced_schema
+from rollout_ray.agents.forced import forced_schema
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines.base import (
     Conversation,
@@ -170,7 +170,9 @@ class VLLMEngine(Engine):
         # Logprobs are kept for the episode's RL record whenever token ids are.
         sampling = request.sampling
         params = self._sampling_params(sampling, len(prompt_ids))
-        schema = forced_schema(conv.tool_choice, conv.tools, conv.parallel_tool_calls)
+        schema = forced_schema(
+            conv.tool_choice, conv.tools, conv.parallel_tool_calls, conv.calls_left
+        )
         if schema is not None:
             params.structured_outputs = StructuredOutputsParams(json=schema)
         turn_request = GenerationRequest(
@@ -179,8 +181,11 @@ class VLLMEngine(Engine):
         gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
         self.turns.record_turn(conv, gen.output_token_ids or [], gen.output_logprobs)
         self._split_reasoning(gen, conv.template_kwargs)
-        gen.text, gen.tool_calls = self.turns.calls(gen.text, conv)
+        gen.text, gen.tool_calls = self.turns.calls(gen.text, conv, gen.finish_reason == "length")
         return gen
+
+    async def finish(self, conversation: Conversation) -> None:
+        self.turns.prompt_ids(conversation, None, generation=False)
 
     async def _run(
         self, prompt_ids: list[int], params: Any, request: GenerationRequest, keep_ids=False

@@ -98,6 +98,8 @@ class AgentRollouts:
             return self._failed(item, rollout, "tool", exc, True)
         record = rollout_record(item, rollout, episode.generation, self.engine)
         record.update(episode_columns(episode, tools))
+        if episode.warnings:
+            record["row_warnings"] = [*(record.get("row_warnings") or []), *episode.warnings]
         if agent.kind == "gym":
             try:
                 verdict = await session.verify(row, episode.response)
@@ -135,6 +137,8 @@ def gym_row(prompt: Prompt) -> dict[str, Any]:
 
 
 def episode_columns(episode: Episode, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's episode columns; what the episode had to do differently (a template
+    fallback, a turn over its call allowance) joins the row's warnings."""
     return {
         "output_mask": episode.mask,
         "episode": to_json(episode.items),

@@ -8,11 +8,10 @@ import json
 import pytest
 
 from rollout_ray.agents.environments import load_functions
-from rollout_ray.agents.loop import chat_messages
+from rollout_ray.agents.forced import ForcedCalls, forced_schema, read_forced
+from rollout_ray.agents.responses import chat_messages
 from rollout_ray.agents.tools import (
     chat_tools,
-    forced_calls,
-    forced_schema,
     function_tool,
     normalise_choice,
     responses_tools,
@@ -68,12 +67,23 @@ def test_forced_calls_schema_and_parsing():
     tools = chat_tools([GYM_TOOL, CHAT_TOOL], "t")
     schema = forced_schema("required", tools, parallel=False)
     assert schema["maxItems"] == 1 and len(schema["items"]["anyOf"]) == 2
+    assert forced_schema("required", tools, parallel=True, most=3)["maxItems"] == 3
+    assert "maxItems" not in forced_schema("required", tools, parallel=True)
     assert forced_schema("auto", tools, True) is None
     assert forced_schema("add", tools, True) == {"type": "object"}
-    text = '[{"name":"add","parameters":{"n":1}},{"name":"look","parameters":{}}]'
-    assert forced_calls(text, "required") == [("add", '{"n": 1}'), ("look", "{}")]
-    assert forced_calls('[{"name":"add","param', "required") == []  # cut by max_tokens
-    assert forced_calls('{"n": 2}', "add") == [("add", '{"n": 2}')]
+    # Arguments as the model wrote them, not re-serialised.
+    text = (
+        '[{"name":"add","parameters":{"n":1.016179567849667298}},{"name":"look","parameters":{}}]'
+    )
+    assert read_forced(text, "required") == ForcedCalls(
+        [("add", '{"n":1.016179567849667298}'), ("look", "{}")], False
+    )
+    # Cut by max_tokens inside the array: the finished calls are kept.
+    cut = '[{"name":"add","parameters":{"n":1}},{"name":"look","param'
+    assert read_forced(cut, "required") == ForcedCalls([("add", '{"n":1}')], True)
+    assert read_forced('[{"name":"add","param', "required") == ForcedCalls([], True)
+    assert read_forced('{"n": 2}', "add") == ForcedCalls([("add", '{"n": 2}')], False)
+    assert read_forced('{"n": 2', "add") == ForcedCalls([], True)
 
 
 def add_numbers(a: int, b: float = 1.0, *, mode: str | None = None) -> float:
