@@ -10,6 +10,7 @@ engines that tokenize, as the conversation's token ids with a mask of the model'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -46,6 +47,16 @@ class Episode:
     warnings: list[str] = field(default_factory=list)
 
 
+def turn_seed(seed: int, turn: int) -> int:
+    """The seed of an episode's turn (from 0): the rollout's seed for the first, then one
+    drawn from (seed, turn), so each turn samples anew (with one seed, a forced episode
+    repeats its first call) and a rerun samples the same episode."""
+    if turn == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{turn}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 33  # 31 bits: any engine takes it
+
+
 async def run_episode(
     engine: Engine,
     request: GenerationRequest,
@@ -68,6 +79,7 @@ async def run_episode(
     thoughts: list[str] = []
     warnings: list[str] = []
     sampling = request.sampling
+    seed = sampling.get("seed")
     budget = agent.max_total_tokens
     calls_left = max_tool_calls if max_tool_calls is not None else agent.max_tool_calls
     steps = calls_made = errors = output_tokens = input_tokens = 0
@@ -84,6 +96,8 @@ async def run_episode(
         if budget is not None:
             cap = min(sampling.get("max_tokens") or budget, budget - output_tokens)
             turn_sampling["max_tokens"] = cap
+        if seed is not None:
+            turn_sampling["seed"] = turn_seed(seed, steps)
         conv.calls_left = None if calls_left is None else calls_left - calls_made
         turn_request = GenerationRequest(request.request_id, conv.messages, turn_sampling)
         try:

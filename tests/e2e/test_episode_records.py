@@ -1,5 +1,6 @@
 """An episode's record is what happened: the tokens, items, tool outputs and the /verify
-body agree call for call (tests/episode_check.py)."""
+body agree call for call (tests/episode_check.py), and turns sample with their own
+seeds."""
 
 from __future__ import annotations
 
@@ -95,3 +96,38 @@ def test_forced_episodes_record_every_call_as_written_and_run(tiny_model, tmp_pa
         items = json.loads(record["episode"])
         assert not any(i["type"] == "message" for i in items[:-1])
         assert record["tool_calls"] <= 4
+
+
+def test_each_turn_samples_with_its_own_seed(tiny_model, tmp_path):
+    """Seen before: every turn of an episode sampled with the rollout's seed, so a forced
+    episode repeated one call. Seeds now come from the rollout's seed and the turn:
+    other calls each turn, the same episode on a rerun."""
+    server = AgentServer().start()
+    try:
+        data = write_jsonl(tmp_path / "rows.jsonl", rows(4, [ADD]))
+        episodes = []
+        for name in ("a", "b"):
+            config = forced_job(
+                tiny_model,
+                tmp_path / name,
+                data,
+                server.url,
+                max_tool_calls=4,
+                parallel_tool_calls=False,
+            )
+            assert run_job(config).status == "finished"
+            episodes.append(
+                {
+                    (r["row_index"], r["rollout_index"]): [
+                        i["arguments"] for i in json.loads(r["episode"]) if i.get("arguments")
+                    ]
+                    for r in read_output(tmp_path / name)
+                }
+            )
+    finally:
+        server.stop()
+    first, second = episodes
+    assert len(first) == 16 and first == second  # reproducible
+    assert all(len(calls) == 4 for calls in first.values())
+    repeating = [calls for calls in first.values() if len(set(calls)) == 1]
+    assert len(repeating) <= 4, repeating
