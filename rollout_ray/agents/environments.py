@@ -22,7 +22,7 @@ from typing import Any
 from rollout_ray import replies
 from rollout_ray.agents.tools import function_tool
 from rollout_ray.config.agents import AgentConfig
-from rollout_ray.errors import JobFault
+from rollout_ray.errors import JobFault, RowError
 from rollout_ray.retries import Backoff
 from rollout_ray.verifiers.base import Verdict
 from rollout_ray.verifiers.gym_verify import VerifyEndpoint, encode, post_verify, read_verdict
@@ -92,6 +92,9 @@ class GymEnvironment(Environment):
             max_connections=agent.max_connections, max_keepalive_connections=agent.max_connections
         )
         self.client = httpx.AsyncClient(limits=limits, timeout=agent.tool_timeout_s)
+        #: Whether the server ever answered this actor: before it has, a server that
+        #: can't be reached is a wrong url, not a server that is down for a while.
+        self.reached = False
         self.verify_endpoint = VerifyEndpoint(
             url=self.url + "/verify",
             timeout_s=agent.verify_timeout_s,
@@ -101,8 +104,42 @@ class GymEnvironment(Environment):
         )
 
     async def session(self, row: dict[str, Any]) -> Session:
+        """A seeded session for one episode.
+
+        Raises:
+            JobFault: the url is the configuration's fault: nothing ever answered there
+                (a wrong host or port), or it has no /seed_session (not a resources
+                server). One message, not a failure per rollout retried on every run.
+            RowError: /seed_session refused this row (4xx): terminal, stage tool.
+            ToolUnavailable: the server answered before and can't be reached now, or
+                failed on this row (5xx): stage tool, tried again on a later run.
+        """
         session = GymSession(self)
-        await session.post("/seed_session", row, self.agent.tool_timeout_s, "seed_session")
+        try:
+            reply = await session.post(
+                "/seed_session", row, self.agent.tool_timeout_s, "seed_session"
+            )
+        except ToolUnavailable as exc:
+            if self.reached:
+                raise
+            raise JobFault(
+                f"agent.url {self.url} can't be reached ({exc}); nothing has answered there "
+                "in this job: check agent.url and that the resources server is running"
+            ) from None
+        status = reply.status_code
+        if status in (404, 405):
+            raise JobFault(
+                f"agent.url {self.url} is not a NeMo Gym resources server: POST "
+                f"/seed_session answered HTTP {status} ({reply.text[:200]!r}); check agent.url "
+                "(a server's base URL, without a path to one of its endpoints)"
+            )
+        if status >= 500:
+            raise ToolUnavailable(f"/seed_session answered HTTP {status}: {reply.text[:300]}")
+        if status >= 400:
+            raise RowError(
+                f"/seed_session at {self.url} refused the row: HTTP {status}: {reply.text[:300]}",
+                "tool",
+            )
         return session
 
     async def close(self) -> None:
@@ -148,6 +185,7 @@ class GymSession(Session):
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
+                env.reached = True
                 self.cookies.update(reply.cookies)
                 if reply.status_code not in RETRY_STATUS:
                     return reply

@@ -1,10 +1,11 @@
 """An episode's record is what happened: the tokens, items, tool outputs and the /verify
-body agree call for call (tests/episode_check.py), and turns sample with their own
-seeds."""
+body agree call for call (tests/episode_check.py), turns sample with their own seeds,
+and an agent whose configuration is wrong fails once with a message."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from episode_check import check_output, split_turns
 from helpers import job_config, read_output, write_jsonl
 
 from rollout_ray import run_job
+from rollout_ray.config import load_config
+from rollout_ray.errors import JobFault
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +134,67 @@ def test_each_turn_samples_with_its_own_seed(tiny_model, tmp_path):
     assert all(len(calls) == 4 for calls in first.values())
     repeating = [calls for calls in first.values() if len(set(calls)) == 1]
     assert len(repeating) <= 4, repeating
+
+
+# ------------------------------------------------------------------ configuration faults
+
+
+def simulated_job(output: Path, data: Path, url: str):
+    return load_config(
+        {
+            "model": "simulated",
+            "engine": {"kind": "simulated", "tool_turns": 1, "output_tokens": 6},
+            "executor": "local",
+            "output": str(output),
+            "metrics_port": 0,
+            "datasets": [
+                {"path": str(data), "num_repeats": 2, "agent": {"kind": "gym", "url": url}}
+            ],
+        }
+    )
+
+
+def test_a_verify_that_refuses_the_request_fails_each_rollout_once(tmp_path):
+    """Seen before: a /verify answering 422 (a server that is not this dataset's) was
+    a retryable failure: every episode ran again on each of max_attempts' tries."""
+    server = AgentServer().start()
+    try:
+        data = write_jsonl(tmp_path / "rows.jsonl", rows(4, [ADD], fault="verify_422"))
+        with pytest.raises(JobFault, match=r"all 8 rollouts .* failed for the same cause"):
+            run_job(simulated_job(tmp_path / "out", data, server.url))
+    finally:
+        server.stop()
+    failures = read_output(tmp_path / "out", "failures")
+    assert len(failures) == 8 and all(f["terminal"] for f in failures)
+    assert all(f["stage"] == "verify" and "HTTP 422" in f["error"] for f in failures)
+    assert "Field required" in failures[0]["error"]  # the server's own reason
+    assert server.hits["seed"] == 8 and server.hits["verify:verify_422"] == 8  # once each
+
+
+def test_a_server_that_is_not_a_gym_server_stops_the_job_at_once(tmp_path):
+    """/seed_session answering 404 means the url is not a resources server: the job
+    stops with that message. Seen before: the 404 went unnoticed, every episode ran
+    unseeded and failed at /verify, three times."""
+    server = AgentServer(prefix="/envs/mine").start()
+    try:
+        data = write_jsonl(tmp_path / "rows.jsonl", rows(4, [ADD]))
+        wrong = f"http://127.0.0.1:{server.port}"  # without the prefix: no such endpoint
+        with pytest.raises(JobFault, match=r"agent.url .* is not a NeMo Gym resources server"):
+            run_job(simulated_job(tmp_path / "out", data, wrong))
+    finally:
+        server.stop()
+    seeds = [p for p in server.paths if p.endswith("/seed_session")]
+    assert 1 <= len(seeds) <= 8  # at most once per rollout, never retried
+    assert not [p for p in server.paths if p.endswith(("/add", "/verify"))]
+
+
+def test_a_server_that_cannot_be_reached_stops_the_job_at_once(tmp_path):
+    """An agent.url nothing answers at (a wrong port or host) is the configuration's
+    fault: one message, not a `tool` failure per rollout retried on every run."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    data = write_jsonl(tmp_path / "rows.jsonl", rows(4, [ADD]))
+    with pytest.raises(JobFault, match=rf"agent.url http://127.0.0.1:{port} can't be reached"):
+        run_job(simulated_job(tmp_path / "out", data, f"http://127.0.0.1:{port}"))
+    assert read_output(tmp_path / "out", "failures") == []
