@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-_DECODER = json.JSONDecoder()
+_DECODER = json.JSONDecoder(strict=False)  # what a grammar lets through: raw control chars
 _HERMES = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 
 

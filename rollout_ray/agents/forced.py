@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-_DECODER = json.JSONDecoder()
+_DECODER = json.JSONDecoder(strict=False)  # what a grammar lets through: raw control chars
 _SPACE = " \t\n\r"
+#: Where a JSON schema keeps the definitions its `$ref`s point at.
+_DEFINITIONS = ("$defs", "definitions")
 
 
 @dataclass
@@ -45,10 +47,11 @@ def forced_schema(
         return None
     by_name = {t["function"]["name"]: t["function"] for t in tools}
     if choice != "required":
-        return _object_schema(by_name[choice].get("parameters"))
+        return enforceable(_object_schema(by_name[choice].get("parameters")))
+    definitions: dict[str, Any] = {}
     calls = []
     for name, spec in by_name.items():
-        parameters = _object_schema(spec.get("parameters"))
+        parameters = _hoisted(_object_schema(spec.get("parameters")), name, definitions)
         calls.append(
             {
                 "type": "object",
@@ -63,11 +66,97 @@ def forced_schema(
     limit = 1 if not parallel else most
     if limit is not None:
         schema["maxItems"] = max(1, limit)
-    return schema
+    if definitions:
+        schema["$defs"] = definitions
+    return enforceable(schema)
+
+
+#: String formats xgrammar enforces (vLLM's list); others are left to the tool server.
+_FORMATS = {
+    "email", "date", "time", "date-time", "duration", "ipv4", "ipv6", "hostname",
+    "uuid", "uri", "uri-reference", "uri-template", "json-pointer",
+    "relative-json-pointer",
+}  # fmt: skip
+#: Keywords xgrammar can't enforce (vLLM refuses a schema that has them).
+_UNENFORCED = ("multipleOf", "uniqueItems", "contains", "minContains", "maxContains")
+
+
+def enforceable(schema: Any) -> Any:
+    """A schema vLLM's xgrammar takes, for any valid JSON schema a tool brings: what it
+    can't enforce (multipleOf, uniqueItems, a pattern with a length, allOf of several
+    parts, propertyNames, ...) is dropped or merged. The grammar then lets through a
+    little more than the schema (or, for patternProperties, a little less): the tool
+    server checks its arguments as it does any model's, and the model sees its error."""
+    if isinstance(schema, list):
+        return [enforceable(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    node = {k: v for k, v in schema.items() if k not in _UNENFORCED}
+    parts = node.get("allOf")
+    if isinstance(parts, list) and len(parts) > 1:
+        del node["allOf"]
+        for part in parts:
+            for key, value in part.items() if isinstance(part, dict) else ():
+                if key == "properties" and isinstance(value, dict):
+                    node["properties"] = {**(node.get("properties") or {}), **value}
+                elif key == "required" and isinstance(value, list):
+                    node["required"] = sorted({*(node.get("required") or []), *value})
+                else:
+                    node.setdefault(key, value)
+    if isinstance(node.get("format"), str) and node["format"] not in _FORMATS:
+        del node["format"]
+    if ("pattern" in node or "format" in node) and ("minLength" in node or "maxLength" in node):
+        node.pop("minLength", None)
+        node.pop("maxLength", None)
+    node.pop("propertyNames", None)
+    if node.get("unevaluatedProperties", True) is not True:
+        del node["unevaluatedProperties"]
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict) and ("properties" in node or len(patterns) > 1):
+        del node["patternProperties"]
+    return {k: enforceable(v) if k not in ("enum", "const") else v for k, v in node.items()}
 
 
 def _object_schema(parameters: dict[str, Any] | None) -> dict[str, Any]:
     return parameters if parameters else {"type": "object", "properties": {}}
+
+
+def _hoisted(schema: dict[str, Any], name: str, definitions: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters placed inside the call array: their `$defs` (or
+    `definitions`) move to the array schema's root, renamed per tool, and their local
+    `$ref`s follow, so that `#/$defs/x` still finds what the tool meant."""
+    local = {w: schema[w] for w in _DEFINITIONS if isinstance(schema.get(w), dict)}
+    if not local:
+        return schema
+    renamed = {
+        f"#/{where}/{_pointer(key)}": f"#/$defs/{_pointer(f'{name}.{where}.{key}')}"
+        for where, defs in local.items()
+        for key in defs
+    }
+    for where, defs in local.items():
+        for key, value in defs.items():
+            definitions[f"{name}.{where}.{key}"] = _with_refs(value, renamed)
+    return _with_refs({k: v for k, v in schema.items() if k not in local}, renamed)
+
+
+def _pointer(key: str) -> str:
+    """A key as one JSON-pointer segment."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _with_refs(value: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {k: _with_refs(v, renamed) for k, v in value.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str):
+            for old, new in renamed.items():
+                if ref == old or ref.startswith(old + "/"):
+                    out["$ref"] = new + ref[len(old) :]
+                    break
+        return out
+    if isinstance(value, list):
+        return [_with_refs(v, renamed) for v in value]
+    return value
 
 
 def read_forced(text: str, choice: str) -> ForcedCalls:

@@ -8,6 +8,7 @@ it here, once. `tool_choice` likewise: "auto", "required", "none" or one functio
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import types
@@ -45,6 +46,10 @@ def chat_tools(tools: Any, where: str) -> list[dict[str, Any]]:
         parameters = spec.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise RowError(f"{where}[{i}].parameters must be a JSON schema object")
+        if parameters:
+            problem = schema_problem(json.dumps(parameters, sort_keys=True))
+            if problem:
+                raise RowError(f"{where}[{i}].parameters is not a valid JSON schema: {problem}")
         function: dict[str, Any] = {
             "name": name,
             "description": spec.get("description") or "",
@@ -57,6 +62,21 @@ def chat_tools(tools: Any, where: str) -> list[dict[str, Any]]:
     if len(set(names)) != len(names):
         raise RowError(f"{where} names a function twice: {sorted(names)}")
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def schema_problem(schema_json: str) -> str | None:
+    """Why a tool's parameters are not a valid JSON schema (by its own draft's
+    meta-schema), or None. Any valid one is taken: type lists, `$defs` and `$ref`s,
+    anyOf/oneOf/allOf, nesting. Rows share a few schemas: checked once each."""
+    from jsonschema import exceptions, validators
+
+    schema = json.loads(schema_json)
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        return exc.message[:300]
+    return None
 
 
 def responses_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -88,7 +88,8 @@ class VLLMEngine(Engine):
         # (sampling.seed still makes rollouts reproducible, request by request).
         kwargs["seed"] = int.from_bytes(os.urandom(4), "big") >> 1
         # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
-        # spent on whitespace, which a weak model can fill its budget with.
+        # spent on whitespace, which a weak model can fill its budget with. (What
+        # xgrammar can't enforce of a schema is loosened first: agents/forced.py.)
         from vllm.config import StructuredOutputsConfig
 
         kwargs["structured_outputs_config"] = StructuredOutputsConfig(
@@ -163,6 +164,7 @@ class VLLMEngine(Engine):
             gen.reasoning_text, gen.text = self.reasoning.split(gen.text, template_kwargs)
 
     async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
+        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import StructuredOutputsParams
 
         conv = conversation
@@ -178,7 +180,17 @@ class VLLMEngine(Engine):
         turn_request = GenerationRequest(
             f"{request.request_id}/t{len(conv.messages)}", conv.messages, sampling, prompt_ids
         )
-        gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
+        try:
+            gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
+        except VLLMClientError as exc:
+            if schema is None:
+                raise
+            # The same schema is refused on every try: the row's fault, not the engine's.
+            raise RowError(
+                f"the tools' parameters can't be enforced for tool_choice "
+                f"{conv.tool_choice!r}: {str(exc)[:300]}",
+                "generate",
+            ) from None
         self.turns.record_turn(conv, gen.output_token_ids or [], gen.output_logprobs)
         self._split_reasoning(gen, conv.template_kwargs)
         gen.text, gen.tool_calls = self.turns.calls(gen.text, conv, gen.finish_reason == "length")

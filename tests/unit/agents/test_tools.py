@@ -45,6 +45,10 @@ def test_both_api_shapes_become_one():
         ([{"type": "function", "parameters": {}}], r"tools\[0\] has no function name"),
         ([GYM_TOOL, GYM_TOOL], "names a function twice"),
         ([{"name": "x", "parameters": "[]"}], "must be a JSON schema object"),
+        (
+            [{"name": "x", "parameters": {"type": "object", "properties": {"n": {"type": 3}}}}],
+            r"tools\[0\].parameters is not a valid JSON schema: 3 is not valid",
+        ),
     ],
 )
 def test_bad_tools_name_the_place(tools, message):
@@ -84,6 +88,24 @@ def test_forced_calls_schema_and_parsing():
     assert read_forced('[{"name":"add","param', "required") == ForcedCalls([], True)
     assert read_forced('{"n": 2}', "add") == ForcedCalls([("add", '{"n": 2}')], False)
     assert read_forced('{"n": 2', "add") == ForcedCalls([], True)
+
+
+def test_forced_schemas_keep_their_definitions_in_reach():
+    """A tool's `$ref`s point into its own `$defs`: inside the call array they must
+    still resolve (xgrammar refused `#/$defs/pt` once the schema was nested)."""
+    point = {"type": "object", "properties": {"x": {"type": "number"}}}
+    tool = {
+        "name": "move",
+        "parameters": {
+            "type": "object",
+            "$defs": {"pt": point},
+            "properties": {"to": {"$ref": "#/$defs/pt"}},
+        },
+    }
+    schema = forced_schema("required", chat_tools([tool], "t"), parallel=True)
+    parameters = schema["items"]["anyOf"][0]["properties"]["parameters"]
+    assert parameters["properties"]["to"] == {"$ref": "#/$defs/move.$defs.pt"}
+    assert schema["$defs"] == {"move.$defs.pt": point}
 
 
 def add_numbers(a: int, b: float = 1.0, *, mode: str | None = None) -> float:
