@@ -208,8 +208,13 @@ def chat_messages(
                 converted = message(item, at)
             if converted["role"] == "assistant":
                 pending["content"] += converted["content"]
+                for call in converted.get("tool_calls") or []:
+                    names[call["id"]] = call["function"]["name"]
+                    pending["tool_calls"].append(call)
             else:
                 flush()
+                if converted["role"] == "tool" and not converted.get("name"):
+                    converted["name"] = names.get(converted.get("tool_call_id") or "", "")
                 out.append(converted)
         else:
             raise RowError(

@@ -158,7 +158,7 @@ class OpenAIEngine(Engine):
             tools["parallel_tool_calls"] = conv.parallel_tool_calls
         turn_request = GenerationRequest(
             request.request_id,
-            [_api_message(m) for m in conv.messages],
+            conv.messages,
             request.sampling,
             extra={"chat_tools": tools if conv.tools else None},
         )
@@ -227,7 +227,8 @@ class OpenAIEngine(Engine):
         s = request.sampling
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": request.messages,
+            # Earlier calls' arguments as the API wants them: JSON text.
+            "messages": [_api_message(m) for m in request.messages],
             "temperature": s.get("temperature"),
             "top_p": s.get("top_p"),
             self.config.max_tokens_param: s.get("max_tokens"),

@@ -131,14 +131,9 @@ class VLLMEngine(Engine):
         self.close()
         self._start()
 
-    def prepare(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> list[int]:
+    def prepare(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> list[int]:
         try:
-            text = self.tokenizer.apply_chat_template(
-                messages,
-                tokenize=False,
-                add_generation_prompt=True,
-                **(sampling.get("chat_template_kwargs") or {}),
-            )
+            text = self.turns.render(messages, sampling.get("chat_template_kwargs") or {})
         except Exception as exc:  # a template may reject a role order, for instance
             raise RowError(
                 f"the model's chat template rejected the messages: {exc}", "prompt"

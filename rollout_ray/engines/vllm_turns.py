@@ -29,6 +29,7 @@ class TurnRenderer:
         self.parser_name = tool_parser
         self._parser_cls: Any = None
         self._renders_tools: dict[str, bool] = {}
+        self._renders_calls: bool | None = None
         self._tail: str | None = None
         special = getattr(tokenizer, "all_special_ids", None) or []
         self.special_ids = set(special)
@@ -40,6 +41,10 @@ class TurnRenderer:
         if tools and not self._template_renders_tools(tools):
             messages = _with_tools_in_system(messages, tools)
             tools = None
+        if not self._template_renders_calls() and any(m.get("tool_calls") for m in messages):
+            # The calls would vanish from the prompt: write them as the model was told to
+            # (the Hermes convention of the system message above).
+            messages = [_calls_as_text(m) if m.get("tool_calls") else m for m in messages]
         try:
             return self.tokenizer.apply_chat_template(
                 messages,
@@ -57,6 +62,34 @@ class TurnRenderer:
                 add_generation_prompt=generation,
                 **conv.template_kwargs,
             )
+
+    def render(self, messages: list[dict], template_kwargs: dict[str, Any]) -> str:
+        """A single turn's prompt (no tools offered), with earlier calls a template
+        would drop written as text.
+
+        Raises:
+            Exception: whatever the template raises.
+        """
+        if not self._template_renders_calls() and any(m.get("tool_calls") for m in messages):
+            messages = [_calls_as_text(m) if m.get("tool_calls") else m for m in messages]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
+
+    def _template_renders_calls(self) -> bool:
+        """Whether the chat template writes an assistant message's `tool_calls` (many
+        plain ChatML templates write only `content`)."""
+        if self._renders_calls is None:
+            probe = [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
+            ]
+            try:
+                text = self.tokenizer.apply_chat_template(probe, tokenize=False)
+                self._renders_calls = _PROBE_CALL["function"]["name"] in text
+            except Exception:
+                self._renders_calls = False
+        return self._renders_calls
 
     def _template_renders_tools(self, tools: list[dict]) -> bool:
         key = json.dumps([t["function"]["name"] for t in tools])
@@ -191,6 +224,12 @@ class TurnRenderer:
         return ChatCompletionRequest(messages=[], model="rollout-ray", tools=conv.tools)
 
 
+#: A call only a template that writes `tool_calls` shows (see _template_renders_calls).
+_PROBE_CALL = {
+    "id": "call_probe",
+    "type": "function",
+    "function": {"name": "probe_fn_7f3a", "arguments": {"a": 1}},
+}
 _DECODER = json.JSONDecoder()
 
 
@@ -242,6 +281,11 @@ def _with_tools_in_system(messages: list[dict], tools: list[dict]) -> list[dict]
         first = {**messages[0], "content": f"{messages[0].get('content') or ''}\n\n{text}"}
         return [first, *messages[1:]]
     return [{"role": "system", "content": text}, *messages]
+
+
+def _calls_as_text(message: dict) -> dict:
+    """An assistant message with its calls written into its content, Hermes style."""
+    return _as_plain_text([message])[0]
 
 
 def _as_plain_text(messages: list[dict]) -> list[dict]:
