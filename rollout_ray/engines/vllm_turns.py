@@ -53,8 +53,16 @@ class TurnRenderer:
                 add_generation_prompt=generation,
                 **conv.template_kwargs,
             )
-        except Exception:
-            # Templates without a `tool` role (or assistant tool_calls) get them as text.
+        except Exception as exc:
+            # Templates without a `tool` role (or assistant tool_calls) get them as text;
+            # the record says so.
+            note = (
+                f"the chat template rejected the episode ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); it was rendered as plain text: calls as <tool_call> "
+                "text, tool outputs as user <tool_response> messages"
+            )
+            if note not in conv.warnings:
+                conv.warnings.append(note)
             return self.tokenizer.apply_chat_template(
                 _as_plain_text(messages),
                 tools=tools,

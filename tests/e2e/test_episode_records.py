@@ -198,3 +198,34 @@ def test_a_server_that_cannot_be_reached_stops_the_job_at_once(tmp_path):
     with pytest.raises(JobFault, match=rf"agent.url http://127.0.0.1:{port} can't be reached"):
         run_job(simulated_job(tmp_path / "out", data, f"http://127.0.0.1:{port}"))
     assert read_output(tmp_path / "out", "failures") == []
+
+
+def test_a_template_that_rejects_the_episode_is_a_recorded_fact(tiny_model, tmp_path):
+    """A chat template without a `tool` role raised; the episode was then rendered as
+    plain text with nothing in the record. Now the record's row_warnings say so."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    settings = json.loads((model / "tokenizer_config.json").read_text())
+    settings["chat_template"] = (
+        "{% for message in messages %}{% if message['role'] == 'tool' %}"
+        "{{ raise_exception('this template has no tool role') }}{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    (model / "tokenizer_config.json").write_text(json.dumps(settings))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    server = AgentServer().start()
+    try:
+        data = write_jsonl(tmp_path / "rows.jsonl", rows(2, [ADD]))
+        config = forced_job(str(model), tmp_path / "out", data, server.url, max_tool_calls=1)
+        assert run_job(config).status == "finished"
+    finally:
+        server.stop()
+    records = read_output(tmp_path / "out")
+    assert len(records) == 8 and all(r["tool_calls"] == 1 for r in records)
+    for record in records:
+        (warning,) = record["row_warnings"]
+        assert "this template has no tool role" in warning
+        assert "rendered as plain text" in warning
