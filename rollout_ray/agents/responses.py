@@ -108,6 +108,51 @@ def response_object(
     }
 
 
+def recorded_response(
+    record: dict[str, Any],
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool = True,
+) -> dict[str, Any]:
+    """A committed rollout's `response`: an episode's as its /verify got it (the
+    `episode_response` column with the `episode` items as output), or a one-message
+    response for a single turn (and for episodes recorded before that column, with the
+    usage of every turn worked out from the token record), offering `tools`."""
+    if record.get("episode") and record.get("episode_response"):
+        return {**json.loads(record["episode_response"]), "output": json.loads(record["episode"])}
+    items = (
+        json.loads(record["episode"])
+        if record.get("episode")
+        else [message_item(record.get("response_text") or "")]
+    )
+    created = record.get("created_at")
+    if created is not None and not isinstance(created, int | float):
+        created = float(created.timestamp())
+    return response_object(
+        model=record.get("model"),
+        items=items,
+        incomplete=record.get("finish_reason") == "length",
+        input_tokens=_input_tokens(record),
+        output_tokens=record.get("output_tokens") or 0,
+        sampling=record.get("sampling") or {},
+        tools=tools or [],
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        created_at=created,
+    )
+
+
+def _input_tokens(record: dict[str, Any]) -> int:
+    """Input tokens over every model turn: each turn's prompt is the first prompt plus
+    every output token before the turn (its start in the mask)."""
+    first = record.get("prompt_tokens") or 0
+    mask = record.get("output_mask")
+    if not mask:
+        return first
+    starts = [i for i, m in enumerate(mask) if m == 1 and (i == 0 or mask[i - 1] == 0)]
+    return sum(first + start for start in starts) or first
+
+
 def api_tool_choice(choice: Any) -> Any:
     """Our tool choice ("auto" | "required" | "none" | a function's name) in the API's
     shape: a name becomes `{"type": "function", "name": ...}`."""

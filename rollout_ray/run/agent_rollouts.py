@@ -142,6 +142,7 @@ def episode_columns(episode: Episode, tools: list[dict[str, Any]]) -> dict[str, 
     return {
         "output_mask": episode.mask,
         "episode": to_json(episode.items),
+        "episode_response": to_json({k: v for k, v in episode.response.items() if k != "output"}),
         "episode_tools": to_json(tools) if tools else None,
         "steps": episode.steps,
         "tool_calls": episode.tool_calls,

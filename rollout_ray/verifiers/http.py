@@ -11,7 +11,7 @@ import weakref
 from typing import Any
 
 from rollout_ray import secrets
-from rollout_ray.agents.responses import message_item, response_object
+from rollout_ray.agents.responses import recorded_response
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
 from rollout_ray.retries import Backoff
@@ -32,21 +32,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def gym_response(record: dict[str, Any]) -> dict[str, Any]:
-    """The Responses API object Gym's /verify accepts, holding the response text."""
-    return response_object(
-        model=record.get("model") or "rollout-ray",
-        items=[message_item(record.get("response_text") or "")],
-        incomplete=record.get("finish_reason") == "length",
-        input_tokens=record.get("prompt_tokens") or 0,
-        output_tokens=record.get("output_tokens") or 0,
-        sampling=record.get("sampling") or {},
-        tools=[],
-        tool_choice="auto",
-        parallel_tool_calls=True,
-    )
-
-
 def verify_request(record: dict[str, Any]) -> dict[str, Any]:
     """The /verify body: the row's own fields, its create params and the response."""
     params = record.get("responses_create_params")
@@ -57,7 +42,7 @@ def verify_request(record: dict[str, Any]) -> dict[str, Any]:
         params = {"input": [{"role": m["role"], "content": m["content"]} for m in messages]}
     body = {k: v for k, v in record.items() if k not in CORE_NAMES and k != "response"}
     body["responses_create_params"] = params
-    body["response"] = gym_response(record)
+    body["response"] = recorded_response({**record, "model": record.get("model") or "rollout-ray"})
     return body
 
 

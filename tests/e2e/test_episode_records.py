@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from agent_server import AgentServer
 from episode_check import check_output, split_turns
+from gym_servers import check_with_gym
 from helpers import job_config, read_output, write_jsonl
 
 from rollout_ray import run_job
 from rollout_ray.config import load_config
 from rollout_ray.errors import JobFault
+from rollout_ray.exports import export
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +30,7 @@ ADD = {
         "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
         "required": ["n"],
     },
+    "strict": True,
 }
 #: A number without bounds: a random model writes digits until max_tokens cuts it.
 NOTE = {
@@ -39,6 +42,7 @@ NOTE = {
         "properties": {"x": {"type": "number"}},
         "required": ["x"],
     },
+    "strict": True,
 }
 
 
@@ -229,3 +233,41 @@ def test_a_template_that_rejects_the_episode_is_a_recorded_fact(tiny_model, tmp_
         (warning,) = record["row_warnings"]
         assert "this template has no tool role" in warning
         assert "rendered as plain text" in warning
+
+
+def test_gym_export_lines_hold_what_verify_got(tiny_model, tmp_path):
+    """Seen before: export lines lacked `agent_ref` (Gym's ng_collect_rollouts always
+    writes it), counted the first prompt only as usage.input_tokens (Gym sums every
+    turn's) and said tool_choice "auto" where /verify was sent "none"."""
+    server = AgentServer().start()
+    try:
+        data = write_jsonl(tmp_path / "rows.jsonl", rows(4, [ADD]))
+        config = forced_job(
+            tiny_model,
+            tmp_path / "out",
+            data,
+            server.url,
+            max_tool_calls=2,
+            parallel_tool_calls=False,
+        )
+        assert run_job(config).status == "finished"
+    finally:
+        server.stop()
+    export("gym", str(tmp_path / "out"), str(tmp_path / "gym.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "gym.jsonl").read_text().splitlines()]
+    check_with_gym(tmp_path / "gym.jsonl", 16)
+    records = {(r["row_index"], r["rollout_index"]): r for r in read_output(tmp_path / "out")}
+    sent = {b["response"]["id"]: b["response"] for b in server.verify_bodies}
+    assert len(lines) == len(sent) == 16
+    for line in lines:
+        record = records[(line["_ng_task_index"], line["_ng_rollout_index"])]
+        assert line["agent_ref"] == {"name": "rows"}
+        assert line["response"] == sent[line["response"]["id"]]  # the very response
+        assert line["response"]["tool_choice"] == "none"  # the calls were spent
+        # Input tokens of every turn: the first prompt plus the output before each turn.
+        mask = record["output_mask"]
+        starts = [i for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1])]
+        assert len(starts) == record["steps"] == 3
+        usage = line["response"]["usage"]
+        assert usage["input_tokens"] == sum(record["prompt_tokens"] + s for s in starts)
+        assert usage["output_tokens"] == record["output_tokens"] == sum(mask)
