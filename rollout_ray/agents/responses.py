@@ -270,6 +270,29 @@ def chat_messages(
     return out
 
 
+def responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages back as a Responses-API `input`: an assistant's `tool_calls` as
+    function_call items (arguments as JSON text), tool replies as function_call_output
+    items; other messages as `{"role", "content"}`."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") == "tool":
+            output = m.get("content") or ""
+            out.append(function_call_output_item(str(m.get("tool_call_id") or ""), output))
+            continue
+        if m.get("role") != "assistant" or not m.get("tool_calls"):
+            out.append({"role": m["role"], "content": m.get("content") or ""})
+            continue
+        if m.get("content"):
+            out.append({"role": "assistant", "content": m["content"]})
+        for call in m["tool_calls"]:
+            arguments = call["function"]["arguments"]
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            out.append(function_call_item(str(call.get("id")), call["function"]["name"], arguments))
+    return out
+
+
 def template_arguments(text: str) -> Any:
     """A call's arguments as chat templates (and TRL) take them: the object they hold,
     when they are a JSON object; else the text as it is."""

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from rollout_ray.agents.responses import responses_input
 from rollout_ray.config import OpenAIEngineConfig
 from rollout_ray.engines.base import (
     Conversation,
@@ -277,7 +278,8 @@ class OpenAIEngine(Engine):
             instructions = messages.pop(0)["content"]
         body = {
             "model": self._model,
-            "input": messages,
+            # Earlier turns of a row as the Responses API's own items.
+            "input": responses_input(messages),
             "instructions": instructions,
             "temperature": s.get("temperature"),
             "top_p": s.get("top_p"),

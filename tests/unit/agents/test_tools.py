@@ -194,3 +194,37 @@ def test_an_episode_as_trl_messages():
         messages[3]["content"] == "" and messages[3]["tool_calls"][0]["function"]["name"] == "look"
     )
     assert json.dumps(messages)  # plain JSON all the way down
+
+
+def test_a_conversation_goes_back_to_responses_items_as_it_was():
+    """The openai engine's Responses API path sends a row's earlier turns as the API's
+    own items (it sent chat messages with tool_calls: vLLM's server takes them, the
+    Responses API's definition does not)."""
+    from rollout_ray.agents.responses import responses_input
+
+    messages = [
+        {"role": "user", "content": "Book it."},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "find", "arguments": {"x": 1}},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "name": "find", "content": "found"},
+        {"role": "user", "content": "And now?"},
+    ]
+    items = responses_input(messages)
+    assert [i.get("type", i.get("role")) for i in items] == [
+        "user",
+        "assistant",
+        "function_call",
+        "function_call_output",
+        "user",
+    ]
+    assert items[2]["arguments"] == '{"x": 1}' and items[2]["call_id"] == "c1"
+    assert chat_messages(items) == messages
