@@ -108,7 +108,7 @@ def prompts(n: int, tokens: int = 0, model_path: str = "") -> list[str]:
 def cpu_env() -> dict[str, str]:
     """The CPU settings every variant runs with (what rollout-ray sets for its actors)."""
     from rollout_ray.config import VLLMEngineConfig
-    from rollout_ray.engines.vllm_engine import cpu_environment
+    from rollout_ray.engines.vllm_placement import cpu_environment
 
     return {
         **cpu_environment(VLLMEngineConfig(), os.cpu_count() or 1),
