@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 _DECODER = json.JSONDecoder(strict=False)  # what a grammar lets through: raw control chars
-_HERMES = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+#: A hermes call block; the last may lack its closing tag (vLLM's parser reads it too).
+_HERMES = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
 
 
 def episode_problems(
@@ -169,17 +170,16 @@ def _calls_in(text: str, items: list[dict[str, Any]]) -> tuple[list[tuple[str, s
     found = []
     for block in _HERMES.findall(text):
         try:
-            call = json.loads(block)
+            call = json.loads(block, strict=False)
             arguments = call.get("arguments", {})
-        except ValueError:
+        except (ValueError, AttributeError):
             return found, True
         exact = [i["arguments"] for i in items if i["arguments"] in block]
         if exact and json.loads(exact[0]) == arguments:
             found.append((call.get("name"), exact[0]))
         else:
             found.append((call.get("name"), json.dumps(arguments)))
-    tail = text[text.rfind("</tool_call>") + len("</tool_call>") :] if found else text
-    return found, "<tool_call>" in tail
+    return found, False
 
 
 def _array_calls(text: str) -> tuple[list[tuple[str, str]], bool]:
