@@ -8,7 +8,9 @@ to the session's total; POST /verify rewards 1.0 when the total equals the row's
 `down`: /add always 503; `verify_down`: /verify answers 500;
 `verify_bad`: /verify answers without a reward; `huge`: /add answers with 200 kB;
 `bomb`: /add answers with 20 MB of JSON gzip-compressed to a few kB; `verify_huge`:
-/verify answers with 200 kB.
+/verify answers with 200 kB; `verify_422`: /verify refuses the body as a wrong server
+would (422, a schema error). POST /note takes any arguments object and answers how many
+notes the session has. Every /verify body is kept in `verify_bodies`.
 Calls without the session cookie get 400, as Gym's servers do. With `prefix` the
 endpoints sit under it (`/envs/mine/add`); every request's raw path (query included)
 is logged in `paths`, and paths that are no endpoint get 404.
@@ -34,6 +36,7 @@ class AgentServer:
         self.sessions: dict[str, dict] = {}
         self.hits: Counter[str] = Counter()
         self.no_cookie = 0
+        self.verify_bodies: list[dict] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -67,6 +70,7 @@ class AgentServer:
         app.router.add_get(self.prefix + "/", lambda _: web.json_response({"status": "ok"}))
         app.router.add_post(self.prefix + "/seed_session", self._seed)
         app.router.add_post(self.prefix + "/add", self._add)
+        app.router.add_post(self.prefix + "/note", self._note)
         app.router.add_post(self.prefix + "/verify", self._verify)
         app.router.add_route("*", "/{tail:.*}", lambda _: web.json_response({}, status=404))
 
@@ -121,11 +125,25 @@ class AgentServer:
         state["total"] += body["n"]
         return web.json_response({"total": state["total"]})
 
+    async def _note(self, request: web.Request) -> web.Response:
+        state = self._session(request)
+        if state is None:
+            return web.json_response({"detail": "session not seeded"}, status=400)
+        if not isinstance(await request.json(), dict):
+            return web.json_response({"detail": "arguments must be an object"}, status=422)
+        state["notes"] = state.get("notes", 0) + 1
+        self.hits["note"] += 1
+        return web.json_response({"notes": state["notes"]})
+
     async def _verify(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.verify_bodies.append(body)
         state = self._session(request)
         fault = (state or {}).get("row", {}).get("fault")
         self.hits[f"verify:{fault}"] += 1
+        if fault == "verify_422":
+            detail = [{"loc": ["body", "response", "output"], "msg": "Field required"}]
+            return web.json_response({"detail": detail}, status=422)
         if fault == "verify_down":
             return web.json_response({"detail": "verifier crashed"}, status=500)
         if fault == "verify_bad":

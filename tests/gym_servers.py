@@ -8,6 +8,7 @@ nemo_gym writes a cache folder there.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -88,3 +89,76 @@ class GymServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def check_with_gym(path: Path, rows: int) -> None:
+    """Gym's own models accept every record of a gym export."""
+    script = (
+        "import json, sys\n"
+        "from pydantic import ConfigDict\n"
+        "from nemo_gym.base_resources_server import BaseVerifyResponse\n"
+        "class Record(BaseVerifyResponse):\n"
+        "    model_config = ConfigDict(extra='allow')\n"
+        "n = 0\n"
+        "for line in open(sys.argv[1]):\n"
+        "    record = json.loads(line)\n"
+        "    Record.model_validate(record)\n"
+        "    assert isinstance(record['_ng_task_index'], int)\n"
+        "    assert isinstance(record['_ng_rollout_index'], int)\n"
+        "    n += 1\n"
+        "print(n)\n"
+    )
+    out = subprocess.run(
+        [gym_python(), "-c", script, str(path)], capture_output=True, text=True, cwd=path.parent
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.split()[-1]) == rows
+
+
+#: `gym eval aggregate`'s own code (RolloutAggregationHelper) on a gym export, its
+#: /aggregate_metrics calls sent to a resources server (as Gym's simple_agent proxies
+#: them to its resources server): prints the agents it asked and the metrics it wrote.
+_AGGREGATE = """
+import asyncio, json, sys
+import aiohttp
+from nemo_gym.rollout_collection import (
+    RolloutAggregationConfig, RolloutAggregationHelper, RolloutCollectionHelper,
+)
+
+class Client:
+    def __init__(self, url):
+        self.url, self.asked = url, []
+
+    async def post(self, server_name, url_path, json):
+        self.asked.append(server_name)
+        async with aiohttp.ClientSession() as session:
+            reply = await session.post(self.url + url_path, json=json.model_dump())
+            await reply.read()
+            return reply
+
+client = Client(sys.argv[3])
+RolloutCollectionHelper.setup_server_client = lambda self, head=None: client
+config = RolloutAggregationConfig(input_glob=sys.argv[1], output_jsonl_fpath=sys.argv[2])
+path = asyncio.run(RolloutAggregationHelper().run_from_config(config))
+print(json.dumps({"asked": client.asked, "metrics": json.load(open(path)) if path else None}))
+"""
+
+
+def aggregate_with_gym(path: Path, server_url: str) -> dict:
+    """What `gym eval aggregate` makes of a gym export: {"asked": agent names,
+    "metrics": the _aggregate_metrics.json it wrote}."""
+    out = subprocess.run(
+        [
+            gym_python(),
+            "-c",
+            _AGGREGATE,
+            str(path),
+            str(path.with_name("merged.jsonl")),
+            server_url,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

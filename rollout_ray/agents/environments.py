@@ -23,8 +23,10 @@ from typing import Any
 from rollout_ray import replies
 from rollout_ray.agents.tools import function_tool
 from rollout_ray.config.agents import AgentConfig
-from rollout_ray.errors import JobFault
+from rollout_ray.errors import JobFault, RowError
 from rollout_ray.retries import Backoff
+from rollout_ray.verifiers.base import Verdict
+from rollout_ray.verifiers.gym_verify import VerifyEndpoint, encode, post_verify, read_verdict
 
 RETRY_STATUS = {502, 503, 504}
 TOOL_BACKOFF = Backoff(base_s=0.5, cap_s=8.0)
@@ -36,24 +38,23 @@ class ToolUnavailable(Exception):
     """The tool server could not be reached (or timed out) after every retry."""
 
 
-class VerifyFailed(Exception):
-    """The environment's /verify could not judge the episode."""
-
-    def __init__(self, message: str, terminal: bool = False):
-        super().__init__(message)
-        #: Whether a later attempt would fail the same way (a reply over the cap).
-        self.terminal = terminal
-
-
 class Session:
     """One episode's link to its environment."""
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-        """Run one call: (output text, whether the tool reported an error)."""
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
+        """Run one call: (output text, whether the tool reported an error). `text`: the
+        arguments as the model wrote them (a server gets those very bytes)."""
         raise NotImplementedError
 
-    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any] | None:
-        """The environment's verdict on the episode (None: it has no verifier)."""
+    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> Verdict | None:
+        """The environment's verdict on the episode (None: it has no verifier).
+
+        Raises:
+            VerifierError: it can't judge the episode (`terminal`: not on a later try
+                either).
+        """
         return None
 
     async def close(self) -> None:
@@ -106,10 +107,54 @@ class GymEnvironment(Environment):
             max_connections=agent.max_connections, max_keepalive_connections=agent.max_connections
         )
         self.client = httpx.AsyncClient(limits=limits, timeout=agent.tool_timeout_s)
+        #: Whether the server ever answered this actor: before it has, a server that
+        #: can't be reached is a wrong url, not a server that is down for a while.
+        self.reached = False
+        self.verify_endpoint = VerifyEndpoint(
+            url=self.url + "/verify",
+            timeout_s=agent.verify_timeout_s,
+            attempts=agent.tool_retries + 1,
+            max_reply_bytes=agent.max_reply_bytes,
+            backoff=TOOL_BACKOFF,
+        )
 
     async def session(self, row: dict[str, Any]) -> Session:
+        """A seeded session for one episode.
+
+        Raises:
+            JobFault: the url is the configuration's fault: nothing ever answered there
+                (a wrong host or port), or it has no /seed_session (not a resources
+                server). One message, not a failure per rollout retried on every run.
+            RowError: /seed_session refused this row (4xx): terminal, stage tool.
+            ToolUnavailable: the server answered before and can't be reached now, or
+                failed on this row (5xx): stage tool, tried again on a later run.
+        """
         session = GymSession(self)
-        await session.post("/seed_session", row, self.agent.tool_timeout_s, "seed_session")
+        try:
+            reply = await session.post(
+                "/seed_session", row, self.agent.tool_timeout_s, "seed_session"
+            )
+        except ToolUnavailable as exc:
+            if self.reached:
+                raise
+            raise JobFault(
+                f"agent.url {self.url} can't be reached ({exc}); nothing has answered there "
+                "in this job: check agent.url and that the resources server is running"
+            ) from None
+        status = reply.status_code
+        if status in (404, 405):
+            raise JobFault(
+                f"agent.url {self.url} is not a NeMo Gym resources server: POST "
+                f"/seed_session answered HTTP {status} ({reply.text[:200]!r}); check agent.url "
+                "(a server's base URL, without a path to one of its endpoints)"
+            )
+        if status >= 500:
+            raise ToolUnavailable(f"/seed_session answered HTTP {status}: {reply.text[:300]}")
+        if status >= 400:
+            raise RowError(
+                f"/seed_session at {self.url} refused the row: HTTP {status}: {reply.text[:300]}",
+                "tool",
+            )
         return session
 
     async def close(self) -> None:
@@ -121,7 +166,9 @@ class GymSession(Session):
         self.env = env
         self.cookies: dict[str, str] = {}
 
-    async def post(self, path: str, body: Any, timeout: float, what: str) -> replies.Reply:
+    async def post(
+        self, path: str, body: Any, timeout: float, what: str, text: str | None = None
+    ) -> replies.Reply:
         """POST with this session's cookies, retried on an unreachable server.
 
         Raises:
@@ -138,13 +185,13 @@ class GymSession(Session):
                 # The session's own cookies, always as a header (empty before the first
                 # reply): httpx then never sends its client-wide jar, which every
                 # session's replies fill, so no episode joins another's session.
-                headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+                headers = {**self._cookie_header(), "Content-Type": "application/json"}
                 reply = await replies.post(
                     env.client,
                     env.url + path,
                     env.agent.max_reply_bytes,
                     f"{what} at {env.url}{path}",
-                    json=body,
+                    content=(text if text is not None else json.dumps(body)).encode(),
                     headers=headers,
                     timeout=timeout,
                 )
@@ -153,6 +200,7 @@ class GymSession(Session):
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
+                env.reached = True
                 self.cookies.update(reply.cookies)
                 if reply.status_code not in RETRY_STATUS:
                     return reply
@@ -161,32 +209,25 @@ class GymSession(Session):
                 await TOOL_BACKOFF.wait(attempt)
         raise ToolUnavailable(f"{what} at {env.url}{path} failed {attempts} times; last: {last}")
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    def _cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
         if name in GYM_ENDPOINTS:  # a row may offer a "tool" named after one
             return json.dumps({"error": f"{name!r} is the server's own endpoint, not a tool"}), True
         path = "/" + urllib.parse.quote(name, safe="")
-        reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name)
+        reply = await self.post(path, arguments, self.env.agent.tool_timeout_s, name, text)
         return reply.text, reply.status_code >= 400
 
-    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-        try:
-            reply = await self.post(
-                "/verify", {**row, "response": response}, self.env.agent.verify_timeout_s, "verify"
-            )
-        except ToolUnavailable as exc:
-            raise VerifyFailed(str(exc)) from None
-        except replies.ReplyTooLarge as exc:
-            raise VerifyFailed(str(exc), terminal=True) from None
-        if reply.status_code >= 400:
-            raise VerifyFailed(f"/verify answered HTTP {reply.status_code}: {reply.text[:500]}")
-        try:
-            verdict = reply.json()
-        except ValueError:
-            raise VerifyFailed(f"/verify answered with no JSON: {reply.text[:200]!r}") from None
-        reward = verdict.get("reward") if isinstance(verdict, dict) else None
-        if isinstance(reward, bool) or not isinstance(reward, int | float):
-            raise VerifyFailed(f"/verify answered without a numeric reward: {reply.text[:200]}")
-        return verdict
+    async def verify(self, row: dict[str, Any], response: dict[str, Any]) -> Verdict:
+        body = {**row, "response": response}
+        reply = await post_verify(
+            self.env.client, self.env.verify_endpoint, encode(body), self._cookie_header()
+        )
+        self.cookies.update(reply.cookies)
+        return read_verdict(body, reply, self.env.verify_endpoint)
 
 
 # ---------------------------------------------------------------------- Python
@@ -215,7 +256,9 @@ class PythonSession(Session):
     def __init__(self, env: PythonEnvironment):
         self.env = env
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
         fn = self.env.functions.get(name)
         if fn is None:
             return json.dumps({"error": f"unknown tool {name!r}"}), True

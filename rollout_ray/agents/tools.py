@@ -8,6 +8,7 @@ it here, once. `tool_choice` likewise: "auto", "required", "none" or one functio
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import types
@@ -45,6 +46,10 @@ def chat_tools(tools: Any, where: str) -> list[dict[str, Any]]:
         parameters = spec.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise RowError(f"{where}[{i}].parameters must be a JSON schema object")
+        if parameters:
+            problem = schema_problem(json.dumps(parameters, sort_keys=True))
+            if problem:
+                raise RowError(f"{where}[{i}].parameters is not a valid JSON schema: {problem}")
         function: dict[str, Any] = {
             "name": name,
             "description": spec.get("description") or "",
@@ -57,6 +62,21 @@ def chat_tools(tools: Any, where: str) -> list[dict[str, Any]]:
     if len(set(names)) != len(names):
         raise RowError(f"{where} names a function twice: {sorted(names)}")
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def schema_problem(schema_json: str) -> str | None:
+    """Why a tool's parameters are not a valid JSON schema (by its own draft's
+    meta-schema), or None. Any valid one is taken: type lists, `$defs` and `$ref`s,
+    anyOf/oneOf/allOf, nesting. Rows share a few schemas: checked once each."""
+    from jsonschema import exceptions, validators
+
+    schema = json.loads(schema_json)
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        return exc.message[:300]
+    return None
 
 
 def responses_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,58 +115,6 @@ def normalise_choice(choice: Any, tools: list[dict[str, Any]], where: str) -> To
     if not isinstance(name, str) or name not in {t["function"]["name"] for t in tools}:
         raise RowError(f"{where} names function {name!r}, which is not among the tools")
     return name
-
-
-def forced_schema(
-    choice: ToolChoice, tools: list[dict[str, Any]], parallel: bool
-) -> dict[str, Any] | None:
-    """The JSON schema that makes any model comply with a `required` or named choice
-    (as vLLM's server builds it): a list of {name, parameters} calls, or one function's
-    arguments. None for auto / none."""
-    if choice in ("auto", "none"):
-        return None
-    by_name = {t["function"]["name"]: t["function"] for t in tools}
-    if choice != "required":
-        return _object_schema(by_name[choice].get("parameters"))
-    calls = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "enum": [name]},
-                "parameters": _object_schema(spec.get("parameters")),
-            },
-            "required": ["name", "parameters"],
-        }
-        for name, spec in by_name.items()
-    ]
-    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": calls}}
-    if not parallel:
-        schema["maxItems"] = 1
-    return schema
-
-
-def _object_schema(parameters: dict[str, Any] | None) -> dict[str, Any]:
-    return parameters if parameters else {"type": "object", "properties": {}}
-
-
-def forced_calls(text: str, choice: ToolChoice) -> list[tuple[str, str]]:
-    """(name, arguments JSON) of the calls in a structured-output turn."""
-    # strict=False: structured outputs (xgrammar) let raw control characters into
-    # strings, which strict JSON refuses; the arguments are written out escaped.
-    if choice != "required":
-        try:
-            return [(choice, json.dumps(json.loads(text, strict=False)))]
-        except (ValueError, RecursionError):
-            return [(choice, text.strip() or "{}")]  # cut short: reported as invalid
-    try:
-        items = json.loads(text, strict=False)
-    except (ValueError, RecursionError):
-        return []  # cut short by max_tokens: no complete call
-    calls = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            calls.append((item["name"], json.dumps(item.get("parameters") or {})))
-    return calls
 
 
 def hermes_system_text(tools: list[dict[str, Any]]) -> str:

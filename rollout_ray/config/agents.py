@@ -61,7 +61,12 @@ class AgentConfig(_Strict):
     )
     max_steps: int = Field(8, ge=1, description="Most model turns per episode.")
     max_tool_calls: int | None = Field(
-        None, ge=0, description="Most tool calls per episode (the row's max_tool_calls wins)."
+        None,
+        ge=0,
+        description="Most tool calls per episode (the row's max_tool_calls wins); then one "
+        "more turn answers without tools. A forced turn (required or a name) can't write "
+        "more calls than are left; an auto turn's calls all run, as Gym's simple_agent runs "
+        "them (a turn over the budget is noted in row_warnings).",
     )
     max_total_tokens: int | None = Field(
         None,

@@ -77,6 +77,12 @@ class Conversation:
     glue: str = ""
     #: Extra chat-template arguments (sampling.chat_template_kwargs).
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Calls the episode may still make (max_tool_calls); None: no budget. A forced
+    #: turn's grammar allows no more, so every call the model writes is one that runs.
+    calls_left: int | None = None
+    #: What an engine had to do differently to run the episode (a template that
+    #: rejected it, so it was rendered as plain text); kept in the record.
+    warnings: list[str] = field(default_factory=list)
 
 
 class EngineDead(Exception):
@@ -130,6 +136,11 @@ class Engine(abc.ABC):
                 longer fits the context.
         """
         raise RowError(f"the {self.name} engine does not run agents", "generate")
+
+    async def finish(self, conversation: Conversation) -> None:  # noqa: B027 - no tokens
+        """The episode ended after its calls ran: put their outputs into the token record
+        (as the next turn's prompt would have them, without a generation prompt), so
+        that the tokens hold every output the items hold."""
 
     def checkpoint_changed(self) -> bool:
         """Whether the model's folder now holds another checkpoint (watch_model)."""

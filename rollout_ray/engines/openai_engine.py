@@ -17,6 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from rollout_ray.agents.responses import responses_input
 from rollout_ray.config import OpenAIEngineConfig
 from rollout_ray.engines.base import (
     Conversation,
@@ -131,7 +132,7 @@ class OpenAIEngine(Engine):
             tools["parallel_tool_calls"] = conv.parallel_tool_calls
         turn_request = GenerationRequest(
             request.request_id,
-            [_api_message(m) for m in conv.messages],
+            conv.messages,
             request.sampling,
             extra={"chat_tools": tools if conv.tools else None},
         )
@@ -200,7 +201,8 @@ class OpenAIEngine(Engine):
         s = request.sampling
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": request.messages,
+            # Earlier calls' arguments as the API wants them: JSON text.
+            "messages": [_api_message(m) for m in request.messages],
             "temperature": s.get("temperature"),
             "top_p": s.get("top_p"),
             self.config.max_tokens_param: s.get("max_tokens"),
@@ -249,7 +251,8 @@ class OpenAIEngine(Engine):
             instructions = message_text(messages.pop(0)["content"])
         body = {
             "model": self._model,
-            "input": messages,
+            # Earlier turns of a row as the Responses API's own items.
+            "input": responses_input(messages),
             "instructions": instructions,
             "temperature": s.get("temperature"),
             "top_p": s.get("top_p"),

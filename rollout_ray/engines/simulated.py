@@ -145,23 +145,73 @@ class SimulatedEngine(Engine):
         gen.tool_calls = calls
         return gen
 
+    async def finish(self, conversation: Conversation) -> None:
+        conv = conversation
+        if conv.token_ids is not None and conv.rendered < len(conv.messages):
+            new = conv.messages[conv.rendered :]
+            added = sum(len(str(m.get("content") or "").split()) + 4 for m in new)
+            conv.token_ids += [7] * added
+            conv.mask += [0] * added
+            conv.logprobs += [0.0] * added
+            conv.rendered = len(conv.messages)
+
     def stats(self) -> dict[str, float]:
         return {"requests_running": float(self._running)}
 
 
 def example_arguments(schema: dict[str, Any]) -> dict[str, Any]:
-    """Arguments that satisfy a simple object schema: its required properties, each a
-    plain value of its type."""
-    values = {"string": "x", "integer": 1, "number": 1.0, "boolean": True, "array": []}
-    props = schema.get("properties") or {}
-    out: dict[str, Any] = {}
-    for name in schema.get("required") or []:
-        spec = props.get(name) or {}
-        if spec.get("enum"):
-            out[name] = spec["enum"][0]
-        else:
-            out[name] = values.get(spec.get("type"), {})
-    return out
+    """Arguments that satisfy a tool's parameters schema (any valid JSON schema: type
+    lists, `$ref`s into `$defs`, anyOf/oneOf/allOf, enums, consts): its required
+    properties, each a plain value of its type."""
+    value = _example(schema, schema, 0)
+    return value if isinstance(value, dict) else {}
+
+
+_PLAIN = {"string": "x", "integer": 1, "number": 1.0, "boolean": True, "null": None}
+
+
+def _example(schema: Any, root: dict[str, Any], depth: int) -> Any:
+    if not isinstance(schema, dict) or depth > 32:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        target: Any = root
+        for part in ref[1:].strip("/").split("/") if ref != "#" else []:
+            target = target.get(part.replace("~1", "/").replace("~0", "~"), {})
+        return _example(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return _example(schema[key][0], root, depth + 1)
+    if isinstance(schema.get("allOf"), list):
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in schema["allOf"]:
+            if isinstance(part, dict):
+                merged.update(part)
+        return _example(merged, root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {
+            name: _example(props.get(name) or {}, root, depth + 1)
+            for name in schema.get("required") or []
+        }
+    if kind == "array":
+        return [_example(schema.get("items") or {}, root, depth + 1)] * int(
+            schema.get("minItems") or 0
+        )
+    if kind == "integer" and isinstance(schema.get("minimum"), int | float):
+        return int(schema["minimum"])
+    if kind == "string" and isinstance(schema.get("minLength"), int):
+        return "x" * schema["minLength"]
+    return _PLAIN.get(kind)
 
 
 @functools.lru_cache(maxsize=4096)

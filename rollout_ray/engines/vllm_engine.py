@@ -17,7 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from rollout_ray.agents.tools import forced_schema
+from rollout_ray.agents.forced import forced_schema
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines.base import (
     Conversation,
@@ -100,12 +100,7 @@ class VLLMEngine(Engine):
     def prepare(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> list[int]:
         refuse_images(messages)
         try:
-            text = self.tokenizer.apply_chat_template(
-                messages,
-                tokenize=False,
-                add_generation_prompt=True,
-                **(sampling.get("chat_template_kwargs") or {}),
-            )
+            text = self.turns.render(messages, sampling.get("chat_template_kwargs") or {})
         except Exception as exc:  # a template may reject a role order, for instance
             raise RowError(
                 f"the model's chat template rejected the messages: {exc}", "prompt"
@@ -131,6 +126,7 @@ class VLLMEngine(Engine):
             gen.reasoning_text, gen.text = self.reasoning.split(gen.text, template_kwargs)
 
     async def turn(self, conversation: Conversation, request: GenerationRequest) -> Generation:
+        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import StructuredOutputsParams
 
         conv = conversation
@@ -139,17 +135,32 @@ class VLLMEngine(Engine):
         # Logprobs are kept for the episode's RL record whenever token ids are.
         sampling = request.sampling
         params = self._sampling_params(sampling, len(prompt_ids))
-        schema = forced_schema(conv.tool_choice, conv.tools, conv.parallel_tool_calls)
+        schema = forced_schema(
+            conv.tool_choice, conv.tools, conv.parallel_tool_calls, conv.calls_left
+        )
         if schema is not None:
             params.structured_outputs = StructuredOutputsParams(json=schema)
         turn_request = GenerationRequest(
             f"{request.request_id}/t{len(conv.messages)}", conv.messages, sampling, prompt_ids
         )
-        gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
+        try:
+            gen = await self._run(list(prompt_ids), params, turn_request, keep_ids=True)
+        except VLLMClientError as exc:
+            if schema is None:
+                raise
+            # The same schema is refused on every try: the row's fault, not the engine's.
+            raise RowError(
+                f"the tools' parameters can't be enforced for tool_choice "
+                f"{conv.tool_choice!r}: {str(exc)[:300]}",
+                "generate",
+            ) from None
         self.turns.record_turn(conv, gen.output_token_ids or [], gen.output_logprobs)
         self._split_reasoning(gen, conv.template_kwargs)
-        gen.text, gen.tool_calls = self.turns.calls(gen.text, conv)
+        gen.text, gen.tool_calls = self.turns.calls(gen.text, conv, gen.finish_reason == "length")
         return gen
+
+    async def finish(self, conversation: Conversation) -> None:
+        self.turns.prompt_ids(conversation, None, generation=False)
 
     async def _run(
         self, prompt_ids: list[int], params: Any, request: GenerationRequest, keep_ids=False
@@ -296,7 +307,8 @@ def engine_kwargs(
     # (sampling.seed still makes rollouts reproducible, request by request).
     kwargs["seed"] = int.from_bytes(os.urandom(4), "big") >> 1
     # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
-    # spent on whitespace, which a weak model can fill its budget with.
+    # spent on whitespace, which a weak model can fill its budget with. (What
+    # xgrammar can't enforce of a schema is loosened first: agents/forced.py.)
     from vllm.config import StructuredOutputsConfig
 
     kwargs["structured_outputs_config"] = StructuredOutputsConfig(

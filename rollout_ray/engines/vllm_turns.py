@@ -17,7 +17,8 @@ import json
 import os
 from typing import Any
 
-from rollout_ray.agents.tools import forced_calls, hermes_system_text
+from rollout_ray.agents.forced import read_forced
+from rollout_ray.agents.tools import hermes_system_text
 from rollout_ray.engines.base import Conversation, ToolCall
 from rollout_ray.errors import RowError
 
@@ -28,6 +29,7 @@ class TurnRenderer:
         self.parser_name = tool_parser
         self._parser_cls: Any = None
         self._renders_tools: dict[str, bool] = {}
+        self._renders_calls: bool | None = None
         self._tail: str | None = None
         special = getattr(tokenizer, "all_special_ids", None) or []
         self.special_ids = set(special)
@@ -39,6 +41,10 @@ class TurnRenderer:
         if tools and not self._template_renders_tools(tools):
             messages = _with_tools_in_system(messages, tools)
             tools = None
+        if not self._template_renders_calls() and any(m.get("tool_calls") for m in messages):
+            # The calls would vanish from the prompt: write them as the model was told to
+            # (the Hermes convention of the system message above).
+            messages = [_calls_as_text(m) if m.get("tool_calls") else m for m in messages]
         try:
             return self.tokenizer.apply_chat_template(
                 messages,
@@ -47,8 +53,16 @@ class TurnRenderer:
                 add_generation_prompt=generation,
                 **conv.template_kwargs,
             )
-        except Exception:
-            # Templates without a `tool` role (or assistant tool_calls) get them as text.
+        except Exception as exc:
+            # Templates without a `tool` role (or assistant tool_calls) get them as text;
+            # the record says so.
+            note = (
+                f"the chat template rejected the episode ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); it was rendered as plain text: calls as <tool_call> "
+                "text, tool outputs as user <tool_response> messages"
+            )
+            if note not in conv.warnings:
+                conv.warnings.append(note)
             return self.tokenizer.apply_chat_template(
                 _as_plain_text(messages),
                 tools=tools,
@@ -56,6 +70,34 @@ class TurnRenderer:
                 add_generation_prompt=generation,
                 **conv.template_kwargs,
             )
+
+    def render(self, messages: list[dict], template_kwargs: dict[str, Any]) -> str:
+        """A single turn's prompt (no tools offered), with earlier calls a template
+        would drop written as text.
+
+        Raises:
+            Exception: whatever the template raises.
+        """
+        if not self._template_renders_calls() and any(m.get("tool_calls") for m in messages):
+            messages = [_calls_as_text(m) if m.get("tool_calls") else m for m in messages]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
+
+    def _template_renders_calls(self) -> bool:
+        """Whether the chat template writes an assistant message's `tool_calls` (many
+        plain ChatML templates write only `content`)."""
+        if self._renders_calls is None:
+            probe = [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
+            ]
+            try:
+                text = self.tokenizer.apply_chat_template(probe, tokenize=False)
+                self._renders_calls = _PROBE_CALL["function"]["name"] in text
+            except Exception:
+                self._renders_calls = False
+        return self._renders_calls
 
     def _template_renders_tools(self, tools: list[dict]) -> bool:
         key = json.dumps([t["function"]["name"] for t in tools])
@@ -70,15 +112,22 @@ class TurnRenderer:
                 self._renders_tools[key] = False
         return self._renders_tools[key]
 
-    def prompt_ids(self, conv: Conversation, max_model_len: int) -> list[int]:
+    def prompt_ids(
+        self, conv: Conversation, max_model_len: int | None, generation: bool = True
+    ) -> list[int]:
         """Every token of the episode so far, with the new messages appended.
+
+        Args:
+            conv: the episode.
+            max_model_len: the context; None: no check (the episode's closing tokens).
+            generation: end with the template's generation prompt (the next turn's).
 
         Raises:
             RowError: the template rejects the messages, or they fill the context.
         """
         try:
             if conv.token_ids is None:
-                text = self._render(conv, conv.messages, True)
+                text = self._render(conv, conv.messages, generation)
                 ids = self.tokenizer.encode(text, add_special_tokens=False)
                 conv.token_ids, conv.prompt_len = ids, len(ids)
                 conv.mask, conv.logprobs = [0] * len(ids), [0.0] * len(ids)
@@ -88,19 +137,20 @@ class TurnRenderer:
                 if conv.messages[start].get("role") == "assistant":
                     start += 1
                 before = self._render(conv, conv.messages[:start], False)
-                after = self._render(conv, conv.messages, True)
+                after = self._render(conv, conv.messages, generation)
                 delta = after[_common_prefix(before, after) :]
                 added = self.tokenizer.encode(conv.glue + delta, add_special_tokens=False)
                 conv.token_ids += added
                 conv.mask += [0] * len(added)
                 conv.logprobs += [0.0] * len(added)
+                conv.glue = ""
         except RowError:
             raise
         except Exception as exc:
             reason = f"the model's chat template rejected the episode: {exc}"
             raise RowError(reason, "prompt") from None
         conv.rendered = len(conv.messages)
-        if len(conv.token_ids) >= max_model_len:
+        if max_model_len is not None and len(conv.token_ids) >= max_model_len:
             raise RowError(
                 f"the episode is {len(conv.token_ids)} tokens; the model's context is "
                 f"{max_model_len} (engine.max_model_len)",
@@ -136,25 +186,30 @@ class TurnRenderer:
 
     # ---------------------------------------------------------------- parsing
 
-    def calls(self, text: str, conv: Conversation) -> tuple[str, list[ToolCall]]:
-        """The turn's text without call markup, and its tool calls."""
+    def calls(self, text: str, conv: Conversation, cut: bool) -> tuple[str, list[ToolCall]]:
+        """The turn's text without call markup, and its tool calls, arguments as the
+        model wrote them. `cut`: max_tokens ended the turn, perhaps inside a call; the
+        calls it finished are kept (a forced turn that finished none keeps its text)."""
         if not conv.tools or conv.tool_choice == "none":
             return text, []
         if conv.tool_choice != "auto":
-            return "", [
-                ToolCall(_call_id(), name, args)
-                for name, args in forced_calls(text, conv.tool_choice)
-            ]
+            found = read_forced(text, conv.tool_choice)
+            calls = [ToolCall(_call_id(), name, args) for name, args in found.calls]
+            return ("" if calls else text), calls
         parser = self._parser(conv)
-        info = parser.extract_tool_calls(text, self._request(conv))
+        request = self._request(conv)
+        info = parser.extract_tool_calls(text, request)
+        if not info.tools_called and cut:
+            for end in _cut_points(text):  # the longest prefix whose calls all finished
+                info = parser.extract_tool_calls(text[:end], request)
+                if info.tools_called:
+                    break
         if not info.tools_called:
             return text, []
-        calls = [
-            ToolCall(c.id or _call_id(), c.function.name, c.function.arguments or "{}")
-            for c in info.tool_calls
-        ]
-        if not conv.parallel_tool_calls:
-            calls = calls[:1]
+        calls, at = [], 0
+        for c in info.tool_calls:
+            arguments, at = _as_written(text, c.function.arguments or "{}", at)
+            calls.append(ToolCall(c.id or _call_id(), c.function.name, arguments))
         return info.content or "", calls
 
     def _parser(self, conv: Conversation) -> Any:
@@ -175,6 +230,42 @@ class TurnRenderer:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
         return ChatCompletionRequest(messages=[], model="rollout-ray", tools=conv.tools)
+
+
+#: A call only a template that writes `tool_calls` shows (see _template_renders_calls).
+_PROBE_CALL = {
+    "id": "call_probe",
+    "type": "function",
+    "function": {"name": "probe_fn_7f3a", "arguments": {"a": 1}},
+}
+_DECODER = json.JSONDecoder()
+
+
+def _as_written(text: str, parsed: str, start: int) -> tuple[str, int]:
+    """A call's arguments as the model wrote them in `text` (parsers re-serialise them:
+    hermes writes `json.dumps` of what it read), searched from `start`; the parser's
+    own text when they are not there as a JSON object (a pythonic call)."""
+    try:
+        wanted = json.loads(parsed)
+    except ValueError:
+        return parsed, start
+    at = text.find("{", start)
+    while at >= 0:
+        try:
+            value, end = _DECODER.raw_decode(text, at)
+        except ValueError:
+            value, end = None, at
+        if isinstance(value, dict) and value == wanted:
+            return text[at:end], end
+        at = text.find("{", at + 1)
+    return parsed, start
+
+
+def _cut_points(text: str, most: int = 200) -> list[int]:
+    """Where a turn cut inside a call may end its last finished one: after each closing
+    character, from the end."""
+    ends = [i + 1 for i in range(len(text) - 1, -1, -1) if text[i] in ">}])"]
+    return ends[:most]
 
 
 def _call_id() -> str:
@@ -200,6 +291,11 @@ def _with_tools_in_system(messages: list[dict], tools: list[dict]) -> list[dict]
     return [{"role": "system", "content": text}, *messages]
 
 
+def _calls_as_text(message: dict) -> dict:
+    """An assistant message with its calls written into its content, Hermes style."""
+    return _as_plain_text([message])[0]
+
+
 def _as_plain_text(messages: list[dict]) -> list[dict]:
     """Assistant tool calls as <tool_call> text, tool replies as user <tool_response>s."""
     out = []
@@ -209,14 +305,24 @@ def _as_plain_text(messages: list[dict]) -> list[dict]:
             out.append({"role": "user", "content": body})
         elif m.get("role") == "assistant" and m.get("tool_calls"):
             calls = "".join(
-                "\n<tool_call>\n"
-                + json.dumps(
-                    {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-                )
-                + "\n</tool_call>"
+                "\n<tool_call>\n" + _call_json(c["function"]) + "\n</tool_call>"
                 for c in m["tool_calls"]
             )
             out.append({"role": "assistant", "content": f"{m.get('content') or ''}{calls}"})
         else:
             out.append({"role": m["role"], "content": m.get("content") or ""})
     return out
+
+
+def _call_json(function: dict) -> str:
+    """`{"name": ..., "arguments": ...}` with the arguments as written when they are
+    JSON text (not re-serialised)."""
+    arguments = function["arguments"]
+    if isinstance(arguments, str):
+        try:
+            json.loads(arguments)
+        except ValueError:
+            arguments = json.dumps(arguments)
+    else:
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return f'{{"name": {json.dumps(function["name"])}, "arguments": {arguments}}}'

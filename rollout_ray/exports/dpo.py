@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rollout_ray.exports.episodes import (
+from rollout_ray.exports.conversations import (
     EPISODE_COLUMNS,
     TOOL_MESSAGES,
     completion_lists,

@@ -2,24 +2,26 @@
 writes), so Gym's tooling and trainers that read Gym output take ours as they are.
 
 Each line is the input row (its own fields, `responses_create_params`), the episode as
-a Responses-API `response` (output items and usage), `reward` with the verifier's
-other fields beside it, and `_ng_task_index` / `_ng_rollout_index` (the row's index in
-its input file, and the rollout's). Single-turn rollouts get a one-message response.
+a Responses-API `response` (the very one its /verify got: output items, usage summed
+over turns, the tool_choice sent), `reward` with the verifier's other fields beside it,
+`_ng_task_index` / `_ng_rollout_index` (the row's index in its input file, and the
+rollout's) and `agent_ref` (the row's, else `{"name": DATASET}`: name a dataset after
+its Gym agent for `gym eval aggregate`). Single-turn rollouts get a one-message
+response.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from rollout_ray import storage
-from rollout_ray.agents.episode import responses_response
+from rollout_ray.agents.responses import recorded_response
 from rollout_ray.agents.tools import responses_tools
 from rollout_ray.exports.writer import ExportReport, Outputs, check_datasets, shards
 from rollout_ray.output.schema import decode_rows, record_from_row
 
-TASK_INDEX, ROLLOUT_INDEX = "_ng_task_index", "_ng_rollout_index"
+TASK_INDEX, ROLLOUT_INDEX, AGENT_REF = "_ng_task_index", "_ng_rollout_index", "agent_ref"
 
 
 def export_gym(output: Outputs, dest: str, *, datasets: list[str] | None = None) -> ExportReport:
@@ -43,20 +45,12 @@ def export_gym(output: Outputs, dest: str, *, datasets: list[str] | None = None)
 def gym_record(row: dict[str, Any]) -> dict[str, Any]:
     record = record_from_row(row)
     params = _params(record)
-    items = json.loads(record["episode"]) if record.get("episode") else [_message(record)]
     tools = json.loads(record["episode_tools"]) if record.get("episode_tools") else []
-    created = record.get("created_at")
-    response = responses_response(
-        model=record.get("model"),
-        items=items,
-        finish_reason=record.get("finish_reason"),
-        prompt_tokens=record.get("prompt_tokens") or 0,
-        output_tokens=record.get("output_tokens") or 0,
-        sampling=record.get("sampling") or {},
+    response = recorded_response(
+        record,
         tools=params.get("tools") or responses_tools(tools),
         tool_choice=params.get("tool_choice", "auto"),
         parallel_tool_calls=params.get("parallel_tool_calls", True),
-        created_at=float(created.timestamp()) if created is not None else 0.0,
     )
     out: dict[str, Any] = {**record["input"], "responses_create_params": params}
     details = record.get("verifier_details")
@@ -72,6 +66,9 @@ def gym_record(row: dict[str, Any]) -> dict[str, Any]:
         reward=record.get("reward"),
         **{TASK_INDEX: record.get("row_index"), ROLLOUT_INDEX: record.get("rollout_index")},
     )
+    # Gym's ng_collect_rollouts writes every record's agent; `gym eval aggregate` skips
+    # records without one. A row's own agent_ref stays; else the dataset's name.
+    out.setdefault(AGENT_REF, {"name": record["dataset"]})
     return out
 
 
@@ -82,20 +79,3 @@ def _params(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("episode_tools"):
         params["tools"] = responses_tools(json.loads(record["episode_tools"]))
     return params
-
-
-def _message(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "id": f"msg_{os.urandom(12).hex()}",
-        "role": "assistant",
-        "status": "completed",
-        "content": [
-            {
-                "type": "output_text",
-                "text": record.get("response_text") or "",
-                "annotations": [],
-                "logprobs": [],
-            }
-        ],
-    }

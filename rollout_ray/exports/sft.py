@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from rollout_ray.exports.episodes import (
+from rollout_ray.exports.conversations import (
     EPISODE_COLUMNS,
     TOOL_MESSAGES,
     completion_lists,

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rollout_ray.agents.responses import chat_messages, template_arguments
 from rollout_ray.agents.tools import chat_tools
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
@@ -42,7 +43,8 @@ _GYM_SAMPLING = {
 class Prompt:
     """What one row asks the model, and what the row carries along."""
 
-    #: Chat messages; content is text, or text and `image_url` parts (inputs/images.py).
+    #: Chat-completions messages (an assistant's `tool_calls`, `tool` replies); content
+    #: is text, or text and `image_url` parts (inputs/images.py).
     messages: list[dict[str, Any]]
     sampling: dict[str, Any] = field(default_factory=dict)
     carried: dict[str, Any] = field(default_factory=dict)
@@ -122,23 +124,58 @@ def _prompt_text(row: dict[str, Any], dataset: DatasetConfig) -> str:
 
 
 def _messages(value: Any, where: str) -> list[dict[str, Any]]:
+    """Chat messages from a `messages` list or a Gym `input`: messages, and the
+    Responses-API items of earlier turns (function_call, function_call_output,
+    reasoning) as the conversation they are (agents.responses.chat_messages)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
         raise RowError(f"field {where!r} must be a non-empty list of chat messages")
+    return chat_messages(value, message=_message, think=True, where=where)
+
+
+def _message(message: dict[str, Any], where: str) -> dict[str, Any]:
+    """One chat message, checked: its role, its content (text, or text and images), and
+    an assistant's `tool_calls` / a tool reply's `tool_call_id` (chat-completions rows)."""
+    if "role" not in message:
+        raise RowError(f"{where} must be an object with 'role' and 'content'")
+    role = message["role"]
+    if not isinstance(role, str) or role not in ROLES:
+        raise RowError(f"{where}.role is {_short(role)}; allowed: {', '.join(sorted(ROLES))}")
+    content = message.get("content")
+    out: dict[str, Any] = {
+        "role": "system" if role == "developer" else role,
+        "content": ""
+        if content is None and role == "assistant"
+        else _content(content, f"{where}.content"),
+    }
+    if role == "assistant" and message.get("tool_calls"):
+        out["tool_calls"] = _chat_calls(message["tool_calls"], f"{where}.tool_calls")
+    if role == "tool":
+        out["tool_call_id"] = str(message.get("tool_call_id") or "")
+        if isinstance(message.get("name"), str):
+            out["name"] = message["name"]
+    return out
+
+
+def _chat_calls(calls: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant message's chat-completions `tool_calls`, arguments as chat templates
+    take them."""
+    if not isinstance(calls, list):
+        raise RowError(f"{where} must be a list of calls")
     out = []
-    for i, message in enumerate(value):
-        if not isinstance(message, dict) or "role" not in message:
-            raise RowError(f"{where}[{i}] must be an object with 'role' and 'content'")
-        role = message["role"]
-        if not isinstance(role, str) or role not in ROLES:
-            raise RowError(
-                f"{where}[{i}].role is {_short(role)}; allowed: {', '.join(sorted(ROLES))}"
-            )
+    for i, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise RowError(f"{where}[{i}] must be a call: {{'function': {{'name', 'arguments'}}}}")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            arguments = template_arguments(arguments)
         out.append(
             {
-                "role": "system" if role == "developer" else role,
-                "content": _content(message.get("content"), f"{where}[{i}].content"),
+                "id": str(call.get("id") or f"call_{i}"),
+                "type": "function",
+                "function": {"name": function["name"], "arguments": arguments},
             }
         )
     return out
@@ -190,11 +227,21 @@ def _from_gym(row: dict[str, Any]) -> Prompt:
         raise RowError(f"{GYM_KEY!r} must be an object")
     if "input" not in params:
         raise RowError(f"{GYM_KEY}.input is missing")
-    messages = _messages(params["input"], f"{GYM_KEY}.input")
     instructions = params.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise RowError(f"{GYM_KEY}.instructions must be a string, got {_short(instructions)}")
+    if params["input"] == [] and not instructions:
+        agent = (
+            row.get("agent_ref", {}).get("name") if isinstance(row.get("agent_ref"), dict) else None
+        )
+        raise RowError(
+            f"{GYM_KEY}.input is empty and there are no instructions: nothing to ask the "
+            "model. Gym environments whose agent builds the prompt (this row's agent_ref: "
+            f"{agent or 'none'}) need that agent; rollout-ray's agents take the prompt "
+            "from the row"
+        )
+    messages = _messages(params["input"], f"{GYM_KEY}.input") if params["input"] != [] else []
     if instructions:
-        if not isinstance(instructions, str):
-            raise RowError(f"{GYM_KEY}.instructions must be a string, got {_short(instructions)}")
         messages.insert(0, {"role": "system", "content": instructions})
     sampling = {
         ours: params[theirs]

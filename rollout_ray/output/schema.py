@@ -73,6 +73,9 @@ ROLLOUT_FIELDS: list[pa.Field] = [
     pa.field("output_mask", pa.list_(pa.int8())),
     # Responses-API output items as JSON: message, function_call, function_call_output.
     pa.field("episode", pa.string()),
+    # The Responses-API `response` the environment's /verify got, without its `output`
+    # (that is `episode`): status, usage summed over turns, the tool_choice sent.
+    pa.field("episode_response", pa.string()),
     # The function tools offered (chat-completions shape), as JSON.
     pa.field("episode_tools", pa.string()),
     pa.field("steps", pa.int16()),

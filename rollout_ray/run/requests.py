@@ -14,7 +14,7 @@ from rollout_ray.inputs.reading import read_shard
 from rollout_ray.inputs.sources import SourceRow
 from rollout_ray.output.schema import sampling_record
 from rollout_ray.output.work import WorkItem
-from rollout_ray.run.episodes import Episodes
+from rollout_ray.run.agent_rollouts import AgentRollouts
 from rollout_ray.run.outcomes import Rollout, row_failures
 
 
@@ -22,7 +22,7 @@ class PieceRequests:
     """Each dataset's settings, resolved once, and the requests of a piece."""
 
     def __init__(
-        self, config: JobConfig, engine: Engine, episodes: Episodes, secrets: tuple[str, ...]
+        self, config: JobConfig, engine: Engine, episodes: AgentRollouts, secrets: tuple[str, ...]
     ):
         self.engine = engine
         self.episodes = episodes

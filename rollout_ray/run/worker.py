@@ -31,9 +31,9 @@ from rollout_ray.errors import JobFault, RowError, redact
 from rollout_ray.output.manifest import INTERRUPTED, Layout
 from rollout_ray.output.schema import Commit
 from rollout_ray.output.work import WorkItem
+from rollout_ray.run.agent_rollouts import AgentRollouts
 from rollout_ray.run.coordinator_client import CoordinatorClient
 from rollout_ray.run.engine_gate import EngineGate
-from rollout_ray.run.episodes import Episodes
 from rollout_ray.run.outcomes import (
     EngineCrashed,
     Rollout,
@@ -76,7 +76,7 @@ class PieceRunner:
         self.layout = layout
         self.secrets = secrets
         self.verification = verification or LocalVerification(dataset_verifiers(config), secrets)
-        self.episodes = Episodes(engine, secrets)
+        self.episodes = AgentRollouts(engine, secrets)
         self.requests = PieceRequests(config, engine, self.episodes, secrets)
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout-io")
         self._partials: dict[str, list[int]] = {}

@@ -7,22 +7,16 @@ import contextlib
 import datetime as dt
 import json
 import os
-import time
-import uuid
 import weakref
 from typing import Any
 
-from rollout_ray import replies, secrets
+from rollout_ray import secrets
+from rollout_ray.agents.responses import recorded_response
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
-from rollout_ray.retries import Backoff, retry_after_s
+from rollout_ray.retries import Backoff
 from rollout_ray.verifiers.base import Verdict, Verifier, VerifierError
-
-#: A server asking us to wait longer than this is waited on for this long only.
-RETRY_AFTER_CAP_S = 30.0
-#: Reply fields that echo what we sent; never stored as details.
-_ECHOED = frozenset({"reward", "responses_create_params", "response"})
-_SNIPPET = 300
+from rollout_ray.verifiers.gym_verify import VerifyEndpoint, encode, post_verify, read_verdict
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,34 +32,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def gym_response(record: dict[str, Any]) -> dict[str, Any]:
-    """The smallest Responses API object Gym's /verify accepts, holding the response text."""
-    return {
-        "id": f"resp_{uuid.uuid4().hex}",
-        "created_at": time.time(),
-        "model": record.get("model") or "rollout-ray",
-        "object": "response",
-        "output": [
-            {
-                "id": f"msg_{uuid.uuid4().hex}",
-                "type": "message",
-                "role": "assistant",
-                "status": "completed",
-                "content": [
-                    {
-                        "type": "output_text",
-                        "text": record.get("response_text") or "",
-                        "annotations": [],
-                    }
-                ],
-            }
-        ],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-    }
-
-
 def verify_request(record: dict[str, Any]) -> dict[str, Any]:
     """The /verify body: the row's own fields, its create params and the response."""
     params = record.get("responses_create_params")
@@ -76,7 +42,7 @@ def verify_request(record: dict[str, Any]) -> dict[str, Any]:
         params = {"input": [{"role": m["role"], "content": m["content"]} for m in messages]}
     body = {k: v for k, v in record.items() if k not in CORE_NAMES and k != "response"}
     body["responses_create_params"] = params
-    body["response"] = gym_response(record)
+    body["response"] = recorded_response({**record, "model": record.get("model") or "rollout-ray"})
     return body
 
 
@@ -89,63 +55,50 @@ class HttpVerify(Verifier):
     """
 
     name = "http"
-    #: First backoff; it doubles per retry (times a 0.5-1 jitter), up to `backoff_cap_s`.
-    backoff_base_s = 0.5
-    backoff_cap_s = 10.0
 
     def __init__(self, config: HttpVerifier):
         self.config = config
         refuse_insecure_credentials(config)
         self._secrets: set[str] = set()
-        self.retries = 0
-        #: Retries that waited as the server's Retry-After asked.
-        self.retry_after_waits = 0
+        self.endpoint = VerifyEndpoint(
+            url=config.url,
+            timeout_s=config.timeout_s,
+            attempts=config.max_retries + 1,
+            max_reply_bytes=config.max_reply_bytes,
+            redact=self._redact,
+        )
         # A client and its semaphore belong to one event loop.
         self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary()
         )
 
+    @property
+    def backoff_base_s(self) -> float:
+        """First backoff; it doubles per retry (times a 0.5-1 jitter), up to 10 s."""
+        return self.endpoint.backoff.base_s
+
+    @backoff_base_s.setter
+    def backoff_base_s(self, value: float) -> None:
+        self.endpoint.backoff = Backoff(value, self.endpoint.backoff.cap_s)
+
+    @property
+    def retries(self) -> int:
+        return self.endpoint.retries
+
+    @property
+    def retry_after_waits(self) -> int:
+        """Retries that waited as the server's Retry-After asked."""
+        return self.endpoint.retry_after_waits
+
     async def verify(self, record: dict[str, Any]) -> Verdict:
         body = verify_request(record)
-        try:
-            payload = json.dumps(body, default=_jsonable).encode()
-        except (TypeError, ValueError) as e:
-            raise VerifierError(f"http verifier: record is not JSON-serialisable: {e}") from e
+        payload = encode(body, default=_jsonable)
         client, slots = self._client()
-        timeout, url = self.config.timeout_s, self.config.url
-        attempts = self.config.max_retries + 1
-        last, delay = "", 0.0
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(delay)
-            retry_after = None
-            try:
-                async with slots:
-                    cap, what = self.config.max_reply_bytes, f"http verifier {url}"
-                    posting = replies.post(client, url, cap, what, content=payload)
-                    reply = await asyncio.wait_for(posting, timeout)
-            except replies.ReplyTooLarge as e:
-                raise VerifierError(self._redact(str(e)), terminal=True) from None
-            except Exception as e:
-                last = self._transient(e)  # raises if retrying can't help
-            else:
-                status = reply.status_code
-                if 200 <= status < 300:
-                    return self._verdict(json.loads(payload), reply)
-                text = f"HTTP {status}: {self._redact(reply.text)[:_SNIPPET]}"
-                if status != 429 and status < 500:
-                    raise VerifierError(self._redact(f"http verifier {url}: {text}"), terminal=True)
-                asked = retry_after_s(reply.headers.get("retry-after"))
-                last, retry_after = text, None if asked is None else min(asked, RETRY_AFTER_CAP_S)
-            backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
-            delay = backoff.delay(attempt, retry_after)
-            if attempt + 1 < attempts:
-                self.retries += 1
-                self.retry_after_waits += retry_after is not None
-        raise VerifierError(
-            self._redact(f"http verifier {url}: gave up after {attempts} attempts; last: {last}"),
-            terminal=False,
-        )
+        try:
+            reply = await post_verify(client, self.endpoint, payload, slots=slots)
+        except VerifierError as exc:
+            raise VerifierError(f"http verifier: {exc}", exc.terminal) from None
+        return read_verdict(json.loads(payload), reply, self.endpoint)
 
     async def close(self) -> None:
         states, self._per_loop = list(self._per_loop.values()), weakref.WeakKeyDictionary()
@@ -187,38 +140,6 @@ class HttpVerify(Verifier):
 
     def _redact(self, text: str) -> str:
         return secrets.redact(text, tuple(self._secrets))
-
-    def _transient(self, error: Exception) -> str:
-        """Describe a failed request that is worth retrying; raise for one that isn't."""
-        import httpx
-
-        if isinstance(error, (asyncio.TimeoutError, httpx.TimeoutException)):
-            return f"timed out after {self.config.timeout_s:g}s"
-        retryable = isinstance(error, httpx.TransportError) and not isinstance(
-            error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
-        )
-        message = self._redact(f"{type(error).__name__}: {error}")
-        if retryable:
-            return message
-        raise VerifierError(f"http verifier {self.config.url}: {message}", terminal=True)
-
-    def _verdict(self, sent: dict[str, Any], reply: Any) -> Verdict:
-        url = self.config.url
-        try:
-            data = reply.json()
-        except ValueError:
-            text = self._redact(reply.text)[:_SNIPPET]
-            message = f"http verifier {url}: reply is not JSON: {text}"
-            raise VerifierError(message, terminal=True) from None
-        reward = data.get("reward") if isinstance(data, dict) else None
-        if not isinstance(reward, (int, float)):
-            raise VerifierError(
-                f"http verifier {url}: reply has no numeric 'reward'", terminal=True
-            )
-        details = {
-            k: v for k, v in data.items() if k not in _ECHOED and not (k in sent and sent[k] == v)
-        }
-        return Verdict(float(reward), details)
 
 
 def refuse_insecure_credentials(config: HttpVerifier) -> None:

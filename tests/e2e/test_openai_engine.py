@@ -120,14 +120,25 @@ def test_vllm_server_same_record_as_in_process(ray_session, vllm_server, tiny_mo
         assert len(record["output_logprobs"]) == record["output_tokens"]
         assert all(lp <= 0 for lp in record["output_logprobs"])
         assert len(record["prompt_token_ids"]) == record["prompt_tokens"]
-    # A NeMo Gym row goes through the Responses API, with the row's own sampling.
+    # A NeMo Gym row goes through the Responses API, with the row's own sampling; one
+    # whose input holds an earlier call goes as the API's own items.
+    earlier = [
+        {"role": "user", "content": "find it"},
+        {"type": "function_call", "call_id": "c1", "name": "find", "arguments": '{"x": 1}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "found"},
+        {"role": "user", "content": "and now?"},
+    ]
     gym = write_jsonl(
         tmp_path / "gym.jsonl",
-        [{"responses_create_params": {"input": "the sky", "max_output_tokens": 3, "seed": 1}}],
+        [
+            {"responses_create_params": {"input": "the sky", "max_output_tokens": 3, "seed": 1}},
+            {"responses_create_params": {"input": earlier, "max_output_tokens": 3, "seed": 1}},
+        ],
     )
     run_job(openai_job(vllm_server, tmp_path / "gym", gym))
+    assert read_output(tmp_path / "gym", "failures") == []
     gym_records = read_output(tmp_path / "gym")
-    assert len(gym_records) == 2
+    assert len(gym_records) == 4
     for record in gym_records:
         assert 0 < record["output_tokens"] <= 3 and record["prompt_tokens"] > 0
         assert record["response_text"] and record["finish_reason"] in ("length", "stop")

@@ -8,11 +8,10 @@ import json
 import pytest
 
 from rollout_ray.agents.environments import load_functions
-from rollout_ray.agents.episode import chat_messages
+from rollout_ray.agents.forced import ForcedCalls, forced_schema, read_forced
+from rollout_ray.agents.responses import chat_messages
 from rollout_ray.agents.tools import (
     chat_tools,
-    forced_calls,
-    forced_schema,
     function_tool,
     normalise_choice,
     responses_tools,
@@ -46,6 +45,10 @@ def test_both_api_shapes_become_one():
         ([{"type": "function", "parameters": {}}], r"tools\[0\] has no function name"),
         ([GYM_TOOL, GYM_TOOL], "names a function twice"),
         ([{"name": "x", "parameters": "[]"}], "must be a JSON schema object"),
+        (
+            [{"name": "x", "parameters": {"type": "object", "properties": {"n": {"type": 3}}}}],
+            r"tools\[0\].parameters is not a valid JSON schema: 3 is not valid",
+        ),
     ],
 )
 def test_bad_tools_name_the_place(tools, message):
@@ -68,17 +71,41 @@ def test_forced_calls_schema_and_parsing():
     tools = chat_tools([GYM_TOOL, CHAT_TOOL], "t")
     schema = forced_schema("required", tools, parallel=False)
     assert schema["maxItems"] == 1 and len(schema["items"]["anyOf"]) == 2
+    assert forced_schema("required", tools, parallel=True, most=3)["maxItems"] == 3
+    assert "maxItems" not in forced_schema("required", tools, parallel=True)
     assert forced_schema("auto", tools, True) is None
     assert forced_schema("add", tools, True) == {"type": "object"}
-    text = '[{"name":"add","parameters":{"n":1}},{"name":"look","parameters":{}}]'
-    assert forced_calls(text, "required") == [("add", '{"n": 1}'), ("look", "{}")]
-    assert forced_calls('[{"name":"add","param', "required") == []  # cut by max_tokens
-    assert forced_calls('{"n": 2}', "add") == [("add", '{"n": 2}')]
-    # Structured outputs let raw control characters into strings (seen with xgrammar on
-    # a random model): still calls, with the arguments written out as strict JSON.
-    raw = '[{"name":"say","parameters":{"word":"a\x12b"}}]'
-    assert forced_calls(raw, "required") == [("say", '{"word": "a\\u0012b"}')]
-    assert forced_calls('{"word":"a\tb"}', "say") == [("say", '{"word": "a\\tb"}')]
+    # Arguments as the model wrote them, not re-serialised.
+    text = (
+        '[{"name":"add","parameters":{"n":1.016179567849667298}},{"name":"look","parameters":{}}]'
+    )
+    assert read_forced(text, "required") == ForcedCalls(
+        [("add", '{"n":1.016179567849667298}'), ("look", "{}")], False
+    )
+    # Cut by max_tokens inside the array: the finished calls are kept.
+    cut = '[{"name":"add","parameters":{"n":1}},{"name":"look","param'
+    assert read_forced(cut, "required") == ForcedCalls([("add", '{"n":1}')], True)
+    assert read_forced('[{"name":"add","param', "required") == ForcedCalls([], True)
+    assert read_forced('{"n": 2}', "add") == ForcedCalls([("add", '{"n": 2}')], False)
+    assert read_forced('{"n": 2', "add") == ForcedCalls([], True)
+
+
+def test_forced_schemas_keep_their_definitions_in_reach():
+    """A tool's `$ref`s point into its own `$defs`: inside the call array they must
+    still resolve (xgrammar refused `#/$defs/pt` once the schema was nested)."""
+    point = {"type": "object", "properties": {"x": {"type": "number"}}}
+    tool = {
+        "name": "move",
+        "parameters": {
+            "type": "object",
+            "$defs": {"pt": point},
+            "properties": {"to": {"$ref": "#/$defs/pt"}},
+        },
+    }
+    schema = forced_schema("required", chat_tools([tool], "t"), parallel=True)
+    parameters = schema["items"]["anyOf"][0]["properties"]["parameters"]
+    assert parameters["properties"]["to"] == {"$ref": "#/$defs/move.$defs.pt"}
+    assert schema["$defs"] == {"move.$defs.pt": point}
 
 
 def add_numbers(a: int, b: float = 1.0, *, mode: str | None = None) -> float:
@@ -167,3 +194,37 @@ def test_an_episode_as_trl_messages():
         messages[3]["content"] == "" and messages[3]["tool_calls"][0]["function"]["name"] == "look"
     )
     assert json.dumps(messages)  # plain JSON all the way down
+
+
+def test_a_conversation_goes_back_to_responses_items_as_it_was():
+    """The openai engine's Responses API path sends a row's earlier turns as the API's
+    own items (it sent chat messages with tool_calls: vLLM's server takes them, the
+    Responses API's definition does not)."""
+    from rollout_ray.agents.responses import responses_input
+
+    messages = [
+        {"role": "user", "content": "Book it."},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "find", "arguments": {"x": 1}},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "name": "find", "content": "found"},
+        {"role": "user", "content": "And now?"},
+    ]
+    items = responses_input(messages)
+    assert [i.get("type", i.get("role")) for i in items] == [
+        "user",
+        "assistant",
+        "function_call",
+        "function_call_output",
+        "user",
+    ]
+    assert items[2]["arguments"] == '{"x": 1}' and items[2]["call_id"] == "c1"
+    assert chat_messages(items) == messages

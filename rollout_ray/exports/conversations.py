@@ -1,4 +1,5 @@
-"""Agent episodes in the SFT and DPO exports: multi-turn messages with tool calls.
+"""Recorded agent episodes as chat conversations for the SFT and DPO exports: multi-turn
+messages with tool calls.
 
 TRL's tool-calling format: assistant messages carry `tool_calls`
 (`{"type": "function", "function": {"name", "arguments"}}`), tool replies are
@@ -16,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from rollout_ray import storage
-from rollout_ray.agents.episode import chat_messages
+from rollout_ray.agents.responses import chat_messages
 from rollout_ray.output.manifest import Layout
 
 TOOL_CALL = pa.struct(

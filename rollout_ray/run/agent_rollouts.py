@@ -1,4 +1,5 @@
-"""Agent rollouts inside a piece: an episode per rollout, its record or its failure.
+"""Agent rollouts inside a piece: runs the turn loop (agents/loop.py) for a rollout and
+makes its record or its failure.
 
 The piece runner hands a rollout here when its dataset has an agent. Failures keep
 their stage: a tool server that stays unreachable is `tool` (retried later, never a
@@ -10,14 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rollout_ray.agents.environments import (
-    Environment,
-    Session,
-    ToolUnavailable,
-    VerifyFailed,
-    open_environment,
-)
-from rollout_ray.agents.episode import Episode, run_episode
+from rollout_ray.agents.environments import Environment, Session, ToolUnavailable, open_environment
+from rollout_ray.agents.loop import Episode, run_episode
 from rollout_ray.agents.tools import normalise_choice
 from rollout_ray.config import DatasetConfig
 from rollout_ray.engines import Engine
@@ -28,12 +23,10 @@ from rollout_ray.output.schema import to_json
 from rollout_ray.output.work import WorkItem
 from rollout_ray.replies import ReplyTooLarge
 from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record
-
-#: Fields of Gym's /verify answer that are the request echoed back, not its verdict.
-_ECHOED = {"responses_create_params", "response", "reward"}
+from rollout_ray.verifiers.base import VerifierError
 
 
-class Episodes:
+class AgentRollouts:
     """The agent side of one engine actor: an environment per dataset, made once."""
 
     def __init__(self, engine: Engine, secrets: tuple[str, ...] = ()):
@@ -117,16 +110,17 @@ class Episodes:
             return self._failed(item, rollout, "tool", exc, True)
         record = rollout_record(item, rollout, episode.generation, self.engine)
         record.update(episode_columns(episode, tools))
+        if episode.warnings:
+            record["row_warnings"] = [*(record.get("row_warnings") or []), *episode.warnings]
         if agent.kind == "gym":
             try:
                 verdict = await session.verify(row, episode.response)
-            except VerifyFailed as exc:
+            except VerifierError as exc:
                 failure = generated_failure(item, record, "verify", exc, exc.terminal, self.secrets)
                 return dict(failure)
             assert verdict is not None
-            details = {k: v for k, v in verdict.items() if k not in _ECHOED and k not in row}
             record.update(
-                reward=float(verdict["reward"]), verifier="gym", verifier_details=to_json(details)
+                reward=verdict.reward, verifier="gym", verifier_details=to_json(verdict.details)
             )
         return record
 
@@ -155,9 +149,12 @@ def gym_row(prompt: Prompt) -> dict[str, Any]:
 
 
 def episode_columns(episode: Episode, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's episode columns; what the episode had to do differently (a template
+    fallback, a turn over its call allowance) joins the row's warnings."""
     return {
         "output_mask": episode.mask,
         "episode": to_json(episode.items),
+        "episode_response": to_json({k: v for k, v in episode.response.items() if k != "output"}),
         "episode_tools": to_json(tools) if tools else None,
         "steps": episode.steps,
         "tool_calls": episode.tool_calls,
