@@ -91,16 +91,22 @@ def run(
     ] = None,
     watch: Annotated[
         bool,
-        typer.Option(help="Keep running: plan new input files (and grown ones) as they come."),
+        typer.Option(
+            "--watch", help="Keep running: plan new input files (and grown ones) as they come."
+        ),
     ] = False,
     watch_interval: Annotated[
         float, typer.Option(help="Seconds between looks at the inputs, with --watch.")
     ] = 10.0,
     show: Annotated[
-        bool, typer.Option(help="Print each rollout (prompt, response, reward) as it lands.")
+        bool,
+        typer.Option("--show", help="Print each rollout (prompt, response, reward) as it lands."),
     ] = False,
     force_new_config: Annotated[
-        bool, typer.Option(help="Resume an output that was planned with another config.")
+        bool,
+        typer.Option(
+            "--force-new-config", help="Resume an output that was planned with another config."
+        ),
     ] = False,
     dashboard: Annotated[
         bool,

@@ -113,13 +113,16 @@ def export(
         typer.Option(help="sft/dpo/rl: this share of tasks to DEST's .val sibling."),
     ] = None,
     shuffle: Annotated[
-        bool, typer.Option(help="sft/dpo/rl: rows in a seeded random order.")
+        bool, typer.Option("--shuffle", help="sft/dpo/rl: rows in a seeded random order.")
     ] = False,
     keep_reasoning: Annotated[
-        bool, typer.Option(help="sft/dpo: keep the thinking (as <think>...</think>).")
+        bool,
+        typer.Option("--keep-reasoning", help="sft/dpo: keep the thinking (<think>...</think>)."),
     ] = False,
     threshold: Annotated[float | None, typer.Option(help="sft: keep reward >= this.")] = None,
-    best_of_n: Annotated[bool, typer.Option(help="sft: keep the best rollout per task.")] = False,
+    best_of_n: Annotated[
+        bool, typer.Option("--best-of-n", help="sft: keep the best rollout per task.")
+    ] = False,
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
     scale: Annotated[str, typer.Option(help="rl: advantage scaling, group or none.")] = "group",
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
