@@ -126,9 +126,9 @@ def run(
         kept_line,
         print_phases,
         print_projection,
-        print_summary,
         show_piece,
     )
+    from rollout_ray.views.summary import print_summary
 
     interrupts.install_for_process()
     quiet_libraries()

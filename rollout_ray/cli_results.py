@@ -82,7 +82,7 @@ def verify(
     from rollout_ray.config import parse_verifier
     from rollout_ray.output.results import dataset_names
     from rollout_ray.run.reverify import reverify
-    from rollout_ray.views.console import print_reverify
+    from rollout_ray.views.summary import print_reverify
 
     spec = parse_verifier(verifier)
     names = dataset or dataset_names(output)

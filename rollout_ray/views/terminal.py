@@ -12,6 +12,7 @@ text: it is added after this, when the output is a terminal, and left alone.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -57,9 +58,24 @@ class _ShowControls(RenderHook):
         return [_Visible(r) for r in renderables]
 
 
+#: Width of output that is not a terminal: wide enough that any table the CLI prints
+#: keeps its natural width, so a log holds each table and message whole.
+LOG_WIDTH = 1000
+
+
 class SafeConsole(Console):
-    """rich's Console, printing every control character of its text visibly."""
+    """rich's Console, printing every control character of its text visibly.
+
+    Output that is not a terminal (a CI log, `ray job logs`, a file) is read by tools
+    and searched for messages: rich would wrap it at 80 columns, cutting a message
+    across lines. There, messages are never wrapped and tables take their natural
+    width, unless COLUMNS says otherwise (then tables fit it, and messages still don't
+    wrap)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.push_render_hook(_ShowControls())
+        if not self.is_terminal and not self.is_jupyter:
+            self.soft_wrap = True
+            if "width" not in kwargs and not os.environ.get("COLUMNS", "").isdigit():
+                self.width = LOG_WIDTH
