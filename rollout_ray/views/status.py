@@ -39,7 +39,8 @@ def job_status(output: str) -> dict[str, Any]:
     commits = manifest.read_commits(layout)
     max_attempts = int((job.get("config") or {}).get("max_attempts") or 3)
     shards = [Shard.from_dict(r) for r in plan.to_pylist()]
-    state = JobState(layout, shards, commits, max_attempts)
+    names = [d.get("name") for d in (job.get("config") or {}).get("datasets") or []]
+    state = JobState(layout, shards, commits, max_attempts, [n for n in names if n])
     failures: dict[str, Counter[str]] = {}
     for latest in state.latest.values():
         if latest.failures_file:

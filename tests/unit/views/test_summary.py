@@ -148,3 +148,26 @@ def test_show_prints_the_verifier_details_whole_at_80_columns(tmp_path):
     inside = "".join(line.strip("│ ") for line in text.splitlines())
     assert details.replace(" ", "") in inside.replace(" ", "")
     assert "stop, 2 tokens, reward 1.000" in text
+
+
+def test_a_dataset_with_no_rows_is_in_the_summary_and_the_status(tmp_path):
+    """A path that matched an empty file: the run went on with the other dataset, and
+    neither the summary nor `status` named the empty one (seen before the fix)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "one.jsonl").write_text('{"prompt": "hi"}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    datasets = "datasets=[{path: one.jsonl}, {path: empty.jsonl}]"
+    cli = [sys.executable, "-m", "rollout_ray.cli"]
+    ran = subprocess.run(
+        [*cli, "run", "model=m", "engine.kind=simulated", datasets, "output=out", "metrics_port=0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "no rows: empty" in ran.stdout
+    assert any(line.split()[:2] == ["empty", "0/0"] for line in ran.stdout.splitlines())
+    status = subprocess.run([*cli, "status", "out"], capture_output=True, text=True, cwd=tmp_path)
+    assert any(line.split()[:2] == ["empty", "0/0"] for line in status.stdout.splitlines())
