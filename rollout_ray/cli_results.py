@@ -123,6 +123,10 @@ def export(
     best_of_n: Annotated[
         bool, typer.Option("--best-of-n", help="sft: keep the best rollout per task.")
     ] = False,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="sft/mix: TRL's layout, messages or prompt-completion."),
+    ] = "messages",
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
     scale: Annotated[str, typer.Option(help="rl: advantage scaling, group or none.")] = "group",
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
@@ -150,6 +154,7 @@ def export(
         "val_fraction": val_fraction,
         "shuffle": shuffle,
         "keep_reasoning": keep_reasoning,
+        "format": format,
     }
     given = {
         name: value
