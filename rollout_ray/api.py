@@ -82,7 +82,7 @@ def read_rollouts(
         if c.file("data") and (not datasets or c.dataset in datasets)
     )
     if not files:
-        return ray.data.from_arrow(pa.table({}))
+        return ray.data.from_arrow(results.read_rollouts(output, datasets, columns))
     return ray.data.read_parquet(files, columns=columns)
 
 
