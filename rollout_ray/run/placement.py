@@ -46,11 +46,17 @@ def init_ray(num_cpus: int | None = None) -> bool:
     if not ray.is_initialized():
         local = not (os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"))
         if local:
+            dashboard = os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0"
+            if not dashboard:
+                # Ray still starts its API server without the dashboard, and when that
+                # is slow to come up prints "Failed to start the dashboard" and the
+                # last 20 lines of its log: about a dashboard the user turned off.
+                logging.getLogger("ray._private.services").addFilter(_NO_DASHBOARD_NOTICE)
             ray.init(
                 namespace=NAMESPACE,
                 num_cpus=num_cpus,
                 # `run --no-dashboard` on a small machine: see docs/platform.md.
-                include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
+                include_dashboard=dashboard,
                 logging_level=logging.WARNING,
                 configure_logging=False,
             )
@@ -80,7 +86,12 @@ def pieces_context() -> Any:
 
 def _quiet_ray_data_logs() -> None:
     """Ray Data's full log stays in the session's ray-data.log; the console gets
-    warnings. Idempotent: applied on every connection, however it was made."""
+    warnings. Idempotent: applied on every connection, however it was made. Ray Data
+    sets its console handler up when it is first imported, so it is imported here
+    first (else that handler, at INFO, came later and printed "Dataset ... execution
+    finished" at the end of every run)."""
+    import ray.data  # noqa: F401
+
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ == "PlainRayHandler":
             handler.setLevel(logging.WARNING)
@@ -89,6 +100,14 @@ def _quiet_ray_data_logs() -> None:
     logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(
         _DROP_ABORT_NOTICE
     )
+
+
+class _DropDashboardNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "dashboard" not in str(record.msg).lower()
+
+
+_NO_DASHBOARD_NOTICE = _DropDashboardNotice()
 
 
 class _DropAbortNotice(logging.Filter):
