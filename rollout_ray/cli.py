@@ -230,14 +230,16 @@ def submit(
 ) -> None:
     """Print (or --run) the `ray job submit` command that runs a job on a cluster."""
     from rollout_ray.run.submit import (
+        config_path,
         exec_submit,
         refuse_secret_overrides,
         shell_line,
         submit_command,
     )
 
-    refuse_secret_overrides(_load(config, overrides))  # here, not on the cluster
-    argv = submit_command(str(config), list(overrides or []), address, working_dir)
+    job = _load(config_path(config, working_dir), overrides)
+    refuse_secret_overrides(job)  # here, not on the cluster
+    argv = submit_command(str(config), list(overrides or []), address, working_dir, job=job)
     if run:
         exec_submit(argv)
     print(shell_line(argv))

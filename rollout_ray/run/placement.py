@@ -180,6 +180,22 @@ def shards_in_flight(config: JobConfig, device: str) -> int:
     return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
 
 
+def job_label(config: JobConfig) -> str:
+    """The job's name where people look for it (metrics' `rollout_job`, progress.json's
+    `job`): the name a `ray job submit` gave it (`rollout-ray submit` sets `job_name`
+    in the job's metadata; else its submission id), else the output's last folder."""
+    import json
+
+    metadata = {}
+    try:  # Ray hands a submitted job's driver its config, metadata included
+        metadata = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        metadata = metadata.get("metadata") or {}
+    except ValueError:
+        pass
+    named = metadata.get("job_name") or metadata.get("job_submission_id")
+    return str(named or config.output.rstrip("/").rsplit("/", 1)[-1] or config.output)
+
+
 def coordinator_name(layout: Layout) -> str:
     """The job's coordinator actor, named by its output (canonical: one name per output)."""
     from rollout_ray.output.plan import fingerprint
