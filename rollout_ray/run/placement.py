@@ -100,6 +100,21 @@ def _quiet_ray_data_logs() -> None:
     logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(
         _DROP_ABORT_NOTICE
     )
+    # Ray Data's stats actor (its dashboard bookkeeping) answered a late metrics update
+    # of a finished dataset with KeyError: 'dataset_...', which Ray printed as a
+    # traceback at the end of a run; the job's own work is not concerned.
+    worker_log = logging.getLogger("ray._private.worker")
+    if _DROP_STATS_ACTOR_ERRORS not in worker_log.filters:
+        worker_log.addFilter(_DROP_STATS_ACTOR_ERRORS)
+
+
+class _DropStatsActorErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("Unhandled error" in text and "_StatsActor" in text)
+
+
+_DROP_STATS_ACTOR_ERRORS = _DropStatsActorErrors()
 
 
 class _DropDashboardNotice(logging.Filter):
