@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderHook, RenderResult
 from rich.segment import Segment
+from rich.text import Text
 
 #: Characters a terminal acts on: C0 controls but tab and newline, DEL, C1 controls.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -75,7 +76,14 @@ class SafeConsole(Console):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.push_render_hook(_ShowControls())
-        if not self.is_terminal and not self.is_jupyter:
-            self.soft_wrap = True
-            if "width" not in kwargs and not os.environ.get("COLUMNS", "").isdigit():
-                self.width = LOG_WIDTH
+        self.log_file = not self.is_terminal and not self.is_jupyter
+        columns = os.environ.get("COLUMNS", "").isdigit()
+        if self.log_file and "width" not in kwargs and not columns:
+            self.width = LOG_WIDTH
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Messages (text) are never wrapped in a log file; boxes and tables still lay
+        their text out inside themselves (soft wrap would cut it at their edge)."""
+        if self.log_file and all(isinstance(o, str | Text) for o in objects):
+            kwargs.setdefault("soft_wrap", True)
+        super().print(*objects, **kwargs)

@@ -171,3 +171,26 @@ def test_a_dataset_with_no_rows_is_in_the_summary_and_the_status(tmp_path):
     assert any(line.split()[:2] == ["empty", "0/0"] for line in ran.stdout.splitlines())
     status = subprocess.run([*cli, "status", "out"], capture_output=True, text=True, cwd=tmp_path)
     assert any(line.split()[:2] == ["empty", "0/0"] for line in status.stdout.splitlines())
+
+
+def test_a_log_file_keeps_messages_on_one_line_and_box_text_whole(monkeypatch):
+    """With COLUMNS=80 and output to a file: a message stays one line (grep finds it
+    whole), and a box (`--show`, `inspect`) still wraps its text inside it rather than
+    cutting it at its edge (seen when soft wrapping applied to everything)."""
+    import io
+
+    from rich.panel import Panel
+
+    from rollout_ray.views.terminal import SafeConsole
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = io.StringIO()
+    console = SafeConsole(file=out)
+    message = "a message " + "word " * 30 + "end"
+    console.print(message)
+    console.print(Panel("prompt: " + "seven " * 20 + "last", expand=False))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == message
+    assert max(len(line) for line in lines[1:]) <= 80
+    inside = " ".join(line.strip("│╭╮╰╯─ ") for line in lines[1:]).split()
+    assert inside == ["prompt:", *["seven"] * 20, "last"]
