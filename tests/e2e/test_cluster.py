@@ -123,7 +123,7 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
     keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(output))
     assert set(keys) == {(f"rows:{i}", k) for i in range(20) for k in range(2)}
     assert max(keys.values()) == 1
-    assert "[rollout-ray] 40/40 rollouts (100%)" in logs  # readable progress lines in logs
+    assert "[rollout-ray] 40/40 rollouts (100%, 40 committed)" in logs  # readable in logs
     # Our counters and the engine actors' own vLLM metrics reach Ray's metrics (and so
     # the Ray dashboard); Ray may push the last ones a moment after the job ends.
     for _ in range(20):
