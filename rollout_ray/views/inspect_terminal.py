@@ -25,13 +25,15 @@ def render_report(console: Console, report: InspectReport) -> None:
     console.print(Text(headline(report), style="bold"))
     in_range = ranged(report)
     columns = ["dataset", "rollouts", *(["in range"] if in_range else []), "tasks", "scored"]
-    grid = Grid("datasets", [*columns, "reward", "out tok", "finish"], wrap=("finish",))
+    grid = Grid("datasets", [*columns, "reward", "out tok"])
     for d in report.datasets:
-        finish = ", ".join(f"{k}: {v:,}" for k, v in d.finish_reasons.items())
         counts = [d.rollouts, *([d.in_range] if in_range else []), d.tasks, d.scored]
         row = [f"{n:,}" for n in counts] + [_num(d.mean_reward), _num(d.mean_output_tokens, 1)]
-        grid.add_row(Text(d.dataset), *row, Text(finish))
+        grid.add_row(Text(d.dataset), *row)
     console.print(grid)
+    for d in report.datasets:  # a line each: a table column of them wrapped mid-pair
+        finish = ", ".join(f"{k}: {v:,}" for k, v in d.finish_reasons.items())
+        console.print(Text(f"finish reasons, {d.dataset}: {finish}"))
     for name, histogram in report.histograms.items():
         _bars(console, f"reward histogram, {name}", histogram)
     if report.unscored:
