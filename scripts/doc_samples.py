@@ -38,6 +38,9 @@ class Sample:
     doc: str
     config: str
     commands: tuple[str, ...]
+    #: Smallest form: a regex verifier that the small model's text matches often enough
+    #: for every command to have rows (some rewards of 1; for DPO, mixed in a task).
+    pattern: str = "."
 
 
 SAMPLES = (
@@ -56,6 +59,7 @@ SAMPLES = (
         "docs/dpo.md",
         "configs/dpo.yaml",
         ("rollout-ray export dpo outputs/dpo pairs.jsonl --val-fraction 0.25 --seed 0",),
+        pattern="a",
     ),
 )
 #: Lines that are not part of what a sample shows: live progress and start-up notes.
@@ -76,11 +80,10 @@ def run(command: str, workdir: Path) -> str:
 def run_sample(sample: Sample, workdir: Path, smallest_model: str | None) -> list[tuple[str, str]]:
     """Each command of the sample and what it printed; the config run first."""
     extra = ""
-    if smallest_model:  # mixed rewards from any text, so every command has rows
-        verifier = "datasets.0.verifier={kind: regex, pattern: 'a'}"
-        extra = (
-            f" model={smallest_model} engine.max_model_len=512 --limit 3 {shlex.quote(verifier)}"
-        )
+    if smallest_model:  # a small model, rewards every command has rows from, fixed text
+        verifier = f"datasets.0.verifier={{kind: regex, pattern: '{sample.pattern}'}}"
+        extra = f" model={smallest_model} engine.max_model_len=512 metrics_port=0 --limit 3"
+        extra += f" sampling.seed=7 {shlex.quote(verifier)}"  # dpo.yaml's own seed
     shown = f"rollout-ray run {sample.config}"
     printed = [(shown, run(shown + extra, workdir))]
     return printed + [(command, run(command, workdir)) for command in sample.commands]
@@ -110,10 +113,12 @@ _BLOCK = re.compile(r"<!-- sample (\S+) -->.*?<!-- /sample -->", re.S)
 
 def shape(line: str) -> str:
     """A printed line with what varies from run to run made equal: durations, numbers,
-    bar lengths and column padding."""
+    bar lengths, column padding, and which finish reasons occurred."""
+    line = re.sub(r"^(\s*finish reasons, \S+:).*", r"\1 ...", line)
     line = re.sub(r"\b\d+(h\d+m|m\d+s|s)\b", "T", line)
     line = re.sub(r"\d[\d,.]*", "#", line)
     line = re.sub(r"█+", "█", line)
+    line = re.sub(r"─+", "─", line)
     return " ".join(line.split())
 
 
