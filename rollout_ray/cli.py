@@ -90,23 +90,16 @@ def run(
         typer.Option(help="Run N rows of each dataset into OUTPUT-pilot; project the full job."),
     ] = None,
     watch: Annotated[
-        bool,
-        typer.Option(
-            "--watch", help="Keep running: plan new input files (and grown ones) as they come."
-        ),
+        bool, typer.Option("--watch", help="Keep running: plan new and grown input files.")
     ] = False,
     watch_interval: Annotated[
         float, typer.Option(help="Seconds between looks at the inputs, with --watch.")
     ] = 10.0,
     show: Annotated[
-        bool,
-        typer.Option("--show", help="Print each rollout (prompt, response, reward) as it lands."),
+        bool, typer.Option("--show", help="Print each rollout (prompt, response, reward).")
     ] = False,
     force_new_config: Annotated[
-        bool,
-        typer.Option(
-            "--force-new-config", help="Resume an output that was planned with another config."
-        ),
+        bool, typer.Option("--force-new-config", help="Resume an output of another config.")
     ] = False,
     dashboard: Annotated[
         bool,
