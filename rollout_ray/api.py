@@ -49,6 +49,9 @@ def run(
         RunInterrupted: stopped by Ctrl-C or `stop` (a KeyboardInterrupt); `.result`
             says what the output holds.
     """
+    from rollout_ray.logs import quiet_libraries
+
+    quiet_libraries()  # as the CLI does: ROLLOUT_RAY_VERBOSE=1 shows everything
     dotted = list(overrides)
     dotted += [f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in fields.items()]
     if isinstance(config, JobConfig):
@@ -82,7 +85,7 @@ def read_rollouts(
         if c.file("data") and (not datasets or c.dataset in datasets)
     )
     if not files:
-        return ray.data.from_arrow(pa.table({}))
+        return ray.data.from_arrow(results.read_rollouts(output, datasets, columns))
     return ray.data.read_parquet(files, columns=columns)
 
 

@@ -90,17 +90,16 @@ def run(
         typer.Option(help="Run N rows of each dataset into OUTPUT-pilot; project the full job."),
     ] = None,
     watch: Annotated[
-        bool,
-        typer.Option(help="Keep running: plan new input files (and grown ones) as they come."),
+        bool, typer.Option("--watch", help="Keep running: plan new and grown input files.")
     ] = False,
     watch_interval: Annotated[
         float, typer.Option(help="Seconds between looks at the inputs, with --watch.")
     ] = 10.0,
     show: Annotated[
-        bool, typer.Option(help="Print each rollout (prompt, response, reward) as it lands.")
+        bool, typer.Option("--show", help="Print each rollout (prompt, response, reward).")
     ] = False,
     force_new_config: Annotated[
-        bool, typer.Option(help="Resume an output that was planned with another config.")
+        bool, typer.Option("--force-new-config", help="Resume an output of another config.")
     ] = False,
     dashboard: Annotated[
         bool,
@@ -127,9 +126,9 @@ def run(
         kept_line,
         print_phases,
         print_projection,
-        print_summary,
         show_piece,
     )
+    from rollout_ray.views.summary import print_summary
 
     interrupts.install_for_process()
     quiet_libraries()
@@ -232,14 +231,16 @@ def submit(
 ) -> None:
     """Print (or --run) the `ray job submit` command that runs a job on a cluster."""
     from rollout_ray.run.submit import (
+        config_path,
         exec_submit,
         refuse_secret_overrides,
         shell_line,
         submit_command,
     )
 
-    refuse_secret_overrides(_load(config, overrides))  # here, not on the cluster
-    argv = submit_command(str(config), list(overrides or []), address, working_dir)
+    job = _load(config_path(config, working_dir), overrides)
+    refuse_secret_overrides(job)  # here, not on the cluster
+    argv = submit_command(str(config), list(overrides or []), address, working_dir, job=job)
     if run:
         exec_submit(argv)
     print(shell_line(argv))

@@ -82,7 +82,7 @@ def verify(
     from rollout_ray.config import parse_verifier
     from rollout_ray.output.results import dataset_names
     from rollout_ray.run.reverify import reverify
-    from rollout_ray.views.console import print_reverify
+    from rollout_ray.views.summary import print_reverify
 
     spec = parse_verifier(verifier)
     names = dataset or dataset_names(output)
@@ -113,13 +113,20 @@ def export(
         typer.Option(help="sft/dpo/rl: this share of tasks to DEST's .val sibling."),
     ] = None,
     shuffle: Annotated[
-        bool, typer.Option(help="sft/dpo/rl: rows in a seeded random order.")
+        bool, typer.Option("--shuffle", help="sft/dpo/rl: rows in a seeded random order.")
     ] = False,
     keep_reasoning: Annotated[
-        bool, typer.Option(help="sft/dpo: keep the thinking (as <think>...</think>).")
+        bool,
+        typer.Option("--keep-reasoning", help="sft/dpo: keep the thinking (<think>...</think>)."),
     ] = False,
     threshold: Annotated[float | None, typer.Option(help="sft: keep reward >= this.")] = None,
-    best_of_n: Annotated[bool, typer.Option(help="sft: keep the best rollout per task.")] = False,
+    best_of_n: Annotated[
+        bool, typer.Option("--best-of-n", help="sft: keep the best rollout per task.")
+    ] = False,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="sft/mix: TRL's layout, messages or prompt-completion."),
+    ] = "messages",
     min_gap: Annotated[float, typer.Option(help="dpo: least reward gap of a pair.")] = 0.0,
     scale: Annotated[str, typer.Option(help="rl: advantage scaling, group or none.")] = "group",
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
@@ -147,6 +154,7 @@ def export(
         "val_fraction": val_fraction,
         "shuffle": shuffle,
         "keep_reasoning": keep_reasoning,
+        "format": format,
     }
     given = {
         name: value

@@ -26,12 +26,18 @@ _NOTICES = (
     "ray._private.authentication.authentication_token_setup",
     "ray.data._internal.progress",
     "torch._library.triton",
+    "vllm.triton_utils.importing",
 )
+#: Where the FutureWarnings and DeprecationWarnings we hide come from: the libraries we
+#: drive, and our own calls into them. A notebook's own code keeps its warnings.
+_WARNING_MODULES = r"(vllm|torch|transformers|gguf|accelerate|ray|pyarrow|rollout_ray)(\.|$)"
 
 
 def quiet_libraries(level: int = logging.WARNING) -> None:
     """Keep third-party INFO chatter out of the console (and out of job logs); with
-    `--verbose` or `--debug` (ROLLOUT_RAY_VERBOSE / ROLLOUT_RAY_DEBUG) everything shows."""
+    `--verbose` or `--debug` (ROLLOUT_RAY_VERBOSE / ROLLOUT_RAY_DEBUG) everything shows.
+    Called by the CLI and by the Python API (a notebook's cell would otherwise fill
+    with vLLM's FutureWarnings and Ray Data's INFO lines); idempotent."""
     if os.environ.get("ROLLOUT_RAY_VERBOSE") == "1" or os.environ.get("ROLLOUT_RAY_DEBUG") == "1":
         return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", logging.getLevelName(level))
@@ -46,8 +52,8 @@ def quiet_libraries(level: int = logging.WARNING) -> None:
     # When Ray ends an actor, vLLM's output handler sees its engine core go and logs
     # an error; a real engine death reaches us as EngineDeadError and is logged there.
     logging.getLogger("vllm.v1.engine.async_llm").addFilter(_DropShutdownNoise())
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=_WARNING_MODULES)
 
 
 class _DropShutdownNoise(logging.Filter):

@@ -19,6 +19,17 @@ def free_on_resume(field: FieldInfo) -> bool:
     return isinstance(extra, dict) and extra.get("resume") == "free"
 
 
+#: Marks a field rollout-ray sets itself (sweep expansion, the command line's record):
+#: a user never writes it, so the reference and unknown-key errors don't offer it.
+SET_BY_ROLLOUT_RAY: dict[str, Any] = {"internal": True}
+
+
+def set_by_rollout_ray(field: FieldInfo) -> bool:
+    """Whether a field is rollout-ray's own bookkeeping, not a setting."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("internal") is True
+
+
 class _Strict(BaseModel):
     """Base for every config block: unknown keys are errors, not silently ignored."""
 

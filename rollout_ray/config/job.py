@@ -15,6 +15,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.config.blocks import (
     RESUME_FREE,
+    SET_BY_ROLLOUT_RAY,
     CostConfig,
     SamplingConfig,
     ServeConfig,
@@ -86,10 +87,14 @@ class DatasetConfig(_Strict):
         None, ge=1, description="Rollouts to collect from this dataset (rows x repeats)."
     )
     sweep_setting: dict[str, Any] | None = Field(
-        None, description="Set by `sweep:` expansion: the sampling values of this variant."
+        None,
+        description="Set by `sweep:` expansion: the sampling values of this variant.",
+        json_schema_extra=SET_BY_ROLLOUT_RAY,
     )
     sweep_origin: int | None = Field(
-        None, description="Set by `sweep:` expansion: the index of the dataset it came from."
+        None,
+        description="Set by `sweep:` expansion: the index of the dataset it came from.",
+        json_schema_extra=SET_BY_ROLLOUT_RAY,
     )
 
     @property
@@ -219,14 +224,15 @@ class JobConfig(_Strict):
     )
     tracking: TrackingConfig | None = Field(
         None,
-        description="Log the run to W&B or MLflow (see docs/python-api.md#tracking).",
+        description="Log the run to W&B or MLflow (the `tracking` block below; "
+        "docs/python-api.md#tracking).",
         json_schema_extra=RESUME_FREE,
     )
     cli_overrides: list[str] = Field(
         default_factory=list,
         description="Dotted overrides given on the command line; recorded so that a "
         "command-line sampling value beats a row's own.",
-        json_schema_extra=RESUME_FREE,
+        json_schema_extra={**RESUME_FREE, **SET_BY_ROLLOUT_RAY},
     )
 
     @field_validator("engine", mode="wrap")

@@ -3,6 +3,7 @@ key and what it allows."""
 
 from __future__ import annotations
 
+import difflib
 import typing
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from rollout_ray.config.blocks import set_by_rollout_ray
 from rollout_ray.config.engines import ENGINE_CONFIGS
 from rollout_ray.config.job import JobConfig, quickstart_dict
 from rollout_ray.config.verifiers import VerifierConfig
@@ -99,7 +101,7 @@ def load_config(
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin)) from None
+        raise ConfigError(format_validation_error(exc, origin, overrides)) from None
 
 
 #: Fields holding a discriminated union, and each member by its `kind` tag.
@@ -117,30 +119,54 @@ def _tagged() -> dict[str, type[BaseModel]]:
     }
 
 
-def format_validation_error(exc: ValidationError, origin: str) -> str:
-    """Turn pydantic's errors into lines that name the key and what it allows."""
-    lines = [f"invalid config in {origin}:"]
-    for error in exc.errors():
-        # Discriminated unions add the tag to the location: engine.vllm.foo -> engine.foo
-        loc = [
-            str(p)
-            for i, p in enumerate(error["loc"])
-            if not (i and error["loc"][i - 1] in _UNION_FIELDS and p in _tagged())
-        ]
-        key = ".".join(loc) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(error["loc"][:-1])
-            hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"  {key}: unknown key{hint}")
-        elif error["type"] == "missing":
-            lines.append(f"  {key}: required but missing")
-        else:
-            lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")
+def format_validation_error(
+    exc: ValidationError, origin: str, overrides: list[str] | tuple[str, ...] = ()
+) -> str:
+    """Turn pydantic's errors into lines that name the key, where it was written (the
+    config file or a command-line override) and what it allows: a near miss of an
+    allowed key is offered first ("did you mean"), as a typo is the usual cause."""
+    problems = [_problem(error, overrides) for error in exc.errors()]
+    if problems and all(source for _, source in problems):
+        lines = [f"invalid command-line override (config: {origin}):"]
+    else:
+        lines = [f"invalid config in {origin}:"]
+    lines += [f"  {text}" for text, _ in problems]
     return "\n".join(lines)
 
 
+def _problem(error: Any, overrides: list[str] | tuple[str, ...]) -> tuple[str, str | None]:
+    """One error as a line, and the override it came from (None: the config itself)."""
+    # Discriminated unions add the tag to the location: engine.vllm.foo -> engine.foo
+    loc = [
+        str(p)
+        for i, p in enumerate(error["loc"])
+        if not (i and error["loc"][i - 1] in _UNION_FIELDS and p in _tagged())
+    ]
+    key = ".".join(loc) or "(top level)"
+    source = _override_for(loc, overrides)
+    where = f" (command-line override {source})" if source else ""
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(error["loc"][:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6) if loc else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        hint += f" allowed here: {', '.join(allowed)}" if allowed else ""
+        return f"{key}: unknown key{where}{hint}", source
+    if error["type"] == "missing":
+        return f"{key}: required but missing{where}", source
+    return f"{key}: {error['msg']} (got {error.get('input')!r}){where}", source
+
+
+def _override_for(loc: list[str], overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The command-line override that set the value at `loc` (or a block holding it)."""
+    for item in reversed(overrides):  # the last override of a key is the one that holds
+        path = [p for p in item.split("=", 1)[0].strip().split(".") if p]
+        if path and loc[: len(path)] == path:
+            return item
+    return None
+
+
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found at `loc` inside JobConfig."""
+    """Field names a user may write in the model found at `loc` inside JobConfig."""
     model: Any = JobConfig
     for part in loc:
         if isinstance(part, int):
@@ -150,7 +176,11 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         field = model.model_fields.get(part)
         # A discriminated union puts its tag in the location: engine.vllm.<key>
         model = _model_of(field.annotation) if field else _tagged().get(part)
-    return sorted(model.model_fields) if model is not None else []
+    if model is None:
+        return []
+    return sorted(
+        name for name, field in model.model_fields.items() if not set_by_rollout_ray(field)
+    )
 
 
 def _model_of(annotation: Any) -> Any:

@@ -23,9 +23,7 @@ from rollout_ray.config import (
     load_engine_plugins,
 )
 from rollout_ray.config.agents import AgentConfig
-
-#: Internal fields a user never writes (set by the tool itself).
-_INTERNAL = {"cli_overrides", "sweep_setting", "sweep_origin"}
+from rollout_ray.config.blocks import set_by_rollout_ray
 
 
 def render_reference() -> str:
@@ -48,6 +46,7 @@ def render_reference() -> str:
         ("agent (datasets[].agent)", AgentConfig, "datasets.N.agent."),
         ("serve", _inner(JobConfig.model_fields["serve"].annotation), "serve."),
         ("cost", _inner(JobConfig.model_fields["cost"].annotation), "cost."),
+        ("tracking", _inner(JobConfig.model_fields["tracking"].annotation), "tracking."),
     ]
     lines = [
         "# Config reference",
@@ -69,7 +68,7 @@ def render_reference() -> str:
             "|---|---|---|---|---|",
         ]
         for name, field in model.model_fields.items():
-            if name in _INTERNAL:
+            if set_by_rollout_ray(field):
                 continue
             key = field.alias or name
             lines.append(

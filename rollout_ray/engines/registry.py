@@ -8,7 +8,9 @@ which ends with one line:
 `build` makes the engine in the process that runs it (an engine actor, or the driver
 for the local executor); `placement` gives the Ray options and environment its actors
 need; `check` refuses in the driver, before anything starts, what can't work; `prepare`
-readies what the actors will need once Ray is up. Only `build` is required. Ray Data
+readies what the actors will need once Ray is up; `explain` turns a failure of `build`
+that a setting of the block decides into a message naming that setting. Only `build`
+is required. Ray Data
 LLM keeps each processor config with its builder in the same way
 (`ProcessorBuilder.register(config_type, builder)`); the blocks stay with the config
 so that reading one never imports an engine.
@@ -40,6 +42,10 @@ def _no_check(job: JobConfig, block: Any, secret_env: dict[str, str]) -> None:
     return None
 
 
+def _no_explanation(exc: BaseException) -> str | None:
+    return None
+
+
 def _nothing_to_prepare(
     job: JobConfig, block: Any, local: bool, notify: Callable[[str], None]
 ) -> None:
@@ -58,6 +64,8 @@ class EngineKind:
     check: Callable[[JobConfig, Any, dict[str, str]], None] = _no_check
     #: (job, block, Ray started here?, notify) -> None: once Ray is up, in the driver.
     prepare: Callable[[JobConfig, Any, bool, Callable[[str], None]], None] = _nothing_to_prepare
+    #: (the exception `build` raised) -> what to tell the user, or None to let it be.
+    explain: Callable[[BaseException], str | None] = _no_explanation
 
 
 _KINDS: dict[type[EngineBlock], EngineKind] = {}
@@ -69,6 +77,7 @@ def register_engine(
     placement: Callable[[Any, str, int], tuple[dict[str, Any], dict[str, str]]] | None = None,
     check: Callable[[JobConfig, Any, dict[str, str]], None] | None = None,
     prepare: Callable[[JobConfig, Any, bool, Callable[[str], None]], None] | None = None,
+    explain: Callable[[BaseException], str | None] | None = None,
 ) -> None:
     """Add an engine kind: JobConfig accepts its block from now on, in this process (a
     plugin's module is imported in every process that reads a config naming it)."""
@@ -81,6 +90,7 @@ def register_engine(
         placement or _no_placement,
         check or _no_check,
         prepare or _nothing_to_prepare,
+        explain or _no_explanation,
     )
 
 

@@ -29,7 +29,12 @@ from rollout_ray.engines.base import (
 from rollout_ray.engines.embedded_model import resolve_model
 from rollout_ray.engines.reasoning import ReasoningSplitter
 from rollout_ray.engines.registry import register_engine
-from rollout_ray.engines.vllm_placement import in_process_core, placement, prepare
+from rollout_ray.engines.vllm_placement import (
+    explain_start_failure,
+    in_process_core,
+    placement,
+    prepare,
+)
 from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.engines.vllm_turns import TurnRenderer
 from rollout_ray.errors import RowError
@@ -373,4 +378,10 @@ def build(job: JobConfig, block: VLLMEngineConfig, device: str) -> VLLMEngine:
     return VLLMEngine(job.model, block, device, metrics=job.metrics)
 
 
-register_engine(VLLMEngineConfig, build=build, placement=placement, prepare=prepare)
+register_engine(
+    VLLMEngineConfig,
+    build=build,
+    placement=placement,
+    prepare=prepare,
+    explain=explain_start_failure,
+)

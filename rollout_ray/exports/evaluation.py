@@ -6,12 +6,11 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from rich.table import Table
 
 from rollout_ray import storage
 from rollout_ray.exports.writer import (
@@ -24,6 +23,9 @@ from rollout_ray.exports.writer import (
     rewards,
     shards,
 )
+
+if TYPE_CHECKING:
+    from rollout_ray.views.tables import Grid
 
 COLUMNS = ["dataset", "task_id", "rollout_index", "reward", "verifier_details"]
 ANSWER_KEY = "extracted_answer"
@@ -245,27 +247,24 @@ def _summarize(acc: _Dataset, ks: list[int] | None) -> dict[str, Any]:
     }
 
 
-def eval_table(metrics: dict[str, Any]) -> Table:
-    """The metrics of `export_eval` as a rich table, one row per dataset and metric."""
-    table = Table(title=f"eval (correct: reward >= {metrics['correct_threshold']})")
-    for name, justify in [
-        ("dataset", "left"),
-        ("metric", "left"),
-        ("value", "right"),
-        ("± stderr", "right"),
-        ("tasks", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+def eval_table(metrics: dict[str, Any]) -> Grid:
+    """The metrics of `export_eval` as a grid, one row per dataset and metric."""
+    from rollout_ray.views.tables import Grid
+
+    grid = Grid(
+        f"eval (correct: reward >= {metrics['correct_threshold']})",
+        ["dataset", "metric", "value", "± stderr", "tasks"],
+        names=2,
+    )
     for dataset, found in metrics["datasets"].items():
-        for i, (metric, figure) in enumerate(found["metrics"].items()):
-            label = dataset if i == 0 else ""
+        for metric, figure in found["metrics"].items():
             if figure is None:
-                table.add_row(label, metric, "n/a", "", "")
+                grid.add_row(dataset, metric, "n/a", "", "")
                 continue
             excluded = figure.get("tasks_excluded")
             tasks = f"{figure['tasks']}" + (f" ({excluded} excluded)" if excluded else "")
-            table.add_row(label, metric, _fmt(figure["value"]), _fmt(figure["stderr"]), tasks)
-    return table
+            grid.add_row(dataset, metric, _fmt(figure["value"]), _fmt(figure["stderr"]), tasks)
+    return grid
 
 
 def _fmt(value: float | None) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from rollout_ray import storage
-from rollout_ray.exports.sft import SCHEMA, _examples
+from rollout_ray.exports.sft import check_row_format, examples, schema
 from rollout_ray.exports.writer import (
     ExportReport,
     TableWriter,
@@ -40,8 +40,10 @@ def export_mix(
     threshold: float | None = None,
     seed: int = 0,
     datasets: list[str] | None = None,
+    format: str = "messages",
 ) -> ExportReport:
-    """Write a shuffled mix of the datasets' rollouts in the SFT layout.
+    """Write a shuffled mix of the datasets' rollouts in an SFT layout (`format`:
+    messages or prompt-completion, as the sft export).
 
     Args:
         weights: share of each dataset (normalised); default: the datasets' `weight` in
@@ -52,6 +54,7 @@ def export_mix(
         seed: the sampling and the shuffle are reproducible for a seed.
     """
     output_format(dest)
+    check_row_format(format)
     if threshold is not None:
         threshold = check_number("threshold", threshold)
     if not isinstance(output, str):
@@ -86,12 +89,13 @@ def export_mix(
     for name, pool in pools.items():
         rows += pool.sample(quotas[name])
     rng.shuffle(rows)
-    with TableWriter(dest, SCHEMA) as writer:
+    layout = schema(format)
+    with TableWriter(dest, layout) as writer:
         for start in range(0, len(rows), 10_000):
             chunk = rows[start : start + 10_000]
             table = pa.concat_tables([t.slice(i, 1) for t, i in chunk]) if chunk else None
             if table is not None:
-                writer.write(_examples(table))
+                writer.write(examples(table).select(layout.names))
     return ExportReport(
         kind="mix",
         dest=dest,

@@ -29,29 +29,31 @@ from rollout_ray.exports.writer import (
 )
 from rollout_ray.output.schema import MESSAGE
 
-#: Both TRL conversational layouts in one row: `messages` (language modeling) and
-#: `prompt` + `completion` (prompt-completion). TRL's SFTTrainer takes the
-#: prompt-completion path when both are present (loss on the completion only); drop
-#: `prompt`/`completion` to train on the whole conversation instead.
-SCHEMA = pa.schema(
-    [
-        ("messages", MESSAGES),
-        ("prompt", MESSAGES),
-        ("completion", MESSAGES),
-        ("task_id", pa.string()),
-        ("rollout_index", pa.int32()),
-        ("dataset", pa.string()),
-        ("reward", pa.float64()),
-    ]
-)
-#: The same for agent jobs: multi-turn messages with tool calls, and the tools offered.
-TOOL_SCHEMA = pa.schema(
-    [
-        (f.name, TOOL_MESSAGES if f.name in ("messages", "prompt", "completion") else f.type)
-        for f in SCHEMA
-    ]
-    + [("tools", pa.string())]
-)
+#: TRL's two conversational layouts (its `is_conversational` shapes): `messages`, the
+#: whole conversation (language modeling: loss on every token unless the trainer masks
+#: the prompt), or `prompt` + `completion` (loss on the completion only). A row holds one
+#: of them: TRL's `maybe_apply_chat_template` refuses a row with both ("Invalid keys").
+FORMATS = ("messages", "prompt-completion")
+#: Where each row came from, beside the conversation.
+PROVENANCE = [
+    ("task_id", pa.string()),
+    ("rollout_index", pa.int32()),
+    ("dataset", pa.string()),
+    ("reward", pa.float64()),
+]
+
+
+def schema(format: str = "messages", tools: bool = False) -> pa.Schema:
+    """The rows' schema in `format`; `tools`: an agent job's multi-turn messages with
+    tool calls, and the tools offered."""
+    messages = TOOL_MESSAGES if tools else MESSAGES
+    names = ["messages"] if format == "messages" else ["prompt", "completion"]
+    fields = [(name, messages) for name in names] + PROVENANCE
+    return pa.schema(fields + ([("tools", pa.string())] if tools else []))
+
+
+#: The default layout's schema (the mix export writes it).
+SCHEMA = schema()
 
 
 def export_sft(
@@ -65,8 +67,10 @@ def export_sft(
     seed: int = 0,
     shuffle: bool = False,
     keep_reasoning: bool = False,
+    format: str = "messages",
 ) -> ExportReport:
-    """Write SFT examples from committed rollouts.
+    """Write SFT examples from committed rollouts, in one of TRL's conversational
+    layouts (`format`, see FORMATS): `messages` (default) or `prompt-completion`.
 
     Filters (combinable; a null reward fails both, since it can't be ranked):
       threshold: keep rollouts with reward >= threshold (rejection sampling).
@@ -79,6 +83,7 @@ def export_sft(
     reasoning parser's thinking back before each answer (default: the answer only).
     """
     output_format(dest)
+    check_row_format(format)
     if threshold is not None:
         threshold = check_number("threshold", threshold)
     if not isinstance(best_of_n, bool):
@@ -88,10 +93,9 @@ def export_sft(
     tasks = rollouts = unscored = below = 0
     highest = -np.inf  # the best reward seen, for "nothing reaches the threshold"
     agents = is_agent_job(output)
-    schema, columns = (
-        (TOOL_SCHEMA, SCORED_COLUMNS + EPISODE_COLUMNS) if agents else (SCHEMA, SCORED_COLUMNS)
-    )
-    with SplitWriter(dest, schema, val_fraction, seed, shuffle) as writer:
+    columns = SCORED_COLUMNS + EPISODE_COLUMNS if agents else SCORED_COLUMNS
+    layout = schema(format, agents)
+    with SplitWriter(dest, layout, val_fraction, seed, shuffle) as writer:
         for shard in shards(output, datasets, columns):
             groups = group_by_task(shard)
             tasks += groups.count
@@ -115,7 +119,8 @@ def export_sft(
                 rows = np.flatnonzero(keep)
             selected = groups.table.take(pa.array(rows))
             answers = answer_texts(selected, keep_reasoning)
-            writer.write(_episodes(selected) if agents else _examples(selected, answers))
+            rows = _episodes(selected) if agents else examples(selected, answers)
+            writer.write(rows.select(layout.names))
     return ExportReport(
         kind="sft",
         dest=dest,
@@ -127,15 +132,21 @@ def export_sft(
             "below_threshold": below,
             "threshold": threshold,
             "best_of_n": best_of_n,
+            "format": format,
             "highest_reward": highest if highest > -np.inf else None,
             **writer.report(),
         },
     )
 
 
-def _examples(rows: pa.Table, answers: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
-    """SFT rows in SCHEMA for selected rollouts (`answers`: the assistant texts, by
-    default the responses)."""
+def check_row_format(row_format: str) -> None:
+    if row_format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {row_format!r}")
+
+
+def examples(rows: pa.Table, answers: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
+    """SFT rows in both layouts for selected rollouts (`answers`: the assistant texts, by
+    default the responses); a writer selects the columns of one."""
     if answers is None:
         answers = rows["response_text"]
     return pa.table(
@@ -152,7 +163,7 @@ def _examples(rows: pa.Table, answers: pa.Array | pa.ChunkedArray | None = None)
 
 
 def _episodes(rows: pa.Table) -> pa.Table:
-    """SFT rows in TOOL_SCHEMA: the prompt, then every turn of the episode."""
+    """SFT rows of an agent job in both layouts: the prompt, then every turn."""
     prompt, completion = prompt_lists(rows), completion_lists(rows)
     return pa.table(
         {

@@ -124,6 +124,7 @@ def parse_jsonl_line(line: bytes, row_index: int) -> SourceRow:
         warnings.append(f"invalid UTF-8 bytes (first at byte {exc.start}) replaced with U+FFFD")
     if text[:1] == "\ufeff":  # a byte-order mark, as some Windows tools write
         text = text[1:]
+        warnings.append("a leading byte-order mark (U+FEFF) dropped")
     if not text.strip():
         return SourceRow(row_index, None, RowError("empty line"), text)
     try:

@@ -50,12 +50,15 @@ class JobState:
         shards: list[Shard],
         commits: list[Commit],
         max_attempts: int = 3,
+        datasets: list[str] | tuple[str, ...] = (),
     ):
+        """`datasets`: the config's dataset names, so that one whose input held no row
+        (it has no shard) is still counted, as 0 of 0, and shown."""
         self.layout = layout
         self.max_attempts = max_attempts
         self.shards: list[Shard] = []
         self.retired: set[str] = set()
-        self.datasets: dict[str, DatasetCounts] = {}
+        self.datasets: dict[str, DatasetCounts] = {name: DatasetCounts() for name in datasets}
         for shard in shards:
             self.add_shard(shard)
         self.latest: dict[str, Commit] = {}

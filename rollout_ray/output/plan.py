@@ -226,8 +226,8 @@ def prepare_output(
             f"{config.output} holds a job that differs from this one:\n  "
             + "\n  ".join(refused)
             + "\nRun with --force-new-config to go on with the new config (committed "
-            "rollouts are kept as they are; new rows and files are planned), or choose "
-            "another output."
+            "rollouts are kept as they are; new rows and files are planned), or give it "
+            f"an output of its own (e.g. output={storage.shown(config.output)}-2)."
             + ("" if watch or changed or problems else " With --watch, new input is planned.")
         )
     if refused or grown:

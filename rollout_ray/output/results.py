@@ -17,7 +17,7 @@ from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
 from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
-from rollout_ray.output.schema import ROLLOUT_CORE, Commit
+from rollout_ray.output.schema import FAILURE_SCHEMA, ROLLOUT_CORE, Commit
 
 
 def committed_pieces(output: str) -> list[Commit]:
@@ -83,12 +83,23 @@ def _read(uri: str, columns: list[str] | None) -> pa.Table:
 def read_rollouts(
     output: str, datasets: list[str] | None = None, columns: list[str] | None = None
 ) -> pa.Table:
-    """Every committed rollout as one table (for outputs that fit in memory)."""
-    return concat(list(iter_shards(output, datasets, columns)))
+    """Every committed rollout as one table (for outputs that fit in memory). With no
+    rollout, the record schema's columns and no row, so code that reads a column (a
+    notebook's `table["reward"]`) works on an empty output too."""
+    tables = list(iter_shards(output, datasets, columns))
+    return concat(tables) if tables else _empty(ROLLOUT_CORE, columns)
 
 
 def read_failures(output: str, datasets: list[str] | None = None) -> pa.Table:
-    return concat(list(iter_shards(output, datasets, kind="failures")))
+    """Every committed failure record; none: the failure schema with no row."""
+    tables = list(iter_shards(output, datasets, kind="failures"))
+    return concat(tables) if tables else FAILURE_SCHEMA.empty_table()
+
+
+def _empty(schema: pa.Schema, columns: list[str] | None) -> pa.Table:
+    if columns:
+        schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
+    return schema.empty_table()
 
 
 def concat(tables: list[pa.Table]) -> pa.Table:

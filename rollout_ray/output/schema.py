@@ -14,6 +14,8 @@ from typing import Any, TypedDict
 
 import pyarrow as pa
 
+from rollout_ray.output import json_text
+
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 SAMPLING = pa.struct(
@@ -279,8 +281,13 @@ def rollouts_table(records: list[dict[str, Any]]) -> pa.Table:
         pa.ArrowException, TypeError, ValueError, OverflowError: a core value can't be
             stored (the caller isolates the record at fault).
     """
+    columns, encoded, notes = carried_columns([record.get("input") or {} for record in records])
+    if any(notes):  # what storing changed (a NaN, binary data) joins the row's warnings
+        records = [
+            {**r, "row_warnings": [*(r.get("row_warnings") or []), *n]} if n else r
+            for r, n in zip(records, notes, strict=True)
+        ]
     table = pa.Table.from_pylist(records, schema=ROLLOUT_CORE)
-    columns, encoded = carried_columns([record.get("input") or {} for record in records])
     if not columns:
         return table
     index = table.schema.get_field_index(CARRIED_JSON)
@@ -292,13 +299,14 @@ def rollouts_table(records: list[dict[str, Any]]) -> pa.Table:
 
 def carried_columns(
     inputs: list[dict[str, Any]],
-) -> tuple[dict[str, pa.Array], list[list[str] | None]]:
+) -> tuple[dict[str, pa.Array], list[list[str] | None], list[list[str]]]:
     """The carried fields as string columns, by one rule that any JSON value passes.
 
     A string is stored as itself; any other value (a number, a boolean, an object, an
-    array, an empty object, an integer past 64 bits, NaN, a date from a Parquet input)
-    as its JSON text, and the row's `carried_json` names the fields so stored, so
-    `decode_rows` gives the row's own values back. Every carried column is a string
+    array, an empty object, an integer past 64 bits, an infinity, a date or binary
+    data from a Parquet input) as its JSON text, valid for any reader (json_text: NaN
+    is null, said in `notes`), and the row's `carried_json` names the fields so
+    stored, so `decode_rows` gives the row's own values back. Every carried column is a string
     column in every file, so a job's output always reads as one table (pandas, DuckDB,
     `datasets`), whatever kinds a field mixes across rows. Arrow's own inference is
     not used: it fails on empty objects and mixed types, types a field differently
@@ -306,11 +314,13 @@ def carried_columns(
     full of nulls, which changes the data.
 
     Returns:
-        Columns by stored name (`input.<name>` for a name a core column has), and per
-        row the stored names holding JSON text (None when none).
+        Columns by stored name (`input.<name>` for a name a core column has), per row
+        the stored names holding JSON text (None when none), and per row what storing
+        changed (a NaN stored as null, binary data as base64: see json_text).
     """
     names = list(dict.fromkeys(name for row in inputs for name in row))
     encoded: list[list[str] | None] = [None] * len(inputs)
+    notes: list[list[str]] = [[] for _ in inputs]
     columns = {}
     for name in names:
         stored = INPUT_PREFIX + name if name in CORE_NAMES else name
@@ -319,19 +329,19 @@ def carried_columns(
             if value is None or type(value) is str:
                 continue
             # Rows come from our parsers, whose text is valid UTF-8: no clean_text.
-            values[i] = json.dumps(value, ensure_ascii=False, default=str)
+            values[i] = json_text.dumps(value, notes[i], field=name)
             names_here = encoded[i]
             if names_here is None:
                 encoded[i] = [stored]
             else:
                 names_here.append(stored)
         columns[stored] = pa.array(values, pa.string())
-    return columns, encoded
+    return columns, encoded, notes
 
 
 def to_json(value: Any) -> str:
-    """JSON text of any value a row can hold (dates, bytes and the like as strings)."""
-    return clean_text(json.dumps(value, ensure_ascii=False, default=str))
+    """JSON text of any value a row can hold, valid for any reader (see json_text)."""
+    return clean_text(json_text.dumps(value))
 
 
 def clean_text(text: str) -> str:

@@ -59,7 +59,8 @@ class Coordinator:
         plan = storage.read_parquet(self.layout.plan)
         shards = [Shard.from_dict(row) for row in plan.to_pylist()]
         commits = manifest.read_commits(self.layout)
-        self.state = JobState(self.layout, shards, commits, self.max_attempts)
+        names = [d.name for d in self.config.datasets]
+        self.state = JobState(self.layout, shards, commits, self.max_attempts, names)
         self._committed_files: set[str] | None = manifest.committed_files(commits)
         self.closed = False  # the run has ended: late commits are refused
         self.stopping = False  # asked to stop: running pieces commit what is finished

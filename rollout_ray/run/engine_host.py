@@ -12,7 +12,8 @@ from typing import Any
 
 from rollout_ray import secrets
 from rollout_ray.config import JobConfig
-from rollout_ray.engines import Engine, create_engine
+from rollout_ray.engines import Engine, create_engine, kind_of
+from rollout_ray.errors import EngineFailed
 from rollout_ray.output.manifest import Layout
 from rollout_ray.run.coordinator_client import CoordinatorClient
 from rollout_ray.run.worker import PieceRunner
@@ -26,6 +27,10 @@ def start_engine(
 
     Returns:
         The engine, and the seconds its start took (for the run's phase table).
+
+    Raises:
+        EngineFailed: the engine can't start for a reason its kind explains (a setting
+            of the config decides it: the message names the setting).
     """
     from rollout_ray.logs import quiet_libraries
 
@@ -33,7 +38,13 @@ def start_engine(
     quiet_libraries()
     secrets.apply(secret_env)
     secrets.register(*secrets.config_values(config))
-    engine = create_engine(config, device)
+    try:
+        engine = create_engine(config, device)
+    except Exception as exc:
+        reason = kind_of(config.engine).explain(exc)
+        if reason is None:
+            raise
+        raise EngineFailed(reason) from None
     return engine, round(time.monotonic() - started, 3)
 
 

@@ -191,11 +191,11 @@ class LocalExecutor:
 
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
         from rollout_ray.run.coordinator import Coordinator
-        from rollout_ray.run.placement import coordinator_name
+        from rollout_ray.run.placement import coordinator_name, job_label
 
         self.name = coordinator_name(layout)
-        config = self.config.model_dump_json()
-        return self.call(Coordinator, config, owner, self.name, watch_s, self.secret_env)
+        config, label = self.config.model_dump_json(), job_label(self.config)
+        return self.call(Coordinator, config, owner, label, watch_s, self.secret_env)
 
     def finish(self, coordinator: Any, status: str) -> dict[str, Any]:
         return self.call(coordinator.finish, status, timeout=300)

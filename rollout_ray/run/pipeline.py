@@ -27,6 +27,7 @@ from rollout_ray.output.plan import build_plan, planned_pieces, prepare_output
 from rollout_ray.output.schema import Commit
 from rollout_ray.run import interrupts, warm
 from rollout_ray.run.local import LocalExecutor, choose_executor, local_device
+from rollout_ray.run.placement import job_label
 from rollout_ray.run.preflight import check_job
 from rollout_ray.run.ray_executor import RayCluster
 from rollout_ray.run.verdict import RunTally, judge_run
@@ -249,7 +250,7 @@ def _generate(
         KeyboardInterrupt: stopped at once (a second Ctrl-C); committed work is kept.
     """
     port = config.metrics_port if config.metrics else 0
-    collector = prometheus_collector(port, executor.name, config.metrics_host)
+    collector = prometheus_collector(port, job_label(config), config.metrics_host)
     tracker = open_tracker(config)
     sinks = [s for s in (on_progress, collector and collector.update) if s]
     sinks += [tracker.progress] if tracker else []

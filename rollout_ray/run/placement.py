@@ -46,11 +46,17 @@ def init_ray(num_cpus: int | None = None) -> bool:
     if not ray.is_initialized():
         local = not (os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"))
         if local:
+            dashboard = os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0"
+            if not dashboard:
+                # Ray still starts its API server without the dashboard, and when that
+                # is slow to come up prints "Failed to start the dashboard" and the
+                # last 20 lines of its log: about a dashboard the user turned off.
+                logging.getLogger("ray._private.services").addFilter(_NO_DASHBOARD_NOTICE)
             ray.init(
                 namespace=NAMESPACE,
                 num_cpus=num_cpus,
                 # `run --no-dashboard` on a small machine: see docs/platform.md.
-                include_dashboard=os.environ.get("ROLLOUT_RAY_DASHBOARD", "1") != "0",
+                include_dashboard=dashboard,
                 logging_level=logging.WARNING,
                 configure_logging=False,
                 # Ray starts its workers at nice 15, below the driver and Ray's own
@@ -85,7 +91,12 @@ def pieces_context() -> Any:
 
 def _quiet_ray_data_logs() -> None:
     """Ray Data's full log stays in the session's ray-data.log; the console gets
-    warnings. Idempotent: applied on every connection, however it was made."""
+    warnings. Idempotent: applied on every connection, however it was made. Ray Data
+    sets its console handler up when it is first imported, so it is imported here
+    first (else that handler, at INFO, came later and printed "Dataset ... execution
+    finished" at the end of every run)."""
+    import ray.data  # noqa: F401
+
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ == "PlainRayHandler":
             handler.setLevel(logging.WARNING)
@@ -94,6 +105,29 @@ def _quiet_ray_data_logs() -> None:
     logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(
         _DROP_ABORT_NOTICE
     )
+    # Ray Data's stats actor (its dashboard bookkeeping) answered a late metrics update
+    # of a finished dataset with KeyError: 'dataset_...', which Ray printed as a
+    # traceback at the end of a run; the job's own work is not concerned.
+    worker_log = logging.getLogger("ray._private.worker")
+    if _DROP_STATS_ACTOR_ERRORS not in worker_log.filters:
+        worker_log.addFilter(_DROP_STATS_ACTOR_ERRORS)
+
+
+class _DropStatsActorErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("Unhandled error" in text and "_StatsActor" in text)
+
+
+_DROP_STATS_ACTOR_ERRORS = _DropStatsActorErrors()
+
+
+class _DropDashboardNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "dashboard" not in str(record.msg).lower()
+
+
+_NO_DASHBOARD_NOTICE = _DropDashboardNotice()
 
 
 class _DropAbortNotice(logging.Filter):
@@ -164,6 +198,22 @@ def shards_in_flight(config: JobConfig, device: str) -> int:
     batch = engine.batch_size() or (512 if device == "cuda" else 256)
     per_shard = min(config.shard_rows(d) * d.num_repeats for d in config.datasets)
     return max(2, min(64, math.ceil(2 * batch / per_shard) + 1))
+
+
+def job_label(config: JobConfig) -> str:
+    """The job's name where people look for it (metrics' `rollout_job`, progress.json's
+    `job`): the name a `ray job submit` gave it (`rollout-ray submit` sets `job_name`
+    in the job's metadata; else its submission id), else the output's last folder."""
+    import json
+
+    metadata = {}
+    try:  # Ray hands a submitted job's driver its config, metadata included
+        metadata = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        metadata = metadata.get("metadata") or {}
+    except ValueError:
+        pass
+    named = metadata.get("job_name") or metadata.get("job_submission_id")
+    return str(named or config.output.rstrip("/").rsplit("/", 1)[-1] or config.output)
 
 
 def coordinator_name(layout: Layout) -> str:

@@ -22,6 +22,7 @@ from rollout_ray.run.placement import (
     actor_options,
     coordinator_name,
     init_ray,
+    job_label,
     passthrough_env,
     pieces_context,
     resolve_device,
@@ -127,7 +128,7 @@ def start_coordinator(
             resources={"node:__internal_head__": 0.001},
             runtime_env={"env_vars": passthrough_env()},
         )
-        .remote(config.model_dump_json(), owner, name, watch_s, secret_env or {})
+        .remote(config.model_dump_json(), owner, job_label(config), watch_s, secret_env or {})
     )
     return name, actor
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from rollout_ray import secrets
@@ -57,16 +59,45 @@ def refuse_secret_overrides(job: JobConfig) -> None:
         )
 
 
+def config_path(config: str | Path, working_dir: str = ".") -> Path:
+    """Where the config is read here: a relative path is relative to the working dir
+    that is shipped (the job runs it from there on the cluster), as `submit` says."""
+    path = Path(config)
+    return path if path.is_absolute() else Path(working_dir) / path
+
+
+def job_identity(job: JobConfig, config: str) -> tuple[str, dict[str, str]]:
+    """A submission id and the job's metadata for Ray's Jobs page: `job_name` (Ray's
+    Name column, and the metrics' `rollout_job` label), the config and the output."""
+    from rollout_ray import storage
+    from rollout_ray.run.placement import job_label
+
+    name = job_label(job)
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "job"
+    submission = f"rollout-ray-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metadata = {
+        "job_name": name,
+        "rollout_ray_config": config,
+        "rollout_ray_output": secrets.redact(storage.shown(job.output)),
+    }
+    return submission, metadata
+
+
 def submit_command(
     config: str,
     overrides: list[str],
     address: str,
     working_dir: str = ".",
     no_wait: bool = False,
+    job: JobConfig | None = None,
 ) -> list[str]:
-    """The argv of `ray job submit` for `rollout-ray run CONFIG OVERRIDES...`."""
+    """The argv of `ray job submit` for `rollout-ray run CONFIG OVERRIDES...`; with the
+    loaded `job`, its submission id and metadata (else the Jobs page shows "-")."""
     env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
     command = ["ray", "job", "submit", "--address", address, "--working-dir", working_dir]
+    if job is not None:
+        submission, metadata = job_identity(job, config)
+        command += ["--submission-id", submission, "--metadata-json", json.dumps(metadata)]
     if env:
         command += ["--runtime-env-json", json.dumps({"env_vars": env})]
     if no_wait:

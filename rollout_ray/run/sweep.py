@@ -2,14 +2,13 @@
 
 The sweep itself is a config expansion (each dataset x setting becomes a dataset
 variant with its own name and output prefix), so the engines are shared by every
-setting of one job; this module only compares the settings once they are done.
+setting of one job; this module only compares the settings once they are done
+(views/summary.py shows the comparison).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from rich.table import Table
 
 from rollout_ray.config import JobConfig
 
@@ -51,36 +50,3 @@ def comparison(config: JobConfig, progress: dict[str, Any]) -> list[dict[str, An
             }
         )
     return rows
-
-
-def comparison_table(rows: list[dict[str, Any]]) -> Table:
-    ks = sorted({k for row in rows for k in row["pass_at"]}, key=int)
-    table = Table(title="sweep: one row per setting")
-    columns = [
-        "dataset",
-        "setting",
-        "rollouts",
-        "mean reward",
-        *[f"pass@{k}" for k in ks],
-        "output tok",
-        "tok/rollout",
-        "latency s",
-    ]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("dataset", "setting") else "right")
-    for row in rows:
-        table.add_row(
-            row["dataset"],
-            ", ".join(f"{k}={v}" for k, v in row["setting"].items()),
-            f"{row['rollouts']:,}",
-            _num(row["mean_reward"]),
-            *[_num(row["pass_at"].get(k)) for k in ks],
-            f"{row['output_tokens']:,}",
-            _num(row["tokens_per_rollout"], 1),
-            _num(row["latency_s"], 2),
-        )
-    return table
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"

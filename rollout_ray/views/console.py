@@ -12,26 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
+from rollout_ray.views.summary import duration
 from rollout_ray.views.terminal import SafeConsole, visible
 
 if TYPE_CHECKING:
     from rollout_ray.output.schema import Commit
 
 LOG_EVERY_S = 10.0
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 class ProgressView:
@@ -96,7 +84,7 @@ class ProgressView:
         share = f"{100 * done / todo:.0f}%" if todo else "-"
         print(
             f"[rollout-ray] {done:,}/{todo:,} rollouts ({share}, {committed}), {rate}, "
-            f"{run.get('rollouts_per_s', 0):,.1f} rollouts/s, ETA {_duration(run.get('eta_s'))}",
+            f"{run.get('rollouts_per_s', 0):,.1f} rollouts/s, ETA {duration(run.get('eta_s'))}",
             file=sys.stderr,
             flush=True,
         )
@@ -122,95 +110,13 @@ def kept_line(result: Any) -> str:
     )
 
 
-def print_summary(console: Console, result: Any) -> None:
-    """The end-of-job summary: per-dataset counts, tokens, rate and where output is."""
-    table = Table(title=f"rollout-ray: {result.status} in {_duration(result.wall_s)}")
-    columns = (
-        "dataset",
-        "rollouts",
-        "failed",
-        "prompt tok",
-        "output tok",
-        "reward mean±std",
-        "min",
-        "max",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column == "dataset" else "right")
-    for name, counts in result.datasets.items():
-        reward = (counts.get("stats") or {}).get("reward") or {}
-        table.add_row(
-            name,
-            f"{counts['ok']:,}/{counts['expected']:,}",
-            f"{counts['failed']:,}",
-            f"{counts['prompt_tokens']:,}",
-            f"{counts['output_tokens']:,}",
-            f"{_num(reward.get('mean'))}±{_num(reward.get('std'))}" if reward else "-",
-            _num(reward.get("min")),
-            _num(reward.get("max")),
-        )
-    console.print(table)
-    for name, counts in result.datasets.items():
-        # Numeric fields the verifier reports beside the reward (e.g. Gym's accuracy).
-        fields = {
-            key.split(".", 1)[1]: value
-            for key, value in (counts.get("stats") or {}).items()
-            if key.startswith("verifier.") and value.get("count")
-        }
-        if fields:
-            shown = ", ".join(
-                f"{field} {_num(value['mean'])} (n={value['count']:,})"
-                for field, value in sorted(fields.items())[:8]
-            )
-            console.print(Text(f"{name}: verifier field means: {shown}"))
-    for name, counts in result.datasets.items():
-        histogram = ((counts.get("stats") or {}).get("reward") or {}).get("histogram")
-        if histogram and len(result.datasets) <= 8:
-            print_histogram(console, f"reward histogram, {name}", histogram)
-    run = result.progress.get("run", {})
-    console.print(
-        f"this run: {run.get('done', 0):,} rollouts, {run.get('output_tokens', 0):,} output "
-        f"tokens, {run.get('output_tokens_per_s', 0):,.1f} output tok/s over "
-        f"{_duration(result.wall_s)} wall"
-    )
-    if result.metrics.get("sweep"):
-        from rollout_ray.run.sweep import comparison_table
-
-        console.print(comparison_table(result.metrics["sweep"]))
-    if result.metrics.get("cost"):
-        cost = result.metrics["cost"]
-        console.print(
-            f"cost: {cost['total']:,.4f} {cost['currency']} (tokens {cost['tokens']:,.4f}, "
-            f"hardware {cost['hardware']:,.4f} for {cost['gpu_hours']:,.3f} GPU-hours)"
-        )
-    from rollout_ray import storage
-
-    shown = storage.shown(result.output)
-    console.print(f"output: {shown}")
-    failed = sum(c["failed"] for c in result.datasets.values())
-    if failed:
-        console.print(
-            f"[yellow]{failed:,} rollouts failed; reasons in {shown}/failures "
-            "(`rollout-ray status` groups them)[/yellow]"
-        )
-
-
-def print_histogram(console: Console, title: str, histogram: dict[str, int]) -> None:
-    """A text bar chart of a reward histogram."""
-    top = max(histogram.values()) or 1
-    console.print(f"[bold]{title}[/bold]")
-    for label, count in histogram.items():
-        bar = "█" * round(30 * count / top)
-        console.print(f"  {label:>9} {bar} {count:,}")
-
-
 def print_projection(console: Console, projection: Any) -> None:
     """What the pilot says the full job will take."""
     p = projection
     console.print(
         f"pilot: {p.pilot_rollouts:,} rollouts; the full job has {p.full_rollouts:,}. Projected: "
         f"{p.prompt_tokens:,} prompt + {p.output_tokens:,} output tokens, "
-        f"{_duration(p.seconds)} with this config (start-up {_duration(p.startup_s)})"
+        f"{duration(p.seconds)} with this config (start-up {duration(p.startup_s)})"
     )
     if p.cost:
         console.print(
@@ -218,22 +124,6 @@ def print_projection(console: Console, projection: Any) -> None:
             f"(tokens {p.cost['tokens']:,.2f}, hardware {p.cost['hardware']:,.2f} for "
             f"{p.cost['gpu_hours']:,.2f} GPU-hours)"
         )
-
-
-def print_reverify(console: Console, result: dict[str, Any]) -> None:
-    table = Table(title=f"re-scored into {result['output']} in {_duration(result['seconds'])}")
-    for column in ("dataset", "rollouts", "failed", "mean reward", "std"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
-    for name, counts in result["datasets"].items():
-        reward = counts["stats"].get("reward") or {}
-        table.add_row(
-            name,
-            f"{counts['ok']:,}",
-            f"{counts['failed']:,}",
-            _num(reward.get("mean")),
-            _num(reward.get("std")),
-        )
-    console.print(table)
 
 
 def print_export(console: Console, report: Any) -> None:
@@ -251,12 +141,9 @@ def print_export(console: Console, report: Any) -> None:
             console.print(details)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def show_piece(console: Console, commit: Commit) -> None:
     """Print a just-committed piece's rollouts and failures readably (`run --show`)."""
+    from rich.markup import escape
     from rich.panel import Panel
 
     from rollout_ray import storage
@@ -264,17 +151,19 @@ def show_piece(console: Console, commit: Commit) -> None:
     if commit.data_file:
         for r in storage.read_parquet(commit.data_file).to_pylist():
             prompt = (r["prompt_messages"] or [{}])[-1].get("content", "")
-            reward = "" if r["reward"] is None else f"  reward {r['reward']:.3f}"
-            details = f"  {_clip(r['verifier_details'], 200)}" if r.get("verifier_details") else ""
-            console.print(
-                Panel(
-                    f"[bold]prompt[/bold] {_clip(prompt)}\n[bold]response[/bold] "
-                    f"{_clip(r['response_text'])}",
-                    title=f"{_clip(r['task_id'], 200)} #{r['rollout_index']}",
-                    subtitle=f"{r['finish_reason']}, {r['output_tokens']} tokens{reward}{details}",
-                    expand=False,
-                )
+            reward = "" if r["reward"] is None else f", reward {r['reward']:.3f}"
+            about = f"{r['finish_reason']}, {r['output_tokens']} tokens{reward}"
+            details = r.get("verifier_details")
+            # All in the body, which wraps to the panel: a title or subtitle is cut at
+            # the panel's edge (a long task id; the verifier's details at 80 columns).
+            body = (
+                f"[bold]{_clip(r['task_id'], 200)} #{r['rollout_index']}[/bold]\n"
+                f"[bold]prompt[/bold] {_clip(prompt)}\n[bold]response[/bold] "
+                f"{_clip(r['response_text'])}\n[dim]{escape(about)}[/dim]"
             )
+            if details:
+                body += f"\n[dim]verifier[/dim] {_clip(details, 200)}"
+            console.print(Panel(body, expand=False))
     if commit.failures_file:
         for f in storage.read_parquet(commit.failures_file).to_pylist():
             where = f"{_clip(f['task_id'], 200)} #{f['rollout_index']}"

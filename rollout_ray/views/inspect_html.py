@@ -7,6 +7,7 @@ from typing import Any
 
 from rollout_ray import storage
 from rollout_ray.views.inspect_report import Example, InspectReport
+from rollout_ray.views.reading import headline, ranged
 from rollout_ray.views.terminal import visible
 
 #: Per-task rows in the page (lowest mean reward first); the plots cover every task.
@@ -54,7 +55,6 @@ def write_html(report: InspectReport, path: str) -> None:
 
 def render_html(report: InspectReport) -> str:
     """The page as text; every value from the output goes through `html.escape`."""
-    chosen = ", ".join(f"{k}={v}" for k, v in report.filters.items() if v is not None)
     sections = [
         ("totals", "Datasets", _totals(report)),
         ("histogram", "Reward histogram", _histogram(report)),
@@ -69,8 +69,7 @@ def render_html(report: InspectReport) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>rollout-ray inspect: {_e(report.output)}</title><style>{CSS}</style></head>"
-        f"<body><h1>rollout-ray inspect</h1><p class='meta'>{_e(report.output)}: "
-        f"{report.matched:,} matching rollouts{_e(f' ({chosen})' if chosen else '')}</p>"
+        f"<body><h1>rollout-ray inspect</h1><p class='meta'>{_e(headline(report))}</p>"
         f"<nav>{nav}</nav>{body}<script>{SORT_JS}</script></body></html>\n"
     )
 
@@ -105,11 +104,14 @@ def _table(header: list[str], rows: list[list[Any]], names: int = 1, cls: str = 
 
 
 def _totals(report: InspectReport) -> str:
-    header = ["dataset", "rollouts", "tasks", "scored", "mean reward", "mean output tokens"]
+    in_range = ["in reward range"] if ranged(report) else []
+    header = ["dataset", "rollouts", *in_range, "tasks", "scored", "mean reward"]
+    header += ["mean output tokens"]
     rows = []
     for d in report.datasets:
         finish = ", ".join(f"{k}: {v:,}" for k, v in d.finish_reasons.items())
-        counts = [f"{d.rollouts:,}", f"{d.tasks:,}", f"{d.scored:,}"]
+        counts = [f"{n:,}" for n in (d.rollouts, *([d.in_range] if in_range else []))]
+        counts += [f"{d.tasks:,}", f"{d.scored:,}"]
         rows.append(
             [d.dataset, *counts, _num(d.mean_reward), _num(d.mean_output_tokens, 1), finish]
         )
@@ -117,10 +119,13 @@ def _totals(report: InspectReport) -> str:
 
 
 def _histogram(report: InspectReport) -> str:
-    shown = {k: v for k, v in report.histogram.items() if v or k not in ("<0", ">1")}
-    return (
-        _bars(shown, "rollouts")
-        + f"<p>{report.unscored:,} rollouts with no reward (not in the histogram).</p>"
+    """One histogram per dataset: datasets' rewards differ in kind and scale."""
+    parts = []
+    for name, histogram in report.histograms.items():
+        shown = {k: v for k, v in histogram.items() if v or k not in ("<0", ">1")}
+        parts.append(f"<h3>{_e(name)}</h3>" + _bars(shown, "rollouts"))
+    return "".join(parts) + (
+        f"<p>{report.unscored:,} rollouts with no reward (not in the histograms).</p>"
     )
 
 

@@ -16,11 +16,10 @@ from rollout_ray.exports.writer import check_datasets, group_by_task, rewards
 from rollout_ray.output import results
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.schema import Commit
+from rollout_ray.views.reading import cut, episode_lines, natural_key
 
 #: Labels of the reward histogram: below 0, ten bins over [0, 1] (1 in the last), above 1.
 BINS = ["<0"] + [f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)] + [">1"]
-#: Characters of a prompt or response kept in the report; views cut further.
-KEEP_CHARS = 4000
 #: (output tokens, reward) points kept for the scatter plot.
 SCATTER_POINTS = 1000
 DATA_COLUMNS = ["dataset", "task_id", "rollout_index", "reward", "finish_reason"]
@@ -62,10 +61,14 @@ class TaskStats:
 
 @dataclass
 class DatasetTotals:
+    """A dataset's figures over the rollouts the dataset and task filters select;
+    `in_range` counts those of them inside the reward range (all, without one)."""
+
     dataset: str
     rollouts: int = 0
     tasks: int = 0
     scored: int = 0
+    in_range: int = 0
     mean_reward: float | None = None
     mean_output_tokens: float | None = None
     finish_reasons: dict[str, int] = field(default_factory=dict)
@@ -77,15 +80,20 @@ class InspectReport:
 
     Dataset and task filters select the rollouts of every view; the reward range
     selects only the examples (`samples`, `lowest`, `scatter`), so per-task spreads
-    and the histogram keep describing whole tasks. `matched` counts the rollouts
-    passing all filters.
+    and the histograms keep describing whole tasks. `rollouts` counts what the
+    dataset and task filters select (the sum of the datasets' `rollouts`, of the
+    histograms and `unscored`); `matched`, those of them in the reward range (the sum
+    of the datasets' `in_range`).
     """
 
     output: str
     filters: dict[str, Any]
+    rollouts: int
     matched: int
     datasets: list[DatasetTotals]
     histogram: dict[str, int]
+    #: The histogram of each dataset: datasets' rewards differ in kind and scale.
+    histograms: dict[str, dict[str, int]]
     unscored: int
     signal: dict[str, int]
     task_mean_histogram: dict[str, int]
@@ -195,13 +203,6 @@ def _bins(values: np.ndarray) -> np.ndarray:
     return np.where(values < 0, 0, np.where(values > 1, len(BINS) - 1, inner))
 
 
-def _text(value: Any, limit: int = KEEP_CHARS) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit:,} more chars]"
-
-
 class _Accumulator:
     """Per-task and per-dataset figures plus bounded example sets, shard after shard."""
 
@@ -210,7 +211,7 @@ class _Accumulator:
         self.lowest_n, self.sample_n, self.answers = lowest, sample, answers
         self.rng = np.random.default_rng(seed)
         self.totals: dict[str, dict[str, Any]] = {}
-        self.hist = np.zeros(len(BINS), np.int64)
+        self.hists: dict[str, np.ndarray] = {}
         self.unscored = self.matched = 0
         self.tasks: list[TaskStats] = []
         self.lowest: list[tuple[tuple, Example]] = []
@@ -227,8 +228,6 @@ class _Accumulator:
         scored = ~np.isnan(r)
         tokens = pc.fill_null(t["output_tokens"].cast(pa.float64()), np.nan).to_numpy()
         self._tasks(groups, r, scored)
-        self._totals(groups, r, scored, tokens)
-        self.hist += np.bincount(_bins(r[scored]), minlength=len(BINS))
         self.unscored += int((~scored).sum())
         mask = np.ones(len(r), bool)  # a reward range leaves unscored rollouts out
         if self.min is not None:
@@ -236,6 +235,7 @@ class _Accumulator:
         if self.max is not None:
             mask &= r <= self.max
         self.matched += int(mask.sum())
+        self._totals(groups, r, scored, tokens, mask)
         self._lowest(t, np.flatnonzero(mask & scored))
         self._sample(t, np.flatnonzero(mask))
         keep = np.flatnonzero(mask & scored & ~np.isnan(tokens))
@@ -257,7 +257,9 @@ class _Accumulator:
             values = [float(mean[g]), float(std[g]), float(low[g]), float(high[g])]
             self.tasks.append(TaskStats(names[g], ids[g], size, k, *(values if k else [None] * 4)))
 
-    def _totals(self, groups: Any, r: np.ndarray, scored: np.ndarray, tokens: np.ndarray) -> None:
+    def _totals(
+        self, groups: Any, r: np.ndarray, scored: np.ndarray, tokens: np.ndarray, in_range: Any
+    ) -> None:
         t = groups.table
         firsts = np.asarray(t["dataset"].take(pa.array(groups.starts)).to_pylist(), dtype=object)
         for name in pc.unique(t["dataset"]).to_pylist():
@@ -266,6 +268,9 @@ class _Accumulator:
             s["rollouts"] += int(m.sum())
             s["tasks"] += int((firsts == name).sum())
             s["scored"] += int((m & scored).sum())
+            s["in_range"] += int((m & in_range).sum())
+            hist = self.hists.setdefault(name, np.zeros(len(BINS), np.int64))
+            hist += np.bincount(_bins(r[m & scored]), minlength=len(BINS))
             s["reward"] += float(r[m & scored].sum())
             has = m & ~np.isnan(tokens)
             s["tokens"] += float(tokens[has].sum())
@@ -283,25 +288,34 @@ class _Accumulator:
         messages = row.get("prompt_messages") or []
         users = [m for m in messages if m.get("role") == "user"] or messages
         expected = next((row[a] for a in self.answers if row.get(a) is not None), None)
-        expected = _text(details.get("expected_answer") if expected is None else expected, 200)
-        texts = [_text(users[-1].get("content")) if users else None, _text(row["response_text"])]
-        texts += [_text(details.get("extracted_answer"), 200), expected]
+        expected = cut(details.get("expected_answer") if expected is None else expected, 200)
+        texts = [cut(users[-1].get("content")) if users else None, cut(row["response_text"])]
+        texts += [cut(details.get("extracted_answer"), 200), expected]
         reward = row["reward"] if row["reward"] == row["reward"] else None  # NaN: unscored
         key = [row["dataset"], row["task_id"], row["rollout_index"], reward]
         turns = episode_lines(row.get("episode"))
         return Example(*key, *texts, row["finish_reason"], row["output_tokens"], turns)
 
     def _lowest(self, t: pa.Table, rows: np.ndarray) -> None:
-        """Keep the `lowest` lowest rewards; ties go by task id, rollout index, dataset."""
+        """Keep the `lowest` lowest rewards, one per task before a task's second: five
+        copies of one failing task say less than five failing tasks. Ties go by task
+        id (in natural order), rollout index, dataset. A task's rollouts are all in
+        one call (a shard's rounds are read together), so ranks within it are whole."""
         if not rows.size or not self.lowest_n:
             return
-        keys = ["reward", "task_id", "rollout_index", "dataset"]
-        small = t.select(keys).take(pa.array(rows))
-        order = pc.sort_indices(small, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
-        for i in order[: self.lowest_n]:
-            key = tuple(small[k][int(i)].as_py() for k in keys)
+        small = t.select(["reward", "task_id", "rollout_index", "dataset"]).take(pa.array(rows))
+        columns = small.to_pydict()
+        by_task: dict[tuple[str, str], list[tuple[Any, int]]] = defaultdict(list)
+        for j, (reward, task, index, dataset) in enumerate(zip(*columns.values(), strict=True)):
+            key = (reward, natural_key(task), index, dataset)
+            by_task[(dataset, task)].append((key, j))
+        ranked = []
+        for candidates in by_task.values():
+            candidates.sort()
+            ranked += [((rank, key), j) for rank, (key, j) in enumerate(candidates)]
+        for key, j in sorted(ranked)[: self.lowest_n]:
             if len(self.lowest) < self.lowest_n or key < self.lowest[-1][0]:
-                self.lowest.append((key, self._example(t, rows[i])))
+                self.lowest.append((key, self._example(t, rows[j])))
                 self.lowest = sorted(self.lowest, key=lambda p: p[0])[: self.lowest_n]
 
     def _sample(self, t: pa.Table, rows: np.ndarray) -> None:
@@ -314,7 +328,8 @@ class _Accumulator:
 
     def report(self, output: str, filters: dict, failures: list) -> InspectReport:
         tasks = sorted(
-            self.tasks, key=lambda s: (s.mean is None, s.mean or 0, s.dataset, s.task_id)
+            self.tasks,
+            key=lambda s: (s.mean is None, s.mean or 0, s.dataset, natural_key(s.task_id)),
         )
         means = np.array([s.mean for s in tasks if s.mean is not None], dtype=float)
         flat = [s for s in tasks if s.scored and s.min == s.max]
@@ -329,21 +344,26 @@ class _Accumulator:
         totals = []
         for name, s in sorted(self.totals.items()):
             avg = [_mean(s["reward"], s["scored"]), _mean(s["tokens"], s["with_tokens"])]
-            counts = [s["rollouts"], s["tasks"], s["scored"]]
+            counts = [s["rollouts"], s["tasks"], s["scored"], s["in_range"]]
             totals.append(DatasetTotals(name, *counts, *avg, dict(sorted(s["finish"].items()))))
         samples = [e for _, e in self.samples]
+        hists = dict(sorted(self.hists.items()))
         return InspectReport(
             output=output,
             filters=filters,
+            rollouts=sum(d.rollouts for d in totals),
             matched=self.matched,
             datasets=totals,
-            histogram=_histogram(self.hist),
+            histogram=_histogram(sum(hists.values(), np.zeros(len(BINS), np.int64))),
+            histograms={name: _histogram(counts) for name, counts in hists.items()},
             unscored=self.unscored,
             signal=signal,
             task_mean_histogram=_histogram(np.bincount(_bins(means), minlength=len(BINS))),
             tasks=tasks,
             lowest=[e for _, e in self.lowest],
-            samples=sorted(samples, key=lambda e: (e.dataset, e.task_id, e.rollout_index)),
+            samples=sorted(
+                samples, key=lambda e: (e.dataset, natural_key(e.task_id), e.rollout_index)
+            ),
             scatter=self.scatter[:, 1:].tolist(),
             failures=failures,
         )
@@ -358,26 +378,6 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 
 
 def _new_totals() -> dict[str, Any]:
-    counts = dict.fromkeys(["rollouts", "tasks", "scored", "reward", "tokens", "with_tokens"], 0)
+    names = ["rollouts", "tasks", "scored", "in_range", "reward", "tokens", "with_tokens"]
+    counts = dict.fromkeys(names, 0)
     return {**counts, "finish": defaultdict(int)}
-
-
-def episode_lines(episode: str | None) -> list[str] | None:
-    """An agent episode's items as one short line each, in order."""
-    if not episode:
-        return None
-    try:
-        items = json.loads(episode)
-    except ValueError:
-        return None
-    lines = []
-    for item in items if isinstance(items, list) else []:
-        kind = item.get("type")
-        if kind == "function_call":
-            lines.append(f"call {item.get('name')} {_text(item.get('arguments'), 200)}")
-        elif kind == "function_call_output":
-            lines.append(f"tool -> {_text(item.get('output'), 200)}")
-        elif kind == "message":
-            text = "".join(p.get("text", "") for p in item.get("content") or [])
-            lines.append(f"answer {_text(text, 300)}")
-    return lines

@@ -6,10 +6,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from rollout_ray.views.inspect_report import Example, InspectReport
+from rollout_ray.views.reading import headline, ranged
+from rollout_ray.views.tables import Grid
 from rollout_ray.views.terminal import visible
 
 #: Characters of a text shown in the terminal.
@@ -21,20 +22,22 @@ SHOW_TASKS = 15
 def render_report(console: Console, report: InspectReport) -> None:
     """Print the views in reading order: totals, reward spread, per-task signal, the
     examples a verifier is judged by, then failures. User text is never markup."""
-    chosen = ", ".join(f"{k}={v}" for k, v in report.filters.items() if v is not None)
-    head = f"{report.output}: {report.matched:,} matching rollouts" + (
-        f" ({chosen})" if chosen else ""
-    )
-    console.print(Text(head, style="bold"))
-    table = _table("datasets", "dataset|rollouts|tasks|scored|mean reward|mean out tok|finish")
+    console.print(Text(headline(report), style="bold"))
+    in_range = ranged(report)
+    columns = ["dataset", "rollouts", *(["in range"] if in_range else []), "tasks", "scored"]
+    grid = Grid("datasets", [*columns, "reward", "out tok"])
     for d in report.datasets:
+        counts = [d.rollouts, *([d.in_range] if in_range else []), d.tasks, d.scored]
+        row = [f"{n:,}" for n in counts] + [_num(d.mean_reward), _num(d.mean_output_tokens, 1)]
+        grid.add_row(Text(d.dataset), *row)
+    console.print(grid)
+    for d in report.datasets:  # a line each: a table column of them wrapped mid-pair
         finish = ", ".join(f"{k}: {v:,}" for k, v in d.finish_reasons.items())
-        row = [f"{d.rollouts:,}", f"{d.tasks:,}", f"{d.scored:,}", _num(d.mean_reward)]
-        table.add_row(Text(d.dataset), *row, _num(d.mean_output_tokens, 1), Text(finish))
-    console.print(table)
-    _bars(
-        console, f"reward histogram ({report.unscored:,} rollouts with no reward)", report.histogram
-    )
+        console.print(Text(f"finish reasons, {d.dataset}: {finish}"))
+    for name, histogram in report.histograms.items():
+        _bars(console, f"reward histogram, {name}", histogram)
+    if report.unscored:
+        console.print(f"{report.unscored:,} rollouts with no reward (not in the histograms)")
     s = report.signal
     console.print(
         f"{s['tasks']:,} tasks ({s['scored_tasks']:,} scored): {s['all_equal']:,} with all-equal "
@@ -43,43 +46,46 @@ def render_report(console: Console, report: InspectReport) -> None:
     )
     shown = report.tasks[:SHOW_TASKS]
     title = f"tasks, lowest mean reward first ({len(shown)} of {len(report.tasks):,})"
-    table = _table(title, "dataset|task|n|scored|mean|std|min|max", names=2)
+    grid = Grid(title, ["dataset", "task", "n", "scored", "mean", "std", "min", "max"], names=2)
     for t in shown:
         stats = [_num(t.mean), _num(t.std), _num(t.min), _num(t.max)]
-        table.add_row(Text(t.dataset), Text(t.task_id), str(t.rollouts), str(t.scored), *stats)
-    console.print(table)
-    for title, examples in (("lowest reward", report.lowest), ("sample", report.samples)):
+        grid.add_row(Text(t.dataset), Text(t.task_id), str(t.rollouts), str(t.scored), *stats)
+    console.print(grid)
+    where = " in the reward range" if in_range else ""
+    lowest = f"lowest reward{where}, one per task first"
+    for title, examples in ((lowest, report.lowest), (f"sample{where}", report.samples)):
         console.print(Text(f"{title}: {len(examples)} rollouts", style="bold"))
         for example in examples:
             console.print(_panel(example))
     if report.failures:
-        table = _table("failures", "dataset|stage|error class|count|retried", names=3)
+        grid = Grid("failures", ["dataset", "stage", "error class", "count", "retried"], names=3)
         for f in report.failures:
             names = [Text(str(f[k])) for k in ("dataset", "stage", "error_class")]
-            table.add_row(*names, f"{f['count']:,}", f"{f['retried']:,}")
-        console.print(table)
-
-
-def _table(title: str, columns: str, names: int = 1) -> Table:
-    """A table whose first `names` columns (and any bar or finish list) are text."""
-    table = Table(title=title, title_justify="left")
-    for i, column in enumerate(columns.split("|")):
-        text = i < names or column in ("bar", "finish")
-        table.add_column(column, justify="left" if text else "right")
-    return table
+            grid.add_row(*names, f"{f['count']:,}", f"{f['retried']:,}")
+        console.print(grid)
 
 
 def _bars(console: Console, title: str, histogram: dict[str, int], width: int = 40) -> None:
-    table = _table(title, "reward|count|bar")
+    """A histogram from its first to its last filled bin (all of [0, 1] when empty)."""
+    filled = [k for k, v in histogram.items() if v]
+    labels = list(histogram)
+    if filled:
+        labels = labels[labels.index(filled[0]) : labels.index(filled[-1]) + 1]
+    else:
+        labels = [k for k in labels if k not in ("<0", ">1")]
+    grid = Grid(title, ["reward", "count", "bar"], wrap=("bar",))
     top = max(histogram.values(), default=0) or 1
-    for label, count in histogram.items():
-        if count or label not in ("<0", ">1"):
-            table.add_row(label, f"{count:,}", Text("█" * round(width * count / top), "cyan"))
-    console.print(table)
+    for label in labels:
+        count = histogram[label]
+        grid.add_row(label, f"{count:,}", Text("█" * round(width * count / top), "cyan"))
+    console.print(grid)
 
 
 def _panel(e: Example) -> Panel:
+    """One rollout, all of it in the body (which wraps): a title is cut at the edge."""
     body = Text()
+    head = f"{e.dataset} / {e.task_id} #{e.rollout_index}  reward {_num(e.reward)}\n"
+    body.append(visible(head), style="bold")
     body.append("prompt: ", style="bold cyan").append(_cut(e.prompt) + "\n")
     for i, line in enumerate(e.turns or []):
         body.append(f"  {i + 1}. ", style="bold magenta").append(_cut(line, 200) + "\n")
@@ -88,8 +94,7 @@ def _panel(e: Example) -> Panel:
     meta += [("finish", e.finish_reason), ("tokens", e.output_tokens)]
     for label, value in meta:
         body.append(f"{label}: ", style="bold").append(f"{_cut(value, 80)}  ")
-    title = Text(f"{e.dataset} / {e.task_id} #{e.rollout_index}  reward {_num(e.reward)}")
-    return Panel(body, title=title, title_align="left")
+    return Panel(body, expand=False)
 
 
 def _cut(value: Any, limit: int = SHOW_CHARS) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from rollout_ray import storage
 from rollout_ray.errors import RolloutRayError
@@ -22,6 +22,7 @@ from rollout_ray.output import manifest
 from rollout_ray.output.integrity import Check
 from rollout_ray.output.job_state import JobState
 from rollout_ray.output.manifest import Layout
+from rollout_ray.views.tables import Grid
 
 
 def job_status(output: str) -> dict[str, Any]:
@@ -38,7 +39,8 @@ def job_status(output: str) -> dict[str, Any]:
     commits = manifest.read_commits(layout)
     max_attempts = int((job.get("config") or {}).get("max_attempts") or 3)
     shards = [Shard.from_dict(r) for r in plan.to_pylist()]
-    state = JobState(layout, shards, commits, max_attempts)
+    names = [d.get("name") for d in (job.get("config") or {}).get("datasets") or []]
+    state = JobState(layout, shards, commits, max_attempts, [n for n in names if n])
     failures: dict[str, Counter[str]] = {}
     for latest in state.latest.values():
         if latest.failures_file:
@@ -83,22 +85,24 @@ def _fresh(progress: dict[str, Any]) -> bool:
 
 
 def render_status(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['output']}: {report['status']}")
-    for column in ("dataset", "done", "ok", "failed", "to retry", "output tok", "failures"):
-        table.add_column(column, justify="left" if column in ("dataset", "failures") else "right")
+    grid = Grid(
+        f"{report['output']}: {report['status']}",
+        ["dataset", "done", "ok", "failed", "to retry", "output tok", "failures"],
+        wrap=("failures",),
+    )
     for name, counts in report["datasets"].items():
         done = counts["ok"] + counts["failed"] - counts["retryable"]
         classes = report["failures_by_class"].get(name, {})
-        table.add_row(
-            name,
+        grid.add_row(
+            Text(name),
             f"{done:,}/{counts['expected']:,}",
             f"{counts['ok']:,}",
             f"{counts['failed']:,}",
             f"{counts['retryable']:,}",
             f"{counts['output_tokens']:,}",
-            ", ".join(f"{k}: {v}" for k, v in sorted(classes.items())) or "-",
+            Text(", ".join(f"{k}: {v}" for k, v in sorted(classes.items())) or "-"),
         )
-    console.print(table)
+    console.print(grid)
     run = report.get("run") or {}
     if report["status"] == "running" and run:
         eta = run.get("eta_s")

@@ -12,11 +12,13 @@ text: it is added after this, when the output is a terminal, and left alone.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderHook, RenderResult
 from rich.segment import Segment
+from rich.text import Text
 
 #: Characters a terminal acts on: C0 controls but tab and newline, DEL, C1 controls.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -57,9 +59,31 @@ class _ShowControls(RenderHook):
         return [_Visible(r) for r in renderables]
 
 
+#: Width of output that is not a terminal: wide enough that any table the CLI prints
+#: keeps its natural width, so a log holds each table and message whole.
+LOG_WIDTH = 1000
+
+
 class SafeConsole(Console):
-    """rich's Console, printing every control character of its text visibly."""
+    """rich's Console, printing every control character of its text visibly.
+
+    Output that is not a terminal (a CI log, `ray job logs`, a file) is read by tools
+    and searched for messages: rich would wrap it at 80 columns, cutting a message
+    across lines. There, messages are never wrapped and tables take their natural
+    width, unless COLUMNS says otherwise (then tables fit it, and messages still don't
+    wrap)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.push_render_hook(_ShowControls())
+        self.log_file = not self.is_terminal and not self.is_jupyter
+        columns = os.environ.get("COLUMNS", "").isdigit()
+        if self.log_file and "width" not in kwargs and not columns:
+            self.width = LOG_WIDTH
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Messages (text) are never wrapped in a log file; boxes and tables still lay
+        their text out inside themselves (soft wrap would cut it at their edge)."""
+        if self.log_file and all(isinstance(o, str | Text) for o in objects):
+            kwargs.setdefault("soft_wrap", True)
+        super().print(*objects, **kwargs)

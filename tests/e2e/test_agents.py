@@ -238,7 +238,7 @@ def test_tiny_model_episodes_on_a_real_gym_server(ray_session, tmp_path, tiny_mo
 
     rl = pq.read_table(tmp_path / "rl.parquet").to_pylist()
     assert rl and all(len(r["response_mask"]) == len(r["response_token_ids"]) for r in rl)
-    export("sft", str(tmp_path / "out"), str(tmp_path / "sft.jsonl"))
+    export("sft", str(tmp_path / "out"), str(tmp_path / "sft.jsonl"), format="prompt-completion")
     sft = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
     turns = sft[0]["completion"]
     assert [m["role"] for m in turns][:2] == ["assistant", "tool"]

@@ -17,6 +17,7 @@ import yaml
 from helpers import read_output, wait_until, write_jsonl
 from ray_cluster import RAY, LocalCluster
 
+from rollout_ray.config import load_config
 from rollout_ray.run.submit import submit_command
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,10 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
     output = tmp_path / "out"
     job_file(work, tiny_model, data, output)
     # The command `rollout-ray submit` prints, run as the user would (token auth on).
-    argv = submit_command("job.yaml", [], cluster.dashboard, working_dir=str(work), no_wait=True)
+    job = load_config(work / "job.yaml")
+    argv = submit_command(
+        "job.yaml", [], cluster.dashboard, working_dir=str(work), no_wait=True, job=job
+    )
     env = {**cluster.env, "RAY_AUTH_MODE": "token"}
     cluster.wait_for_agent()
     for _ in range(30):  # the job agent starts a little after the head
@@ -84,7 +88,7 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
             break
         assert "No available agent" in done.stderr + done.stdout, done.stderr[-2000:]
         time.sleep(2)
-    job_id = re.search(r"raysubmit_\w+", done.stdout + done.stderr).group(0)
+    job_id = re.search(r"rollout-ray-out-[\w-]+", done.stdout + done.stderr).group(0)
     deadline, state, series = time.monotonic() + 600, "", set()
     while time.monotonic() < deadline:
         series |= ray_series(cluster)
@@ -105,10 +109,21 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
         text=True,
     ).stdout
     assert "SUCCEEDED" in state, logs[-3000:]
+    # Ray's Jobs page names it (its Name column is the metadata's job_name).
+    detail = subprocess.run(
+        [RAY, "list", "jobs", "--detail", "--address", cluster.dashboard, "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    listed = [j for j in json.loads(detail.stdout) if j.get("submission_id") == job_id]
+    assert listed and (listed[0].get("metadata") or {}).get("job_name") == "out", listed
+    assert json.loads((output / "_manifest" / "progress.json").read_text())["job"] == "out"
     keys = Counter((r["task_id"], r["rollout_index"]) for r in read_output(output))
     assert set(keys) == {(f"rows:{i}", k) for i in range(20) for k in range(2)}
     assert max(keys.values()) == 1
-    assert "[rollout-ray] 40/40 rollouts (100%)" in logs  # readable progress lines in logs
+    assert "[rollout-ray] 40/40 rollouts (100%, 40 committed)" in logs  # readable in logs
     # Our counters and the engine actors' own vLLM metrics reach Ray's metrics (and so
     # the Ray dashboard); Ray may push the last ones a moment after the job ends.
     for _ in range(20):

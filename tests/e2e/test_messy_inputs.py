@@ -277,3 +277,52 @@ def test_compressed_and_json_array_inputs_are_read_as_rows(ray_session, tmp_path
     # A resume with the inputs unchanged reuses the staged copies and has nothing to do.
     again = run_job(config)
     assert again.progress["run"]["todo"] == 0
+
+
+def _strict_json(text: str):
+    """JSON as every reader takes it: NaN and Infinity are not JSON (DuckDB, JavaScript)."""
+
+    def refuse(name: str):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_repairs_are_listed_and_carried_values_are_json_any_reader_takes(tmp_path):
+    """Seen before: a BOM dropped from line 1 without a row warning; carried NaN and
+    Infinity stored as `NaN`/`Infinity` (Python's, no other reader's JSON); Parquet
+    binary values stored as their Python repr (`b'...'`)."""
+    lines = [
+        b'\xef\xbb\xbf{"prompt": "after a BOM", "x": 1}',
+        b'{"prompt": "numbers", "x": NaN, "y": Infinity, "z": [-Infinity, 1.5]}',
+    ]
+    jsonl = write_lines(tmp_path / "in.jsonl", lines)
+    blobs = pa.table(
+        {"prompt": ["text bytes", "raw bytes"], "blob": [b"caf\xc3\xa9", b"\x00\xff\x10"]}
+    )
+    parquet = tmp_path / "in.parquet"
+    pq.write_table(blobs, parquet)
+    config = simulated_job(jsonl, tmp_path / "out", executor="local")
+    config = load_config(
+        {
+            **config.model_dump(exclude_none=True),
+            "datasets": [{"name": "j", "path": str(jsonl)}, {"name": "p", "path": str(parquet)}],
+        }
+    )
+    assert run_job(config).status == "finished"
+    rows = {}
+    for file in (tmp_path / "out" / "data").rglob("*.parquet"):
+        table = pq.read_table(file)
+        for raw, row in zip(table.to_pylist(), decode_rows(table), strict=True):
+            for name in raw.get("carried_json") or ():
+                _strict_json(raw[name])  # every stored JSON text is JSON
+            rows[(row["dataset"], row["row_index"])] = row
+    bom = rows[("j", 0)]
+    assert bom["row_warnings"] == ["a leading byte-order mark (U+FEFF) dropped"]
+    numbers = rows[("j", 1)]
+    assert numbers["x"] is None and numbers["y"] == float("inf")
+    assert numbers["z"] == [float("-inf"), 1.5]
+    assert numbers["row_warnings"] == ["x: NaN is not JSON, stored as null"]
+    assert rows[("p", 0)]["blob"] == "café" and not rows[("p", 0)]["row_warnings"]
+    assert rows[("p", 1)]["blob"] == "AP8Q"  # base64 of the raw bytes, and said so
+    assert rows[("p", 1)]["row_warnings"] == ["blob: binary data stored as base64 text"]

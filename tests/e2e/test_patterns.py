@@ -214,6 +214,7 @@ def test_every_config_example_runs_in_its_smallest_form(
     assert done > 0 and sum(d["failed"] for d in result.datasets.values()) == 0
     relative = os.path.relpath(result.output, tmp_path)
     assert read_rollouts(relative).num_rows == done
+    shows_its_feature(config, relative)
     for command in readme_commands(relative):
         argv = shlex.split(command)[1:]
         ran = subprocess.run(
@@ -224,6 +225,19 @@ def test_every_config_example_runs_in_its_smallest_form(
         said = ran.stdout + ran.stderr
         empty = ran.returncode == 2 and "nothing to export" in said
         assert ran.returncode == 0 or empty, f"{command}: {said[-2000:]}"
+
+
+def shows_its_feature(config, output: str) -> None:
+    """An example's smallest run shows what the example is for: its eval gives pass@k.
+    (On the tiny model's gibberish, an agent's forced calls never close and DPO has no
+    reward to tell answers apart: e2e/test_smollm2.py runs those two on the embedded
+    model.)"""
+    from rollout_ray.exports.evaluation import eval_metrics
+
+    if config.output.endswith("/eval"):
+        for found in eval_metrics(output)["datasets"].values():
+            ks = [k for k in found["metrics"] if k.startswith("pass@")]
+            assert len(ks) >= 2, found["metrics"]
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,51 @@ def test_jobs_run_in_a_process_already_connected_to_ray(tmp_path, connect):
     # user, or by the first job's ray_dataset read), jobs run on it.
     first_executor = "ray" if connect == "ray.init" else "local"
     assert lines == [["a", "finished", first_executor, "12"], ["b", "finished", "ray", "12"]]
+
+
+NOTEBOOK_CELL = """
+import rollout_ray
+result = rollout_ray.run(
+    {"model": "m", "engine": {"kind": "simulated"}, "executor": "ray", "metrics_port": 0,
+     "datasets": [{"path": DATA}], "output": OUT}
+)
+print(result.status)
+"""
+
+
+def test_a_notebook_cell_shows_no_library_chatter(tmp_path):
+    """What a notebook cell shows of a run on Ray with the dashboard off: the result,
+    and none of Ray's notices. Seen before: "Token authentication is enabled", "Failed
+    to start the dashboard" with its log's last lines (the dashboard was off), Ray
+    Data's "Progress bars disabled" and "Dataset ... execution finished" (INFO)."""
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"q {i}"} for i in range(4)])
+    cell = NOTEBOOK_CELL.replace("DATA", repr(str(data))).replace("OUT", repr(str(tmp_path)))
+    env = {
+        **os.environ,
+        "ROLLOUT_RAY_DASHBOARD": "0",
+        # Ray gives its API server no time to start: the path that printed the notice.
+        "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "0",
+    }
+    ran = subprocess.run(
+        [sys.executable, "-c", cell], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "finished"
+    said = ran.stderr
+    for chatter in ("dashboard", "INFO ", "Progress bars", "Token authentication"):
+        assert chatter not in said, said
+    assert "Warning" not in said and "Traceback" not in said, said
+
+
+def test_library_warnings_are_hidden_and_the_users_own_are_not(monkeypatch):
+    import warnings
+
+    from rollout_ray.logs import quiet_libraries
+
+    monkeypatch.delenv("ROLLOUT_RAY_VERBOSE", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        for module in ("vllm.engine.arg_utils", "transformers.utils", "__main__"):
+            warnings.warn_explicit("old", FutureWarning, "f.py", 1, module=module)
+    assert [w.filename for w in seen] == ["f.py"]  # the notebook's own (__main__) only

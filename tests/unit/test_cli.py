@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def rollout_ray(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
@@ -27,6 +30,12 @@ def test_config_error_is_a_message_not_a_traceback(tmp_path):
     assert "sampling.temprature: unknown key" in result.stderr
     assert "temperature" in result.stderr
     assert "Traceback" not in result.stderr
+    # A typo on the command line is reported as the command line's, with the fix.
+    sft = rollout_ray("run", "configs/sft.yaml", "sampling.temprature=0.2", cwd=REPO)
+    assert sft.returncode == 2
+    assert "invalid config in configs/sft.yaml" not in sft.stderr
+    assert "command-line override sampling.temprature=0.2" in sft.stderr
+    assert "did you mean temperature?" in sft.stderr
 
 
 def test_version_help_and_exit_codes(tmp_path):

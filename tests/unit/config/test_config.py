@@ -51,6 +51,32 @@ def test_unknown_key_names_the_key_and_what_is_allowed(tmp_path):
     assert "limit" in message and "num_repeats" in message
 
 
+def test_a_typo_gets_did_you_mean_and_no_internal_key_is_offered(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["datasets.0.num_repeat=3", "sampling.temprature=1"])
+    message = str(err.value)
+    assert "datasets.0.num_repeat" in message and "did you mean num_repeats?" in message
+    assert "did you mean temperature?" in message
+    # Keys rollout-ray sets itself are not settings: never offered as allowed.
+    for internal in ("sweep_origin", "sweep_setting", "cli_overrides"):
+        assert internal not in message
+
+
+def test_an_error_says_whether_the_file_or_the_command_line_holds_it(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["sampling.temprature=0.2"])
+    message = str(err.value)
+    assert message.startswith("invalid command-line override")
+    assert "temprature: unknown key (command-line override sampling.temprature=0.2)" in message
+    assert "invalid config in" not in message
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE.replace("num_repeats", "num_repeat")), ["limit=1"])
+    message = str(err.value)
+    assert message.startswith(f"invalid config in {tmp_path / 'job.yaml'}")
+    assert "datasets.0.num_repeat: unknown key" in message  # the file's own line
+    assert "limit: unknown key (command-line override limit=1)" in message
+
+
 def test_unknown_engine_key_lists_engine_fields(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, BASE), ["engine.gpus=1"])

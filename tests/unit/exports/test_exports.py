@@ -141,19 +141,24 @@ def test_sft_is_trl_conversational(tmp_path, suffix):
     report = export("sft", out, str(dest))
     assert (report.rows_written, report.tasks_seen) == (3, 2)
     data = load_hf(dest, tmp_path)
-    assert {"messages", "prompt", "completion"} <= set(data.column_names)
+    # One of TRL's layouts per row (messages by default); TRL refuses a row with both.
+    assert "messages" in data.column_names
+    assert not {"prompt", "completion"} & set(data.column_names)
     example = data[0]
     assert is_conversational(example)
-    for key in ("messages", "prompt", "completion"):
-        assert is_conversational({key: example[key]})
     assert example["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "question t1"},
         {"role": "assistant", "content": "answer t1/0"},
     ]
-    assert example["prompt"] + example["completion"] == example["messages"]
     assert (example["task_id"], example["rollout_index"], example["dataset"]) == ("t1", 0, "ds")
     assert data[2]["reward"] is None
+    split = tmp_path / f"pc{suffix}"
+    export("sft", out, str(split), format="prompt-completion")
+    pc = load_hf(split, tmp_path)
+    assert "messages" not in pc.column_names
+    assert all(is_conversational({k: pc[0][k]}) for k in ("prompt", "completion"))
+    assert pc[0]["prompt"] + pc[0]["completion"] == example["messages"]
 
 
 def test_sft_threshold_and_best_of_n(tmp_path):
@@ -479,9 +484,9 @@ def test_reasoning_is_left_out_unless_kept(tmp_path):
     ]
     out = fake_output(tmp_path, records)
     export("sft", out, str(tmp_path / "a.jsonl"))
-    assert [r["completion"][0]["content"] for r in read(tmp_path / "a.jsonl")] == ["42", "41"]
+    assert [r["messages"][-1]["content"] for r in read(tmp_path / "a.jsonl")] == ["42", "41"]
     export("sft", out, str(tmp_path / "b.jsonl"), keep_reasoning=True)
-    kept = [r["completion"][0]["content"] for r in read(tmp_path / "b.jsonl")]
+    kept = [r["messages"][-1]["content"] for r in read(tmp_path / "b.jsonl")]
     assert kept == ["<think>\nsix times seven\n</think>\n\n42", "41"]
     export("dpo", out, str(tmp_path / "p.jsonl"), keep_reasoning=True)
     pair = read(tmp_path / "p.jsonl")[0]

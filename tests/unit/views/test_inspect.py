@@ -18,8 +18,9 @@ from rollout_ray.output import manifest
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.schema import PLAN_SCHEMA, Commit, failures_table, rollouts_table
 from rollout_ray.views.inspect_html import write_html
-from rollout_ray.views.inspect_report import KEEP_CHARS, build_report
+from rollout_ray.views.inspect_report import build_report
 from rollout_ray.views.inspect_terminal import render_report
+from rollout_ray.views.reading import KEEP_CHARS
 
 SCRIPT = "<script>alert(1)</script>"
 MARKUP = "[red]not markup[/red]"
@@ -130,7 +131,7 @@ def test_totals_histogram_and_unscored(output):
     assert totals["code"].mean_reward == pytest.approx(2.3 / 6)
     assert totals["code"].mean_output_tokens == pytest.approx((7 * 5 + 15) / 8)
     assert totals["math"].finish_reasons == {"length": 1, "stop": 13}
-    assert report.matched == 22 and report.unscored == 3
+    assert report.matched == report.rollouts == 22 and report.unscored == 3
     hist = {k: v for k, v in report.histogram.items() if v}
     assert hist == {
         "<0": 1,
@@ -142,6 +143,17 @@ def test_totals_histogram_and_unscored(output):
         ">1": 1,
     }
     assert sum(report.histogram.values()) + report.unscored == 22
+    # One histogram per dataset; together they are the whole one.
+    assert set(report.histograms) == {"code", "math"}
+    assert {k: v for k, v in report.histograms["code"].items() if v} == {
+        "<0": 1,
+        "0.0-0.1": 1,
+        "0.2-0.3": 2,
+        "0.9-1.0": 1,
+        ">1": 1,
+    }
+    for label, count in report.histogram.items():
+        assert count == sum(h[label] for h in report.histograms.values())
     assert len(report.scatter) == 19
     json.dumps(report.as_dict(), allow_nan=False)
 
@@ -156,7 +168,8 @@ def test_per_task_stats_and_signal(output):
     assert tasks["c-4"].mean == pytest.approx(0.45) and tasks["c-4"].rollouts == 2
     assert tasks["c-3"].scored == 0 and tasks["c-3"].mean is None
     order = [t.task_id for t in report.tasks]
-    assert order == ["m-2", "c-1", "c-4", "c-2", "m-10", "m-3", "m-1", "c-3"]
+    # Ties by dataset, then task id in natural order: m-3 before m-10.
+    assert order == ["m-2", "c-1", "c-4", "c-2", "m-3", "m-10", "m-1", "c-3"]
     assert report.signal == {
         "tasks": 8,
         "scored_tasks": 7,
@@ -171,9 +184,12 @@ def test_per_task_stats_and_signal(output):
 
 def test_lowest_examples_are_ordered_and_readable(output):
     report = build_report(output, lowest=5)
-    assert ids(report.lowest) == [("c-2", 0), ("c-4", 0), ("m-2", 0), ("m-2", 1), ("m-2", 2)]
-    assert [e.reward for e in report.lowest] == [-0.5, 0.0, 0.0, 0.0, 0.0]
-    first, script, long = report.lowest[0], report.lowest[2], report.lowest[3]
+    # One per task before any task's second: m-2's four zeros would fill the list.
+    assert ids(report.lowest) == [("c-2", 0), ("c-4", 0), ("m-2", 0), ("m-3", 0), ("c-1", 0)]
+    assert [e.reward for e in report.lowest] == [-0.5, 0.0, 0.0, 0.0, 0.2]
+    alone = build_report(output, task="m-2", lowest=5).lowest  # one task: its repeats
+    assert ids(alone) == [("m-2", 0), ("m-2", 1), ("m-2", 2), ("m-2", 3)]
+    first, script, long = report.lowest[0], report.lowest[2], alone[1]
     assert first.expected_answer == "G" and first.extracted_answer == "B"  # the verifier's field
     assert script.prompt == "question m-2" and script.expected_answer == "42"
     assert script.response == SCRIPT and script.finish_reason == "stop"
@@ -199,6 +215,34 @@ def test_filters(output):
         build_report(output, datasets=["nope"])
     with pytest.raises(ValueError):
         build_report(output, min_reward=1, max_reward=0)
+
+
+def test_counts_agree_between_the_headline_and_the_tables(output):
+    """`inspect --dataset math --max-reward 0`: the headline's count is the tables' and
+    histograms' count; the reward range's count is said apart, as the examples' source
+    (seen before: the headline said 5 matching while every table showed 14)."""
+    report = build_report(output, datasets=["math"], max_reward=0.0)
+    math_ = report.datasets[0]
+    assert report.rollouts == math_.rollouts == 14
+    assert sum(report.histograms["math"].values()) + report.unscored == 14
+    assert report.matched == math_.in_range == 5  # m-2 x4, m-3 #0
+    console = Console(record=True, width=80)
+    render_report(console, report)
+    text = console.export_text()
+    words = " ".join(text.split())
+    assert "14 matching rollouts (datasets=['math'])" in words
+    assert "5 of them in the reward range (max_reward=0.0)" in words
+    assert "reward histogram, math" in text and "reward histogram, code" not in text
+
+
+def test_the_terminal_report_fits_80_columns(output):
+    console = Console(record=True, width=80)
+    render_report(console, build_report(output, lowest=5, sample=3))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text.replace("chars)", "")  # only cut texts say they are cut
+    tasks = [line.split()[1] for line in text.splitlines() if line.startswith("math ")]
+    assert tasks.index("m-3") < tasks.index("m-10")
 
 
 def test_sample_is_bounded_and_reproducible(output):
@@ -247,6 +291,7 @@ def test_no_job(tmp_path):
 def test_render_report_in_terminal(output):
     console = Console(record=True, width=120)
     render_report(console, build_report(output, lowest=5, sample=3))
+    render_report(console, build_report(output, task="m-2", lowest=5))  # the long response
     text = console.export_text()
     for figure in ("math", "code", "0.500", "0.383", "0.9-1.0", "all-equal", "Timeout"):
         assert figure in text
@@ -293,7 +338,8 @@ def test_html_page(output, tmp_path):
     assert SCRIPT not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     for section in ("totals", "histogram", "tasks", "scatter", "lowest", "samples", "failures"):
         assert f'id="{section}"' in page
-    assert page.count("<svg") == 3 and page.count('class="dot"') == 19
+    # A reward histogram per dataset (2), per-task means, the scatter plot.
+    assert page.count("<svg") == 4 and page.count('class="dot"') == 19
     assert "VerifierError" in page and "m-10" in page and 'class="sortable"' in page
 
 
