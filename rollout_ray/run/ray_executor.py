@@ -49,6 +49,7 @@ class RayCluster:
         self.device = "cpu"
         self.timings: dict[str, float] = {}
         self._pump: Pump | None = None
+        self._coordinator: Any = None
 
     def start(self) -> None:
         started = time.monotonic()
@@ -61,6 +62,7 @@ class RayCluster:
 
     def start_coordinator(self, layout: Layout, owner: dict[str, Any], watch_s: float) -> Any:
         self.name, actor = start_coordinator(layout, self.config, owner, watch_s, self.secret_env)
+        self._coordinator = actor
         return actor
 
     def call(self, method: Any, *args: Any, timeout: float | None = None) -> Any:
@@ -87,7 +89,22 @@ class RayCluster:
         """Nothing to do: Ray Data stops its pipeline when the driver stops iterating."""
 
     def close(self) -> None:
-        """Nothing to do: a local Ray ends with this process; a cluster stays."""
+        """The job's coordinator ends with the job, not with the driver: a process that
+        stays connected to Ray (a notebook, a training loop) runs the same output again
+        under the same actor name. Only the actor this job made is stopped."""
+        import ray
+
+        if self._coordinator is None:
+            return
+        ray.kill(self._coordinator, no_restart=True)
+        self._coordinator = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the name is free once Ray has the actor dead
+            try:
+                ray.get_actor(self.name, namespace=NAMESPACE)
+            except ValueError:
+                return
+            time.sleep(0.1)
 
     def finish(self, coordinator: Any, status: str) -> dict[str, Any]:
         """The coordinator's final progress, waiting out a restart of it."""

@@ -46,11 +46,16 @@ def test_collect_read_export_collect_again(ray_session, tmp_path):
         rollout_ray.run(base, output=str(tmp_path / "x"), sampling__temprature=0.2)
 
 
-def test_a_run_stopped_from_python_commits_what_it_finished(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_run_stopped_from_python_commits_what_it_finished(request, tmp_path, executor):
     """`stop` (as a notebook's interrupt or a training loop would): the running piece
     commits the rollouts it finished, RunInterrupted says what the output holds, and
-    the next call does exactly the rest. One piece of 300 slow rollouts, in process."""
+    the next call, in the same process, does exactly the rest. One piece of 300 slow
+    rollouts, in process and on the Ray this process is connected to."""
     import threading
+
+    if executor == "ray":
+        request.getfixturevalue("ray_session")
 
     data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"q {i}"} for i in range(100)])
     config = {
@@ -61,6 +66,7 @@ def test_a_run_stopped_from_python_commits_what_it_finished(tmp_path):
         "shard_size": 100,
         "output": str(tmp_path / "out"),
         "metrics_port": 0,
+        "executor": executor,
     }
     stop = threading.Event()
     seen: list[int] = []
