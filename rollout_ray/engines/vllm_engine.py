@@ -35,6 +35,7 @@ from rollout_ray.engines.vllm_placement import (
     placement,
     prepare,
 )
+from rollout_ray.engines.vllm_quirks import tolerate_proxies_in_kernel_scan
 from rollout_ray.engines.vllm_stepper import SteppedEngine
 from rollout_ray.engines.vllm_turns import TurnRenderer
 from rollout_ray.errors import RowError
@@ -79,6 +80,7 @@ class VLLMEngine(Engine):
         usage = UsageContext.LLM_CLASS
         loggers = ray_stat_loggers() if self.metrics else None
         self.stepped = in_process_core(config, device)
+        tolerate_proxies_in_kernel_scan()
         if self.stepped:
             self.engine = SteppedEngine(EngineArgs(**kwargs), usage, loggers)
         else:

@@ -41,3 +41,15 @@ def test_a_kv_cache_larger_than_memory_names_the_setting_and_a_value_that_fits(
         job_config(tiny_model, tmp_path / "out", datasets, executor="local", overrides=advised)
     )
     assert result.status == "finished" and result.datasets["q"]["ok"] == 2
+
+
+def test_the_engine_starts_in_a_process_that_imported_flask(tiny_model, tmp_path):
+    """Seen before: vLLM's CPU kernel scan asks every loaded module's values for their
+    `__dict__`; Flask's context proxies raise there, so an engine in a web app's process
+    (or beside moto) did not start: "Working outside of application context"."""
+    import flask
+
+    assert "current_app" in vars(flask)  # the proxy the scan trips on
+    data = write_jsonl(tmp_path / "q.jsonl", [{"prompt": f"the sea {i}"} for i in range(2)])
+    config = job_config(tiny_model, tmp_path / "out", [{"path": str(data)}], executor="local")
+    assert run_job(config).status == "finished"
