@@ -243,7 +243,10 @@ class MCPSession(Session):
             self.own = await self.env._open_with_retries()
         return self.own
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    async def call(
+        self, name: str, arguments: dict[str, Any], text: str | None = None
+    ) -> tuple[str, bool]:
+        """`text` is unused: MCP's SDK sends the parsed arguments as its own JSON."""
         from mcp import MCPError
 
         agent = self.env.agent
