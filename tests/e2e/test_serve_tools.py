@@ -64,6 +64,7 @@ def test_gym_simple_agent_runs_tools_through_the_serve_app(ray_session, tiny_mod
             messages=[{"role": "user", "content": "add something"}],
             tools=[add],
             tool_choice="required",
+            parallel_tool_calls=False,  # one call: an array of them may run to max_tokens
             max_tokens=48,
         )
         choice = reply.choices[0]
@@ -104,9 +105,12 @@ def test_gym_simple_agent_runs_tools_through_the_serve_app(ray_session, tiny_mod
         items = result["response"]["output"]
         calls = [i for i in items if i["type"] == "function_call"]
         outputs = [i for i in items if i["type"] == "function_call_output"]
-        # simple_agent ran its 3 steps: each a forced call that its resources server
-        # answered (the counter's state kept in the session cookie).
-        assert len(calls) == len(outputs) == 3
+        # simple_agent ran its steps (3, or fewer when the random model's digits spent
+        # the episode's max_output_tokens, which Gym counts over every step): each a
+        # forced call that its resources server answered (state kept in the cookie).
+        assert 1 <= len(calls) == len(outputs) <= 3, items
+        if len(calls) < 3:
+            assert result["response"]["incomplete_details"]["reason"] == "max_output_tokens"
         assert {c["name"] for c in calls} <= {"increment_counter", "get_counter_value"}
         for output in outputs:
             assert "count" in json.loads(output["output"]) or "success" in output["output"]
