@@ -13,7 +13,7 @@ from typing import Any
 
 from rollout_ray.agents.environments import Environment, Session, ToolUnavailable, open_environment
 from rollout_ray.agents.loop import Episode, run_episode
-from rollout_ray.agents.tools import normalise_choice
+from rollout_ray.chat.tools import normalise_choice
 from rollout_ray.config import DatasetConfig
 from rollout_ray.engines import Engine
 from rollout_ray.engines.base import Conversation
