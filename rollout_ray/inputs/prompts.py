@@ -21,7 +21,7 @@ from rollout_ray.chat.tools import chat_tools
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
 from rollout_ray.inputs.images import image_part
-from rollout_ray.output.schema import to_json
+from rollout_ray.json_text import to_json
 
 GYM_KEY = "responses_create_params"
 TOOLS_KEY = "tools"

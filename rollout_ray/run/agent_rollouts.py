@@ -19,7 +19,7 @@ from rollout_ray.engines import Engine
 from rollout_ray.engines.base import Conversation
 from rollout_ray.errors import RowError
 from rollout_ray.inputs.prompts import GYM_KEY, Prompt
-from rollout_ray.output.schema import to_json
+from rollout_ray.json_text import to_json
 from rollout_ray.output.work import WorkItem
 from rollout_ray.replies import ReplyTooLarge
 from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record
