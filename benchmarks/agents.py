@@ -44,7 +44,7 @@ from pathlib import Path
 from compare import Comparison, schedule
 from throughput import cpu_env
 
-from rollout_ray.agents.tools import chat_tools, hermes_system_text
+from rollout_ray.chat.tools import chat_tools, hermes_system_text
 
 ADD = {
     "type": "function",

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rollout_ray import replies
-from rollout_ray.agents.tools import function_tool
+from rollout_ray.chat.tools import function_tool
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.errors import JobFault, RowError
 from rollout_ray.retries import Backoff

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollout_ray.agents.environments import Session
-from rollout_ray.agents.responses import (
+from rollout_ray.chat.responses import (
     function_call_item,
     function_call_output_item,
     message_item,
@@ -26,7 +26,7 @@ from rollout_ray.agents.responses import (
     response_object,
     template_arguments,
 )
-from rollout_ray.agents.tools import responses_tools
+from rollout_ray.chat.tools import responses_tools
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.engines.base import Conversation, Engine, Generation, GenerationRequest
 from rollout_ray.errors import RowError

@@ -17,7 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from rollout_ray.agents.responses import responses_input
+from rollout_ray.chat.responses import responses_input
 from rollout_ray.config import OpenAIEngineConfig
 from rollout_ray.engines.base import (
     Conversation,

@@ -17,7 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from rollout_ray.agents.forced import forced_schema
+from rollout_ray.chat.forced import forced_schema
 from rollout_ray.config import VLLMEngineConfig
 from rollout_ray.engines.base import (
     Conversation,
@@ -315,7 +315,7 @@ def engine_kwargs(
     kwargs["seed"] = int.from_bytes(os.urandom(4), "big") >> 1
     # Forced tool calls (tool_choice required or named) as compact JSON: no tokens
     # spent on whitespace, which a weak model can fill its budget with. (What
-    # xgrammar can't enforce of a schema is loosened first: agents/forced.py.)
+    # xgrammar can't enforce of a schema is loosened first: chat/forced.py.)
     from vllm.config import StructuredOutputsConfig
 
     kwargs["structured_outputs_config"] = StructuredOutputsConfig(

@@ -17,8 +17,8 @@ import json
 import os
 from typing import Any
 
-from rollout_ray.agents.forced import read_forced
-from rollout_ray.agents.tools import hermes_system_text
+from rollout_ray.chat.forced import read_forced
+from rollout_ray.chat.tools import hermes_system_text
 from rollout_ray.engines.base import Conversation, ToolCall
 from rollout_ray.errors import RowError
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from rollout_ray import storage
-from rollout_ray.agents.responses import chat_messages
+from rollout_ray.chat.responses import chat_messages
 from rollout_ray.output.manifest import Layout
 
 TOOL_CALL = pa.struct(

@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 from rollout_ray import storage
-from rollout_ray.agents.responses import recorded_response
-from rollout_ray.agents.tools import responses_tools
+from rollout_ray.chat.responses import recorded_response
+from rollout_ray.chat.tools import responses_tools
 from rollout_ray.exports.writer import ExportReport, Outputs, check_datasets, shards
 from rollout_ray.output.schema import decode_rows, record_from_row
 

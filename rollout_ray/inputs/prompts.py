@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rollout_ray.agents.responses import chat_messages, template_arguments
-from rollout_ray.agents.tools import chat_tools
+from rollout_ray.chat.responses import chat_messages, template_arguments
+from rollout_ray.chat.tools import chat_tools
 from rollout_ray.config import DatasetConfig, SamplingConfig
 from rollout_ray.errors import RowError
 from rollout_ray.inputs.images import image_part
-from rollout_ray.output.schema import to_json
+from rollout_ray.json_text import to_json
 
 GYM_KEY = "responses_create_params"
 TOOLS_KEY = "tools"
@@ -126,7 +126,7 @@ def _prompt_text(row: dict[str, Any], dataset: DatasetConfig) -> str:
 def _messages(value: Any, where: str) -> list[dict[str, Any]]:
     """Chat messages from a `messages` list or a Gym `input`: messages, and the
     Responses-API items of earlier turns (function_call, function_call_output,
-    reasoning) as the conversation they are (agents.responses.chat_messages)."""
+    reasoning) as the conversation they are (chat.responses.chat_messages)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:

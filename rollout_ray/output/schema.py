@@ -14,7 +14,8 @@ from typing import Any, TypedDict
 
 import pyarrow as pa
 
-from rollout_ray.output import json_text
+from rollout_ray import json_text
+from rollout_ray.json_text import clean_text
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -337,21 +338,6 @@ def carried_columns(
                 names_here.append(stored)
         columns[stored] = pa.array(values, pa.string())
     return columns, encoded, notes
-
-
-def to_json(value: Any) -> str:
-    """JSON text of any value a row can hold, valid for any reader (see json_text)."""
-    return clean_text(json_text.dumps(value))
-
-
-def clean_text(text: str) -> str:
-    """`text` as valid UTF-8: lone surrogates (from a JSON escape such as \\ud800) become
-    U+FFFD, which Arrow and every tokenizer accept."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def decode_rows(table: pa.Table) -> list[dict[str, Any]]:

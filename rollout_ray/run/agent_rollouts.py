@@ -13,13 +13,13 @@ from typing import Any
 
 from rollout_ray.agents.environments import Environment, Session, ToolUnavailable, open_environment
 from rollout_ray.agents.loop import Episode, run_episode
-from rollout_ray.agents.tools import normalise_choice
+from rollout_ray.chat.tools import normalise_choice
 from rollout_ray.config import DatasetConfig
 from rollout_ray.engines import Engine
 from rollout_ray.engines.base import Conversation
 from rollout_ray.errors import RowError
 from rollout_ray.inputs.prompts import GYM_KEY, Prompt
-from rollout_ray.output.schema import to_json
+from rollout_ray.json_text import to_json
 from rollout_ray.output.work import WorkItem
 from rollout_ray.replies import ReplyTooLarge
 from rollout_ray.run.outcomes import Rollout, failure_record, generated_failure, rollout_record

@@ -15,8 +15,9 @@ from rollout_ray.errors import redact
 from rollout_ray.inputs.images import text_messages
 from rollout_ray.inputs.prompts import Prompt
 from rollout_ray.inputs.sources import SourceRow
+from rollout_ray.json_text import clean_text
 from rollout_ray.output.manifest import now_utc
-from rollout_ray.output.schema import FailureRecord, clean_text
+from rollout_ray.output.schema import FailureRecord
 from rollout_ray.output.work import WorkItem
 
 Key = tuple[int, int]  # (row_index, rollout_index)

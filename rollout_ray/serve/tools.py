@@ -16,7 +16,7 @@ import json
 import uuid
 from typing import Any
 
-from rollout_ray.agents.tools import chat_tools, normalise_choice
+from rollout_ray.chat.tools import chat_tools, normalise_choice
 from rollout_ray.engines.base import Conversation, Generation, GenerationRequest
 from rollout_ray.inputs.prompts import content_text
 

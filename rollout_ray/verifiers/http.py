@@ -11,7 +11,7 @@ import weakref
 from typing import Any
 
 from rollout_ray import secrets
-from rollout_ray.agents.responses import recorded_response
+from rollout_ray.chat.responses import recorded_response
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
 from rollout_ray.retries import Backoff

@@ -23,7 +23,7 @@ from typing import Any
 
 from rollout_ray.config import JobConfig, VerifierConfig
 from rollout_ray.errors import redact, refuse
-from rollout_ray.output.schema import to_json
+from rollout_ray.json_text import to_json
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from rollout_ray.agents.environments import load_functions
-from rollout_ray.agents.forced import ForcedCalls, forced_schema, read_forced
-from rollout_ray.agents.responses import chat_messages
-from rollout_ray.agents.tools import (
+from rollout_ray.chat.forced import ForcedCalls, forced_schema, read_forced
+from rollout_ray.chat.responses import chat_messages
+from rollout_ray.chat.tools import (
     chat_tools,
     function_tool,
     normalise_choice,
@@ -200,7 +200,7 @@ def test_a_conversation_goes_back_to_responses_items_as_it_was():
     """The openai engine's Responses API path sends a row's earlier turns as the API's
     own items (it sent chat messages with tool_calls: vLLM's server takes them, the
     Responses API's definition does not)."""
-    from rollout_ray.agents.responses import responses_input
+    from rollout_ray.chat.responses import responses_input
 
     messages = [
         {"role": "user", "content": "Book it."},

@@ -7,6 +7,9 @@ that every reader, Python's included, reads back as infinity); NaN, which no JSO
 number means, is `null`; bytes are their UTF-8 text, or base64 when they are not
 text; dates and other values are their `str`. Each change that loses the value's
 kind is said in `notes`, for the record's `row_warnings`.
+
+A leaf module: prompts (inputs), verifiers and the record schema (output) all write
+JSON text this one way.
 """
 
 from __future__ import annotations
@@ -59,3 +62,19 @@ def dumps(value: Any, notes: list[str] | None = None, field: str = "") -> str:
         True,
     )
     return "".join(chunks(value, 0))
+
+
+def to_json(value: Any) -> str:
+    """JSON text of any value a row can hold, valid for any reader (see `dumps`), as
+    valid UTF-8 (`clean_text`)."""
+    return clean_text(dumps(value))
+
+
+def clean_text(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates (from a JSON escape such as \\ud800) become
+    U+FFFD, which Arrow and every tokenizer accept."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
