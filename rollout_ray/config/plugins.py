@@ -2,8 +2,9 @@
 
 A package declares `name = module:Block` under the group; its module defines the block
 and ends with `rollout_ray.engines.register_engine(Block, build=...)`. The entry points
-are loaded the first time a config names a kind not known yet, in whichever process
-reads it (the driver, an engine actor), so no process imports a plugin it never uses.
+are loaded the first time a config names a kind not built in, in whichever process
+reads it (the driver, an engine actor): then every installed plugin is imported, so a
+job on built-in kinds imports none.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from rollout_ray.inputs.sources import Shard
 #: What an agent block can be, for the message (docs/agents.md).
 AGENT_KINDS = (
     "`{kind: gym, url: ...}` runs the tools on a NeMo Gym resources server, "
-    "`{kind: python, tools: module:object}` as Python functions, `{kind: none}` records "
+    "`{kind: python, tools: module:object}` as Python functions, `{kind: mcp, url: ...}` "
+    "(or `command: [...]`) on an MCP server, `{kind: none}` records "
     "the model's calls without running them (docs/agents.md)"
 )
 

@@ -52,9 +52,9 @@ class AgentRollouts:
                 names = ", ".join(t["function"]["name"] for t in prompt.tools[:5])
                 raise RowError(
                     f"the row offers tools ({names}) but dataset {dataset.name!r} has no "
-                    "agent: set `agent: {kind: gym, url: ...}` or `{kind: python, tools: "
-                    "...}` to run them, or `{kind: none}` to record calls without running "
-                    "them (see docs/agents.md)",
+                    "agent: set `agent: {kind: gym, url: ...}`, `{kind: python, tools: "
+                    "...}` or `{kind: mcp, url: ...}` to run them, or `{kind: none}` to "
+                    "record calls without running them (see docs/agents.md)",
                     "prompt",
                 )
             return []
