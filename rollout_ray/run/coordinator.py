@@ -146,6 +146,10 @@ class Coordinator:
             self.queue.clear()
             log.info("stopping: %d pieces running commit what they finished", len(self.outstanding))
 
+    def _pieces_running(self) -> int:
+        """Pieces an engine has begun and not committed (handed out is not begun)."""
+        return sum(1 for piece_id in self.outstanding if piece_id in self.tries.nodes)
+
     def abandon(self, piece_id: str) -> None:
         """A piece that stopped before finishing any rollout: nothing to commit; it is
         pending again next run, as if never handed out."""
@@ -158,7 +162,7 @@ class Coordinator:
             "output": secrets.redact(self.layout.output),
             "status": self.status,
             "updated_at": manifest.now_utc().isoformat(),
-            "run": self.figures.run(self.tries, self.restarted),
+            "run": self.figures.run(self.tries, self.restarted, self._pieces_running()),
             "datasets": self.state.totals(),
         }
 

@@ -42,7 +42,7 @@ class RunFigures:
         if start_s is not None:
             self.engine_start_s = max(self.engine_start_s, start_s)
 
-    def run(self, tries: PieceTries, restarted: bool) -> dict[str, Any]:
+    def run(self, tries: PieceTries, restarted: bool, pieces_running: int = 0) -> dict[str, Any]:
         """The `run` part of progress."""
         in_flight = sum(n for n, _ in self.partials.values())
         elapsed = max(time.time() - self.started, 1e-6)
@@ -56,6 +56,7 @@ class RunFigures:
             # Of `done`: committed (kept whatever happens next) and in flight.
             "committed": self.committed,
             "in_flight": in_flight,
+            "pieces_running": pieces_running,
             "output_tokens": tokens,
             "elapsed_s": round(elapsed, 3),
             "rollouts_per_s": round(rate, 3),
