@@ -13,6 +13,7 @@ from rollout_ray.config.blocks import (
     CostConfig,
     SamplingConfig,
     ServeConfig,
+    fingerprint_omits,
     free_on_resume,
 )
 from rollout_ray.config.engines import (
@@ -76,6 +77,7 @@ __all__ = [
     "VLLMEngineConfig",
     "VerifierConfig",
     "apply_override",
+    "fingerprint_omits",
     "format_validation_error",
     "free_on_resume",
     "load_config",

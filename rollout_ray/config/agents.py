@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rollout_ray.config.blocks import RESUME_FREE, _Strict
+from rollout_ray.config.blocks import RESUME_FREE, _Strict, added_later
 
 
 class AgentConfig(_Strict):
@@ -33,17 +33,20 @@ class AgentConfig(_Strict):
         None,
         description="mcp: start the server as this command over stdio, e.g. "
         "[python, my_server.py]; one process per engine actor (or per episode, `session`).",
+        json_schema_extra=added_later(None),
     )
     env: dict[str, str] = Field(
         default_factory=dict,
         description="mcp: environment for a stdio server, over the MCP SDK's minimal one "
         "(PATH, HOME, ...); stored in job.json as written: no secrets here.",
+        json_schema_extra=added_later({}),
     )
     session: Literal["engine", "episode"] = Field(
         "engine",
         description="mcp: one server session per engine actor, shared by its episodes "
         "(calls multiplexed; tools listed once), or one per episode, for servers that "
         "keep state per session (a stdio server is then a process per episode).",
+        json_schema_extra=added_later("engine"),
     )
     tools: str | None = Field(
         None,

@@ -19,6 +19,19 @@ def free_on_resume(field: FieldInfo) -> bool:
     return isinstance(extra, dict) and extra.get("resume") == "free"
 
 
+def added_later(before: Any) -> dict[str, Any]:
+    """Marks a field added after outputs were written without it: at `before` (what the
+    code did before the field existed) it is left out of the resume fingerprint, so those
+    outputs still resume; any other value is part of it, like every field."""
+    return {"before": before}
+
+
+def fingerprint_omits(field: FieldInfo, value: Any) -> bool:
+    """Whether a field at `value` is left out of the fingerprint (see added_later)."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and "before" in extra and value == extra["before"]
+
+
 #: Marks a field rollout-ray sets itself (sweep expansion, the command line's record):
 #: a user never writes it, so the reference and unknown-key errors don't offer it.
 SET_BY_ROLLOUT_RAY: dict[str, Any] = {"internal": True}

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
-from rollout_ray.config.blocks import _Strict
+from rollout_ray.config.blocks import _Strict, added_later
 from rollout_ray.errors import ConfigError
 
 #: What one rollout's verification may take at most beyond its own timeouts: a worker
@@ -92,6 +92,9 @@ class MathVerifier(_VerifierBase):
         description="Score an answer that only restates an expression from the prompt "
         "(`3 + 18` for 'What is 3 + 18?', expected 21) as math-verify and NeMo Gym's math "
         "server do. Off: such an answer gets 0, with `restated_prompt: true` in the details.",
+        # Outputs verified before this field existed scored restated answers: they resume
+        # with `reward_restated: true`; the default (off) is a change a resume names.
+        json_schema_extra=added_later(True),
     )
 
     @property

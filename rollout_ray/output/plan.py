@@ -21,7 +21,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from rollout_ray import storage
-from rollout_ray.config import JobConfig, free_on_resume
+from rollout_ray.config import JobConfig, fingerprint_omits, free_on_resume
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.inputs import staging
 from rollout_ray.inputs.shards import plan_file, plan_uncovered
@@ -47,10 +47,10 @@ def _without_free_fields(model: BaseModel, data: dict[str, Any]) -> dict[str, An
         key = name if name in data else info.alias
         if key not in data:
             continue
-        if free_on_resume(info):
+        value, dumped = getattr(model, name), data[key]
+        if free_on_resume(info) or fingerprint_omits(info, value):
             del data[key]
             continue
-        value, dumped = getattr(model, name), data[key]
         if isinstance(value, BaseModel) and isinstance(dumped, dict):
             _without_free_fields(value, dumped)
         elif isinstance(value, list) and isinstance(dumped, list):

@@ -64,3 +64,26 @@ def test_the_fingerprint_keeps_exactly_the_fields_not_marked_free(kind):
         assert (name in kept["engine"]) != free_on_resume(info), name
     for name, info in JobConfig.model_fields.items():
         assert (name in kept) != free_on_resume(info), name
+
+
+def test_a_field_added_later_keeps_older_outputs_resumable():
+    """Outputs written before a field existed resume when it is at what the code did
+    without it (`added_later`), and are refused, naming it, when it is not."""
+    gym = {"kind": "gym", "url": "http://127.0.0.1:8000"}
+    math = {"kind": "math"}
+    agent_job = job(datasets=[{"name": "d", "path": "in.jsonl", "agent": gym}])
+    agent = semantic_config(agent_job)["datasets"][0]["agent"]
+    assert not {"command", "env", "session"} & set(agent)  # as written before MCP came
+    per_episode = job(
+        datasets=[{"name": "d", "path": "in.jsonl", "agent": {**gym, "session": "episode"}}]
+    )
+    assert semantic_config(per_episode)["datasets"][0]["agent"]["session"] == "episode"
+
+    def verifier(**fields):
+        config = job(datasets=[{"name": "d", "path": "in.jsonl", "verifier": {**math, **fields}}])
+        return semantic_config(config)["datasets"][0]["verifier"]
+
+    # Restated answers scored before the field: an old output resumes with it on, and
+    # the new default (off) is a change its resume names.
+    assert "reward_restated" not in verifier(reward_restated=True)
+    assert verifier()["reward_restated"] is False
