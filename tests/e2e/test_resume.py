@@ -478,6 +478,7 @@ def test_ctrl_c_keeps_every_rollout_finished_before_it(executor, tmp_path, tiny_
             break  # it finished just before the signal landed
         assert proc.returncode == 130, log.read_text()[-3000:]
         kept = rollout_ray_read(out)
+        print(f"{executor} interrupt {round_}: {at_signal} done at the signal, {kept} kept")
         assert kept >= at_signal, (kept, at_signal)
         text = " ".join(log.read_text().split())  # as printed, wrapped or not
         assert f"the output holds {kept:,} of 400" in text, text[-2000:]
