@@ -152,7 +152,8 @@ def walk(root: Path, only: list[str] | None) -> list[Step]:
             step.notes.append(f"exit {done.returncode}: {printed.strip()[-300:]}")
         step.notes += [f"console: {m.group(0)}" for m in TROUBLE.finditer(printed)][:3]
         if done.returncode == 0:
-            step.notes += result_notes(command, root, done.stdout)
+            # What a user sees: rollout-ray's messages are on stderr, its data on stdout.
+            step.notes += result_notes(command, root, printed)
         step.status = "failed" if step.notes else "ok"
         print(f"{step.status:5} {command}  ({step.seconds:.0f} s)", flush=True)
         for note in step.notes:
@@ -190,7 +191,12 @@ def main() -> int:
     else:
         root = Path(tempfile.mkdtemp(prefix="newcomer-walk-"))
     fresh_copy(root)
-    steps = walk(root, args.only)
+    try:
+        steps = walk(root, args.only)
+    finally:  # a README command keeps an engine warm (`up`): the walk leaves none behind
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        down = [str(Path(sys.executable).with_name("rollout-ray")), "down"]
+        subprocess.run(down, cwd=root, env=env, capture_output=True)
     (root / "walk.json").write_text(json.dumps([asdict(s) for s in steps], indent=2))
     counts = {s: sum(step.status == s for step in steps) for s in ("ok", "failed", "skipped")}
     print(
