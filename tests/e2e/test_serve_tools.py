@@ -65,7 +65,9 @@ def test_gym_simple_agent_runs_tools_through_the_serve_app(ray_session, tiny_mod
             tools=[add],
             tool_choice="required",
             parallel_tool_calls=False,  # one call: an array of them may run to max_tokens
-            max_tokens=48,
+            # The grammar can't bound an integer's digits, so the random model writes a
+            # few before closing (about 11 on average): room for 100 of them.
+            max_tokens=128,
         )
         choice = reply.choices[0]
         assert choice.finish_reason == "tool_calls"
@@ -101,6 +103,7 @@ def test_gym_simple_agent_runs_tools_through_the_serve_app(ray_session, tiny_mod
         if stack is not None:
             stack.stop()
         serving.stop(config)
+    made = 0
     for result in results:
         items = result["response"]["output"]
         calls = [i for i in items if i["type"] == "function_call"]
@@ -108,10 +111,12 @@ def test_gym_simple_agent_runs_tools_through_the_serve_app(ray_session, tiny_mod
         # simple_agent ran its steps (3, or fewer when the random model's digits spent
         # the episode's max_output_tokens, which Gym counts over every step): each a
         # forced call that its resources server answered (state kept in the cookie).
-        assert 1 <= len(calls) == len(outputs) <= 3, items
+        assert len(calls) == len(outputs) <= 3, items
         if len(calls) < 3:
             assert result["response"]["incomplete_details"]["reason"] == "max_output_tokens"
+        made += len(calls)
         assert {c["name"] for c in calls} <= {"increment_counter", "get_counter_value"}
         for output in outputs:
             assert "count" in json.loads(output["output"]) or "success" in output["output"]
         assert result["reward"] in (0.0, 1.0)
+    assert made >= 1  # the served model's calls reached Gym's resources server
