@@ -113,8 +113,9 @@ class VLLMEngineConfig(EngineBlock):
         None,
         ge=1,
         description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE); default: "
-        "sized from the memory free when the job starts, half of what is left after 2 GiB "
-        "per engine, at most 4 and at least 1. An explicit value is used as it is. 1 GiB "
+        "VLLM_CPU_KVCACHE_SPACE if set where the job starts, else sized from the memory "
+        "free then, half of what is left after 2 GiB per engine, at most 4 and at least "
+        "1. An explicit value is used as it is. 1 GiB "
         "holds ~46k SmolLM2 tokens: 256 agent episodes outgrew it and ran 0.7x as fast.",
         json_schema_extra=RESUME_FREE,
     )

@@ -6,11 +6,13 @@ vLLM."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rollout_ray.config import VLLMEngineConfig
+from rollout_ray.errors import ConfigError
 
 if TYPE_CHECKING:
     from rollout_ray.config import JobConfig
@@ -30,6 +32,30 @@ def kv_cache_gib(available_bytes: int, engines: int) -> int:
     verifier, Ray and the system), at most KV_CACHE_GIB, at least 1 (vLLM's unit)."""
     spare = available_bytes / GIB / max(1, engines) - ENGINE_RESERVE_GIB
     return max(1, min(KV_CACHE_GIB, math.floor(spare / 2)))
+
+
+#: VLLM_CPU_KVCACHE_SPACE as the process found it, before a local job set its own
+#: engine's value in it (a second job in the same notebook must not take the first's).
+_GIVEN_KV_CACHE = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+
+
+def kv_cache_from_environment() -> int | None:
+    """vLLM's own VLLM_CPU_KVCACHE_SPACE, when set where the job starts: people who run
+    vLLM on CPU set it once in their shell, and expect it honoured (the config's
+    `engine.cpu_kvcache_gib` still comes first)."""
+    text = (_GIVEN_KV_CACHE or "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"VLLM_CPU_KVCACHE_SPACE={text!r} in the environment: the CPU KV cache is a "
+            "whole number of GiB, at least 1 (or unset it, or set engine.cpu_kvcache_gib)"
+        )
+    return value
 
 
 def free_memory_bytes() -> int:
@@ -70,7 +96,11 @@ def cpu_environment(config: VLLMEngineConfig, cores: int) -> dict[str, str]:
       (a fixed 4 GiB failed to start on machines with less free: `kv_cache_gib`).
     """
     threads = config.cpu_threads or max(1, cores // config.concurrency)
-    kv_gib = config.cpu_kvcache_gib or kv_cache_gib(free_memory_bytes(), config.concurrency)
+    kv_gib = (
+        config.cpu_kvcache_gib
+        or kv_cache_from_environment()
+        or kv_cache_gib(free_memory_bytes(), config.concurrency)
+    )
     return {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "OMP_NUM_THREADS": str(threads),
