@@ -44,6 +44,9 @@ from pathlib import Path
 from compare import Comparison, schedule
 from throughput import cpu_env
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from episode_check import check_output
+
 from rollout_ray.chat.tools import chat_tools, hermes_system_text
 
 ADD = {
@@ -98,6 +101,7 @@ class ToolServer:
         self.delay_s = delay_s
         self.sessions: dict[str, int] = {}
         self.calls = 0
+        self.verify_bodies: list[dict] = []  # what /verify received, for the episode check
         app = web.Application()
         app.router.add_post("/seed_session", self._seed)
         app.router.add_post("/add", self._add)
@@ -152,6 +156,7 @@ class ToolServer:
         from aiohttp import web
 
         body = await request.json()
+        self.verify_bodies.append(body)
         total = self.sessions.get(request.cookies.get("sid", ""))
         return web.json_response({**body, "reward": float(total == body.get("expected_total"))})
 
@@ -165,14 +170,15 @@ def free_port() -> int:
 # ----------------------------------------------------------------------------- sides
 
 
-def run_rollout_ray(args, work: Path, data: Path, agent_url: str | None, tokens: int) -> dict:
+def run_rollout_ray(args, work: Path, data: Path, tools: ToolServer | None, tokens: int) -> dict:
     output = work / f"out-{time.time_ns()}"
     dataset = {"path": str(data), "name": "bench"}
     sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens}
-    if agent_url:
+    if tools:
+        tools.verify_bodies.clear()
         dataset["agent"] = {
             "kind": "gym",
-            "url": agent_url,
+            "url": tools.url,
             "tool_choice": "required",
             "parallel_tool_calls": False,
             "max_tool_calls": MAX_TOOL_CALLS,
@@ -209,7 +215,13 @@ def run_rollout_ray(args, work: Path, data: Path, agent_url: str | None, tokens:
     phases = json.loads((output / "metrics.json").read_text())["phases"]
     warm = phases["generate"] - phases["engine_start_s"]
     result = {"output_tokens": sum(out), "episodes": table.num_rows, "wall_s": wall, "warm_s": warm}
-    if agent_url:
+    if tools:
+        # Issue 25: every episode's tokens, items and /verify body agree, call for call
+        # (tests/episode_check.py, written apart from the package's own parsing).
+        checked, problems = check_output(output, tools.verify_bodies)
+        result["episodes_checked"], result["episodes_disagreeing"] = checked, len(problems)
+        for problem in problems[:5]:
+            print(f"    episode check: {problem}", flush=True)
         result["tool_calls"] = sum(table.column("tool_calls").to_pylist())
         result["mean_reward"] = sum(table.column("reward").to_pylist()) / max(1, table.num_rows)
     return result
@@ -390,7 +402,7 @@ def main() -> None:
     warm = Comparison("agents, warm (engine start not counted)", "output tok/s")
 
     def agent() -> float:
-        result = run_rollout_ray(args, work, path, tools.url, 0)
+        result = run_rollout_ray(args, work, path, tools, 0)
         mean["tokens"] = max(1, round(result["output_tokens"] / result["episodes"]))
         details.append({"side": "agent", **result})
         warm.runs.setdefault("agent", []).append(result["output_tokens"] / result["warm_s"])
@@ -426,7 +438,13 @@ def main() -> None:
             print(
                 f"  {side:>11}: {last['episodes']} episodes, {last['output_tokens']} output "
                 f"tokens, {last.get('tool_calls', '-')} tool calls in {last['wall_s']:.1f} s "
-                f"= {value:,.0f} tok/s",
+                f"= {value:,.0f} tok/s"
+                + (
+                    f"; episodes whose tokens, items and /verify body disagree: "
+                    f"{last['episodes_disagreeing']} of {last['episodes_checked']}"
+                    if "episodes_checked" in last
+                    else ""
+                ),
                 flush=True,
             )
     finally:
