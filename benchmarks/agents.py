@@ -142,7 +142,10 @@ class ToolServer:
         sid = request.cookies.get("sid", "")
         if sid not in self.sessions:
             return web.json_response({"detail": "no session"}, status=400)
-        self.sessions[sid] += int((await request.json()).get("n") or 0)
+        try:
+            self.sessions[sid] += int((await request.json()).get("n") or 0)
+        except (TypeError, ValueError, AttributeError):  # as a Gym server: a 422, no crash
+            return web.json_response({"detail": "n must be an integer"}, status=422)
         return web.json_response({"total": self.sessions[sid]})
 
     async def _total(self, request):
@@ -219,7 +222,8 @@ def run_rollout_ray(args, work: Path, data: Path, tools: ToolServer | None, toke
         # Issue 25: every episode's tokens, items and /verify body agree, call for call
         # (tests/episode_check.py, written apart from the package's own parsing).
         checked, problems = check_output(output, tools.verify_bodies)
-        result["episodes_checked"], result["episodes_disagreeing"] = checked, len(problems)
+        wrong = {problem.split(": ", 1)[0] for problem in problems}  # "task#rollout: ..."
+        result["episodes_checked"], result["episodes_disagreeing"] = checked, len(wrong)
         for problem in problems[:5]:
             print(f"    episode check: {problem}", flush=True)
         result["tool_calls"] = sum(table.column("tool_calls").to_pylist())

@@ -73,7 +73,11 @@ def episode_problems(
         if response is not None and {k: v for k, v in sent.items() if k != "output"} != response:
             say("/verify got another response than the record holds")
     if tokenizer is not None and record.get("output_token_ids") is not None:
-        problems += _token_problems(record, turns, outputs, tokenizer, incomplete)
+        # Once the calls are spent the last turn samples with tool_choice "none" (the
+        # response says so), as Gym's model server would: a call-shaped text it writes
+        # is its answer, a message (checked against the tokens), not a call.
+        answered = response is not None and response.get("tool_choice") == "none"
+        problems += _token_problems(record, turns, outputs, tokenizer, incomplete, answered)
     return problems
 
 
@@ -120,7 +124,7 @@ def _runs(mask: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def _token_problems(record, turns, outputs, tokenizer, incomplete) -> list[str]:
+def _token_problems(record, turns, outputs, tokenizer, incomplete, answered) -> list[str]:
     problems: list[str] = []
     say = problems.append
     ids, mask = record["output_token_ids"], record["output_mask"]
@@ -144,7 +148,8 @@ def _token_problems(record, turns, outputs, tokenizer, incomplete) -> list[str]:
         last = n == len(turns) - 1
         if turn["message"] is not None and _text(turn["message"]) not in text:
             say(f"turn {n + 1}: the message is not what the tokens say")
-        if turn["calls"] or text.lstrip().startswith(("[{", "<tool_call>")):
+        no_tools = last and answered and not turn["calls"]
+        if turn["calls"] or (text.lstrip().startswith(("[{", "<tool_call>")) and not no_tools):
             found, partial = _calls_in(text, turn["calls"])
             written = [(c["name"], c["arguments"]) for c in turn["calls"]]
             if found != written:
