@@ -98,15 +98,10 @@ class GymEnvironment(Environment):
     """A NeMo Gym resources server, spoken to as Gym's simple_agent does."""
 
     def __init__(self, agent: AgentConfig):
-        import httpx
-
         super().__init__()
         self.agent = agent
         self.url = (agent.url or "").rstrip("/")
-        limits = httpx.Limits(
-            max_connections=agent.max_connections, max_keepalive_connections=agent.max_connections
-        )
-        self.client = httpx.AsyncClient(limits=limits, timeout=agent.tool_timeout_s)
+        self.client = replies.HttpClient(agent.max_connections, agent.tool_timeout_s)
         #: Whether the server ever answered this actor: before it has, a server that
         #: can't be reached is a wrong url, not a server that is down for a while.
         self.reached = False
@@ -175,19 +170,15 @@ class GymSession(Session):
             ToolUnavailable: the server could not be reached, after every retry.
             ReplyTooLarge: the reply is over agent.max_reply_bytes (not retried).
         """
-        import httpx
-
         env = self.env
         attempts = env.agent.tool_retries + 1
         last = ""
         for attempt in range(attempts):
             try:
-                # The session's own cookies, always as a header (empty before the first
-                # reply): httpx then never sends its client-wide jar, which every
-                # session's replies fill, so no episode joins another's session.
+                # The session's own cookies, as a header (the client keeps none), so no
+                # episode joins another's session.
                 headers = {**self._cookie_header(), "Content-Type": "application/json"}
-                reply = await replies.post(
-                    env.client,
+                reply = await env.client.post(
                     env.url + path,
                     env.agent.max_reply_bytes,
                     f"{what} at {env.url}{path}",
@@ -195,10 +186,10 @@ class GymSession(Session):
                     headers=headers,
                     timeout=timeout,
                 )
-            except httpx.TimeoutException:
+            except replies.TimedOut:
                 last = f"no answer within {timeout:g} s (agent.tool_timeout_s)"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+            except (replies.Unreachable, replies.Unusable) as exc:
+                last = str(exc)
             else:
                 env.reached = True
                 self.cookies.update(reply.cookies)

@@ -52,7 +52,7 @@ class VerifyEndpoint:
 
 
 async def post_verify(
-    client: Any,
+    client: replies.HttpClient,
     endpoint: VerifyEndpoint,
     payload: bytes,
     headers: dict[str, str] | None = None,
@@ -69,8 +69,6 @@ async def post_verify(
             that can't be used; not terminal when every try timed out, failed to
             connect or got 429/5xx.
     """
-    import httpx
-
     url, redact = endpoint.url, endpoint.redact
     last, delay = "", 0.0
     for attempt in range(endpoint.attempts):
@@ -78,8 +76,7 @@ async def post_verify(
             await asyncio.sleep(delay)
         asked = None
         try:
-            posting = replies.post(
-                client,
+            posting = client.post(
                 url,
                 endpoint.max_reply_bytes,
                 f"/verify at {url}",
@@ -91,13 +88,13 @@ async def post_verify(
                 reply = await asyncio.wait_for(posting, endpoint.timeout_s)
         except replies.ReplyTooLarge as exc:
             raise VerifierError(redact(str(exc)), terminal=True) from None
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, replies.TimedOut):
             last = f"timed out after {endpoint.timeout_s:g}s"
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-            message = redact(f"/verify at {url} can't be used: {type(exc).__name__}: {exc}")
+        except replies.Unusable as exc:
+            message = redact(f"/verify at {url} can't be used: {exc}")
             raise VerifierError(message, terminal=True) from None
-        except httpx.TransportError as exc:
-            last = redact(f"{type(exc).__name__}: {exc}")
+        except replies.Unreachable as exc:
+            last = redact(str(exc))
         else:
             status = reply.status_code
             if 200 <= status < 300:

@@ -10,7 +10,7 @@ import os
 import weakref
 from typing import Any
 
-from rollout_ray import secrets
+from rollout_ray import replies, secrets
 from rollout_ray.chat.responses import recorded_response
 from rollout_ray.config import HttpVerifier
 from rollout_ray.output.schema import CORE_NAMES
@@ -108,17 +108,11 @@ class HttpVerify(Verifier):
                 await client.aclose()
 
     def _client(self) -> tuple[Any, asyncio.Semaphore]:
-        import httpx
-
         loop = asyncio.get_running_loop()
         state = self._per_loop.get(loop)
         if state is None:
             n = self.config.concurrency
-            client = httpx.AsyncClient(
-                headers=self._headers(),
-                timeout=httpx.Timeout(self.config.timeout_s),
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-            )
+            client = replies.HttpClient(n, self.config.timeout_s, self._headers())
             state = self._per_loop[loop] = (client, asyncio.Semaphore(n))
         return state
 
