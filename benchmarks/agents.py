@@ -283,16 +283,26 @@ def start_vllm_server(args) -> tuple[subprocess.Popen, str, float]:
 
 
 async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args) -> dict:
-    """The Gym way: one HTTP agent loop per row, all in flight at once."""
-    import httpx
+    """The Gym way: one HTTP agent loop per row, all in flight at once, on one aiohttp
+    session as NeMo Gym's servers make their requests (nemo_gym.server_utils)."""
+    import aiohttp
 
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
     retried = {"n": 0}
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=1024)
+    timeout = aiohttp.ClientTimeout(total=600)
+    jar = aiohttp.DummyCookieJar()  # each episode's session cookie sent by hand
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=jar)
+    async with session as client:
+
+        async def post(url: str, body: dict, cookie: str = "") -> tuple[int, str, dict]:
+            headers = {"Cookie": cookie} if cookie else {}
+            async with client.post(url, json=body, headers=headers) as reply:
+                text = await reply.text()
+                return reply.status, text, {k: m.value for k, m in reply.cookies.items()}
 
         async def episode(row: dict) -> tuple[int, int]:
-            seeded = await client.post(f"{tool_url}/seed_session", json=row)
-            cookies = dict(seeded.cookies)
+            _, _, seeded = await post(f"{tool_url}/seed_session", row)
+            cookie = "; ".join(f"{k}={v}" for k, v in seeded.items())
             params = row["responses_create_params"]
             messages = [SYSTEM, *params["input"]]
             tools = [
@@ -316,15 +326,16 @@ async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args)
                 }
                 for attempt in range(4):  # a dropped connection is retried, and counted
                     try:
-                        reply = await client.post(f"{vllm_url}/v1/chat/completions", json=request)
+                        status, text, _ = await post(f"{vllm_url}/v1/chat/completions", request)
                         break
-                    except httpx.TransportError:
+                    except aiohttp.ClientConnectionError:
                         retried["n"] += 1
                         if attempt == 3:
                             raise
                         await asyncio.sleep(1)
-                reply.raise_for_status()
-                body = reply.json()
+                if status >= 400:
+                    raise RuntimeError(f"vllm serve answered {status}: {text[:300]}")
+                body = json.loads(text)
                 tokens += body["usage"]["completion_tokens"]
                 message = body["choices"][0]["message"]
                 found = message.get("tool_calls") or []
@@ -346,16 +357,13 @@ async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args)
                     except ValueError:
                         arguments = None
                     if isinstance(arguments, dict):  # as Gym's agent: else an error output
-                        out = await client.post(
-                            f"{tool_url}/{call['function']['name']}",
-                            json=arguments,
-                            cookies=cookies,
+                        _, out, _ = await post(
+                            f"{tool_url}/{call['function']['name']}", arguments, cookie
                         )
-                        text = out.text
                     else:
-                        text = json.dumps({"error": "Invalid tool call arguments"})
-                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
-            await client.post(f"{tool_url}/verify", json={**row, "response": {}}, cookies=cookies)
+                        out = json.dumps({"error": "Invalid tool call arguments"})
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": out})
+            await post(f"{tool_url}/verify", {**row, "response": {}}, cookie)
             return tokens, calls
 
         results = await asyncio.gather(*(episode(r) for r in data))
