@@ -46,8 +46,12 @@ def kind(cmdline: str) -> str:
     return cmdline[:100]
 
 
-def sample(command: list[str], period_s: float = 1.0) -> list[dict[tuple, float]]:
-    """CPU seconds per process in each period while `command` runs."""
+def sample(
+    command: list[str], names: dict[tuple, str], period_s: float = 1.0
+) -> list[dict[tuple, float]]:
+    """CPU seconds per process (pid, start time) in each period while `command` runs;
+    `names` gets each process's command line as last seen (Ray renames its workers
+    after the actor or task they run)."""
     proc = subprocess.Popen(command)
     previous: dict[tuple, float] = {}
     timeline = []
@@ -56,7 +60,8 @@ def sample(command: list[str], period_s: float = 1.0) -> list[dict[tuple, float]
         for p in psutil.process_iter():
             try:
                 times = p.cpu_times()
-                key = (p.pid, p.create_time(), " ".join(p.cmdline()) or p.name())
+                key = (p.pid, p.create_time())
+                names[key] = " ".join(p.cmdline()) or p.name()
                 now[key] = times.user + times.system
             except (psutil.Error, OSError):
                 continue
@@ -74,11 +79,14 @@ def main() -> None:
     command = [c for c in args.command if c != "--"] if args.command else []
     if not command:
         parser.error("give the command to run after --")
-    timeline = sample(command)
+    names: dict[tuple, str] = {}
+    timeline = sample(command, names)
     total: collections.Counter = collections.Counter()
     for second in timeline:
         total.update(second)
-    pythons = [k for k in total if "python" in k[2] and "cpu_share.py" not in k[2]]
+    mine = [k for k in total if "cpu_share.py" in names[k]]
+    pythons = [k for k in total if "python" in names[k] or names[k].startswith("ray::")]
+    pythons = [k for k in pythons if k not in mine]
     if not pythons:
         raise SystemExit("no python process ran")
     engine = max(pythons, key=lambda k: total[k])
@@ -86,10 +94,10 @@ def main() -> None:
     others: collections.Counter = collections.Counter()
     for second in busy:
         for key, cpu in second.items():
-            if key != engine and "cpu_share.py" not in key[2]:
-                others[kind(key[2])] += cpu
+            if key != engine and key not in mine:
+                others[kind(names[key])] += cpu
     engine_cpu = sum(s[engine] for s in busy)
-    print(f"engine: {kind(engine[2])} (pid {engine[0]})")
+    print(f"engine: {kind(names[engine])} (pid {engine[0]})")
     print(
         f"busy seconds: {len(busy)}; the engine's cores in them: "
         f"{engine_cpu / max(1, len(busy)):.2f} of {psutil.cpu_count()}; "
