@@ -1,6 +1,6 @@
 """Agent episodes: is the engine kept full while episodes wait on their tools?
 
-Three sides on the same prompts, model (SmolLM2 unless --model-path), engine settings
+Sides on the same prompts, model (SmolLM2 unless --model-path), engine settings
 and tool server (a Gym-protocol server in this process whose tools answer after
 --tool-delay seconds, 0.1 by default):
 
@@ -14,6 +14,11 @@ and tool server (a Gym-protocol server in this process whose tools answer after
                POST /{tool}, /verify) with every episode in flight at once, and the
                same system message (SmolLM2's template drops `tools`, so the server
                would not show them to the model)
+  agent-small-blocks
+               the agent side with 32-token KV blocks instead of vLLM-CPU's 128: a
+               turn's prompt is the previous turn's plus a few tokens, and prefix
+               caching reuses whole blocks only, so with 128 each turn recomputes up
+               to 127 tokens it has seen (--only agent agent-small-blocks single-turn)
 
 rollout-ray sides are fresh processes timed end to end, start-up included, and warm
 (the job's own phases without the engine's start, from its metrics.json); the gym-way
@@ -67,6 +72,9 @@ TOTAL = {
     "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
 }
 MAX_TOOL_CALLS = 2
+#: The agent-small-blocks side's KV block size: each turn's prompt is the last turn's
+#: plus a few tokens, and prefix caching reuses whole blocks only (128 on CPU).
+SMALL_BLOCKS = 32
 SYSTEM = {"role": "system", "content": hermes_system_text(chat_tools([ADD, TOTAL], "tools"))}
 
 
@@ -173,7 +181,9 @@ def free_port() -> int:
 # ----------------------------------------------------------------------------- sides
 
 
-def run_rollout_ray(args, work: Path, data: Path, tools: ToolServer | None, tokens: int) -> dict:
+def run_rollout_ray(
+    args, work: Path, data: Path, tools: ToolServer | None, tokens: int, blocks: int | None = None
+) -> dict:
     output = work / f"out-{time.time_ns()}"
     dataset = {"path": str(data), "name": "bench"}
     sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens}
@@ -193,7 +203,11 @@ def run_rollout_ray(args, work: Path, data: Path, tools: ToolServer | None, toke
         "model": args.model_path,
         "datasets": [dataset],
         "sampling": sampling,
-        "engine": {"kind": "vllm", "max_model_len": args.max_model_len},
+        "engine": {
+            "kind": "vllm",
+            "max_model_len": args.max_model_len,
+            **block_size(blocks or args.block_size),
+        },
         "output": str(output),
         "metrics_port": 0,
     }
@@ -231,6 +245,11 @@ def run_rollout_ray(args, work: Path, data: Path, tools: ToolServer | None, toke
     return result
 
 
+def block_size(size: int | None) -> dict:
+    """The engine block's `engine_kwargs` for a KV block size (vLLM on CPU: 128 unset)."""
+    return {"engine_kwargs": {"block_size": size}} if size else {}
+
+
 def start_vllm_server(args) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     started = time.monotonic()
@@ -262,6 +281,7 @@ def start_vllm_server(args) -> tuple[subprocess.Popen, str, float]:
             "--structured-outputs-config",
             structured,
             "--disable-log-stats",
+            *(["--block-size", str(args.block_size)] if args.block_size else []),
         ],
         env={**os.environ, **cpu_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
         stdout=subprocess.DEVNULL,
@@ -387,6 +407,10 @@ def main() -> None:
     parser.add_argument("--tool-delay", type=float, default=0.1)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--model-path", default=None)
+    parser.add_argument(
+        "--block-size", type=int, default=None, help="KV cache block size, every side"
+    )
+    parser.add_argument("--only", nargs="*", help="these sides only")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -406,8 +430,10 @@ def main() -> None:
         f"{args.model_path}",
         flush=True,
     )
-    vllm, vllm_url, vllm_start = start_vllm_server(args)
-    print(f"  vllm serve ready in {vllm_start:.1f} s (not counted in gym-way)", flush=True)
+    vllm, vllm_url, vllm_start = None, "", 0.0
+    if not args.only or "gym-way" in args.only:
+        vllm, vllm_url, vllm_start = start_vllm_server(args)
+        print(f"  vllm serve ready in {vllm_start:.1f} s (not counted in gym-way)", flush=True)
     mean = {"tokens": args.max_tokens}
     details: list[dict] = []
 
@@ -441,7 +467,21 @@ def main() -> None:
     plain = [{"messages": [SYSTEM, *r["responses_create_params"]["input"]]} for r in data]
     path.with_name("plain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
     rates = Comparison("agents", "output tok/s")
-    sides = {"agent": agent, "single-turn": single, "gym-way": gym_way}
+
+    def agent_small_blocks() -> float:
+        result = run_rollout_ray(args, work, path, tools, 0, blocks=SMALL_BLOCKS)
+        details.append({"side": "agent-small-blocks", **result})
+        rate = result["output_tokens"] / result["warm_s"]
+        warm.runs.setdefault("agent-small-blocks", []).append(rate)
+        return result["output_tokens"] / result["wall_s"]
+
+    sides = {
+        "agent": agent,
+        "single-turn": single,
+        "gym-way": gym_way,
+        "agent-small-blocks": agent_small_blocks,
+    }
+    sides = {k: v for k, v in sides.items() if not args.only or k in args.only}
     try:
         for side in schedule(list(sides), args.rounds):
             value = sides[side]()
@@ -460,19 +500,28 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        vllm.terminate()
-        vllm.wait(30)
-    rates.report("agent", "single-turn", at_least=0.9)
-    rates.report("agent", "gym-way", at_least=1.5)
+        if vllm is not None:
+            vllm.terminate()
+            vllm.wait(30)
+
+    def report(comparison: Comparison, a: str, b: str, target: float | None = None) -> None:
+        if a in comparison.runs and b in comparison.runs:
+            comparison.report(a, b, at_least=target)
+
+    report(rates, "agent", "single-turn", 0.9)
+    report(rates, "agent", "gym-way", 1.5)
     # Issue 25's targets, like for like: both rollout-ray sides and the gym way warm.
-    warm.report("agent", "single-turn", at_least=0.9)
-    warm.report("agent", "gym-way", at_least=1.5)
+    report(warm, "agent", "single-turn", 0.9)
+    report(warm, "agent", "gym-way", 1.5)
+    report(warm, "agent-small-blocks", "agent")
+    report(warm, "agent-small-blocks", "single-turn", 0.9)
     # The gym-way with its server's start-up counted once per run, as rollout-ray's is.
     cold = [
         d["output_tokens"] / (d["wall_s"] + vllm_start) for d in details if d["side"] == "gym-way"
     ]
-    rates.runs["gym-way-cold"] = cold
-    rates.report("agent", "gym-way-cold", at_least=1.0)
+    if cold:
+        rates.runs["gym-way-cold"] = cold
+        report(rates, "agent", "gym-way-cold", 1.0)
     print(json.dumps(details))
 
 
