@@ -6,6 +6,8 @@
         actor), Parquet output
     (b') the same with the engine core in AsyncLLM's own process (the GPU default)
     (b'') the same through Ray (`executor=ray`: local Ray, Ray Data, an engine actor)
+    (b''') the same with 32-token KV blocks (`rollout-ray-small-blocks`; vLLM-CPU's
+        default is 128, and prefix caching shares whole blocks only)
     (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
         the same CPU settings as (a) and (b) and the same engine batch: vLLM's offline
         defaults (256 sequences, 4,096 batched tokens on CPU), which (a) and (b) get
@@ -202,6 +204,8 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     core = ["engine.engine_core=process"] if args.variant == "rollout-ray-async-core" else []
     if args.variant == "rollout-ray-no-prefix-cache":
         core = ["engine.engine_kwargs={enable_prefix_caching: false}"]
+    if args.variant == "rollout-ray-small-blocks":  # 32-token KV blocks, not CPU's 128
+        core = ["engine.engine_kwargs={block_size: 32}"]
     if args.variant == "rollout-ray-on-ray":  # the same job through Ray's engine actors
         core = ["executor=ray"]
     command = [
@@ -242,6 +246,7 @@ VARIANTS = {
     "rollout-ray": run_rollout_ray,
     "rollout-ray-async-core": run_rollout_ray,
     "rollout-ray-no-prefix-cache": run_rollout_ray,
+    "rollout-ray-small-blocks": run_rollout_ray,
     "rollout-ray-on-ray": run_rollout_ray,
     "rollout-ray-baseline": run_rollout_ray,
     "ray-data-llm": run_ray_data_llm,
