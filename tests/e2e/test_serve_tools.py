@@ -111,10 +111,15 @@ def test_gym_simple_agent_runs_tools_through_the_serve_app(ray_session, tiny_mod
         # simple_agent ran its steps (3, or fewer when the random model's digits spent
         # the episode's max_output_tokens, which Gym counts over every step): each a
         # forced call that its resources server answered (state kept in the cookie).
-        assert len(calls) == len(outputs) <= 3, items
-        if len(calls) < 3:
+        # A step cut by that budget ends the episode before its call runs (simple_agent
+        # breaks on incomplete_details first): then one call, the last, has no output.
+        assert len(outputs) <= len(calls) <= 3, items
+        assert len(calls) - len(outputs) <= 1, items
+        if len(calls) < 3 or len(outputs) < len(calls):
             assert result["response"]["incomplete_details"]["reason"] == "max_output_tokens"
-        made += len(calls)
+        ran = {o["call_id"] for o in outputs}
+        assert ran == {c["call_id"] for c in calls[: len(outputs)]}, items
+        made += len(outputs)
         assert {c["name"] for c in calls} <= {"increment_counter", "get_counter_value"}
         for output in outputs:
             assert "count" in json.loads(output["output"]) or "success" in output["output"]
