@@ -43,9 +43,10 @@ test: install gym
 	$(PY) -m pytest -p no:randomly
 
 # The kill-and-resume tests at length: the driver killed 10 times per job (2 in `make test`),
-# Ctrl-C 10 times per executor (1 in `make test`), 50 lease takeover rounds (6).
+# Ctrl-C 10 times per executor on a 400-rollout job (once on 200 in `make test`), 50 lease
+# takeover rounds (6).
 soak: install
-	KILLS=10 INTERRUPTS=10 $(PY) -m pytest -p no:randomly tests/e2e/test_resume.py \
+	KILLS=10 INTERRUPTS=10 CTRL_C_ROWS=100 $(PY) -m pytest -p no:randomly tests/e2e/test_resume.py \
 		-k "repeatedly or keeps_every"
 	LEASE_RACE_ROUNDS=50 $(PY) -m pytest -p no:randomly tests/unit/output/test_lease.py \
 		tests/unit/run/test_fencing.py

@@ -427,15 +427,19 @@ def test_ctrl_c_stops_a_driver_that_inherited_an_ignored_sigint(tmp_path):
 
 #: Ctrl-C rounds per executor (`make soak`: 10).
 INTERRUPTS = int(os.environ.get("INTERRUPTS", "1"))
+#: The Ctrl-C job's rows (x 4 repeats, one piece): 50 in `make test`, 100 in the soak.
+CTRL_C_ROWS = int(os.environ.get("CTRL_C_ROWS", "50"))
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_ctrl_c_keeps_every_rollout_finished_before_it(executor, tmp_path, tiny_model):
-    """A 400-rollout job in one piece, Ctrl-C at a random moment: the rollouts that
-    piece had finished are committed (the old way kept none of them while the progress
-    line counted them), the summary says how many the output holds, and the resume
-    does exactly the rest."""
-    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"tell me {i}"} for i in range(100)])
+    """A 200-rollout job in one piece (400 in the soak), Ctrl-C at a random moment: the
+    rollouts that piece had finished are committed (the old way kept none of them while
+    the progress line counted them), the summary says how many the output holds, and the
+    resume does exactly the rest."""
+    rows = [{"prompt": f"tell me {i}"} for i in range(CTRL_C_ROWS)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    total = CTRL_C_ROWS * 4
     config = tmp_path / "job.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -446,7 +450,7 @@ def test_ctrl_c_keeps_every_rollout_finished_before_it(executor, tmp_path, tiny_
                 "engine": {"kind": "vllm", "max_model_len": 256, "max_num_seqs": 4},
                 "datasets": [{"name": "stop", "path": str(data), "num_repeats": 4}],
                 "sampling": {"max_tokens": 64, "temperature": 1.0, "seed": 5},
-                "shard_size": 100,
+                "shard_size": CTRL_C_ROWS,
                 "output": str(tmp_path / "out"),
                 "metrics_port": 0,
             }
@@ -468,7 +472,7 @@ def test_ctrl_c_keeps_every_rollout_finished_before_it(executor, tmp_path, tiny_
         before = len(all_output_keys(out)) if storage.exists(Layout(out).job) else 0
         # Somewhere in the first half of what is left: a signal that lands after the
         # last rollout has nothing to keep, and says so in its own words.
-        target = before + rng.randint(1, max(1, (400 - before) // 2))
+        target = before + rng.randint(1, max(1, (total - before) // 2))
         wait_until(lambda t=target, p=proc: done_so_far() >= t or p.poll() is not None, 300, "work")
         if proc.poll() is not None:
             break  # it finished first: nothing to interrupt
@@ -481,11 +485,11 @@ def test_ctrl_c_keeps_every_rollout_finished_before_it(executor, tmp_path, tiny_
         print(f"{executor} interrupt {round_}: {at_signal} done at the signal, {kept} kept")
         assert kept >= at_signal, (kept, at_signal)
         text = " ".join(log.read_text().split())  # as printed, wrapped or not
-        assert f"the output holds {kept:,} of 400" in text, text[-2000:]
+        assert f"the output holds {kept:,} of {total:,}" in text, text[-2000:]
         assert "run the same command again to resume" in text
     final = start(config, tmp_path / "final.log")
     assert final.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-3000:]
-    assert rollout_ray_read(out) == 400
+    assert rollout_ray_read(out) == total
     assert set(all_output_keys(out).values()) == {1}
 
 
