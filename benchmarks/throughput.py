@@ -25,9 +25,9 @@ variant's run-to-run spread. Compare ratios, not absolute figures across runs.
     python benchmarks/throughput.py                 # 1,000 prompts, SmolLM2, 128 tokens, 2 rounds
     python benchmarks/throughput.py --quick         # 100 prompts, 32 tokens: a smoke run
     python benchmarks/throughput.py --only raw-vllm rollout-ray --rounds 3
-    git worktree add /tmp/base <ref>    # before/after a change, alternated:
+    git worktree add ../base <ref>      # before/after a change, alternated:
     python benchmarks/throughput.py --only rollout-ray rollout-ray-baseline \
-        --baseline-src /tmp/base --rounds 3
+        --baseline-src ../base --rounds 3
 
 Repeats (`--repeats K --prompt-tokens T`): each of --prompts rows is a T-token prompt
 sampled K times (DPO, RL and eval jobs' num_repeats). raw vLLM gets each prompt K
