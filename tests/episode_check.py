@@ -60,9 +60,6 @@ def episode_problems(
     answer = _text(last["message"]) if last and last["message"] is not None else ""
     if (record["response_text"] or "") != answer:
         say(f"response_text {record['response_text']!r} is not the last answer {answer!r}")
-    ends_empty = last and not last["calls"] and last["message"] is not None and not answer
-    if ends_empty and not incomplete:
-        say("the episode ends with an empty answer but is not incomplete")
     response = json.loads(record["episode_response"]) if record.get("episode_response") else None
     if response is not None and (response["status"] == "incomplete") != incomplete:
         say(f"response {response['status']} with finish_reason {record['finish_reason']}")
@@ -148,6 +145,11 @@ def _token_problems(record, turns, outputs, tokenizer, incomplete, answered) -> 
         last = n == len(turns) - 1
         if turn["message"] is not None and _text(turn["message"]) not in text:
             say(f"turn {n + 1}: the message is not what the tokens say")
+        # An empty answer is the model's only when it wrote nothing (an end of turn at
+        # once); one standing for written text (once: a cut call array) is not.
+        silent = turn["message"] is not None and not _text(turn["message"]).strip()
+        if silent and not turn["calls"] and not turn["reasoning"] and text.strip():
+            say(f"turn {n + 1}: an empty answer, and the tokens say {text[:80]!r}")
         no_tools = last and answered and not turn["calls"]
         if turn["calls"] or (text.lstrip().startswith(("[{", "<tool_call>")) and not no_tools):
             found, partial = _calls_in(text, turn["calls"])
