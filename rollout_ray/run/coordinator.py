@@ -68,6 +68,8 @@ class Coordinator:
         self.shards = {shard.shard_id: shard for shard in shards}
         #: Pieces handed out and not committed yet.
         self.outstanding: set[str] = set()
+        #: Pieces whose commit is being written: off their engine, not yet durable.
+        self.committing: set[str] = set()
         self.tries = PieceTries(ray_facts.node_alive)
         self.ray_metrics = ray_facts.ray_metrics(job_name) if self.config.metrics else None
         self.figures = RunFigures()
@@ -147,8 +149,13 @@ class Coordinator:
             log.info("stopping: %d pieces running commit what they finished", len(self.outstanding))
 
     def _pieces_running(self) -> int:
-        """Pieces an engine has begun and not committed (handed out is not begun)."""
-        return sum(1 for piece_id in self.outstanding if piece_id in self.tries.nodes)
+        """Pieces on an engine now: begun (handed out is not begun) and not yet handed
+        back for commit (a commit being written no longer needs its engine)."""
+        return sum(
+            1
+            for piece_id in self.outstanding
+            if piece_id in self.tries.nodes and piece_id not in self.committing
+        )
 
     def abandon(self, piece_id: str) -> None:
         """A piece that stopped before finishing any rollout: nothing to commit; it is
@@ -250,6 +257,7 @@ class Coordinator:
             raise JobFault("the run has ended; this piece is redone on resume")
         future = asyncio.get_running_loop().create_future()
         self._buffer.append((record, future))
+        self.committing.add(record.piece_id)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         await future
@@ -270,7 +278,8 @@ class Coordinator:
             except Exception as exc:
                 if isinstance(exc, LeaseLost):
                     self.queue.clear()  # nothing more is handed out
-                for _, future in batch:
+                for record, future in batch:
+                    self.committing.discard(record.piece_id)
                     if not future.done():  # a caller may have given up (cancelled)
                         future.set_exception(exc)
                 continue
@@ -282,6 +291,7 @@ class Coordinator:
                     await self._queue_retry(record)
                 self.figures.partials.pop(record.piece_id, None)
                 self.outstanding.discard(record.piece_id)
+                self.committing.discard(record.piece_id)
                 if not future.done():  # in process, a cancelled piece's commit still lands
                     future.set_result(None)
 

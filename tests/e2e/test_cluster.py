@@ -138,12 +138,14 @@ def test_ray_job_submit_runs_a_job_to_the_end(cluster, tiny_model, tmp_path):
 
 def test_node_lost_mid_job_is_preemption_not_failure(cluster, tiny_model, tmp_path):
     spot = cluster.add_node(cpus=2, resources='{"spot": 4}')
-    rows = 320  # enough that most of the job is still to do when the node goes
+    # Enough that most of the job is still to do when the node goes; pieces (32 rollouts
+    # of 192 tokens, all ending together) long against the time a kill takes.
+    rows = 160
     data = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"the sea {i}"} for i in range(rows)])
     output = tmp_path / "out"
     config = job_file(tmp_path, tiny_model, data, output, resources={"spot": 1}, shards_in_flight=2)
     yaml_config = yaml.safe_load(config.read_text())
-    yaml_config.update(shard_size=16, sampling={"max_tokens": 96, "min_tokens": 96, "seed": 1})
+    yaml_config.update(shard_size=16, sampling={"max_tokens": 192, "min_tokens": 192, "seed": 1})
     config.write_text(yaml.safe_dump(yaml_config))
     log = tmp_path / "driver.log"
     with open(log, "wb") as out:
@@ -165,8 +167,14 @@ def test_node_lost_mid_job_is_preemption_not_failure(cluster, tiny_model, tmp_pa
         run = json.loads(progress.read_text())["run"]
         # Killed with half of the job still to do, while its engine runs pieces: on a
         # progress file just written (an older one may count pieces that have since
-        # committed, and a kill between two pieces has nothing to redo or count).
-        return 64 <= run["done"] <= run["todo"] // 2 and run["pieces_running"] >= 1
+        # committed, and a kill between two pieces has nothing to redo or count), with
+        # no rollout of a running piece finished yet (once, both pieces had all theirs
+        # done, off the engine and being committed: nothing was left to redo).
+        return (
+            64 <= run["committed"] <= run["todo"] // 2
+            and run["pieces_running"] >= 1
+            and run["in_flight"] == 0
+        )
 
     wait_until(spot_engine_running, 300, "half of the job left, pieces running", every=0.05)
     in_flight_before = json.loads(progress.read_text())["run"]
