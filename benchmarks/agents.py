@@ -19,6 +19,9 @@ and tool server (a Gym-protocol server in this process whose tools answer after
                turn's prompt is the previous turn's plus a few tokens, and prefix
                caching reuses whole blocks only, so with 128 each turn recomputes up
                to 127 tokens it has seen (--only agent agent-small-blocks single-turn)
+  single-turn-small-blocks
+               the single-turn side on 32-token blocks: what smaller blocks cost a job
+               without turns (decode over more, smaller blocks)
 
 rollout-ray sides are fresh processes timed end to end, start-up included, and warm
 (the job's own phases without the engine's start, from its metrics.json); the gym-way
@@ -475,11 +478,21 @@ def main() -> None:
         warm.runs.setdefault("agent-small-blocks", []).append(rate)
         return result["output_tokens"] / result["wall_s"]
 
+    def single_small_blocks() -> float:
+        result = run_rollout_ray(
+            args, work, path.with_name("plain.jsonl"), None, mean["tokens"], blocks=SMALL_BLOCKS
+        )
+        details.append({"side": "single-turn-small-blocks", **result})
+        rate = result["output_tokens"] / result["warm_s"]
+        warm.runs.setdefault("single-turn-small-blocks", []).append(rate)
+        return result["output_tokens"] / result["wall_s"]
+
     sides = {
         "agent": agent,
         "single-turn": single,
         "gym-way": gym_way,
         "agent-small-blocks": agent_small_blocks,
+        "single-turn-small-blocks": single_small_blocks,
     }
     sides = {k: v for k, v in sides.items() if not args.only or k in args.only}
     try:
@@ -515,6 +528,8 @@ def main() -> None:
     report(warm, "agent", "gym-way", 1.5)
     report(warm, "agent-small-blocks", "agent")
     report(warm, "agent-small-blocks", "single-turn", 0.9)
+    report(warm, "single-turn-small-blocks", "single-turn")
+    report(warm, "agent-small-blocks", "single-turn-small-blocks", 0.9)
     # The gym-way with its server's start-up counted once per run, as rollout-ray's is.
     cold = [
         d["output_tokens"] / (d["wall_s"] + vllm_start) for d in details if d["side"] == "gym-way"
