@@ -14,14 +14,14 @@ and tool server (a Gym-protocol server in this process whose tools answer after
                POST /{tool}, /verify) with every episode in flight at once, and the
                same system message (SmolLM2's template drops `tools`, so the server
                would not show them to the model)
-  agent-small-blocks
-               the agent side with 32-token KV blocks instead of vLLM-CPU's 128: a
-               turn's prompt is the previous turn's plus a few tokens, and prefix
-               caching reuses whole blocks only, so with 128 each turn recomputes up
-               to 127 tokens it has seen (--only agent agent-small-blocks single-turn)
-  single-turn-small-blocks
-               the single-turn side on 32-token blocks: what smaller blocks cost a job
-               without turns (decode over more, smaller blocks)
+  agent-128-blocks
+               the agent side on vLLM-CPU's own 128-token KV blocks instead of
+               rollout-ray's 32 (CPU_BLOCK_SIZE): a turn's prompt is the previous
+               turn's plus a few tokens, and prefix caching reuses whole blocks only,
+               so with 128 each turn recomputes up to 127 tokens it has seen
+  single-turn-128-blocks
+               the single-turn side on 128-token blocks
+  (--only agent agent-128-blocks single-turn single-turn-128-blocks)
 
 rollout-ray sides are fresh processes timed end to end, start-up included, and warm
 (the job's own phases without the engine's start, from its metrics.json); the gym-way
@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from episode_check import check_output
 
 from rollout_ray.chat.tools import chat_tools, hermes_system_text
+from rollout_ray.engines.vllm_engine import CPU_BLOCK_SIZE
 
 ADD = {
     "type": "function",
@@ -75,9 +76,8 @@ TOTAL = {
     "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
 }
 MAX_TOOL_CALLS = 2
-#: The agent-small-blocks side's KV block size: each turn's prompt is the last turn's
-#: plus a few tokens, and prefix caching reuses whole blocks only (128 on CPU).
-SMALL_BLOCKS = 32
+#: The *-128-blocks sides' KV block size: vLLM-CPU's own default.
+VLLM_CPU_BLOCKS = 128
 SYSTEM = {"role": "system", "content": hermes_system_text(chat_tools([ADD, TOTAL], "tools"))}
 
 
@@ -284,7 +284,8 @@ def start_vllm_server(args) -> tuple[subprocess.Popen, str, float]:
             "--structured-outputs-config",
             structured,
             "--disable-log-stats",
-            *(["--block-size", str(args.block_size)] if args.block_size else []),
+            "--block-size",  # rollout-ray's on CPU, unless --block-size says otherwise
+            str(args.block_size or CPU_BLOCK_SIZE),
         ],
         env={**os.environ, **cpu_env(), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
         stdout=subprocess.DEVNULL,
@@ -471,28 +472,28 @@ def main() -> None:
     path.with_name("plain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
     rates = Comparison("agents", "output tok/s")
 
-    def agent_small_blocks() -> float:
-        result = run_rollout_ray(args, work, path, tools, 0, blocks=SMALL_BLOCKS)
-        details.append({"side": "agent-small-blocks", **result})
+    def agent_128_blocks() -> float:
+        result = run_rollout_ray(args, work, path, tools, 0, blocks=VLLM_CPU_BLOCKS)
+        details.append({"side": "agent-128-blocks", **result})
         rate = result["output_tokens"] / result["warm_s"]
-        warm.runs.setdefault("agent-small-blocks", []).append(rate)
+        warm.runs.setdefault("agent-128-blocks", []).append(rate)
         return result["output_tokens"] / result["wall_s"]
 
-    def single_small_blocks() -> float:
+    def single_128_blocks() -> float:
         result = run_rollout_ray(
-            args, work, path.with_name("plain.jsonl"), None, mean["tokens"], blocks=SMALL_BLOCKS
+            args, work, path.with_name("plain.jsonl"), None, mean["tokens"], blocks=VLLM_CPU_BLOCKS
         )
-        details.append({"side": "single-turn-small-blocks", **result})
+        details.append({"side": "single-turn-128-blocks", **result})
         rate = result["output_tokens"] / result["warm_s"]
-        warm.runs.setdefault("single-turn-small-blocks", []).append(rate)
+        warm.runs.setdefault("single-turn-128-blocks", []).append(rate)
         return result["output_tokens"] / result["wall_s"]
 
     sides = {
         "agent": agent,
         "single-turn": single,
         "gym-way": gym_way,
-        "agent-small-blocks": agent_small_blocks,
-        "single-turn-small-blocks": single_small_blocks,
+        "agent-128-blocks": agent_128_blocks,
+        "single-turn-128-blocks": single_128_blocks,
     }
     sides = {k: v for k, v in sides.items() if not args.only or k in args.only}
     try:
@@ -526,10 +527,9 @@ def main() -> None:
     # Issue 25's targets, like for like: both rollout-ray sides and the gym way warm.
     report(warm, "agent", "single-turn", 0.9)
     report(warm, "agent", "gym-way", 1.5)
-    report(warm, "agent-small-blocks", "agent")
-    report(warm, "agent-small-blocks", "single-turn", 0.9)
-    report(warm, "single-turn-small-blocks", "single-turn")
-    report(warm, "agent-small-blocks", "single-turn-small-blocks", 0.9)
+    report(warm, "agent", "agent-128-blocks")
+    report(warm, "single-turn", "single-turn-128-blocks")
+    report(warm, "agent-128-blocks", "single-turn-128-blocks", 0.9)
     # The gym-way with its server's start-up counted once per run, as rollout-ray's is.
     cold = [
         d["output_tokens"] / (d["wall_s"] + vllm_start) for d in details if d["side"] == "gym-way"

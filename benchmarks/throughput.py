@@ -6,8 +6,8 @@
         actor), Parquet output
     (b') the same with the engine core in AsyncLLM's own process (the GPU default)
     (b'') the same through Ray (`executor=ray`: local Ray, Ray Data, an engine actor)
-    (b''') the same with 32-token KV blocks (`rollout-ray-small-blocks`; vLLM-CPU's
-        default is 128, and prefix caching shares whole blocks only)
+    (b''') the same on vLLM-CPU's own 128-token KV blocks (`rollout-ray-128-blocks`;
+        rollout-ray's engines and the raw side have 32 on CPU)
     (c) Ray's own ray.data.llm: `build_processor` + `vLLMEngineProcessorConfig`, given
         the same CPU settings as (a) and (b) and the same engine batch: vLLM's offline
         defaults (256 sequences, 4,096 batched tokens on CPU), which (a) and (b) get
@@ -152,6 +152,8 @@ def run_ray_data_llm(args: argparse.Namespace) -> dict:
     # deadlock waiting for resources (PLATFORM-NOTES).
     ray.init(num_cpus=8, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
+    from rollout_ray.engines.vllm_engine import CPU_BLOCK_SIZE
+
     tuned = args.variant == "ray-data-llm"
     env = cpu_env()
     if not tuned:  # keep what it needs to start; drop the thread settings
@@ -166,8 +168,9 @@ def run_ray_data_llm(args: argparse.Namespace) -> dict:
         "enable_chunked_prefill": False,
         "max_model_len": args.max_model_len,
     }
-    if tuned:  # the batch raw vLLM and rollout-ray get (vLLM's offline CPU defaults)
-        engine.update(OFFLINE_BATCH)
+    if tuned:  # the batch and KV blocks raw vLLM and rollout-ray get (vLLM's offline
+        # CPU defaults; rollout-ray's CPU_BLOCK_SIZE)
+        engine.update(OFFLINE_BATCH, block_size=CPU_BLOCK_SIZE)
     config = vLLMEngineProcessorConfig(
         model_source=args.model_path,
         engine_kwargs=engine,
@@ -204,8 +207,8 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     core = ["engine.engine_core=process"] if args.variant == "rollout-ray-async-core" else []
     if args.variant == "rollout-ray-no-prefix-cache":
         core = ["engine.engine_kwargs={enable_prefix_caching: false}"]
-    if args.variant == "rollout-ray-small-blocks":  # 32-token KV blocks, not CPU's 128
-        core = ["engine.engine_kwargs={block_size: 32}"]
+    if args.variant == "rollout-ray-128-blocks":  # vLLM-CPU's own KV block size
+        core = ["engine.engine_kwargs={block_size: 128}"]
     if args.variant in ("rollout-ray-on-ray", "rollout-ray-on-ray-no-dashboard"):
         core = ["executor=ray"]  # the same job through Ray's engine actors
     command = [
@@ -248,7 +251,7 @@ VARIANTS = {
     "rollout-ray": run_rollout_ray,
     "rollout-ray-async-core": run_rollout_ray,
     "rollout-ray-no-prefix-cache": run_rollout_ray,
-    "rollout-ray-small-blocks": run_rollout_ray,
+    "rollout-ray-128-blocks": run_rollout_ray,
     "rollout-ray-on-ray": run_rollout_ray,
     "rollout-ray-on-ray-no-dashboard": run_rollout_ray,
     "rollout-ray-baseline": run_rollout_ray,
@@ -348,7 +351,12 @@ def main() -> None:
         f"max_tokens {args.max_tokens}, temperature {args.temperature}, model {args.model}, "
         f"{os.cpu_count()} cores"
     )
-    optional = ("rollout-ray-no-prefix-cache", "rollout-ray-baseline")
+    optional = (
+        "rollout-ray-no-prefix-cache",
+        "rollout-ray-baseline",
+        "rollout-ray-128-blocks",
+        "rollout-ray-on-ray-no-dashboard",
+    )
     names = args.only or [v for v in VARIANTS if v not in optional]
     if "rollout-ray-baseline" in names and not args.baseline_src:
         raise SystemExit("rollout-ray-baseline needs --baseline-src DIR")
@@ -386,6 +394,7 @@ def main() -> None:
         ("rollout-ray-on-ray", "raw-vllm", 0.9),
         ("rollout-ray-on-ray-no-dashboard", "raw-vllm", 0.9),
         ("rollout-ray-on-ray-no-dashboard", "rollout-ray-on-ray", None),
+        ("rollout-ray", "rollout-ray-128-blocks", None),
         ("rollout-ray-async-core", "raw-vllm", None),
         ("rollout-ray", "ray-data-llm", 2.5),
         ("rollout-ray", "ray-data-llm-defaults", None),

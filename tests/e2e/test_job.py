@@ -166,6 +166,15 @@ def test_output_schema_is_the_record_schema(first_run):
     assert Path(output, "data", "dataset=tabular").is_dir()
 
 
+def test_the_engine_ran_on_the_documented_cpu_settings(first_run):
+    """What vLLM itself ran with (its effective config, in metrics.json), not what was
+    asked: 32-token KV blocks with prefix caching, eager mode (docs/platform.md)."""
+    output, _ = first_run
+    engine = json.loads(Path(output, "metrics.json").read_text())["run"]["engine_config"]
+    assert engine["block_size"] == 32, engine
+    assert engine["prefix_caching"] is True and engine["enforce_eager"] is True, engine
+
+
 def test_seeded_rerun_reproduces_and_repeats_differ(first_run, tiny_model, inputs, tmp_path):
     output, _ = first_run
     run_job(mixed_job(tiny_model, inputs, tmp_path / "again"))
