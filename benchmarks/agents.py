@@ -244,6 +244,11 @@ def run_rollout_ray(
         for problem in problems[:5]:
             print(f"    episode check: {problem}", flush=True)
         result["tool_calls"] = sum(table.column("tool_calls").to_pylist())
+        # Tokens the engine prefills that the single-turn side never sees: what came back
+        # (tool outputs in the template's tool turns: mask 0), per episode. On CPU a
+        # prefilled token costs about what a decoded one does.
+        masks = table.column("output_mask").to_pylist()
+        result["observed_per_episode"] = sum(len(m) - sum(m) for m in masks) / len(masks)
         result["mean_reward"] = sum(table.column("reward").to_pylist()) / max(1, table.num_rows)
     return result
 
@@ -507,7 +512,8 @@ def main() -> None:
                 f"= {value:,.0f} tok/s"
                 + (
                     f"; episodes whose tokens, items and /verify body disagree: "
-                    f"{last['episodes_disagreeing']} of {last['episodes_checked']}"
+                    f"{last['episodes_disagreeing']} of {last['episodes_checked']}; "
+                    f"tool-output tokens prefilled per episode {last['observed_per_episode']:.1f}"
                     if "episodes_checked" in last
                     else ""
                 ),

@@ -443,7 +443,12 @@ def test_ray_serve_llm_app(ray_session, tiny_model, tmp_path):
         assert len(records) == 3 and all(0 < r["output_tokens"] <= 6 for r in records)
     finally:
         serving.stop(config)
-        serve.shutdown()
+    # No app left: Serve itself is gone too (its controller and proxy poll all the time).
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    with pytest.raises(ValueError):
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
 
 
 def test_token_and_request_budgets_bind():
