@@ -246,7 +246,7 @@ def run_rollout_ray(
         result["tool_calls"] = sum(table.column("tool_calls").to_pylist())
         # Tokens the engine prefills that the single-turn side never sees: what came back
         # (tool outputs in the template's tool turns: mask 0), per episode. On CPU a
-        # prefilled token costs about what a decoded one does.
+        # prefilled token costs nearly what a decoded one does (docs/benchmarks.md).
         masks = table.column("output_mask").to_pylist()
         result["observed_per_episode"] = sum(len(m) - sum(m) for m in masks) / len(masks)
         result["mean_reward"] = sum(table.column("reward").to_pylist()) / max(1, table.num_rows)
