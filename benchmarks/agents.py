@@ -448,19 +448,22 @@ def main() -> None:
 
     warm = Comparison("agents, warm (engine start not counted)", "output tok/s")
 
-    def agent() -> float:
-        result = run_rollout_ray(args, work, path, tools, 0)
-        mean["tokens"] = max(1, round(result["output_tokens"] / result["episodes"]))
-        details.append({"side": "agent", **result})
-        warm.runs.setdefault("agent", []).append(result["output_tokens"] / result["warm_s"])
-        return result["output_tokens"] / result["wall_s"]
+    def rollout_ray_side(name: str, agentic: bool, blocks: int | None = None):
+        """A rollout-ray side: the agent episodes, or the same tokens as one turn."""
 
-    def single() -> float:
-        result = run_rollout_ray(args, work, path.with_name("plain.jsonl"), None, mean["tokens"])
-        details.append({"side": "single-turn", **result})
-        rate = result["output_tokens"] / result["warm_s"]
-        warm.runs.setdefault("single-turn", []).append(rate)
-        return result["output_tokens"] / result["wall_s"]
+        def run() -> float:
+            if agentic:
+                result = run_rollout_ray(args, work, path, tools, 0, blocks=blocks)
+            else:
+                plain_rows = path.with_name("plain.jsonl")
+                result = run_rollout_ray(args, work, plain_rows, None, mean["tokens"], blocks)
+            if name == "agent":  # the single-turn sides are forced to its mean length
+                mean["tokens"] = max(1, round(result["output_tokens"] / result["episodes"]))
+            details.append({"side": name, **result})
+            warm.runs.setdefault(name, []).append(result["output_tokens"] / result["warm_s"])
+            return result["output_tokens"] / result["wall_s"]
+
+        return run
 
     def gym_way() -> float:
         started = time.monotonic()
@@ -477,28 +480,14 @@ def main() -> None:
     path.with_name("plain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
     rates = Comparison("agents", "output tok/s")
 
-    def agent_128_blocks() -> float:
-        result = run_rollout_ray(args, work, path, tools, 0, blocks=VLLM_CPU_BLOCKS)
-        details.append({"side": "agent-128-blocks", **result})
-        rate = result["output_tokens"] / result["warm_s"]
-        warm.runs.setdefault("agent-128-blocks", []).append(rate)
-        return result["output_tokens"] / result["wall_s"]
-
-    def single_128_blocks() -> float:
-        result = run_rollout_ray(
-            args, work, path.with_name("plain.jsonl"), None, mean["tokens"], blocks=VLLM_CPU_BLOCKS
-        )
-        details.append({"side": "single-turn-128-blocks", **result})
-        rate = result["output_tokens"] / result["warm_s"]
-        warm.runs.setdefault("single-turn-128-blocks", []).append(rate)
-        return result["output_tokens"] / result["wall_s"]
-
     sides = {
-        "agent": agent,
-        "single-turn": single,
+        "agent": rollout_ray_side("agent", True),
+        "single-turn": rollout_ray_side("single-turn", False),
         "gym-way": gym_way,
-        "agent-128-blocks": agent_128_blocks,
-        "single-turn-128-blocks": single_128_blocks,
+        "agent-128-blocks": rollout_ray_side("agent-128-blocks", True, VLLM_CPU_BLOCKS),
+        "single-turn-128-blocks": rollout_ray_side(
+            "single-turn-128-blocks", False, VLLM_CPU_BLOCKS
+        ),
     }
     sides = {k: v for k, v in sides.items() if not args.only or k in args.only}
     try:

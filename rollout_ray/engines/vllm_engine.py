@@ -287,8 +287,17 @@ def effective_config(vllm_config: Any) -> dict[str, Any]:
     }
 
 
-#: KV cache block size on CPU (vLLM-CPU's own default is 128; it wants multiples of 32).
 CPU_BLOCK_SIZE = 32
+#: Every CPU engine's, a job's or a Serve app's (their own engine_kwargs win). Eager:
+#: torch.compile costs 20-45 s at start. No chunked prefill: with seeded requests it kills
+#: the CPU engine. KV blocks of 32 tokens, not vLLM-CPU's 128: prefix caching reuses whole
+#: blocks only, so an agent's next turn recomputed up to 127 tokens it had seen (agent
+#: turns 1.195x, rows sharing a system prompt 1.14x: docs/benchmarks.md).
+CPU_ENGINE_ARGS: dict[str, Any] = {
+    "enforce_eager": True,
+    "enable_chunked_prefill": False,
+    "block_size": CPU_BLOCK_SIZE,
+}
 
 
 def engine_kwargs(
@@ -326,14 +335,7 @@ def engine_kwargs(
         backend="xgrammar", disable_any_whitespace=True
     )
     if device == "cpu":
-        # torch.compile costs 20-45 s at start; chunked prefill with seeded requests
-        # kills the CPU engine ("CPU Generator does not use offset"). KV blocks of 32
-        # tokens, not vLLM-CPU's 128: prefix caching reuses whole blocks only, so an
-        # agent's next turn (its last prompt plus a few tokens) recomputed up to 127
-        # tokens it had seen, and rows sharing a system prompt shared less of it.
-        # Measured: agent turns 1.195x, one-turn rows with a shared system prompt
-        # 1.14x, short prompts 1.05x (within noise): docs/benchmarks.md.
-        kwargs.update(enforce_eager=True, enable_chunked_prefill=False, block_size=CPU_BLOCK_SIZE)
+        kwargs.update(CPU_ENGINE_ARGS)
     if config.tensor_parallel_size > 1:
         kwargs["distributed_executor_backend"] = "ray"
     kwargs.update(config.engine_kwargs)

@@ -152,7 +152,7 @@ def _ray_serve_llm_app(config: JobConfig, settings: ServeConfig, device: str, en
     from ray.serve.llm import LLMConfig, build_openai_app
 
     from rollout_ray.engines.embedded_model import resolve_model
-    from rollout_ray.engines.vllm_engine import CPU_BLOCK_SIZE
+    from rollout_ray.engines.vllm_engine import CPU_ENGINE_ARGS
 
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": settings.tensor_parallel_size,
@@ -173,8 +173,7 @@ def _ray_serve_llm_app(config: JobConfig, settings: ServeConfig, device: str, en
         },
     }
     if device == "cpu":
-        engine_kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
-        engine_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)  # as jobs' engines have
+        engine_kwargs = {**CPU_ENGINE_ARGS, **engine_kwargs}  # as jobs' engines have
         # A served model here serves batch jobs: vLLM's offline batch sizes on CPU (as
         # the in-process engine gets), not its online server's half-size ones.
         for name, value in (("max_num_seqs", 256), ("max_num_batched_tokens", 4096)):
