@@ -380,7 +380,8 @@ async def gym_way_episodes(
                     "max_tokens": args.max_tokens,
                     "temperature": args.temperature,
                 }
-                if same_calls and choice == "required":
+                held = same_calls and choice == "required"  # to rollout-ray's call grammar
+                if held:
                     schema = forced_schema("required", tools, False, MAX_TOOL_CALLS - calls)
                     request.update(tool_choice="none", structured_outputs={"json": schema})
                 for attempt in range(4):  # a dropped connection is retried, and counted
@@ -398,7 +399,7 @@ async def gym_way_episodes(
                 tokens += body["usage"]["completion_tokens"]
                 message = body["choices"][0]["message"]
                 found = message.get("tool_calls") or []
-                if same_calls and choice == "required":
+                if held:
                     written = read_forced(message.get("content") or "", choice).calls
                     found = [
                         {
@@ -489,7 +490,7 @@ def main() -> None:
 
     warm = Comparison("agents, warm (engine start not counted)", "output tok/s")
 
-    def rollout_ray_side(name: str, agentic: bool, blocks: int | None = None, core="auto"):
+    def rollout_ray_side(name: str, agentic: bool, blocks: int | None = None, core: str = "auto"):
         """A rollout-ray side: the agent episodes, or the same tokens as one turn."""
 
         def run() -> float:
