@@ -17,6 +17,7 @@ from typing import Any
 from rollout_ray.config import JobConfig
 from rollout_ray.output.manifest import Layout
 from rollout_ray.output.schema import Commit
+from rollout_ray.run import priorities
 from rollout_ray.run.placement import (
     NAMESPACE,
     actor_options,
@@ -50,11 +51,14 @@ class RayCluster:
         self.timings: dict[str, float] = {}
         self._pump: Pump | None = None
         self._coordinator: Any = None
+        self._lowering: priorities.Lowering | None = None
 
     def start(self) -> None:
         started = time.monotonic()
         local = init_ray()
         self.timings["ray_start_s"] = round(time.monotonic() - started, 3)
+        if local and priorities.enabled():
+            self._lowering = priorities.Lowering()
         self.device = resolve_device(self.config)
         from rollout_ray.engines import kind_of
 
@@ -94,6 +98,9 @@ class RayCluster:
         under the same actor name. Only the actor this job made is stopped."""
         import ray
 
+        if self._lowering is not None:
+            self._lowering.stop()
+            self._lowering = None
         if self._coordinator is None:
             return
         ray.kill(self._coordinator, no_restart=True)
@@ -263,7 +270,12 @@ def _pieces_dataset(
     engine = config.engine
     options = actor_options(config, device)
     dataset = ray.data.read_datasource(
-        pending_pieces(name, batch=in_flight), num_cpus=0, override_num_blocks=1
+        pending_pieces(name, batch=in_flight),
+        num_cpus=0,
+        override_num_blocks=1,
+        # Its worker ends with it: one at a lowered priority (priorities.py) never
+        # goes back to Ray's idle pool to host an engine later.
+        max_calls=1,
     )
     return dataset.map_batches(
         EngineWorker,
