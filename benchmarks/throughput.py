@@ -209,7 +209,7 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
         core = ["engine.engine_kwargs={enable_prefix_caching: false}"]
     if args.variant == "rollout-ray-128-blocks":  # vLLM-CPU's own KV block size
         core = ["engine.engine_kwargs={block_size: 128}"]
-    if args.variant in ("rollout-ray-on-ray", "rollout-ray-on-ray-no-dashboard"):
+    if args.variant.startswith("rollout-ray-on-ray"):
         core = ["executor=ray"]  # the same job through Ray's engine actors
     command = [
         sys.executable,
@@ -228,6 +228,8 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     if args.variant == "rollout-ray-on-ray-no-dashboard":  # `run --no-dashboard`
         env["ROLLOUT_RAY_DASHBOARD"] = "0"
+    if args.variant == "rollout-ray-on-ray-unlowered":  # Ray's processes as Ray starts them
+        env["ROLLOUT_RAY_LOWER_RAY"] = "0"
     if args.variant == "rollout-ray-baseline":  # the same job on another checkout's code
         paths = [args.baseline_src, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
@@ -254,6 +256,7 @@ VARIANTS = {
     "rollout-ray-128-blocks": run_rollout_ray,
     "rollout-ray-on-ray": run_rollout_ray,
     "rollout-ray-on-ray-no-dashboard": run_rollout_ray,
+    "rollout-ray-on-ray-unlowered": run_rollout_ray,
     "rollout-ray-baseline": run_rollout_ray,
     "ray-data-llm": run_ray_data_llm,
     "ray-data-llm-defaults": run_ray_data_llm,
@@ -356,6 +359,7 @@ def main() -> None:
         "rollout-ray-baseline",
         "rollout-ray-128-blocks",
         "rollout-ray-on-ray-no-dashboard",
+        "rollout-ray-on-ray-unlowered",
     )
     names = args.only or [v for v in VARIANTS if v not in optional]
     if "rollout-ray-baseline" in names and not args.baseline_src:
@@ -397,6 +401,8 @@ def main() -> None:
         ("rollout-ray-on-ray", "raw-vllm", on_ray),
         ("rollout-ray-on-ray-no-dashboard", "raw-vllm", on_ray),
         ("rollout-ray-on-ray-no-dashboard", "rollout-ray-on-ray", None),
+        ("rollout-ray-on-ray-unlowered", "raw-vllm", on_ray),
+        ("rollout-ray-on-ray", "rollout-ray-on-ray-unlowered", None),
         ("rollout-ray", "rollout-ray-128-blocks", None),
         ("rollout-ray-async-core", "raw-vllm", None),
         ("rollout-ray", "ray-data-llm", 2.5),
