@@ -6,8 +6,9 @@ wakes on one of those cores stalls the whole team at its next barrier. Beside a 
 engine actor, Ray's daemons, the dashboard, the coordinator, Ray Data's helper actors
 and the driver take ~0.2 of 2 cores (docs/benchmarks.md, `cpu_share.py`); a process
 taking 0.2 cores at equal priority cost a raw vLLM run ~11% of its tokens here, at nice
-19 ~1%. Lowered, they run in the engine's idle moments instead of in its forward
-passes, and still run whenever a core is free.
+19 nothing outside the noise (`benchmarks/neighbour.py`). Lowered, they run in the
+engine's idle moments instead of in its forward passes; a job on Ray ran 1.045-1.050x
+as fast (docs/benchmarks.md, stop 33).
 
 Only processes named below are lowered, never a worker that could later host an engine
 (an idle worker, or the raylet, whose nice every new worker inherits). Lowering is one
