@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,10 +17,11 @@ from helpers import read_output, write_jsonl
 pytestmark = pytest.mark.slow
 
 
-def niceness_while_running(command: list[str], env: dict[str, str] | None = None) -> dict:
+def niceness_while_running(command: list[str], log: Path, env: dict | None = None) -> dict:
     """Each process's nice (its lowest-priority thread's) by what it is, sampled until the
     job ends; the last sample of each wins."""
-    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    with open(log, "wb") as stderr:  # a file, not a pipe nobody reads while it runs
+        job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     seen: dict[str, int] = {}
     driver = psutil.Process(job.pid)
     while job.poll() is None:
@@ -47,8 +49,7 @@ def niceness_while_running(command: list[str], env: dict[str, str] | None = None
             if proc is driver:
                 seen["driver"] = nice
         time.sleep(0.5)
-    _, stderr = job.communicate()
-    assert job.returncode == 0, stderr.decode()[-3000:]
+    assert job.wait() == 0, log.read_text()[-3000:]
     return seen
 
 
@@ -69,7 +70,7 @@ def run_command(tmp_path, name: str, rows: int = 40) -> list[str]:
 
 
 def test_ray_yields_the_cores_to_the_engine(tmp_path):
-    seen = niceness_while_running(run_command(tmp_path, "out"))
+    seen = niceness_while_running(run_command(tmp_path, "out"), tmp_path / "stderr.txt")
     assert seen.get("EngineWorker") == 0, seen
     assert seen.get("raylet/raylet") == 0, seen  # else new engine workers start lowered
     assert seen.get("gcs_server") == 10, seen
@@ -85,6 +86,7 @@ def test_ray_yields_the_cores_to_the_engine(tmp_path):
 
 def test_lowering_can_be_turned_off(tmp_path):
     env = {**os.environ, "ROLLOUT_RAY_LOWER_RAY": "0"}
-    seen = niceness_while_running(run_command(tmp_path, "out", rows=16), env)
+    command = run_command(tmp_path, "out", rows=16)
+    seen = niceness_while_running(command, tmp_path / "stderr.txt", env)
     assert seen.get("EngineWorker") == 0, seen
     assert seen.get("gcs_server") == 0 and seen.get("ray::DashboardAgent") == 0, seen
