@@ -71,7 +71,10 @@ def rollout_record(
         "prompt_messages": text_messages(rollout.prompt.messages),  # images as a mark
         # An endpoint may send text Arrow can't store (a lone surrogate escape).
         "response_text": clean_text(gen.text) if gen.text is not None else None,
-        "reasoning_text": clean_text(gen.reasoning_text) if gen.reasoning_text else None,
+        # "" when a reasoning parser found the thinking closed at once; None without one.
+        "reasoning_text": (
+            clean_text(gen.reasoning_text) if gen.reasoning_text is not None else None
+        ),
         "finish_reason": gen.finish_reason,
         "prompt_tokens": gen.prompt_tokens,
         "output_tokens": gen.output_tokens,
