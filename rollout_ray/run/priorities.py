@@ -77,9 +77,9 @@ def lower(pid: int, nice: int, skip: int | None = None) -> None:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
-def lower_once() -> int:
+def lower_once() -> None:
     """One look over this process's descendants (a local Ray's daemons and workers)
-    and the driver's own threads but its main one. Returns the processes lowered."""
+    and the driver's own threads but its main one."""
     import psutil
 
     me = psutil.Process()
@@ -88,15 +88,14 @@ def lower_once() -> int:
     for proc in me.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             found[proc.pid] = (proc.ppid(), nice_for(" ".join(proc.cmdline())))
-    lowered = 0
     for pid, (parent, nice) in found.items():
-        while nice is None and parent in found:  # the dashboard's forkserver and modules
-            parent, nice = found[parent][0], found[parent][1]
-            nice = nice if nice == IDLE_NICE else None
+        # Unnamed children of a daemon (the dashboard's forkserver and modules) are
+        # lowered with it; a worker's own children (an engine's core) never are.
+        while nice is None and parent in found:
+            parent, above = found[parent]
+            nice = above if above == IDLE_NICE else None
         if nice is not None:
             lower(pid, nice)
-            lowered += 1
-    return lowered
 
 
 class Lowering:

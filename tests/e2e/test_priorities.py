@@ -48,6 +48,7 @@ def niceness_while_running(command: list[str], log: Path, env: dict | None = Non
                     seen[mark] = nice
             if proc is driver:
                 seen["driver"] = nice
+                seen["driver main thread"] = proc.nice()  # the thread whose id is the pid
         time.sleep(0.5)
     assert job.wait() == 0, log.read_text()[-3000:]
     return seen
@@ -80,6 +81,7 @@ def test_ray_yields_the_cores_to_the_engine(tmp_path):
     assert seen.get("dashboard/dashboard.py") == 19, seen
     # The driver's main thread stays as it was; its Ray and Ray Data threads are lowered.
     assert seen.get("driver") == 10, seen
+    assert seen.get("driver main thread") == 0, seen
     assert psutil.Process().nice() == 0
     assert len(read_output(tmp_path / "out")) == 40
 
