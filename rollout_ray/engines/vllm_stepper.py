@@ -18,11 +18,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
-from typing import Any
+import time
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
+
+#: A folder for per-step traces (docs/debugging.md): one file per engine process.
+STEP_TRACE_ENV = "ROLLOUT_RAY_STEP_TRACE"
+
+
+def step_trace() -> IO[str] | None:
+    """Where this engine writes a line per step (start time, seconds the step took,
+    requests in flight), when ROLLOUT_RAY_STEP_TRACE names a folder: the engine's own
+    compute apart from everything around it, the measure that told on Ray a slower
+    step from a slower start or an idle engine (docs/benchmarks.md, stop 34)."""
+    folder = os.environ.get(STEP_TRACE_ENV)
+    if not folder:
+        return None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return open(os.path.join(folder, f"steps-{os.getpid()}.tsv"), "a", buffering=1)
+    except OSError as exc:  # a debugging aid: never the job's fault
+        log.warning("no step trace in %s: %s", folder, exc)
+        return None
 
 
 class SteppedEngine:
@@ -95,6 +116,7 @@ class SteppedEngine:
             return
         finally:
             ready.set()
+        trace = step_trace()
         try:
             while not self._stopping:
                 self._take_requests()
@@ -102,13 +124,20 @@ class SteppedEngine:
                     self._wake.wait()
                     self._wake.clear()
                     continue
-                for output in engine.step():
+                began = time.time()
+                outputs = engine.step()
+                if trace is not None:
+                    trace.write(f"{began:.3f}\t{time.time() - began:.4f}\t{len(self._waiters)}\n")
+                for output in outputs:
                     if output.finished:
                         self._settle(output.request_id, result=output)
         except BaseException as exc:  # the engine is dead: every waiter learns why
             log.error("vLLM engine step failed: %r", exc)
             self.error = exc
             self._fail_all(exc)
+        finally:
+            if trace is not None:
+                trace.close()
 
     def _queued(self):
         """What callers have queued since the last look, oldest first."""

@@ -185,7 +185,11 @@ def passthrough_env() -> dict[str, str]:
         "HF_HUB_OFFLINE",
         "VLLM_CACHE_ROOT",
     )
-    return {n: os.environ[n] for n in names if n in os.environ}
+    env = {n: os.environ[n] for n in names if n in os.environ}
+    trace = os.environ.get("ROLLOUT_RAY_STEP_TRACE")
+    if trace:  # a folder of this machine's, as the driver names it (a worker's cwd differs)
+        env["ROLLOUT_RAY_STEP_TRACE"] = os.path.abspath(trace)
+    return env
 
 
 def shards_in_flight(config: JobConfig, device: str) -> int:

@@ -95,7 +95,9 @@ def mixed_job(tiny_model, inputs, output, **extra):
 @pytest.fixture(scope="module")
 def first_run(ray_session, tiny_model, inputs, tmp_path_factory):
     output = tmp_path_factory.mktemp("run1") / "out"
-    result = run_job(mixed_job(tiny_model, inputs, output))
+    with pytest.MonkeyPatch.context() as env:  # the engine actor's step trace, beside it
+        env.setenv("ROLLOUT_RAY_STEP_TRACE", str(output.parent / "traces"))
+        result = run_job(mixed_job(tiny_model, inputs, output))
     return output, result
 
 
@@ -175,6 +177,15 @@ def test_the_engine_ran_on_the_documented_cpu_settings(first_run):
     assert engine["prefix_caching"] is True and engine["enforce_eager"] is True, engine
 
 
+def test_the_engine_actor_traces_its_steps(first_run):
+    """ROLLOUT_RAY_STEP_TRACE reaches the engine actor on Ray (docs/debugging.md)."""
+    output, _ = first_run
+    (trace,) = (output.parent / "traces").glob("steps-*.tsv")
+    steps = [line.split("\t") for line in trace.read_text().splitlines()]
+    longest = max(r["output_tokens"] for r in read_output(output))
+    assert len(steps) >= longest and all(float(took) > 0 for _, took, _ in steps)
+
+
 def test_seeded_rerun_reproduces_and_repeats_differ(first_run, tiny_model, inputs, tmp_path):
     output, _ = first_run
     run_job(mixed_job(tiny_model, inputs, tmp_path / "again"))
@@ -215,18 +226,32 @@ def test_local_executor_writes_what_ray_writes(first_run, tiny_model, inputs, tm
     config = mixed_job(tiny_model, inputs, tmp_path / "local", executor="local")
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["ROLLOUT_RAY_STEP_TRACE"] = "traces"  # relative: the folder where the run is started
     done = subprocess.run(
         [sys.executable, "-m", "rollout_ray.cli", "run", str(path)],
         capture_output=True,
         text=True,
-        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        env=env,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     metrics = json.loads((tmp_path / "local" / "metrics.json").read_text())
     assert metrics["executor"] == "local" and metrics["run"]["engine_starts"] == 1
+    # The engine's step trace (docs/debugging.md): one engine, a line per step, its
+    # compute inside the run's time, never more in flight than the job's rollouts.
+    (trace,) = (tmp_path / "traces").glob("steps-*.tsv")
+    steps = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert all(len(step) == 3 for step in steps)
+    took = [float(t) for _, t, _ in steps]
+    in_flight = [int(n) for _, _, n in steps]
+    assert all(t > 0 for t in took) and sum(took) < metrics["run"]["elapsed_s"]
+    rollouts = sum(d["expected"] for d in metrics["datasets"].values())
+    assert min(in_flight) >= 1 and max(in_flight) <= rollouts
     on_ray = {(r["task_id"], r["rollout_index"]): r for r in read_output(output)}
     local = {(r["task_id"], r["rollout_index"]): r for r in read_output(tmp_path / "local")}
     assert on_ray.keys() == local.keys()
+    assert len(steps) >= max(r["output_tokens"] for r in local.values())  # a step a token
     fields = ("response_text", "output_token_ids", "output_logprobs", "finish_reason")
     for key, record in on_ray.items():
         for field in (*fields, "prompt_token_ids", "sampling", "reward"):
