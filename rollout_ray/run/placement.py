@@ -185,10 +185,12 @@ def passthrough_env() -> dict[str, str]:
         "HF_HUB_OFFLINE",
         "VLLM_CACHE_ROOT",
     )
+    from rollout_ray.engines.vllm_stepper import STEP_TRACE_ENV
+
     env = {n: os.environ[n] for n in names if n in os.environ}
-    trace = os.environ.get("ROLLOUT_RAY_STEP_TRACE")
+    trace = os.environ.get(STEP_TRACE_ENV)
     if trace:  # a folder of this machine's, as the driver names it (a worker's cwd differs)
-        env["ROLLOUT_RAY_STEP_TRACE"] = os.path.abspath(trace)
+        env[STEP_TRACE_ENV] = os.path.abspath(trace)
     return env
 
 
