@@ -141,12 +141,13 @@ def run(
             if show:
                 callbacks["on_commit"] = lambda commit: show_piece(view.console, commit)
             if pilot:
-                result, projection = run_pilot(job, pilot, **callbacks)
+                result, projection = run_pilot(job, pilot, process_exits=True, **callbacks)
             else:
                 result = run_job(
                     job,
                     force_new_config=force_new_config,
                     watch_s=watch_interval if watch else 0.0,
+                    process_exits=True,
                     **callbacks,
                 )
     except RunInterrupted as stopped:

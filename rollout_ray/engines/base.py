@@ -101,6 +101,10 @@ class Engine(abc.ABC):
     name: str = "engine"
     #: Which checkpoint is loaded, stored in each record's `model_version` column.
     model_version: str | None = None
+    #: Whether a process that exits right after its run (the CLI) may skip close():
+    #: nothing of the engine outlives the process and close() saves nothing. False for
+    #: an engine with a process of its own to stop.
+    freed_by_exit: bool = True
 
     @property
     @abc.abstractmethod

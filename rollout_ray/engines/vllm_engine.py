@@ -79,7 +79,7 @@ class VLLMEngine(Engine):
         # the engine-context defaults (256 vs 128 on CPU).
         usage = UsageContext.LLM_CLASS
         loggers = ray_stat_loggers() if self.metrics else None
-        self.stepped = in_process_core(config, device)
+        self.stepped = self.freed_by_exit = in_process_core(config, device)  # else a process
         tolerate_proxies_in_kernel_scan()
         if self.stepped:
             self.engine = SteppedEngine(EngineArgs(**kwargs), usage, loggers)

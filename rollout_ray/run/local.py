@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from rollout_ray import secrets
@@ -128,8 +129,12 @@ class LocalExecutor:
         secret_env: dict[str, str],
         notify: Callable[[str], None] = log.info,
         start_engine: bool = False,
+        process_exits: bool = False,
     ):
         self.config = config
+        # The process exits after the run (the CLI): an engine it frees is left to the
+        # exit, off the critical path (vLLM's orderly shutdown is ~1 s of gc).
+        self.process_exits = process_exits
         self.device = device
         self.secret_env = secret_env
         self.notify = notify
@@ -311,8 +316,8 @@ class LocalExecutor:
     def close(self) -> None:
         """Stop the engine and the loop. An engine still loading (a run stopped early,
         by Ctrl-C or a refusal) is closed when its load ends; nobody waits for it."""
-        if self._engine is not None:
-            self._engine.add_done_callback(_close_started)  # now, if it has started
+        if self._engine is not None:  # now, if it has started
+            self._engine.add_done_callback(partial(_close_started, exits=self.process_exits))
         self._starter.shutdown(wait=False)
         try:  # the coordinator's ticker, the runner's reporter: ended, not abandoned
             self.call(_cancel_other_tasks, timeout=10)
@@ -342,9 +347,11 @@ async def _cancel_other_tasks() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _close_started(start: concurrent.futures.Future) -> None:
-    if not start.cancelled() and start.exception() is None:
-        _close_engine(start.result())  # an engine that never started needs no close
+def _close_started(start: concurrent.futures.Future, exits: bool = False) -> None:
+    if start.cancelled() or start.exception() is not None:
+        return  # an engine that never started needs no close
+    if not (exits and start.result().freed_by_exit):
+        _close_engine(start.result())
 
 
 def _close_engine(engine: Any) -> None:

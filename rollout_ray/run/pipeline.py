@@ -102,6 +102,7 @@ def run_job(
     on_commit: Callable[[Commit], None] | None = None,
     watch_s: float = 0.0,
     stop: threading.Event | None = None,
+    process_exits: bool = False,
 ) -> JobResult:
     """Run (or resume) a job to the end.
 
@@ -114,6 +115,8 @@ def run_job(
         watch_s: keep running, planning new input files every `watch_s` seconds (0: off).
         stop: set it (from another thread) to stop the run as Ctrl-C does: running
             pieces commit what they finished, the rest is left for the next run.
+        process_exits: the process exits right after (the CLI): an engine run in it
+            is not shut down, its memory is the exit's to free.
 
     Raises:
         ConfigError: the config names a model path or key variable that isn't there.
@@ -149,7 +152,9 @@ def run_job(
             if choice == "local":
                 # The engine loads in a thread while this thread plans (a new output).
                 fresh = not storage.exists(Layout(config.output).plan)
-                executor = LocalExecutor(config, local_device(config), secret_env, notify, fresh)
+                executor = LocalExecutor(
+                    config, local_device(config), secret_env, notify, fresh, process_exits
+                )
             phases.mark("checks")
             layout, resumed = prepare_output(config, force_new_config, watch=bool(watch_s))
             plan_s = time.monotonic() - started
@@ -157,7 +162,9 @@ def run_job(
             if executor is None:
                 local = not choice and choose_executor(config, watch_s, layout) == "local"
                 executor = (
-                    LocalExecutor(config, local_device(config), secret_env, notify, not resumed)
+                    LocalExecutor(
+                        config, local_device(config), secret_env, notify, not resumed, process_exits
+                    )
                     if local
                     else RayCluster(config, secret_env, notify)
                 )
@@ -320,7 +327,9 @@ class _Stopper:
         self._thread.join(timeout=1)
 
 
-def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult, Projection]:
+def run_pilot(
+    config: JobConfig, rows: int, process_exits: bool = False, **callbacks: Any
+) -> tuple[JobResult, Projection]:
     """Run `rows` rows of each dataset into OUTPUT-pilot and project the full job.
 
     The pilot's output is started afresh each time, so the projection always comes from
@@ -340,7 +349,7 @@ def run_pilot(config: JobConfig, rows: int, **callbacks: Any) -> tuple[JobResult
     )
     pilot = config.model_copy(update={"output": output, "datasets": datasets, "executor": executor})
     launched = time.time()
-    result = run_job(pilot, **callbacks)
+    result = run_job(pilot, process_exits=process_exits, **callbacks)
     return result, project(config, result.metrics, full, launched)
 
 
