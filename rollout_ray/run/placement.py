@@ -12,6 +12,8 @@ from rollout_ray.config import JobConfig
 from rollout_ray.output.manifest import Layout
 from rollout_ray.secrets import SECRET_NAME
 
+log = logging.getLogger(__name__)
+
 NAMESPACE = "rollout-ray"
 
 #: What every engine process gets: vLLM's warnings about CPU settings and tqdm bars
@@ -69,6 +71,22 @@ def init_ray(num_cpus: int | None = None) -> bool:
             ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING)
     _quiet_ray_data_logs()
     return local
+
+
+def leave_ray() -> None:
+    """Disconnect from Ray now (a process about to exit), stopping a local Ray this
+    process started. Its autoscaler monitor goes first, at once: ray.shutdown() stops
+    it after the GCS, and it then spends its whole 1 s grace reporting its end to the
+    GCS that is gone. Connected to a cluster, nothing of the cluster is stopped."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        if node is not None:
+            node.kill_monitor(check_alive=False)  # a no-op unless this process started it
+    except Exception as exc:  # Ray's own shutdown still stops it
+        log.debug("stopping Ray's monitor: %s", exc)
+    ray.shutdown()
 
 
 def pieces_context() -> Any:

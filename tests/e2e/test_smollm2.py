@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import psutil
 import pytest
 from helpers import read_output, write_jsonl
 
@@ -101,16 +102,41 @@ def test_the_readme_quickstart_as_written_keeps_its_48_rollouts(smollm2, tmp_pat
         )
 
     for _ in range(2):  # the second run resumes a finished job: nothing to do, nothing lost
+        before = {p.pid for p in psutil.process_iter()}
         ran = rollout_ray_cli("run", "configs/quickstart.yaml", "--no-dashboard")
         assert ran.returncode == 0, ran.stderr[-3000:]
         assert "output: outputs/quickstart" in ran.stdout
         table = rollout_ray.read_rollouts(tmp_path / "outputs" / "quickstart")
         assert table.num_rows == 48
+        # The CLI leaves Ray itself (not by Ray's exit hook): the local Ray it started,
+        # agents and workers included, ends with it.
+        assert _ray_processes_started_since(before) == []
     status = rollout_ray_cli("status", "outputs/quickstart", "--check")
     assert status.returncode == 0 and "check: ok" in status.stdout + status.stderr
     inspect = rollout_ray_cli("inspect", "outputs/quickstart", "--html", "report.html")
     assert inspect.returncode == 0, inspect.stderr[-2000:]
     assert "<html" in (tmp_path / "report.html").read_text().lower()
+
+
+def _ray_processes_started_since(before: set[int]) -> list[str]:
+    """Ray processes (GCS, raylet, agents, workers, monitors) that were not running
+    before and still run, given the few seconds a killed process takes to go."""
+    import time
+
+    def alive() -> list[str]:
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+            line = " ".join(proc.info["cmdline"] or ())
+            ray = "ray::" in line or "/ray/" in line or "ray-dashboard" in line
+            if proc.info["pid"] not in before and ray and proc.info["status"] != "zombie":
+                found.append(line[:120])
+        return found
+
+    for _ in range(50):
+        if not alive():
+            return []
+        time.sleep(0.2)
+    return alive()
 
 
 @pytest.mark.parametrize("name", ["agent-python.yaml", "dpo.yaml"])
