@@ -230,10 +230,15 @@ def run_rollout_ray(args: argparse.Namespace) -> dict:
         env["ROLLOUT_RAY_DASHBOARD"] = "0"
     if args.variant == "rollout-ray-on-ray-unlowered":  # Ray's processes as Ray starts them
         env["ROLLOUT_RAY_LOWER_RAY"] = "0"
+    cwd = None
     if args.variant == "rollout-ray-baseline":  # the same job on another checkout's code
-        paths = [args.baseline_src, env.get("PYTHONPATH", "")]
+        cwd = os.path.abspath(args.baseline_src)
+        paths = [cwd, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+    # `python -m` puts its working directory first on sys.path, ahead of PYTHONPATH: run
+    # from the repository, the baseline side imported this checkout, not the baseline's
+    # (so until stop 35 both sides ran the same code).
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env, cwd=cwd)
     table = pads.dataset(output / "data", format="parquet").to_table(columns=["output_tokens"])
     metrics = json.loads((output / "metrics.json").read_text())
     run = metrics["run"]
