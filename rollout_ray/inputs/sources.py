@@ -125,8 +125,12 @@ def resolve_sample(path: str) -> str:
     raise ConfigError(f"no bundled sample named {name!r}; available: {', '.join(available)}")
 
 
-def discover(dataset: DatasetConfig) -> list[InputFile]:
+def discover(dataset: DatasetConfig, known: dict[str, str] | None = None) -> list[InputFile]:
     """The dataset's input files, sorted, each with a stable key and a version stamp.
+
+    `known` maps the URIs of files an earlier plan holds to their keys: they keep them,
+    and a file that appeared since never takes one (keys name task ids: `sub/a.jsonl`
+    planned as "sub-a", then `sub-a.jsonl` added, would take "sub-a" by sort order).
 
     Raises:
         ConfigError: nothing matches the path, or a file's format is unknown.
@@ -149,7 +153,8 @@ def discover(dataset: DatasetConfig) -> list[InputFile]:
     matches = [m for m in matches if not storage.retrying(lambda m=m: fs.isdir(m), "stat")]
     if not matches:
         raise ConfigError(f"dataset {dataset.name!r}: no input files match {dataset.path!r}")
-    files, keys = [], set()
+    known = known or {}
+    files, keys = [], set(known.values())
     for match in matches:
         fmt = _format_of(match, dataset.format)
         if fmt is None:
@@ -166,11 +171,12 @@ def discover(dataset: DatasetConfig) -> list[InputFile]:
                 ".parquet file"
             )
         info = storage.retrying(lambda m=match: fs.info(m), f"stat {match}")
-        key = _file_key(match, base, keys)
+        uri = storage.full_uri(fs, match)
+        key = known.get(uri) or _file_key(match, base, keys)
         keys.add(key)
         files.append(
             InputFile(
-                storage.full_uri(fs, match),
+                uri,
                 key,
                 fmt,
                 int(info["size"]),

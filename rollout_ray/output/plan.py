@@ -121,7 +121,8 @@ def build_plan(
     seen: set[tuple[str, str]] = set()
     for dataset in config.datasets:
         limit = config.row_limit(dataset)
-        for file in discover(dataset):
+        known = {s.source: s.file_key for s in kept if s.dataset == dataset.name}
+        for file in discover(dataset, known):
             files.append(file_record(dataset.name, file))
             planned, source = staging.prepare(
                 dataset.name, file, config.output, restage=replan_changed or not previous
@@ -257,7 +258,8 @@ def _input_changes(job: dict[str, Any], config: JobConfig) -> tuple[list[str], l
     planned = {(f["dataset"], f["key"]): f for f in job["files"]}
     changed, grown, seen = [], [], set()
     for dataset in config.datasets:
-        for file in discover(dataset):
+        known = {f["uri"]: f["key"] for f in job["files"] if f["dataset"] == dataset.name}
+        for file in discover(dataset, known):
             key = (dataset.name, file.key)
             seen.add(key)
             before = planned.get(key)

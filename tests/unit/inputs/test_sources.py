@@ -125,6 +125,26 @@ def test_a_grown_file_only_adds_shards(tmp_path, trailing_newline):
     assert len({s.shard_id for s in second}) == len(second)
 
 
+def test_a_file_added_later_never_takes_a_planned_files_key(tmp_path):
+    """`sub/a.jsonl` was planned as "sub-a"; `sub-a.jsonl`, added later, sorts first
+    and took "sub-a" (its shards then shared ids with the planned ones: its rows were
+    never run, and a resume reported the wrong file as changed)."""
+    from rollout_ray.config import load_config
+    from rollout_ray.output.plan import build_plan
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "a.jsonl").write_text('{"prompt": "nested 0"}\n')
+    (tmp_path / "in" / "top.jsonl").write_text('{"prompt": "top 0"}\n')
+    config = load_config({"datasets": [{"path": str(tmp_path / "in")}], "output": "o"})
+    _, first = build_plan(config)
+    (tmp_path / "in" / "sub-a.jsonl").write_text('{"prompt": "root 0"}\n{"prompt": "root 1"}\n')
+    _, second = build_plan(config, previous=first)
+    assert second[: len(first)] == first
+    assert len({s.shard_id for s in second}) == len(second)
+    prompts = sorted(r.value["prompt"] for shard in second for r in read_shard(shard))
+    assert prompts == ["nested 0", "root 0", "root 1", "top 0"]
+
+
 def test_parquet_planning_resumes_at_a_row(tmp_path):
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"n": list(range(25))}), path, row_group_size=10)
