@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
 #: Marks a field whose value may differ when a job is resumed: it changes how a job
@@ -54,9 +54,24 @@ _INT32_MAX = 2**31 - 1
 _SEED_MAX = 2**63 - 1 - 2**20
 
 
+def sampling_conflict(values: dict[str, Any]) -> str | None:
+    """What no engine can sample with, in values each valid alone (and in the merge of
+    a job's, a dataset's and a row's): said before the first request, not by an engine
+    refusing it on every try."""
+    low, high = values.get("min_tokens"), values.get("max_tokens")
+    if low and high is not None and low > high:
+        return f"min_tokens ({low}) is above max_tokens ({high})"
+    if any(stop == "" for stop in values.get("stop") or ()):
+        return "stop holds an empty string"
+    return None
+
+
 class SamplingConfig(_Strict):
     """Sampling parameters. Unset fields inherit from the level above
     (job -> dataset -> row); command-line overrides win over all of them."""
+
+    # inf or nan (`temperature: .inf`) passes a `ge` bound; every engine refuses it.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     temperature: float | None = Field(None, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
@@ -92,6 +107,13 @@ class SamplingConfig(_Strict):
         description="Extra arguments of the model's chat template, e.g. {enable_thinking: "
         "false} (vLLM in-process and vLLM servers).",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SamplingConfig:
+        conflict = sampling_conflict(self.model_dump(include={"min_tokens", "max_tokens", "stop"}))
+        if conflict:
+            raise ValueError(conflict)
+        return self
 
     def merged(self, *others: SamplingConfig | dict[str, Any] | None) -> SamplingConfig:
         """This config with the set fields of `others` laid on top, in order."""

@@ -14,6 +14,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 
 from rollout_ray.config.agents import AgentConfig
 from rollout_ray.config.blocks import (
+    JOB_SAMPLING_DEFAULTS,
     RESUME_FREE,
     SET_BY_ROLLOUT_RAY,
     CostConfig,
@@ -21,6 +22,7 @@ from rollout_ray.config.blocks import (
     ServeConfig,
     TrackingConfig,
     _Strict,
+    sampling_conflict,
 )
 from rollout_ray.config.engines import EngineBlock, VLLMEngineConfig, engine_block
 from rollout_ray.config.verifiers import VerifierConfig
@@ -297,6 +299,18 @@ class JobConfig(_Strict):
                 }
                 variants.append(DatasetConfig.model_validate(variant))
         object.__setattr__(self, "datasets", variants)
+        return self
+
+    @model_validator(mode="after")
+    def _samples_consistently(self) -> JobConfig:
+        """Each dataset's sampling as it runs (defaults, job, dataset) is one an engine
+        takes: the job's max_tokens under a dataset's min_tokens is refused here."""
+        job = JOB_SAMPLING_DEFAULTS.model_dump(exclude_none=True)
+        job.update(self.sampling.model_dump(exclude_none=True))
+        for i, dataset in enumerate(self.datasets):
+            conflict = sampling_conflict({**job, **dataset.sampling.model_dump(exclude_none=True)})
+            if conflict:
+                raise ValueError(f"datasets.{i} ({dataset.name}) samples with {conflict}")
         return self
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, DatasetConfig, JobConfig
+from rollout_ray.config.blocks import sampling_conflict
 from rollout_ray.engines import Engine, EngineDead, GenerationRequest
 from rollout_ray.errors import JobFault, RowError
 from rollout_ray.inputs.prompts import build_prompt
@@ -81,6 +82,9 @@ class PieceRequests:
                 assert row.value is not None
                 prompt = build_prompt(row.value, dataset)
                 sampling = {**base, **prompt.sampling, **pinned} if prompt.sampling else base
+                conflict = prompt.sampling and sampling_conflict(sampling)
+                if conflict:
+                    raise RowError(f"the row's sampling gives {conflict}", "prompt")
                 if dataset.agent is None:
                     self.episodes.tools_for(dataset, prompt)  # refuses rows with tools
                     token_ids = self.engine.prepare(prompt.messages, sampling)

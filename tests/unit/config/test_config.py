@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from rollout_ray.config import JOB_SAMPLING_DEFAULTS, load_config
@@ -120,6 +122,17 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_config(write(tmp_path, "datasets: [unclosed"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_sampling_no_engine_takes_is_refused_when_the_config_loads():
+    """A dataset's min_tokens over the job's max_tokens (256 by default), an infinite
+    temperature: the run used to start, then fail every rollout on every try."""
+    data = {"datasets": [{"path": "x.jsonl", "name": "d", "sampling": {"min_tokens": 300}}]}
+    with pytest.raises(ConfigError, match=r"datasets.0 \(d\) samples with min_tokens \(300\)"):
+        load_config({**data, "output": "o"})
+    with pytest.raises(ConfigError, match="finite number"):
+        load_config({**data, "output": "o", "sampling": {"temperature": math.inf}})
+    load_config({**data, "output": "o", "sampling": {"max_tokens": 300}})  # consistent
 
 
 def test_sampling_layers_merge_in_order():

@@ -85,6 +85,10 @@ def test_row_sampling_field_and_template():
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role is 'wizard'"),
         ({"responses_create_params": {"temperature": 1}}, "input is missing"),
         ({"prompt": "x", "sampling": {"temperature": -2}}, "sampling.temperature"),
+        # Each refused by the engine on every try, and retried, before they were checked:
+        ({"prompt": "x", "sampling": {"temperature": float("inf")}}, "finite number"),
+        ({"prompt": "x", "sampling": {"stop": [""]}}, "stop holds an empty string"),
+        ({"prompt": "x", "sampling": {"min_tokens": 9, "max_tokens": 3}}, "min_tokens (9)"),
     ],
 )
 def test_bad_rows_say_which_field(row, message):
