@@ -217,7 +217,7 @@ def content_text(content: Any, where: str) -> str:
                 parts.append(part["text"])
             else:
                 raise RowError(f"{where} has a part without text (only text and image parts)")
-        return "".join(parts)
+        return "\n".join(parts)  # as vLLM's chat parsing joins them
     raise RowError(f"{where} must be a string or a list of text parts")
 
 

@@ -25,14 +25,16 @@ def test_messages_shape_with_content_parts_and_system_prompt():
         "messages": [
             {
                 "role": "user",
-                "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}],
+                "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "two"}],
             }
         ]
     }
     p = build_prompt(row, ds)
+    # Text parts join with a newline, as vLLM's chat parsing (and so `vllm serve`) joins
+    # them; joined with nothing, the model read "part onetwo".
     assert p.messages == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi there"},
+        {"role": "user", "content": "part one\ntwo"},
     ]
 
 
