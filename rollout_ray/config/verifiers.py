@@ -140,7 +140,11 @@ class PythonVerifier(_Timed):
         description="Give up on one call after this long: the rollout fails (retryable up "
         "to max_attempts); a call still running is abandoned on its thread.",
     )
-    function: str = Field(..., description="`package.module:function`.")
+    function: str = Field(
+        ...,
+        description="`package.module:function`, importable where the job starts (a module "
+        "in the current folder, or on PYTHONPATH): checked before anything runs.",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
 
 

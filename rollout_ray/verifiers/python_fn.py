@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,8 @@ def import_function(path: str) -> Callable[..., Any]:
         raise VerifierError(
             f"python verifier {path!r}: expected 'package.module:function'", terminal=True
         )
+    if os.getcwd() not in sys.path:  # `myverifier:score` beside the config, as uvicorn finds apps
+        sys.path.append(os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or the module itself failing on import
@@ -100,9 +104,9 @@ def on_own_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.
 class PythonFunction(Verifier):
     """Calls `function(record, **kwargs)`; sync functions run on a thread, never on the loop.
 
-    The function is imported on first use rather than when the verifier is built, so a
-    module that exists only where rollouts are judged (e.g. shipped in a Ray runtime
-    env) does not have to be importable where the job is planned.
+    The function is imported on first use rather than when the verifier is built; a
+    job checks once that it imports where the job starts (check_verifiers), so a name
+    that can't be imported stops the job before it generates anything.
     """
 
     name = "python"

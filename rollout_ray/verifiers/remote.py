@@ -264,6 +264,7 @@ def check_verifiers(config: JobConfig) -> None:
         ConfigError: every verifier that can't be built, each naming its config key.
     """
     from rollout_ray.verifiers import VerifierError, build_verifier
+    from rollout_ray.verifiers.python_fn import import_function
 
     problems, checked = [], set()
     for i, dataset in enumerate(config.datasets):
@@ -274,6 +275,8 @@ def check_verifiers(config: JobConfig) -> None:
         checked.add(key)
         try:
             verifier = build_verifier(spec)
+            if spec.kind == "python":  # not left to the first verdict, after generation
+                import_function(spec.function)
         except VerifierError as exc:
             problems.append(f"{key}.verifier (dataset {dataset.name!r}): {spec.kind}: {exc}")
             continue

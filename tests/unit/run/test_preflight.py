@@ -3,6 +3,8 @@ at once, each naming the config key that fixes it."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from rollout_ray.config import load_config
@@ -70,3 +72,35 @@ def test_every_verifier_that_cant_be_built_is_named_at_once(tmp_path):
     assert lines[0] == "2 problems in the config:"
     assert lines[1].startswith("  - datasets.0.verifier (dataset 'a'): regex: ")
     assert lines[2].startswith("  - datasets.2.verifier (dataset 'c'): regex: ")
+
+
+def test_a_python_verifier_that_cant_be_imported_stops_the_job_before_it_runs(
+    tmp_path, monkeypatch
+):
+    """A function name without a module, a module that isn't there, a missing
+    attribute: refused at once (before, every rollout was generated, then failed at
+    verify, and the fixed config was another job's). A module in the folder the job
+    starts from imports without PYTHONPATH."""
+    (tmp_path / "in.jsonl").write_text('{"prompt": "hi"}\n')
+    (tmp_path / "myscore.py").write_text("def reward(record):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    functions = ["notamodule", "no_such_module_here:fn", "json:nope", "myscore:reward"]
+    config = load_config(
+        {
+            "model": "m",
+            "engine": {"kind": "simulated"},
+            "datasets": [
+                {"name": f"d{i}", "path": "in.jsonl", "verifier": {"kind": "python", "function": f}}
+                for i, f in enumerate(functions)
+            ],
+            "output": "out",
+        }
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_verifiers(config)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "3 problems in the config:"
+    assert "datasets.0.verifier" in lines[1] and "expected 'package.module:function'" in lines[1]
+    assert "datasets.1.verifier" in lines[2] and "cannot import 'no_such_module_here'" in lines[2]
+    assert "datasets.2.verifier" in lines[3] and "has no attribute 'nope'" in lines[3]
