@@ -386,14 +386,10 @@ def _leave(code: object) -> None:
     Ray: Python's teardown of torch and vLLM takes seconds and has nothing left to save
     (commits, metrics and the lease are done before run_job returns). Ray is left
     here rather than by its exit hook, which sleeps 0.5 s before it starts."""
-    ray = sys.modules.get("ray")
-    on_ray = ray is not None and ray.is_initialized()
-    if "vllm" not in sys.modules and not on_ray:
-        return
-    if on_ray:
-        from rollout_ray.run.placement import leave_ray
+    from rollout_ray.run.placement import leave_ray
 
-        leave_ray()
+    if not leave_ray() and "vllm" not in sys.modules:
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from typing import Any
 
 from rollout_ray.config import JobConfig
@@ -73,13 +74,14 @@ def init_ray(num_cpus: int | None = None) -> bool:
     return local
 
 
-def leave_ray() -> None:
+def leave_ray() -> bool:
     """Disconnect from Ray now (a process about to exit), stopping a local Ray this
-    process started. Its autoscaler monitor goes first, at once: ray.shutdown() stops
-    it after the GCS, and it then spends its whole 1 s grace reporting its end to the
-    GCS that is gone. Connected to a cluster, nothing of the cluster is stopped."""
-    import ray
-
+    process started; whether it was connected. The autoscaler monitor goes first, at
+    once: ray.shutdown() stops it after the GCS, and it then spends its whole 1 s grace
+    reporting its end to the GCS that is gone. A cluster's own processes are left."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return False
     node = getattr(ray._private.worker, "_global_node", None)
     try:
         if node is not None:
@@ -87,6 +89,7 @@ def leave_ray() -> None:
     except Exception as exc:  # Ray's own shutdown still stops it
         log.debug("stopping Ray's monitor: %s", exc)
     ray.shutdown()
+    return True
 
 
 def pieces_context() -> Any:
