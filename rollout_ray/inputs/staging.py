@@ -171,32 +171,35 @@ def _copy_lines(file: InputFile, dest: str, stop: BrokenStream | None = None) ->
 
 def _stage_array(file: InputFile, dest: str) -> None:
     """A JSON array, one element per line. The array is parsed whole: `.json` arrays
-    are the small-dataset format (large ones are JSONL, which is streamed)."""
+    are the small-dataset format (large ones are JSONL, which is streamed). One that
+    can't be read or parsed is staged as one failure record: the job goes on."""
     try:
         data = b"".join(_blocks(file))
     except BrokenStream as exc:
-        reason = (
-            f"{file.uri} could not be read: {exc.reason}; a .json array is parsed whole, so "
-            "none of its rows could be read"
-        )
-        log.warning("%s", reason)
-        with storage.open_atomic(dest) as out:
-            out.write(unreadable_line(reason, b""))
-        return
+        return _unreadable_array(dest, f"{file.uri} could not be read: {exc.reason}", b"")
     try:
         with deep_parsing():  # a row too deep is refused alone when read, not the file
             rows = json.loads(data.decode("utf-8-sig", errors="replace"))
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(
-            f"{file.uri} is not valid JSON ({exc}). A .json input must be one JSON array "
-            "of row objects, or JSON Lines (one object per line; name it .jsonl)."
-        ) from None
+        return _unreadable_array(
+            dest,
+            f"{file.uri} is not valid JSON ({exc}); a .json input is one JSON array of row "
+            "objects, or JSON Lines (one object per line; name it .jsonl)",
+            data,
+        )
     if not isinstance(rows, list):
         raise ConfigError(f"{file.uri} is a JSON {type(rows).__name__}, not an array of rows")
     with storage.open_atomic(dest) as out, deep_parsing():
         for row in rows:
             # ASCII escapes keep any lone surrogate as an escape, repaired when read.
             out.write(json.dumps(row).encode() + b"\n")
+
+
+def _unreadable_array(dest: str, reason: str, data: bytes) -> None:
+    reason += ". A .json array is parsed whole, so none of its rows could be read"
+    log.warning("%s", reason)
+    with storage.open_atomic(dest) as out:
+        out.write(unreadable_line(reason, data))
 
 
 def _stage_arrow(file: InputFile, dest: str) -> None:

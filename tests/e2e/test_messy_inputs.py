@@ -166,6 +166,24 @@ def test_prompt_template_that_raises_is_the_rows_failure(ray_session, tmp_path):
     assert sorted(r["row_index"] for r in read_output(tmp_path / "out")) == [0, 0, 2, 2]
 
 
+def test_a_json_array_that_is_not_valid_json_is_one_failure_and_the_job_goes_on(tmp_path):
+    """A .json array cut short is parsed whole, so none of its rows can be read: one
+    failure record says so, naming the file, and the dataset's other files run (it
+    stopped the whole job with exit 2)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "cut.json").write_text('[{"prompt": "a"},\n{"prompt": "b"},\n{"prompt": "c"')
+    write_jsonl(inputs / "good.jsonl", [{"prompt": f"row {i}"} for i in range(3)])
+    result = run_job(simulated_job(inputs, tmp_path / "out", executor="local"))
+    assert result.status == "finished"
+    (failure,) = read_output(tmp_path / "out", "failures")
+    assert failure["terminal"] and failure["row_index"] == 0
+    assert f"{inputs / 'cut.json'} is not valid JSON" in failure["error"]
+    assert Path(failure["source_file"]).name == "cut.json"
+    rows = sorted(r["row_index"] for r in read_output(tmp_path / "out"))
+    assert rows == sorted([0, 1, 2] * REPEATS)
+
+
 def test_hugging_face_save_to_disk_and_arrow_files_are_read_as_rows(ray_session, tmp_path):
     """A `datasets` folder from save_to_disk (its .arrow files are Arrow IPC streams, its
     state.json and dataset_info.json metadata) and a lone Arrow IPC file."""
