@@ -98,7 +98,7 @@ class Lease:
                 self.generation = generation
                 self.renewed_at = time.monotonic()
                 return
-            alive = _alive_here(held)
+            alive = alive_here(held)
             if held.get("released") or alive is False:
                 if self._create(generation + 1):
                     return
@@ -246,7 +246,7 @@ def _is_gen(uri: str) -> bool:
     return name.endswith(".json") and name[:-5].isdigit()
 
 
-def _alive_here(held: dict[str, Any]) -> bool | None:
+def alive_here(held: dict[str, Any]) -> bool | None:
     """Whether the holder's process is alive, if it ran on this host; None if unknown."""
     if held.get("host") != socket.gethostname():
         return None

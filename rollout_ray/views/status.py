@@ -21,6 +21,7 @@ from rollout_ray.inputs.sources import Shard
 from rollout_ray.output import manifest
 from rollout_ray.output.integrity import Check
 from rollout_ray.output.job_state import JobState
+from rollout_ray.output.lease import Lease, alive_here
 from rollout_ray.output.manifest import Layout
 from rollout_ray.views.tables import Grid
 
@@ -48,13 +49,14 @@ def job_status(output: str) -> dict[str, Any]:
             for row in table.to_pylist():
                 failures.setdefault(row["dataset"], Counter())[row["error_class"]] += 1
     progress = storage.read_json(layout.progress) if storage.exists(layout.progress) else {}
-    live = progress.get("status") == "running" and _fresh(progress)
+    live = progress.get("status") == "running" and _live(layout, progress)
     datasets = state.totals()
     expected = sum(d["expected"] for d in datasets.values())
     settled = sum(d["ok"] + d["failed"] - d["retryable"] for d in datasets.values())
     return {
         "output": output,
-        "status": ("running" if live else progress.get("status") or "planned"),
+        # A run killed outright (kill -9, a crash) leaves "running": it stopped.
+        "status": "running" if live else _ended(progress.get("status")),
         "planned_at": job.get("planned_at"),
         "model": job["config"].get("model"),
         "complete": state.settled(),
@@ -75,13 +77,21 @@ def job_status(output: str) -> dict[str, Any]:
     }
 
 
-def _fresh(progress: dict[str, Any]) -> bool:
-    """A 'running' progress file is stale if its job stopped updating it."""
+def _live(layout: Layout, progress: dict[str, Any]) -> bool:
+    """A 'running' progress file is its job's while the job updates it and, when the
+    job holds the lease from this host, while its process lives."""
     try:
         updated = datetime.fromisoformat(progress["updated_at"]).timestamp()
     except (KeyError, ValueError):
         return False
-    return time.time() - updated < 30
+    if time.time() - updated >= 30:
+        return False
+    held = Lease(layout.lease_dir, {}).latest()
+    return held is None or alive_here(held[1]) is not False
+
+
+def _ended(status: str | None) -> str:
+    return "stopped" if status == "running" else status or "planned"
 
 
 def render_status(console: Console, report: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from rollout_ray import run_job, storage
 from rollout_ray.errors import ResumeRefused
 from rollout_ray.output.lease import Lease
 from rollout_ray.output.manifest import Layout, read_commits
+from rollout_ray.views.status import job_status
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +155,8 @@ def kill_and_resume(
             time.sleep(rng.uniform(0, 0.5))  # and inside whatever is being written now
         assert proc.poll() is None, f"the job finished before kill {i + 1} came"
         kill_driver(proc)
+        if storage.exists(Layout(output).job):  # what `rollout-ray status` says now
+            assert job_status(output)["status"] != "running", "a killed run shown running"
         snapshot = committed_records(output) if storage.exists(Layout(output).job) else {}
         progress.append(len(snapshot))
         snapshots.update(snapshot)
@@ -359,7 +362,6 @@ def test_s3_output_schema_and_status(ray_session, tmp_path, tiny_model, s3_serve
         [{"name": "p", "path": "s3://rollouts/inputs/*.parquet"}],
     )
     run_job(config)
-    from rollout_ray.views.status import job_status
 
     report = job_status("s3://rollouts/jobs/parquet")
     assert report["complete"] and report["datasets"]["p"]["ok"] == 10
