@@ -122,10 +122,14 @@ def prompt_text(record: dict[str, Any]) -> str:
 
 def gold_latex(answer: Any) -> str:
     r"""The reference as Gym's math server writes it: outer `\(..\)` then `$..$`
-    stripped, inside `\boxed{}` (so LaTeX extraction finds plain numbers too)."""
+    stripped, inside `\boxed{}` (so LaTeX extraction finds plain numbers too). A
+    GSM8K-style reference, a worked solution ending `#### 42`, is the part after its
+    last `####` (parsed whole, its first number was taken: every right answer scored 0)."""
     if isinstance(answer, float) and answer.is_integer():
         answer = int(answer)
     text = str(answer).strip()
+    if "####" in text:
+        text = text.rsplit("####", 1)[1].strip()
     if text.startswith("\\(") and text.endswith("\\)"):
         text = text[2:-2].strip()
     if text.startswith("$") and text.endswith("$") and len(text) > 1:

@@ -229,6 +229,11 @@ def math_verifier():
         ("the answer is 42", 42, 1.0),  # no box: math-verify's own extraction
         ("\\boxed{4}", "3", 0.0),
         ("\\boxed{\\frac{1}{3}}", "0.5", 0.0),
+        # GSM8K's `answer` column, a worked solution ending "#### N" (scored 0 before):
+        ("\\boxed{4}", "#### 4", 1.0),
+        ("The answer is 42.", "6*7=42\n#### 42", 1.0),
+        ("so 72 clips", "48/2 = 24 clips.\n48+24 = 72\n#### 72", 1.0),
+        ("so 6 clips", "6*7=42\n#### 42", 0.0),
     ],
 )
 def test_math_equivalence(math_verifier, response, gold, expected):
