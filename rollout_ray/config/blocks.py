@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 #: Marks a field whose value may differ when a job is resumed: it changes how a job
@@ -85,7 +85,9 @@ class SamplingConfig(_Strict):
     min_tokens: int | None = Field(
         None, ge=0, le=_INT32_MAX, description="Minimum tokens before a stop may end."
     )
-    stop: list[str] | None = Field(None, description="Strings that end generation (not included).")
+    stop: list[str] | None = Field(
+        None, description="Strings that end generation (not included); one string is a list of one."
+    )
     seed: int | None = Field(
         None,
         ge=-(2**63),
@@ -107,6 +109,11 @@ class SamplingConfig(_Strict):
         description="Extra arguments of the model's chat template, e.g. {enable_thinking: "
         "false} (vLLM in-process and vLLM servers).",
     )
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # as the OpenAI API takes it
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplingConfig:

@@ -26,6 +26,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"override {item!r} has an empty key")
+    if raw.lstrip().startswith("#"):  # YAML would read a comment: `stop=###` as null
+        return path, raw.strip()
     return path, yaml.safe_load(raw) if raw.strip() else ""
 
 

@@ -39,6 +39,14 @@ def test_yaml_and_overrides(tmp_path):
     assert config.pinned_sampling(0) == {"temperature"}
 
 
+def test_an_override_value_starting_with_hash_is_text_not_a_comment(tmp_path):
+    """`sampling.stop=###` was read by YAML as a comment: stop null, silently."""
+    config = load_config(write(tmp_path, BASE), ["sampling.stop=###"])
+    assert config.sampling.stop == ["###"]  # one string: a list of one, as OpenAI's API
+    with pytest.raises(ConfigError, match=r"sampling\.seed"):
+        load_config(write(tmp_path, BASE), ["sampling.seed=#1"])
+
+
 def test_quickstart_default_is_valid():
     config = load_config(None)
     assert config.model == "smollm2-135m-instruct"
