@@ -69,7 +69,8 @@ def build_prompt(row: dict[str, Any], dataset: DatasetConfig) -> Prompt:
     if shape == "responses_create_params":
         prompt = _from_gym(row)
     elif shape == "messages":
-        prompt = Prompt(_messages(row.get(dataset.messages_field), dataset.messages_field))
+        value = _json_list_text(row.get(dataset.messages_field))
+        prompt = Prompt(_messages(value, dataset.messages_field))
         prompt.carried = {k: v for k, v in row.items() if k != dataset.messages_field}
         if TOOLS_KEY in prompt.carried:  # chat-completions rows carry their tools beside
             prompt.tools = chat_tools(prompt.carried.pop(TOOLS_KEY), TOOLS_KEY)
@@ -120,6 +121,18 @@ def _prompt_text(row: dict[str, Any], dataset: DatasetConfig) -> str:
         raise RowError(
             f"field {dataset.prompt_field!r} must be a non-empty string, got {type(value).__name__}"
         )
+    return value
+
+
+def _json_list_text(value: Any) -> Any:
+    """A chat list stored as JSON text (a Parquet or CSV export's string column) is the
+    list it holds; taken as it was, the whole JSON became one user message."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, list) else value
     return value
 
 

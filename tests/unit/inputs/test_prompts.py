@@ -65,6 +65,16 @@ def test_gym_row_instructions_sampling_and_seed():
     assert json.loads(p.responses_create_params)["max_output_tokens"] == 12
 
 
+def test_messages_stored_as_json_text_are_the_list_they_hold():
+    """A Parquet column of JSON strings (a common export) became one user message
+    holding the whole JSON."""
+    chat = [{"role": "system", "content": "Be terse"}, {"role": "user", "content": "hi"}]
+    assert build_prompt({"messages": json.dumps(chat)}, DS).messages == chat
+    assert build_prompt({"messages": "[not json"}, DS).messages == [
+        {"role": "user", "content": "[not json"}
+    ]
+
+
 def test_gym_input_as_string():
     p = build_prompt({"responses_create_params": {"input": "hello"}}, DS)
     assert p.messages == [{"role": "user", "content": "hello"}]
