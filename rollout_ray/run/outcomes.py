@@ -107,7 +107,8 @@ def failure_record(
     shard = item.shard
     where = "line" if shard.format == "jsonl" else "row"
     reason = str(exc) or type(exc).__name__
-    message = redact(f"{shard.file_key} {where} {row.row_index + 1}: {reason}", secrets)
+    name = shard.source.rsplit("/", 1)[-1]  # the file as the user named it (not its key)
+    message = redact(f"{name} {where} {row.row_index + 1}: {reason}", secrets)
     record: FailureRecord = {
         "dataset": shard.dataset,
         "task_id": shard.task_id(row.row_index),

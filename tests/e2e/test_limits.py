@@ -77,7 +77,7 @@ def test_rows_nested_past_the_limit_fail_alike_on_every_executor(request, tmp_pa
     assert sorted(failed) == [7, 8, 9]
     for row, failure in failed.items():
         assert failure["stage"] == "parse" and failure["terminal"]
-        assert failure["error"].startswith(f"in line {row + 1}: field 'metadata' nests")
+        assert failure["error"].startswith(f"in.jsonl line {row + 1}: field 'metadata' nests")
         assert f"more than {MAX_DEPTH} levels deep" in failure["error"]
 
 

@@ -106,7 +106,7 @@ def test_hostile_rows_fail_alone_with_a_reason_that_names_the_field(ray_session,
     ok = {r["row_index"]: r for r in read_output(tmp_path / "out")}
     failed = {f["row_index"]: f for f in read_output(tmp_path / "out", "failures")}
     assert sorted(ok) == [0, 2, 3] and sorted(failed) == [1, 4, 5]
-    assert failed[1]["error"].startswith("rows line 2: messages[0].role is ['user']; allowed")
+    assert failed[1]["error"].startswith("rows.jsonl line 2: messages[0].role is ['user']; allowed")
     assert "sampling.seed" in failed[4]["error"] and failed[4]["stage"] == "parse"
     assert "messages[0].content has a part without text" in failed[5]["error"]
     assert all(f["terminal"] for f in failed.values())
