@@ -276,7 +276,8 @@ def rollouts_table(records: list[dict[str, Any]]) -> pa.Table:
     """Build a table of rollout records: core columns typed by the schema, the input
     row's carried fields after them (see `carried_columns`).
 
-    Input fields whose name collides with a core column are stored as `input.<name>`.
+    Input fields whose name collides with a core column, or starts `input.`, are stored
+    as `input.<name>`.
 
     Raises:
         pa.ArrowException, TypeError, ValueError, OverflowError: a core value can't be
@@ -315,7 +316,8 @@ def carried_columns(
     full of nulls, which changes the data.
 
     Returns:
-        Columns by stored name (`input.<name>` for a name a core column has), per row
+        Columns by stored name (`input.<name>` for a name a core column has or one
+        starting `input.`), per row
         the stored names holding JSON text (None when none), and per row what storing
         changed (a NaN stored as null, binary data as base64: see json_text).
     """
@@ -324,7 +326,10 @@ def carried_columns(
     notes: list[list[str]] = [[] for _ in inputs]
     columns = {}
     for name in names:
-        stored = INPUT_PREFIX + name if name in CORE_NAMES else name
+        # The prefix also on a name that has it: a row's own `input.x` beside a core
+        # `x` (or as json_normalize names nested fields) keeps its name and value.
+        taken = name in CORE_NAMES or name.startswith(INPUT_PREFIX)
+        stored = INPUT_PREFIX + name if taken else name
         values = [row.get(name) for row in inputs]
         for i, value in enumerate(values):
             if value is None or type(value) is str:

@@ -152,6 +152,19 @@ def test_carried_fields_round_trip_any_json_value():
     assert back[7]["carried_json"] is None and back[9]["carried_json"] == ["v"]
 
 
+def test_carried_names_that_look_like_stored_names_keep_their_own():
+    """A row's `task_id` is stored as `input.task_id`; a field of its own named
+    `input.task_id` then took that column (the row's value lost), and `input.text`
+    (as json_normalize names nested fields) came back as `text`."""
+    from rollout_ray.output.schema import record_from_row
+
+    carried = {"task_id": "A", "input.task_id": "B", "input.text": "flat", "x": 1}
+    record = {"dataset": "d", "task_id": "d:0", "rollout_index": 0, "input": carried}
+    (row,) = decode_rows(pq.read_table(io.BytesIO(parquet_bytes(rollouts_table([record])))))
+    assert row["task_id"] == "d:0" and row["input.task_id"] == "A"
+    assert record_from_row(row)["input"] == carried
+
+
 def test_prompt_template_that_raises_is_the_rows_failure(ray_session, tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [{"q": "a"}, {"q": 5}, {"q": "c"}])
     config = simulated_job(path, tmp_path / "out", dataset={"prompt_template": "Q: {q:>3s}"})
