@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import string
 from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -105,6 +106,21 @@ class DatasetConfig(_Strict):
         if self.sweep_setting is None:
             return self.name
         return self.name[: -len(sweep_label(self.sweep_setting)) - 1]
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_names_fields(cls, value: str | None) -> str | None:
+        # Refused here, not as every row's failure: `{"answer": 1}` or `{}` fit no row.
+        hint = "literal braces are written {{ and }}"
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(value or "") if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"{exc} ({hint})") from None
+        for name in names:
+            head = re.split(r"[.\[]", name, maxsplit=1)[0]
+            if not head or head.isdigit() or re.search(r"[\s\"']", head):
+                raise ValueError(f"{{{name}}} names no row field ({hint})")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -303,8 +319,7 @@ class JobConfig(_Strict):
 
     @model_validator(mode="after")
     def _samples_consistently(self) -> JobConfig:
-        """Each dataset's sampling as it runs (defaults, job, dataset) is one an engine
-        takes: the job's max_tokens under a dataset's min_tokens is refused here."""
+        """Each dataset's sampling as it runs (defaults, job, dataset) is one engines take."""
         job = JOB_SAMPLING_DEFAULTS.model_dump(exclude_none=True)
         job.update(self.sampling.model_dump(exclude_none=True))
         for i, dataset in enumerate(self.datasets):

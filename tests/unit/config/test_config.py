@@ -47,6 +47,18 @@ def test_an_override_value_starting_with_hash_is_text_not_a_comment(tmp_path):
         load_config(write(tmp_path, BASE), ["sampling.seed=#1"])
 
 
+@pytest.mark.parametrize(
+    "template", ['Reply as JSON like {"answer": 1}. {question}', "Q: {question", "Q: {}"]
+)
+def test_a_prompt_template_that_fits_no_row_is_refused_when_the_config_loads(template):
+    """Braces meant literally: every row failed, the job exited 0, and the fixed
+    template was another job's (found by a probe)."""
+    with pytest.raises(ConfigError, match="literal braces are written"):
+        load_config({"datasets": [{"path": "x.jsonl", "prompt_template": template}], "output": "o"})
+    fine = "Q: {question} {{x}} {a.b} {c[0]} {n:>3}"
+    load_config({"datasets": [{"path": "x.jsonl", "prompt_template": fine}], "output": "o"})
+
+
 def test_quickstart_default_is_valid():
     config = load_config(None)
     assert config.model == "smollm2-135m-instruct"
