@@ -101,16 +101,15 @@ class OpenAIEngine(Engine):
         return self._client
 
     def close(self) -> None:
+        """Called off the engine's loop (every caller does): the session closes on the
+        loop that opened it."""
         client, loop, self._client = self._client, self._loop, None
         if client is None or loop is None or not loop.is_running():
             return
-        if _running_loop() is loop:  # on the loop's own thread: it closes as it goes on
-            loop.create_task(client.close())
-        else:
-            try:  # from another thread: on the loop that opened it
-                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
-            except Exception as exc:  # a client that can't close has nothing to save
-                log.debug("closing the endpoint's client: %s", exc)
+        try:
+            asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        except Exception as exc:  # a client that can't close has nothing to save
+            log.debug("closing the endpoint's client: %s", exc)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         client = self._client_for_loop()
@@ -386,10 +385,3 @@ def check(job: JobConfig, block: OpenAIEngineConfig, secret_env: dict[str, str])
 
 
 register_engine(OpenAIEngineConfig, build=build, check=check)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
